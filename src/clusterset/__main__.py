@@ -1,0 +1,3 @@
+from clusterset.cli.main import main
+
+main()

@@ -1,0 +1,276 @@
+"""`clusterset`: run | dns | controller | status | render | resolve | corefile.
+
+Errors the user can fix (bad flags, unreadable sources) print one line on
+stderr and exit 2; nothing prints a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from clusterset import __version__, logs
+from clusterset.cli import output
+from clusterset.controller.manifest import ClusterSetFeed, FolderFeed, SourceError
+from clusterset.model.ids import ClusterId, InvalidName, cluster_id
+from clusterset.model.objects import IPFamily
+from clusterset.reconcile import allocate
+from clusterset.server.app import DnsOptions, DnsServer, ListenError
+from clusterset.zone import policy
+from clusterset.zone.records import ZoneSettings
+
+log = logging.getLogger("clusterset")
+
+app = typer.Typer(
+    name="clusterset",
+    help="One DNS name for a Kubernetes service, whichever cluster it runs in.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"auto_envvar_prefix": "CLUSTERSET"},
+)
+
+
+class UsageProblem(click.UsageError):
+    pass
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"clusterset {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="debug|info|warning|error")] = "info",
+    log_format: Annotated[str, typer.Option(help="text|json")] = "text",
+) -> None:
+    if log_format not in ("text", "json"):
+        raise UsageProblem(f"--log-format {log_format!r}: expected text or json")
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise UsageProblem(f"--log-level {log_level!r}: expected debug, info, warning or error")
+    logs.setup(log_level, log_format)
+
+
+ZoneOpt = Annotated[str, typer.Option("--zone", help="The clusterset zone.")]
+TtlOpt = Annotated[int, typer.Option("--ttl", help="TTL of every answer (0-3600).")]
+ListenOpt = Annotated[str, typer.Option("--listen", help="HOST:PORT for UDP and TCP.")]
+ManifestsOpt = Annotated[
+    Path | None, typer.Option("--manifests", help="Folder of YAML manifests.")
+]
+PolicyOpt = Annotated[
+    str, typer.Option("--default-policy", help=f"Answer policy: {', '.join(policy.POLICIES)}.")
+]
+
+
+def _settings(zone: str, ttl: int, default_policy: str, ns: list[str] | None = None) -> ZoneSettings:
+    if not 0 <= ttl <= 3600:
+        raise UsageProblem(f"--ttl {ttl}: expected 0-3600")
+    if default_policy not in policy.POLICIES:
+        raise UsageProblem(f"--default-policy {default_policy!r}: expected {policy.POLICIES}")
+    z = zone.strip(".").lower()
+    if not z or any(not part for part in z.split(".")):
+        raise UsageProblem(f"--zone {zone!r}: not a domain name")
+    for a in ns or []:
+        try:
+            ipaddress.ip_address(a)
+        except ValueError as exc:
+            raise UsageProblem(f"--ns-address {a!r}: not an IP address") from exc
+    return ZoneSettings(zone=z, ttl=ttl, default_policy=default_policy, ns_addresses=tuple(ns or ()))
+
+
+def _cidrs(v4: str, v6: str) -> dict[IPFamily, allocate.Network]:
+    try:
+        return {
+            IPFamily.IPV4: ipaddress.IPv4Network(v4),
+            IPFamily.IPV6: ipaddress.IPv6Network(v6),
+        }
+    except ValueError as exc:
+        raise UsageProblem(f"--clusterset-cidr: {exc}") from exc
+
+
+def _cluster(name: str) -> ClusterId:
+    try:
+        return cluster_id(name)
+    except InvalidName as exc:
+        raise UsageProblem(f"--cluster: {exc}") from exc
+
+
+def _need_manifests(manifests: Path | None) -> Path:
+    if manifests is None:
+        raise UsageProblem("--manifests DIR (or --kubeconfig) is required")
+    return manifests
+
+
+async def _serve(server: DnsServer, views: object) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    feed = asyncio.create_task(server.serve_views(views), name="zone-feed")  # type: ignore[arg-type]
+    stopper = asyncio.create_task(stop.wait(), name="stop")
+    done, _ = await asyncio.wait({feed, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if feed in done and feed.exception() is not None:
+        log.error("zone feed failed: %s", feed.exception())
+    feed.cancel()
+    stopper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await feed
+    log.info("shutting down")
+    await server.stop()
+
+
+def _run_server(options: DnsOptions, make_views: object) -> None:
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    server = DnsServer(options)
+    runner(_serve(server, make_views(server)))  # type: ignore[operator]
+
+
+@app.command()
+def dns(
+    manifests: ManifestsOpt = None,
+    listen: ListenOpt = "127.0.0.1:5353",
+    zone: ZoneOpt = "clusterset.local",
+    ttl: TtlOpt = 5,
+    cluster: Annotated[str | None, typer.Option(help="This cluster's ID (for local-first).")] = None,
+    default_policy: PolicyOpt = policy.KEP,
+    ns_address: Annotated[list[str] | None, typer.Option(help="Glue for the apex NS.")] = None,
+    udp_threads: Annotated[int, typer.Option(help="UDP receive threads.")] = 1,
+) -> None:
+    """Serve the clusterset zone from one cluster's ServiceImports and MCS EndpointSlices.
+
+    Example: clusterset dns --manifests examples/imported/member2 --listen 127.0.0.1:5300
+    """
+    root = _need_manifests(manifests)
+    settings = _settings(zone, ttl, default_policy, ns_address)
+    feed = FolderFeed(root, cluster=_cluster(cluster) if cluster else None)
+    _run_server(DnsOptions(settings, listen, udp_threads), lambda s: feed.views())
+
+
+@app.command()
+def run(
+    manifests: ManifestsOpt = None,
+    cluster: Annotated[str, typer.Option(help="Answer as this member cluster sees it.")] = "",
+    listen: ListenOpt = "127.0.0.1:5353",
+    zone: ZoneOpt = "clusterset.local",
+    ttl: TtlOpt = 5,
+    default_policy: PolicyOpt = policy.KEP,
+    clusterset_cidr: Annotated[str, typer.Option(help="ClusterSetIP range (IPv4).")] = "10.250.0.0/16",
+    clusterset_cidr_v6: Annotated[str, typer.Option(help="ClusterSetIP range (IPv6).")] = "fd63:6c75:7374::/112",
+    state_file: Annotated[Path | None, typer.Option(help="Where allocations persist.")] = None,
+    udp_threads: Annotated[int, typer.Option(help="UDP receive threads.")] = 1,
+) -> None:
+    """Controller + DNS in one process over ROOT/<cluster>/ folders.
+
+    Example: clusterset run --manifests examples/clusters --cluster member2 --listen 127.0.0.1:5300
+    """
+    root = _need_manifests(manifests)
+    if not cluster:
+        raise UsageProblem("--cluster NAME is required")
+    cid = _cluster(cluster)
+    settings = _settings(zone, ttl, default_policy)
+    feed = ClusterSetFeed(root, cidrs=_cidrs(clusterset_cidr, clusterset_cidr_v6), state_file=state_file)
+    _run_server(DnsOptions(settings, listen, udp_threads), lambda s: feed.views(cid))
+
+
+OutputOpt = Annotated[str, typer.Option("-o", "--output", help="table|wide|json|yaml")]
+
+
+def _feed(manifests: Path | None, state_file: Path | None = None) -> ClusterSetFeed:
+    return ClusterSetFeed(
+        _need_manifests(manifests),
+        cidrs=_cidrs("10.250.0.0/16", "fd63:6c75:7374::/112"),
+        state_file=state_file,
+    )
+
+
+@app.command()
+def status(
+    manifests: ManifestsOpt = None,
+    output_format: OutputOpt = "table",
+    state_file: Annotated[Path | None, typer.Option(help="Where allocations persist.")] = None,
+) -> None:
+    """Every ServiceExport with its conditions and every ServiceImport, kubectl-style."""
+    if output_format not in ("table", "wide", "json", "yaml"):
+        raise UsageProblem(f"-o {output_format!r}: expected table, wide, json or yaml")
+    observed = _feed(manifests, state_file).observe()
+    output.status(observed, output_format)
+
+
+@app.command()
+def render(
+    manifests: ManifestsOpt = None,
+    cluster: Annotated[str, typer.Option(help="The consuming cluster.")] = "",
+    state_file: Annotated[Path | None, typer.Option(help="Where allocations persist.")] = None,
+) -> None:
+    """Print, as YAML, the objects the controller would apply to one cluster."""
+    if not cluster:
+        raise UsageProblem("--cluster NAME is required")
+    cid = _cluster(cluster)
+    observed = _feed(manifests, state_file).observe()
+    if cid not in observed.desired.clusters:
+        raise SourceError(f"--cluster {cid}: no such cluster under {manifests}")
+    output.render(observed, cid)
+
+
+@app.command()
+def resolve(
+    name: Annotated[str, typer.Argument(help="The name to look up.")],
+    qtype: Annotated[str, typer.Argument(help="Record type.")] = "A",
+    manifests: ManifestsOpt = None,
+    cluster: Annotated[str, typer.Option(help="Ask as this member cluster.")] = "",
+    explain: Annotated[bool, typer.Option(help="Say why: policy, candidates.")] = False,
+    zone: ZoneOpt = "clusterset.local",
+    ttl: TtlOpt = 5,
+    default_policy: PolicyOpt = policy.KEP,
+    state_file: Annotated[Path | None, typer.Option(help="Where allocations persist.")] = None,
+) -> None:
+    """Answer NAME as the DNS server would for --cluster, and optionally explain it."""
+    if not cluster:
+        raise UsageProblem("--cluster NAME is required")
+    cid = _cluster(cluster)
+    settings = _settings(zone, ttl, default_policy)
+    feed = _feed(manifests, state_file)
+    observed = feed.observe()
+    if cid not in observed.state.clusters:
+        raise SourceError(f"--cluster {cid}: no such cluster under {manifests}")
+    output.resolve(feed.view(observed, cid), settings, name, qtype, explain=explain)
+
+
+def main() -> None:
+    """Entry point: usage problems and unreadable sources are one line and exit code 2."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=sys.argv[1:], prog_name="clusterset", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.UsageError as exc:
+        print(f"clusterset: error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(2)
+    except (SourceError, ListenError) as exc:
+        print(f"clusterset: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

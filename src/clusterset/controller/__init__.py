@@ -1,0 +1,1 @@
+"""L3: orchestration of sources, reconcile and sinks."""

@@ -1,0 +1,183 @@
+"""Read `DIR/*.yaml` (multi-document, or `kind: List` as `kubectl get -o yaml` writes it).
+
+Bad input never loses state: a document that fails to parse or convert is
+reported as one line (file, document index, kind/name, field) and the last
+good version of what that file held is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clusterset.model import convert
+from clusterset.model.ids import ClusterId, ServiceKey
+from clusterset.model.objects import EndpointSlice, Service, ServiceExport, ServiceImport
+
+SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@dataclass(slots=True)
+class Objects:
+    """Everything usable that one folder holds."""
+
+    imports: dict[ServiceKey, ServiceImport] = field(default_factory=dict)
+    mcs_slices: dict[str, EndpointSlice] = field(default_factory=dict)  # by ns/name
+    slices: dict[str, EndpointSlice] = field(default_factory=dict)  # local Services' slices
+    services: dict[ServiceKey, Service] = field(default_factory=dict)
+    exports: dict[ServiceKey, ServiceExport] = field(default_factory=dict)
+    namespaces: set[str] = field(default_factory=set)
+    properties: dict[str, str] = field(default_factory=dict)
+
+    def merge(self, other: Objects) -> None:
+        self.imports.update(other.imports)
+        self.mcs_slices.update(other.mcs_slices)
+        self.slices.update(other.slices)
+        self.services.update(other.services)
+        self.exports.update(other.exports)
+        self.namespaces |= other.namespaces
+        self.properties.update(other.properties)
+
+
+def _documents(text: str) -> Iterator[tuple[int, Any, str | None]]:
+    """(index, document, parse error) for each YAML document; errors do not stop the rest."""
+    loader = yaml.SafeLoader(text)
+    index = 0
+    try:
+        while loader.check_data():
+            try:
+                yield index, loader.get_data(), None
+            except yaml.YAMLError as exc:
+                yield index, None, _yaml_problem(exc)
+                return
+            index += 1
+    except yaml.YAMLError as exc:
+        yield index, None, _yaml_problem(exc)
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1})" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"invalid YAML{where}: {problem}"
+
+
+def _items(doc: Any) -> Iterator[tuple[str, Any]]:
+    """Flatten `kind: List` (and *List kinds) into items with their index suffix."""
+    if isinstance(doc, Mapping) and str(doc.get("kind", "")).endswith("List") and "items" in doc:
+        for i, item in enumerate(doc.get("items") or []):
+            yield f".items[{i}]", item
+    else:
+        yield "", doc
+
+
+def add_object(objs: Objects, obj: Any) -> None:
+    """Convert one raw object into `objs`; raises ObjectError. Unknown kinds raise too."""
+    if not isinstance(obj, Mapping):
+        raise convert.ObjectError({}, "(document)", "expected a Kubernetes object (a mapping)")
+    group, kind = convert.kind_of(obj)
+    if not kind or "apiVersion" not in obj:
+        raise convert.ObjectError(obj, "apiVersion/kind" if kind else "kind", "required")
+    if group == convert.MCS_GROUP and kind == "ServiceImport":
+        si = convert.service_import(obj)
+        objs.imports[si.key] = si
+    elif group == convert.MCS_GROUP and kind == "ServiceExport":
+        se = convert.service_export(obj)
+        objs.exports[se.key] = se
+    elif group == "discovery.k8s.io" and kind == "EndpointSlice":
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        mcs = convert.LABEL_SERVICE_NAME in labels
+        es = convert.endpoint_slice(obj, mcs=mcs)
+        (objs.mcs_slices if mcs else objs.slices)[f"{es.namespace}/{es.name}"] = es
+    elif group == "" and kind == "Service":
+        svc = convert.service(obj)
+        objs.services[svc.key] = svc
+    elif group == "" and kind == "Namespace":
+        objs.namespaces.add(convert.metadata(obj, namespaced=False)[1])
+    elif group == "about.k8s.io" and kind == "ClusterProperty":
+        name, value = convert.cluster_property(obj)
+        objs.properties[name] = value
+    elif group in ("apps", "") and kind in ("Deployment", "StatefulSet", "Pod", "ConfigMap"):
+        pass  # workloads may sit beside their Services; nothing here reads them
+    else:
+        raise convert.ObjectError(obj, "kind", f"unknown kind {obj.get('apiVersion')}/{kind}")
+
+
+class FolderReader:
+    """Reads one folder again and again, keeping each file's last good objects."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._good: dict[Path, dict[str, Objects]] = {}
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.root.iterdir() if p.suffix in SUFFIXES and p.is_file())
+
+    def read(self) -> tuple[Objects, list[str]]:
+        """All objects of the folder now, and one error line per bad document."""
+        out = Objects()
+        errors: list[str] = []
+        seen: set[Path] = set()
+        for path in self.files():
+            seen.add(path)
+            objs, errs = self._read_file(path)
+            out.merge(objs)
+            errors.extend(errs)
+        for gone in set(self._good) - seen:
+            del self._good[gone]
+        return out, errors
+
+    def _read_file(self, path: Path) -> tuple[Objects, list[str]]:
+        previous = self._good.get(path, {})
+        current: dict[str, Objects] = {}
+        errors: list[str] = []
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            errors.append(f"{path}: unreadable: {exc}")
+            return _union(previous), errors
+        for index, doc, problem in _documents(text):
+            if problem is not None:
+                errors.append(f"{path}: document {index}: {problem}")
+                # Keep the last good objects of every document from here on.
+                current.update({k: v for k, v in previous.items() if _doc_index(k) >= index})
+                break
+            if doc is None:
+                continue
+            for suffix, item in _items(doc):
+                slot = f"{index}{suffix}"
+                one = Objects()
+                try:
+                    add_object(one, item)
+                except convert.ObjectError as exc:
+                    errors.append(f"{path}: document {slot}: {exc}")
+                    if slot in previous:
+                        current[slot] = previous[slot]
+                    continue
+                current[slot] = one
+        self._good[path] = current
+        return _union(current), errors
+
+
+def _doc_index(slot: str) -> int:
+    return int(slot.split(".", 1)[0])
+
+
+def _union(parts: Mapping[str, Objects]) -> Objects:
+    out = Objects()
+    for slot in sorted(parts, key=lambda s: (_doc_index(s), s)):
+        out.merge(parts[slot])
+    return out
+
+
+def cluster_name(folder: Path, objs: Objects) -> ClusterId:
+    """A folder's cluster ID: its ClusterProperty cluster.clusterset.k8s.io, else its name."""
+    from clusterset.model.ids import cluster_id
+
+    return cluster_id(objs.properties.get(convert.CLUSTER_ID_PROPERTY, folder.name))

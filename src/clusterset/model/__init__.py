@@ -1,0 +1,1 @@
+"""L0: frozen value types the core reasons about. Stdlib only; no I/O."""

@@ -1,0 +1,49 @@
+"""metav1.Condition essence and the MCS ServiceExport condition vocabulary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class ConditionType(StrEnum):
+    VALID = "Valid"
+    READY = "Ready"
+    CONFLICT = "Conflict"
+
+
+class Reason(StrEnum):
+    # Valid
+    VALID = "Valid"
+    NO_SERVICE = "NoService"
+    INVALID_SERVICE_TYPE = "InvalidServiceType"
+    # Ready
+    EXPORTED = "Exported"
+    READY = "Ready"
+    PENDING = "Pending"
+    FAILED = "Failed"
+    # Conflict
+    PORT_CONFLICT = "PortConflict"
+    TYPE_CONFLICT = "TypeConflict"
+    SESSION_AFFINITY_CONFLICT = "SessionAffinityConflict"
+    SESSION_AFFINITY_CONFIG_CONFLICT = "SessionAffinityConfigConflict"
+    LABELS_CONFLICT = "LabelsConflict"
+    ANNOTATIONS_CONFLICT = "AnnotationsConflict"
+    INTERNAL_TRAFFIC_POLICY_CONFLICT = "InternalTrafficPolicyConflict"
+    TRAFFIC_DISTRIBUTION_CONFLICT = "TrafficDistributionConflict"
+    IP_FAMILY_CONFLICT = "IPFamilyConflict"
+    NO_CONFLICTS = "NoConflicts"
+
+
+class Status(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    type: ConditionType
+    status: Status
+    reason: str
+    message: str = ""

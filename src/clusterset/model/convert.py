@@ -1,0 +1,313 @@
+"""Raw Kubernetes JSON (as decoded from YAML or the API) -> model, with field-named errors.
+
+Both edges (manifests, kube) convert here, so a bad object reads the same
+wherever it came from: `ServiceImport default/serve: spec.ports[0].port: ...`.
+Only the fields reconcile and DNS use are read; everything else is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from clusterset.model.ids import ClusterId, InvalidName, cluster_id
+from clusterset.model.objects import (
+    Endpoint,
+    EndpointSlice,
+    ImportType,
+    IPFamily,
+    Protocol,
+    Service,
+    ServiceExport,
+    ServiceImport,
+    ServicePort,
+    ServiceType,
+    canonical_ip,
+)
+
+MCS_GROUP = "multicluster.x-k8s.io"
+LABEL_SERVICE_NAME = "multicluster.kubernetes.io/service-name"
+LABEL_SOURCE_CLUSTER = "multicluster.kubernetes.io/source-cluster"
+LABEL_K8S_SERVICE_NAME = "kubernetes.io/service-name"
+LABEL_MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
+CLUSTER_ID_PROPERTY = "cluster.clusterset.k8s.io"
+
+Raw = Mapping[str, Any]
+
+
+class ObjectError(ValueError):
+    """An object that cannot be used; the message names kind, namespace/name and field."""
+
+    def __init__(self, obj: Raw, field: str, problem: str) -> None:
+        self.kind = str(obj.get("kind", "?")) if isinstance(obj, Mapping) else "?"
+        meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+        meta = meta if isinstance(meta, Mapping) else {}
+        ns, name = meta.get("namespace"), meta.get("name", "?")
+        self.ref = f"{ns}/{name}" if ns else str(name)
+        self.field = field
+        super().__init__(f"{self.kind} {self.ref}: {field}: {problem}")
+
+
+def kind_of(obj: Raw) -> tuple[str, str]:
+    """(group, kind) of a raw object; group is '' for the core API."""
+    api = str(obj.get("apiVersion", ""))
+    group = api.split("/", 1)[0] if "/" in api else ""
+    return group, str(obj.get("kind", ""))
+
+
+def _get(obj: Raw, path: str, typ: type | tuple[type, ...], *, default: Any = None) -> Any:
+    cur: Any = obj
+    for part in path.split("."):
+        if not isinstance(cur, Mapping):
+            raise ObjectError(obj, path, "parent is not an object")
+        cur = cur.get(part)
+        if cur is None:
+            return default
+    if not isinstance(cur, typ) or (typ is int and isinstance(cur, bool)):
+        names = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
+        raise ObjectError(obj, path, f"expected {_kube_type(names)}, got {type(cur).__name__}")
+    return cur
+
+
+def _kube_type(pytype: str) -> str:
+    return {"str": "string", "int": "integer", "list": "list", "dict": "object"}.get(
+        pytype, pytype
+    )
+
+
+def _required(obj: Raw, path: str, typ: type | tuple[type, ...]) -> Any:
+    value = _get(obj, path, typ)
+    if value is None or value == "":
+        raise ObjectError(obj, path, "required field is missing")
+    return value
+
+
+def metadata(obj: Raw, *, namespaced: bool = True) -> tuple[str, str]:
+    name = _required(obj, "metadata.name", str)
+    ns = _get(obj, "metadata.namespace", str, default="default") if namespaced else ""
+    return ns, name
+
+
+def _labels(obj: Raw, path: str = "metadata.labels") -> dict[str, str]:
+    raw = _get(obj, path, dict, default={})
+    return {str(k): str(v) for k, v in raw.items()}
+
+
+def _timestamp(obj: Raw) -> float:
+    ts = _get(obj, "metadata.creationTimestamp", str, default=None)
+    if ts is None:
+        return 0.0
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except ValueError as exc:
+        raise ObjectError(obj, "metadata.creationTimestamp", f"not RFC 3339: {ts!r}") from exc
+
+
+def _ports(obj: Raw, path: str, *, target: bool = False) -> tuple[ServicePort, ...]:
+    raw = _get(obj, path, list, default=[])
+    out = []
+    for i, p in enumerate(raw):
+        where = f"{path}[{i}]"
+        if not isinstance(p, Mapping):
+            raise ObjectError(obj, where, "expected object")
+        port = p.get("port")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise ObjectError(obj, f"{where}.port", f"expected integer 1-65535, got {port!r}")
+        proto = p.get("protocol", "TCP") or "TCP"
+        try:
+            protocol = Protocol(proto)
+        except ValueError as exc:
+            raise ObjectError(obj, f"{where}.protocol", f"unknown protocol {proto!r}") from exc
+        name = p.get("name") or ""
+        app = p.get("appProtocol") or ""
+        if not isinstance(name, str) or not isinstance(app, str):
+            raise ObjectError(obj, where, "name and appProtocol must be strings")
+        out.append(ServicePort(port, protocol, name, app))
+    return tuple(out)
+
+
+def _families(obj: Raw, path: str) -> tuple[IPFamily, ...]:
+    raw = _get(obj, path, list, default=[])
+    try:
+        return tuple(IPFamily(f) for f in raw)
+    except ValueError as exc:
+        raise ObjectError(obj, path, f"expected IPv4 or IPv6, got {raw!r}") from exc
+
+
+def _ips(obj: Raw, path: str, *, single: bool = False) -> tuple[str, ...]:
+    if single:
+        one = _get(obj, path, str, default="")
+        raw = [one] if one else []
+    else:
+        raw = _get(obj, path, list, default=[])
+    out = []
+    for i, ip in enumerate(raw):
+        if not isinstance(ip, str):
+            raise ObjectError(obj, f"{path}[{i}]", "expected an IP address string")
+        if ip in ("None", ""):
+            continue
+        try:
+            out.append(canonical_ip(ip))
+        except ValueError as exc:
+            raise ObjectError(obj, f"{path}[{i}]", f"not an IP address: {ip!r}") from exc
+    return tuple(out)
+
+
+def _pairs(obj: Raw, path: str) -> tuple[tuple[str, str], ...]:
+    raw = _get(obj, path, dict, default={})
+    return tuple(sorted((str(k), str(v)) for k, v in raw.items()))
+
+
+def service_import(obj: Raw) -> ServiceImport:
+    """v1alpha1 / v1beta1 ServiceImport; also the flattened (spec-less) fork some vendors ship."""
+    ns, name = metadata(obj)
+    spec_path = "spec" if isinstance(obj.get("spec"), Mapping) else ""
+    at = (lambda f: f"{spec_path}.{f}") if spec_path else (lambda f: f)
+    typ = _get(obj, at("type"), str, default="ClusterSetIP") or "ClusterSetIP"
+    try:
+        itype = ImportType(typ)
+    except ValueError as exc:
+        raise ObjectError(obj, at("type"), f"expected ClusterSetIP or Headless, got {typ!r}") from exc
+    clusters: list[ClusterId] = []
+    for i, c in enumerate(_get(obj, "status.clusters", list, default=[])):
+        cid = c.get("cluster") if isinstance(c, Mapping) else None
+        try:
+            clusters.append(cluster_id(str(cid)))
+        except InvalidName as exc:
+            raise ObjectError(obj, f"status.clusters[{i}].cluster", str(exc)) from exc
+    timeout = _get(obj, at("sessionAffinityConfig.clientIP.timeoutSeconds"), int, default=None)
+    return ServiceImport(
+        namespace=ns,
+        name=name,
+        type=itype,
+        ports=_ports(obj, at("ports")),
+        ips=_ips(obj, at("ips")),
+        ip_families=_families(obj, at("ipFamilies")),
+        session_affinity=_get(obj, at("sessionAffinity"), str, default="None") or "None",
+        session_affinity_timeout=timeout,
+        internal_traffic_policy=_get(obj, at("internalTrafficPolicy"), str, default="") or "",
+        traffic_distribution=_get(obj, at("trafficDistribution"), str, default="") or "",
+        clusters=tuple(clusters),
+        annotations=_pairs(obj, "metadata.annotations"),
+    )
+
+
+def _condition(obj: Raw, ep: Raw, where: str, name: str) -> bool | None:
+    conds = ep.get("conditions")
+    if conds is None:
+        return None
+    if not isinstance(conds, Mapping):
+        raise ObjectError(obj, f"{where}.conditions", "expected object")
+    v = conds.get(name)
+    if v is None or isinstance(v, bool):
+        return v
+    raise ObjectError(obj, f"{where}.conditions.{name}", f"expected boolean, got {v!r}")
+
+
+def endpoint_slice(obj: Raw, *, mcs: bool) -> EndpointSlice:
+    """discovery.k8s.io/v1 EndpointSlice: MCS-labelled (mcs=True) or a local Service's."""
+    ns, name = metadata(obj)
+    labels = _labels(obj)
+    label = LABEL_SERVICE_NAME if mcs else LABEL_K8S_SERVICE_NAME
+    service = labels.get(label)
+    if not service:
+        raise ObjectError(obj, f"metadata.labels[{label}]", "required label is missing")
+    source: ClusterId | None = None
+    if LABEL_SOURCE_CLUSTER in labels:
+        try:
+            source = cluster_id(labels[LABEL_SOURCE_CLUSTER])
+        except InvalidName as exc:
+            raise ObjectError(obj, f"metadata.labels[{LABEL_SOURCE_CLUSTER}]", str(exc)) from exc
+    address_type = _get(obj, "addressType", str, default="IPv4") or "IPv4"
+    endpoints = []
+    for i, ep in enumerate(_get(obj, "endpoints", list, default=[]) or []):
+        where = f"endpoints[{i}]"
+        if not isinstance(ep, Mapping):
+            raise ObjectError(obj, where, "expected object")
+        addrs = ep.get("addresses")
+        if not isinstance(addrs, list) or not addrs:
+            raise ObjectError(obj, f"{where}.addresses", "required, a non-empty list")
+        clean = []
+        for j, a in enumerate(addrs):
+            if address_type == "FQDN":
+                clean.append(str(a))
+                continue
+            try:
+                clean.append(canonical_ip(str(a)))
+            except ValueError as exc:
+                raise ObjectError(obj, f"{where}.addresses[{j}]", f"not an IP: {a!r}") from exc
+        hostname = ep.get("hostname") or ""
+        if not isinstance(hostname, str):
+            raise ObjectError(obj, f"{where}.hostname", "expected string")
+        endpoints.append(
+            Endpoint(
+                addresses=tuple(clean),
+                hostname=hostname,
+                ready=_condition(obj, ep, where, "ready"),
+                serving=_condition(obj, ep, where, "serving"),
+                terminating=_condition(obj, ep, where, "terminating"),
+                zone=str(ep.get("zone") or ""),
+                node_name=str(ep.get("nodeName") or ""),
+            )
+        )
+    return EndpointSlice(
+        namespace=ns,
+        name=name,
+        service=service,
+        address_type=address_type,
+        ports=_ports(obj, "ports"),
+        endpoints=tuple(endpoints),
+        source_cluster=source,
+        managed_by=labels.get(LABEL_MANAGED_BY, ""),
+    )
+
+
+def service(obj: Raw) -> Service:
+    ns, name = metadata(obj)
+    typ = _get(obj, "spec.type", str, default="ClusterIP") or "ClusterIP"
+    try:
+        stype = ServiceType(typ)
+    except ValueError as exc:
+        raise ObjectError(obj, "spec.type", f"unknown Service type {typ!r}") from exc
+    cluster_ip = _get(obj, "spec.clusterIP", str, default="") or ""
+    ips = _ips(obj, "spec.clusterIPs") or _ips(obj, "spec.clusterIP", single=True)
+    return Service(
+        namespace=ns,
+        name=name,
+        type=stype,
+        headless=cluster_ip == "None",
+        cluster_ips=ips,
+        ports=_ports(obj, "spec.ports"),
+        session_affinity=_get(obj, "spec.sessionAffinity", str, default="None") or "None",
+        session_affinity_timeout=_get(
+            obj, "spec.sessionAffinityConfig.clientIP.timeoutSeconds", int, default=None
+        ),
+        ip_families=_families(obj, "spec.ipFamilies"),
+        internal_traffic_policy=_get(obj, "spec.internalTrafficPolicy", str, default="") or "",
+        traffic_distribution=_get(obj, "spec.trafficDistribution", str, default="") or "",
+    )
+
+
+def service_export(obj: Raw) -> ServiceExport:
+    ns, name = metadata(obj)
+    return ServiceExport(
+        namespace=ns,
+        name=name,
+        created=_timestamp(obj),
+        exported_labels=_pairs(obj, "spec.exportedLabels"),
+        exported_annotations=_pairs(obj, "spec.exportedAnnotations"),
+        annotations=_pairs(obj, "metadata.annotations"),
+    )
+
+
+def cluster_property(obj: Raw) -> tuple[str, str]:
+    """(name, value) of an about.k8s.io ClusterProperty."""
+    _, name = metadata(obj, namespaced=False)
+    value = _required(obj, "spec.value", str)
+    if name == CLUSTER_ID_PROPERTY:
+        try:
+            cluster_id(value)
+        except InvalidName as exc:
+            raise ObjectError(obj, "spec.value", str(exc)) from exc
+    return name, value

@@ -1,0 +1,169 @@
+"""The essence of the Kubernetes objects that reconcile and DNS need.
+
+Converted from API JSON at the edges (manifests, kube); only the fields used
+here are kept (CoreDNS learned the memory lesson in coredns/coredns#2095).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from clusterset.model.ids import ClusterId, ServiceKey
+
+
+class Protocol(StrEnum):
+    TCP = "TCP"
+    UDP = "UDP"
+    SCTP = "SCTP"
+
+
+class ImportType(StrEnum):
+    """ServiceImport.spec.type."""
+
+    CLUSTER_SET_IP = "ClusterSetIP"
+    HEADLESS = "Headless"
+
+
+class ServiceType(StrEnum):
+    CLUSTER_IP = "ClusterIP"
+    NODE_PORT = "NodePort"
+    LOAD_BALANCER = "LoadBalancer"
+    EXTERNAL_NAME = "ExternalName"
+
+
+class IPFamily(StrEnum):
+    IPV4 = "IPv4"
+    IPV6 = "IPv6"
+
+
+def family_of(address: str) -> IPFamily:
+    return IPFamily.IPV6 if ":" in address else IPFamily.IPV4
+
+
+def canonical_ip(address: str) -> str:
+    """Normalise an IP literal; raises ValueError on anything else."""
+    return str(ipaddress.ip_address(address))
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ServicePort:
+    port: int
+    protocol: Protocol = Protocol.TCP
+    name: str = ""
+    app_protocol: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port {self.port} out of range 1-65535")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One EndpointSlice endpoint. ready=None means unknown, which consumers treat as ready."""
+
+    addresses: tuple[str, ...]
+    hostname: str = ""
+    ready: bool | None = None
+    serving: bool | None = None
+    terminating: bool | None = None
+    zone: str = ""
+    node_name: str = ""
+
+    @property
+    def is_ready(self) -> bool:
+        return self.ready is not False
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSlice:
+    """An EndpointSlice: in a source cluster (owned by its Service) or an MCS one."""
+
+    namespace: str
+    name: str
+    service: str
+    address_type: str = "IPv4"
+    ports: tuple[ServicePort, ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()
+    source_cluster: ClusterId | None = None
+    managed_by: str = ""
+
+    @property
+    def key(self) -> ServiceKey:
+        return ServiceKey(self.namespace, self.service)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionAffinityConfig:
+    timeout_seconds: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A Service's exportable properties (what KEP-1645 merges or compares)."""
+
+    namespace: str
+    name: str
+    type: ServiceType = ServiceType.CLUSTER_IP
+    headless: bool = False
+    cluster_ips: tuple[str, ...] = ()
+    ports: tuple[ServicePort, ...] = ()
+    session_affinity: str = "None"
+    session_affinity_timeout: int | None = None
+    ip_families: tuple[IPFamily, ...] = ()
+    internal_traffic_policy: str = ""
+    traffic_distribution: str = ""
+
+    @property
+    def key(self) -> ServiceKey:
+        return ServiceKey(self.namespace, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceExport:
+    namespace: str
+    name: str
+    created: float  # creationTimestamp, seconds since the epoch (seconds granularity)
+    exported_labels: tuple[tuple[str, str], ...] = ()
+    exported_annotations: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> ServiceKey:
+        return ServiceKey(self.namespace, self.name)
+
+    def annotation(self, name: str) -> str | None:
+        return dict(self.annotations).get(name)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatus:
+    """ServiceImport.status.clusters[] entry."""
+
+    cluster: ClusterId
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceImport:
+    """ServiceImport as DNS reads it (and as reconcile writes it)."""
+
+    namespace: str
+    name: str
+    type: ImportType
+    ports: tuple[ServicePort, ...] = ()
+    ips: tuple[str, ...] = ()
+    ip_families: tuple[IPFamily, ...] = ()
+    session_affinity: str = "None"
+    session_affinity_timeout: int | None = None
+    internal_traffic_policy: str = ""
+    traffic_distribution: str = ""
+    clusters: tuple[ClusterId, ...] = ()
+    annotations: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def key(self) -> ServiceKey:
+        return ServiceKey(self.namespace, self.name)
+
+    def annotation(self, name: str) -> str | None:
+        return dict(self.annotations).get(name)

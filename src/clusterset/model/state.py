@@ -1,0 +1,51 @@
+"""Immutable snapshots of what was observed: one cluster, and the whole clusterset."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from clusterset.model.ids import ClusterId, ServiceKey
+from clusterset.model.objects import EndpointSlice, Service, ServiceExport, ServiceImport
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterState:
+    """What one member cluster holds that the controller reads."""
+
+    cluster: ClusterId
+    services: Mapping[ServiceKey, Service] = field(default_factory=dict)
+    exports: Mapping[ServiceKey, ServiceExport] = field(default_factory=dict)
+    # Slices owned by local Services (kubernetes.io/service-name), grouped by service.
+    slices: Mapping[ServiceKey, tuple[EndpointSlice, ...]] = field(default_factory=dict)
+    namespaces: frozenset[str] = frozenset()
+    synced: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSetState:
+    """Every member's ClusterState; the only input of reconcile."""
+
+    clusters: Mapping[ClusterId, ClusterState]
+
+    def exported_keys(self) -> list[ServiceKey]:
+        keys: set[ServiceKey] = set()
+        for c in self.clusters.values():
+            keys.update(c.exports)
+        return sorted(keys)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedView:
+    """What one consuming cluster holds for DNS: its imports and MCS EndpointSlices.
+
+    Also what `clusterset dns --manifests` reads. `local_services` lets policies
+    prefer the cluster's own copy of a service (its ClusterIP and readiness).
+    """
+
+    cluster: ClusterId | None
+    imports: Mapping[ServiceKey, ServiceImport]
+    slices: Mapping[ServiceKey, tuple[EndpointSlice, ...]]
+    namespaces: frozenset[str]
+    local_services: Mapping[ServiceKey, Service] = field(default_factory=dict)
+    generation: int = 0

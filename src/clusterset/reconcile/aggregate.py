@@ -1,0 +1,206 @@
+"""KEP-1645 aggregation: the ServiceExports of every cluster -> one ServiceImport + conditions.
+
+Rules (KEP-1645 "Constraints and Conflict Resolution"; mcs-api conformance):
+- an export is Valid when its Service exists and is not ExternalName;
+- precedence is the oldest ServiceExport creationTimestamp, ties broken by cluster ID;
+- ports are the union, merged by name then by (protocol, port); a name or
+  (protocol, port) already taken by an older export is dropped; PortConflict
+  when the exports' port sets differ at all (conformance expects it even
+  when the union merges cleanly);
+- type (headlessness), session affinity (+config), internalTrafficPolicy,
+  trafficDistribution, IP families, exported labels/annotations: the oldest wins;
+- Conflict=True (reasons comma-joined) on every valid export of a conflicted service;
+- the ServiceImport exists while at least one valid export does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+from clusterset.model.conditions import Condition, ConditionType, Reason, Status
+from clusterset.model.ids import ClusterId, ServiceKey
+from clusterset.model.objects import (
+    ImportType,
+    IPFamily,
+    Service,
+    ServiceExport,
+    ServicePort,
+    ServiceType,
+    family_of,
+)
+from clusterset.model.state import ClusterSetState
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """One valid export: the cluster, its ServiceExport and Service."""
+
+    cluster: ClusterId
+    export: ServiceExport
+    service: Service
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    """The desired ServiceImport spec (without IPs) and every export's conditions."""
+
+    key: ServiceKey
+    type: ImportType | None  # None: no valid export, no ServiceImport
+    ports: tuple[ServicePort, ...]
+    ip_families: tuple[IPFamily, ...]
+    session_affinity: str
+    session_affinity_timeout: int | None
+    internal_traffic_policy: str
+    traffic_distribution: str
+    exported_labels: tuple[tuple[str, str], ...]
+    exported_annotations: tuple[tuple[str, str], ...]
+    annotations: tuple[tuple[str, str], ...]
+    contributions: tuple[Contribution, ...]  # oldest first
+    conditions: dict[ClusterId, tuple[Condition, ...]]
+
+    @property
+    def clusters(self) -> tuple[ClusterId, ...]:
+        return tuple(sorted(c.cluster for c in self.contributions))
+
+
+def _families(svc: Service) -> tuple[IPFamily, ...]:
+    if svc.ip_families:
+        return svc.ip_families
+    if svc.cluster_ips:
+        return tuple(dict.fromkeys(family_of(ip) for ip in svc.cluster_ips))
+    return (IPFamily.IPV4,)
+
+
+def merge_ports(port_sets: list[tuple[ServicePort, ...]]) -> tuple[ServicePort, ...]:
+    """Union by name, then by (protocol, port); older sets first win every collision."""
+    by_name: dict[str, ServicePort] = {}
+    by_number: dict[tuple[str, int], ServicePort] = {}
+    merged: list[ServicePort] = []
+    for ports in port_sets:
+        for p in ports:
+            number = (p.protocol.value, p.port)
+            if p.name and p.name in by_name:
+                continue  # same name: identical, or a conflict the older export wins
+            if number in by_number:
+                continue
+            if p.name:
+                by_name[p.name] = p
+            by_number[number] = p
+            merged.append(p)
+    return tuple(merged)
+
+
+def _port_set(svc: Service) -> frozenset[tuple[str, str, int]]:
+    return frozenset((p.name, p.protocol.value, p.port) for p in svc.ports)
+
+
+_CHECKS: tuple[tuple[Reason, str, Callable[[Contribution], Hashable]], ...] = (
+    (Reason.TYPE_CONFLICT, "type", lambda c: c.service.headless),
+    (Reason.PORT_CONFLICT, "ports", lambda c: _port_set(c.service)),
+    (Reason.SESSION_AFFINITY_CONFLICT, "sessionAffinity", lambda c: c.service.session_affinity),
+    (
+        Reason.SESSION_AFFINITY_CONFIG_CONFLICT,
+        "sessionAffinityConfig",
+        lambda c: c.service.session_affinity_timeout
+        if c.service.session_affinity == "ClientIP"
+        else None,
+    ),
+    (
+        Reason.INTERNAL_TRAFFIC_POLICY_CONFLICT,
+        "internalTrafficPolicy",
+        lambda c: c.service.internal_traffic_policy or "Cluster",
+    ),
+    (
+        Reason.TRAFFIC_DISTRIBUTION_CONFLICT,
+        "trafficDistribution",
+        lambda c: c.service.traffic_distribution,
+    ),
+    (Reason.IP_FAMILY_CONFLICT, "ipFamilies", lambda c: frozenset(_families(c.service))),
+    (Reason.LABELS_CONFLICT, "exportedLabels", lambda c: c.export.exported_labels),
+    (Reason.ANNOTATIONS_CONFLICT, "exportedAnnotations", lambda c: c.export.exported_annotations),
+)
+
+
+def _type_name(c: Contribution) -> str:
+    return "Headless" if c.service.headless else "ClusterSetIP"
+
+
+def aggregate(state: ClusterSetState, key: ServiceKey) -> Aggregate:
+    """Level-based: a function of the whole state for one service key, nothing else."""
+    conditions: dict[ClusterId, tuple[Condition, ...]] = {}
+    valid: list[Contribution] = []
+    for cid in sorted(state.clusters):
+        cs = state.clusters[cid]
+        export = cs.exports.get(key)
+        if export is None:
+            continue
+        svc = cs.services.get(key)
+        if svc is None:
+            conditions[cid] = _invalid(Reason.NO_SERVICE, f"Service {key} not found")
+        elif svc.type is ServiceType.EXTERNAL_NAME:
+            conditions[cid] = _invalid(
+                Reason.INVALID_SERVICE_TYPE, "ExternalName Services cannot be exported"
+            )
+        else:
+            valid.append(Contribution(cid, export, svc))
+    valid.sort(key=lambda c: (c.export.created, c.cluster))
+    if not valid:
+        return Aggregate(
+            key, None, (), (), "None", None, "", "", (), (), (), (), conditions
+        )
+    oldest = valid[0]
+    reasons: list[str] = []
+    messages: list[str] = []
+    for reason, field, value in _CHECKS:
+        want = value(oldest)
+        disagree = sum(1 for c in valid if value(c) != want)
+        if disagree:
+            reasons.append(reason.value)
+            what = _type_name(oldest) if reason is Reason.TYPE_CONFLICT else field
+            messages.append(
+                f"Conflicting {field}. Using {what!r} from oldest service export in "
+                f"{oldest.cluster!r}. {disagree}/{len(valid)} clusters disagree."
+            )
+    if reasons:
+        conflict = Condition(
+            ConditionType.CONFLICT, Status.TRUE, ",".join(reasons), " ".join(messages)
+        )
+    else:
+        conflict = Condition(ConditionType.CONFLICT, Status.FALSE, Reason.NO_CONFLICTS.value)
+    for c in valid:
+        conditions[c.cluster] = (
+            Condition(ConditionType.VALID, Status.TRUE, Reason.VALID.value),
+            Condition(
+                ConditionType.READY,
+                Status.TRUE,
+                Reason.EXPORTED.value,
+                f"exported; ServiceImport has {len(valid)} cluster(s)",
+            ),
+            conflict,
+        )
+    svc = oldest.service
+    return Aggregate(
+        key=key,
+        type=ImportType.HEADLESS if svc.headless else ImportType.CLUSTER_SET_IP,
+        ports=merge_ports([c.service.ports for c in valid]),
+        ip_families=_families(svc),
+        session_affinity=svc.session_affinity,
+        session_affinity_timeout=svc.session_affinity_timeout
+        if svc.session_affinity == "ClientIP"
+        else None,
+        internal_traffic_policy=svc.internal_traffic_policy,
+        traffic_distribution=svc.traffic_distribution,
+        exported_labels=oldest.export.exported_labels,
+        exported_annotations=oldest.export.exported_annotations,
+        annotations=oldest.export.annotations,
+        contributions=tuple(valid),
+        conditions=conditions,
+    )
+
+
+def _invalid(reason: Reason, message: str) -> tuple[Condition, ...]:
+    return (
+        Condition(ConditionType.VALID, Status.FALSE, reason.value, message),
+        Condition(ConditionType.READY, Status.FALSE, Reason.FAILED.value, "not exported: " + message),
+    )

@@ -1,0 +1,65 @@
+"""ClusterSetIP allocation for manifest mode (in hub mode each member's apiserver allocates).
+
+Stable: an address once given is kept while the service is imported
+(`previous`); a new service takes the slot its key hashes to, probing on
+collision, so that the same service gets the same address in every cluster
+and across restarts (the edge persists `previous`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable, Mapping
+
+from clusterset.model.ids import ServiceKey
+from clusterset.model.objects import IPFamily
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _slot(key: ServiceKey, size: int) -> int:
+    digest = hashlib.sha256(f"{key.namespace}/{key.name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % size
+
+
+def allocate(
+    wanted: Iterable[tuple[ServiceKey, tuple[IPFamily, ...]]],
+    *,
+    cidrs: Mapping[IPFamily, Network],
+    previous: Mapping[ServiceKey, tuple[str, ...]],
+) -> dict[ServiceKey, tuple[str, ...]]:
+    """One address per wanted family per key, from `cidrs` (network/broadcast excluded)."""
+    result: dict[ServiceKey, tuple[str, ...]] = {}
+    used: dict[IPFamily, set[str]] = {f: set() for f in cidrs}
+    todo: list[tuple[ServiceKey, tuple[IPFamily, ...]]] = []
+    for key, families in sorted(wanted, key=lambda kv: kv[0]):
+        prev = previous.get(key, ())
+        fams = tuple(f for f in families if f in cidrs)
+        kept = [ip for ip in prev if _family(ip) in fams and ipaddress.ip_address(ip) in cidrs[_family(ip)]]
+        if {_family(ip) for ip in kept} == set(fams) and len(kept) == len(fams):
+            result[key] = tuple(sorted(kept, key=lambda ip: fams.index(_family(ip))))
+            for ip in kept:
+                used[_family(ip)].add(ip)
+        else:
+            todo.append((key, fams))
+    for key, fams in todo:
+        ips = []
+        for fam in fams:
+            net = cidrs[fam]
+            size = net.num_addresses - 2
+            if size <= 0:
+                continue
+            start = _slot(key, size)
+            for i in range(size):
+                ip = str(net.network_address + 1 + (start + i) % size)
+                if ip not in used[fam]:
+                    used[fam].add(ip)
+                    ips.append(ip)
+                    break
+        result[key] = tuple(ips)
+    return result
+
+
+def _family(ip: str) -> IPFamily:
+    return IPFamily.IPV6 if ":" in ip else IPFamily.IPV4

@@ -1,0 +1,144 @@
+"""Desired model objects -> Kubernetes JSON, for server-side apply and `clusterset render`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clusterset.model.conditions import Condition
+from clusterset.model.convert import (
+    LABEL_K8S_SERVICE_NAME,
+    LABEL_MANAGED_BY,
+    LABEL_SERVICE_NAME,
+    LABEL_SOURCE_CLUSTER,
+)
+from clusterset.model.objects import EndpointSlice, ServiceImport, ServicePort
+from clusterset.reconcile.desired import ClusterDesired
+
+MCS_API = "multicluster.x-k8s.io/v1beta1"
+LABEL_OWNED = "clusterset.io/managed"
+Obj = dict[str, Any]
+
+
+def _port(p: ServicePort, *, service: bool = False) -> Obj:
+    out: Obj = {"port": p.port, "protocol": p.protocol.value}
+    if p.name:
+        out["name"] = p.name
+    if p.app_protocol:
+        out["appProtocol"] = p.app_protocol
+    if service:
+        out["targetPort"] = p.port
+    return out
+
+
+def service_import(imp: ServiceImport) -> Obj:
+    spec: Obj = {"type": imp.type.value, "ports": [_port(p) for p in imp.ports]}
+    if imp.ips:
+        spec["ips"] = list(imp.ips)
+    if imp.ip_families:
+        spec["ipFamilies"] = [f.value for f in imp.ip_families]
+    spec["sessionAffinity"] = imp.session_affinity
+    if imp.session_affinity_timeout is not None:
+        spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": imp.session_affinity_timeout}}
+    if imp.internal_traffic_policy:
+        spec["internalTrafficPolicy"] = imp.internal_traffic_policy
+    if imp.traffic_distribution:
+        spec["trafficDistribution"] = imp.traffic_distribution
+    meta: Obj = {"name": imp.name, "namespace": imp.namespace, "labels": {LABEL_OWNED: "true"}}
+    if imp.annotations:
+        meta["annotations"] = dict(imp.annotations)
+    return {"apiVersion": MCS_API, "kind": "ServiceImport", "metadata": meta, "spec": spec}
+
+
+def service_import_status(imp: ServiceImport) -> Obj:
+    return {
+        "apiVersion": MCS_API,
+        "kind": "ServiceImport",
+        "metadata": {"name": imp.name, "namespace": imp.namespace},
+        "status": {"clusters": [{"cluster": c} for c in imp.clusters]},
+    }
+
+
+def derived_service(imp: ServiceImport, name: str) -> Obj:
+    """A selector-less ClusterIP Service; its ClusterIP is the import's ClusterSetIP."""
+    spec: Obj = {
+        "type": "ClusterIP",
+        "ports": [_port(p, service=True) for p in imp.ports],
+        "sessionAffinity": imp.session_affinity,
+    }
+    if imp.ip_families:
+        spec["ipFamilies"] = [f.value for f in imp.ip_families]
+        spec["ipFamilyPolicy"] = "PreferDualStack" if len(imp.ip_families) > 1 else "SingleStack"
+    if imp.ips:
+        spec["clusterIP"] = imp.ips[0]
+        spec["clusterIPs"] = list(imp.ips)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": imp.namespace,
+            "labels": {LABEL_OWNED: "true", LABEL_SERVICE_NAME: imp.name},
+        },
+        "spec": spec,
+    }
+
+
+def endpoint_slice(s: EndpointSlice, derived: str | None) -> Obj:
+    labels = {
+        LABEL_SERVICE_NAME: s.service,
+        LABEL_MANAGED_BY: s.managed_by,
+        LABEL_OWNED: "true",
+    }
+    if s.source_cluster:
+        labels[LABEL_SOURCE_CLUSTER] = s.source_cluster
+    if derived:
+        labels[LABEL_K8S_SERVICE_NAME] = derived
+    eps = []
+    for e in s.endpoints:
+        ep: Obj = {"addresses": list(e.addresses)}
+        conds = {
+            k: v
+            for k, v in (("ready", e.ready), ("serving", e.serving), ("terminating", e.terminating))
+            if v is not None
+        }
+        if conds:
+            ep["conditions"] = conds
+        if e.hostname:
+            ep["hostname"] = e.hostname
+        if e.zone:
+            ep["zone"] = e.zone
+        eps.append(ep)
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": s.name, "namespace": s.namespace, "labels": labels},
+        "addressType": s.address_type,
+        "ports": [_port(p) for p in s.ports],
+        "endpoints": eps,
+    }
+
+
+def conditions(conds: tuple[Condition, ...], *, time: str) -> list[Obj]:
+    return [
+        {
+            "type": c.type.value,
+            "status": c.status.value,
+            "reason": c.reason,
+            "message": c.message,
+            "lastTransitionTime": time,
+        }
+        for c in conds
+    ]
+
+
+def cluster_objects(cd: ClusterDesired) -> list[Obj]:
+    """Every object the controller applies to one cluster, in apply order."""
+    out: list[Obj] = []
+    for key in sorted(cd.imports):
+        imp = cd.imports[key]
+        out.append(service_import(imp))
+        derived = cd.derived.get(key)
+        if derived:
+            out.append(derived_service(imp, derived))
+        out.extend(endpoint_slice(s, derived) for s in cd.slices.get(key, ()))
+    return out

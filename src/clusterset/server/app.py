@@ -1,0 +1,121 @@
+"""Wire the DNS server: sockets, the UDP threads and TCP server, and the zone feed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from clusterset.model.state import ImportedView
+from clusterset.server.holder import ZoneHolder
+from clusterset.server.tcp import TcpServer
+from clusterset.server.udp import UdpServer
+from clusterset.zone import records
+from clusterset.zone.wire import CompiledZone
+
+log = logging.getLogger(__name__)
+
+
+class ListenError(ValueError):
+    pass
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """HOST:PORT or [V6]:PORT."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ListenError(f"--listen {value!r}: expected HOST:PORT")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def bind(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+    """UDP and TCP sockets on the same port (port 0: the kernel picks one for both)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise ListenError(f"--listen {host}:{port}: {exc.strerror}") from exc
+    family = infos[0][0]
+    for _ in range(20):
+        udp = socket.socket(family, socket.SOCK_DGRAM)
+        tcp = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            udp.bind((host, port))
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            tcp.bind((host, udp.getsockname()[1]))
+            tcp.listen(128)
+            tcp.setblocking(False)
+            return udp, tcp
+        except OSError as exc:
+            udp.close()
+            tcp.close()
+            if port != 0:
+                raise ListenError(f"--listen {host}:{port}: {exc.strerror}") from exc
+    raise ListenError(f"--listen {host}:0: no free port for UDP and TCP")
+
+
+@dataclass(slots=True)
+class DnsOptions:
+    settings: records.ZoneSettings
+    listen: str = "127.0.0.1:5353"
+    udp_threads: int = 1
+
+
+def compile_view(view: ImportedView, settings: records.ZoneSettings) -> CompiledZone:
+    return CompiledZone(records.build(view, settings, serial=view.generation))
+
+
+class DnsServer:
+    """The running server; `serve_views` feeds it, `stop` ends it gracefully."""
+
+    def __init__(self, options: DnsOptions) -> None:
+        self.options = options
+        origin = records.build(
+            ImportedView(None, {}, {}, frozenset()), options.settings, serial=0
+        ).origin.to_wire()
+        self.holder = ZoneHolder(origin)
+        host, port = parse_listen(options.listen)
+        self._udp_sock, self._tcp_sock = bind(host, port)
+        self.address = self._udp_sock.getsockname()[:2]
+        self.udp = UdpServer(self._udp_sock, self.holder, threads=options.udp_threads)
+        self.tcp = TcpServer(self.holder)
+        self.on_swap: list[Callable[[CompiledZone, ImportedView], None]] = []
+
+    async def start(self) -> None:
+        self.udp.start()
+        await self.tcp.start(self._tcp_sock)
+        log.info("dns: serving %s on %s:%d (udp+tcp)", self.options.settings.zone, *self.address)
+
+    def load(self, view: ImportedView) -> CompiledZone:
+        zone = compile_view(view, self.options.settings)
+        self.holder.swap(zone)
+        for w in zone.records.warnings:
+            log.warning("zone: %s", w)
+        for cb in self.on_swap:
+            cb(zone, view)
+        return zone
+
+    async def serve_views(self, views: AsyncIterator[ImportedView]) -> None:
+        async for view in views:
+            # Compile off the event loop so TCP and the feed stay responsive on big zones.
+            zone = await asyncio.to_thread(compile_view, view, self.options.settings)
+            self.holder.swap(zone)
+            for w in zone.records.warnings:
+                log.warning("zone: %s", w)
+            for cb in self.on_swap:
+                cb(zone, view)
+            log.info(
+                "dns: zone generation %d loaded (%d names, %d answers)",
+                self.holder.generation,
+                len(zone.names),
+                len(zone.answers),
+            )
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.tcp.stop()
+        await asyncio.to_thread(self.udp.stop)

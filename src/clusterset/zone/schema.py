@@ -1,0 +1,81 @@
+"""The qname grammar as a parser (for `resolve --explain` and tests); the zone build
+(`zone.records`) is its generator. Both follow docs/dns-schema.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dns.name
+
+from clusterset.model.ids import ServiceKey
+from clusterset.model.state import ImportedView
+from clusterset.zone.records import ZoneRecords
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    form: str  # apex|version|svc-root|pod-root|namespace|service|port|endpoint|reserved|invalid|outside
+    namespace: str = ""
+    service: str = ""
+    port: str = ""
+    protocol: str = ""
+    hostname: str = ""
+    cluster: str = ""
+
+
+def parse(name: str, zone: str) -> Parsed:
+    """Classify `name` (any case) under `zone`."""
+    qn = dns.name.from_text(name.lower())
+    origin = dns.name.from_text(zone.lower())
+    if not qn.is_subdomain(origin):
+        return Parsed("outside")
+    labels = [label.decode() for label in qn.relativize(origin).labels]
+    if qn == origin:
+        return Parsed("apex")
+    if labels == ["dns-version"]:
+        return Parsed("version")
+    if labels[-1] not in ("svc", "pod"):
+        return Parsed("invalid")
+    if len(labels) == 1:
+        return Parsed("svc-root" if labels[0] == "svc" else "pod-root")
+    if labels[-1] == "pod":
+        return Parsed("invalid")
+    ns = labels[-2]
+    if len(labels) == 2:
+        return Parsed("namespace", namespace=ns)
+    svc = labels[-3]
+    rest = labels[:-3]
+    if not rest:
+        return Parsed("service", ns, svc)
+    if len(rest) == 1:
+        return Parsed("reserved", ns, svc, cluster=rest[0])
+    if len(rest) == 2 and rest[1].startswith("_"):
+        return Parsed("port", ns, svc, port=rest[0].lstrip("_"), protocol=rest[1][1:])
+    if len(rest) == 2:
+        return Parsed("endpoint", ns, svc, hostname=rest[0], cluster=rest[1])
+    return Parsed("invalid", ns, svc)
+
+
+def explain(view: ImportedView, recs: ZoneRecords, name: str) -> str:
+    p = parse(name, recs.origin.to_text(omit_final_dot=True))
+    lines = [f"name form: {p.form}", f"asked as cluster: {view.cluster or '(any)'}"]
+    if p.form == "reserved":
+        lines.append("<clusterid>.<svc>.<ns>.svc MUST NOT exist (MCS DNS spec 2.3.4/2.4.4): NXDOMAIN")
+    if p.service:
+        key = ServiceKey(p.namespace, p.service)
+        imp = view.imports.get(key)
+        if imp is None:
+            lines.append(f"no ServiceImport {key} in this cluster: NXDOMAIN")
+        else:
+            sel = recs.explain.get(key)
+            lines.append(f"ServiceImport {key}: type {imp.type.value}, ips {list(imp.ips) or '-'}")
+            if sel is not None:
+                lines.append(f"policy: {sel.policy} ({sel.reason})")
+                for c in sel.candidates:
+                    lines.append(f"  candidate cluster {c.cluster or '(unlabelled)'}: {c.ready}/{c.total} endpoints ready")
+                if sel.addresses:
+                    lines.append(f"answer addresses: {', '.join(sel.addresses)}")
+                if sel.endpoints:
+                    lines.append("answer endpoints: " + ", ".join(f"{e.address} ({e.cluster})" for e in sel.endpoints))
+                lines.extend(f"note: {n}" for n in sel.notes)
+    return "\n".join(lines)
