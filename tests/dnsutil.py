@@ -37,8 +37,11 @@ def ask(
 
 
 def rrs(section: list[dns.rrset.RRset]) -> set[str]:  # type: ignore[name-defined]
-    return {f"{r.name.to_text().lower()} {r.ttl} {dns.rdatatype.to_text(r.rdtype)} {rd.to_text()}"
-            for r in section for rd in r}
+    return {
+        f"{r.name.to_text().lower()} {r.ttl} {dns.rdatatype.to_text(r.rdtype)} {rd.to_text()}"
+        for r in section
+        for rd in r
+    }
 
 
 def rcode(msg: dns.message.Message) -> str:

@@ -62,7 +62,9 @@ def export(
     return ServiceExport(ns, name, created, exported_labels=labels, annotations=annotations)
 
 
-def endpoint(address: str, *, hostname: str = "", ready: bool | None = True, zone: str = "") -> Endpoint:
+def endpoint(
+    address: str, *, hostname: str = "", ready: bool | None = True, zone: str = ""
+) -> Endpoint:
     return Endpoint((address,), hostname=hostname, ready=ready, zone=zone)
 
 
@@ -123,7 +125,11 @@ def imported(
     annotations: tuple[tuple[str, str], ...] = (),
 ) -> ServiceImport:
     return ServiceImport(
-        ns, name, type, ports=ports, ips=() if type is ImportType.HEADLESS else ips,
+        ns,
+        name,
+        type,
+        ports=ports,
+        ips=() if type is ImportType.HEADLESS else ips,
         annotations=annotations,
     )
 

@@ -42,7 +42,10 @@ CONFLICTS = [
     ),
     pytest.param(service(), service(headless=True), "TypeConflict", None, id="type-oldest-wins"),
     pytest.param(
-        service(affinity="ClientIP", affinity_timeout=10), service(), "SessionAffinityConflict", None,
+        service(affinity="ClientIP", affinity_timeout=10),
+        service(),
+        "SessionAffinityConflict",
+        None,
         id="session-affinity",
     ),
     pytest.param(
@@ -53,7 +56,9 @@ CONFLICTS = [
         id="session-affinity-config",
     ),
     pytest.param(service(itp="Local"), service(), "InternalTrafficPolicyConflict", None, id="itp"),
-    pytest.param(service(td="PreferClose"), service(), "TrafficDistributionConflict", None, id="td"),
+    pytest.param(
+        service(td="PreferClose"), service(), "TrafficDistributionConflict", None, id="td"
+    ),
     pytest.param(
         service(families=(IPFamily.IPV4,)),
         service(families=(IPFamily.IPV6,), ips=("fd00::1",)),
@@ -103,7 +108,9 @@ def test_identical_exports_have_no_conflict() -> None:
     ("svc_b", "reason"),
     [
         pytest.param(None, "NoService", id="missing-service"),
-        pytest.param(service(type=ServiceType.EXTERNAL_NAME), "InvalidServiceType", id="external-name"),
+        pytest.param(
+            service(type=ServiceType.EXTERNAL_NAME), "InvalidServiceType", id="external-name"
+        ),
     ],
 )
 def test_invalid_exports_are_valid_false_and_do_not_contribute(svc_b, reason):  # type: ignore[no-untyped-def]
@@ -132,8 +139,12 @@ def test_unexported_service_is_not_aggregated() -> None:
 
 
 def test_exported_labels_oldest_wins_and_conflict() -> None:
-    state = two(service(), service(), ex_a=export(created=1, labels=(("tier", "a"),)),
-                ex_b=export(created=2, labels=(("tier", "b"),)))
+    state = two(
+        service(),
+        service(),
+        ex_a=export(created=1, labels=(("tier", "a"),)),
+        ex_b=export(created=2, labels=(("tier", "b"),)),
+    )
     agg = aggregate(state, KEY)
     assert agg.exported_labels == (("tier", "a"),)
     assert "LabelsConflict" in cond(agg, B, ConditionType.CONFLICT).reason

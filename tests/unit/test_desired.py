@@ -40,8 +40,12 @@ def test_every_cluster_with_the_namespace_imports_including_the_exporter() -> No
 
 def test_import_has_ips_ports_clusters_and_derived_service() -> None:
     state = clusterset(
-        cluster("member1", services=(service(),), exports=(export(),),
-                slices=(eslice(endpoints=(endpoint("10.1.0.1"),)),)),
+        cluster(
+            "member1",
+            services=(service(),),
+            exports=(export(),),
+            slices=(eslice(endpoints=(endpoint("10.1.0.1"),)),),
+        ),
         cluster("member2"),
     )
     d = reconcile(state, ips={(M2, KEY): ("10.250.0.9",)})
@@ -65,7 +69,9 @@ def test_import_has_ips_ports_clusters_and_derived_service() -> None:
 
 def test_derived_name_matches_mcs_api_reference_controller() -> None:
     # 'derived-' + first 10 chars of lowercase base32hex(sha256("ns/name"))
-    assert derived_name(ServiceKey("default", "serve")) == derived_name(ServiceKey("default", "serve"))
+    assert derived_name(ServiceKey("default", "serve")) == derived_name(
+        ServiceKey("default", "serve")
+    )
     name = derived_name(ServiceKey("default", "serve"))
     assert name.startswith("derived-") and len(name) == 18
 
@@ -80,10 +86,18 @@ def test_headless_import_has_no_ips_and_no_derived_service() -> None:
 
 
 def test_endpoint_conditions_hostname_zone_are_carried_and_slices_hold_at_most_100() -> None:
-    eps = tuple(endpoint(f"10.2.{i // 250}.{i % 250 + 1}", hostname=f"h{i}", zone="z1",
-                         ready=i % 2 == 0) for i in range(250))
-    state = clusterset(cluster("a", services=(service(headless=True),), exports=(export(),),
-                               slices=(eslice(endpoints=eps),)))
+    eps = tuple(
+        endpoint(f"10.2.{i // 250}.{i % 250 + 1}", hostname=f"h{i}", zone="z1", ready=i % 2 == 0)
+        for i in range(250)
+    )
+    state = clusterset(
+        cluster(
+            "a",
+            services=(service(headless=True),),
+            exports=(export(),),
+            slices=(eslice(endpoints=eps),),
+        )
+    )
     d = reconcile(state, ips={})
     slices = d.clusters[ClusterId("a")].slices[KEY]
     assert [len(s.endpoints) for s in slices] == [MAX_ENDPOINTS, MAX_ENDPOINTS, 50]
@@ -116,14 +130,18 @@ def test_reconcile_is_deterministic() -> None:
     assert a == b
 
 
-CIDRS = {IPFamily.IPV4: ipaddress.IPv4Network("10.250.0.0/24"),
-         IPFamily.IPV6: ipaddress.IPv6Network("fd00::/120")}
+CIDRS = {
+    IPFamily.IPV4: ipaddress.IPv4Network("10.250.0.0/24"),
+    IPFamily.IPV6: ipaddress.IPv6Network("fd00::/120"),
+}
 
 
 def test_allocation_is_stable_and_keeps_previous() -> None:
     k1, k2 = ServiceKey("a", "x"), ServiceKey("b", "y")
     first = allocate.allocate([(k1, (IPFamily.IPV4,))], cidrs=CIDRS, previous={})
-    second = allocate.allocate([(k2, (IPFamily.IPV4,)), (k1, (IPFamily.IPV4,))], cidrs=CIDRS, previous=first)
+    second = allocate.allocate(
+        [(k2, (IPFamily.IPV4,)), (k1, (IPFamily.IPV4,))], cidrs=CIDRS, previous=first
+    )
     assert second[k1] == first[k1]
     assert second[k2] != second[k1]
     again = allocate.allocate([(k1, (IPFamily.IPV4,))], cidrs=CIDRS, previous={})

@@ -30,11 +30,31 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
     ("text", "fragment"),
     [
         pytest.param("kind: [unclosed\n", "document 0: invalid YAML (line 2)", id="yaml-syntax"),
-        pytest.param(GOOD.replace("port: 80", "port: eighty"), "ServiceImport default/serve: spec.ports[0].port: expected integer 1-65535", id="port-type"),
-        pytest.param(GOOD.replace("type: ClusterSetIP", "type: Wobbly"), "ServiceImport default/serve: spec.type: expected ClusterSetIP or Headless", id="bad-type"),
-        pytest.param(GOOD.replace("10.0.0.1", "10.0.0.300"), "spec.ips[0]: not an IP address", id="bad-ip"),
-        pytest.param(GOOD.replace("  name: serve, ", "  ").replace("metadata: {name: serve, namespace: default}", "metadata: {namespace: default}"), "ServiceImport default/?: metadata.name: required field is missing", id="no-name"),
-        pytest.param("apiVersion: v1\nkind: Gizmo\nmetadata: {name: g}\n", "Gizmo g: kind: unknown kind v1/Gizmo", id="unknown-kind"),
+        pytest.param(
+            GOOD.replace("port: 80", "port: eighty"),
+            "ServiceImport default/serve: spec.ports[0].port: expected integer 1-65535",
+            id="port-type",
+        ),
+        pytest.param(
+            GOOD.replace("type: ClusterSetIP", "type: Wobbly"),
+            "ServiceImport default/serve: spec.type: expected ClusterSetIP or Headless",
+            id="bad-type",
+        ),
+        pytest.param(
+            GOOD.replace("10.0.0.1", "10.0.0.300"), "spec.ips[0]: not an IP address", id="bad-ip"
+        ),
+        pytest.param(
+            GOOD.replace("  name: serve, ", "  ").replace(
+                "metadata: {name: serve, namespace: default}", "metadata: {namespace: default}"
+            ),
+            "ServiceImport default/?: metadata.name: required field is missing",
+            id="no-name",
+        ),
+        pytest.param(
+            "apiVersion: v1\nkind: Gizmo\nmetadata: {name: g}\n",
+            "Gizmo g: kind: unknown kind v1/Gizmo",
+            id="unknown-kind",
+        ),
         pytest.param("- 1\n- 2\n", "expected a Kubernetes object", id="not-a-mapping"),
         pytest.param(
             "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: s\n  namespace: ns\n"
@@ -45,7 +65,9 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
         ),
     ],
 )
-def test_bad_document_is_one_line_naming_file_document_and_field(tmp_path: Path, text: str, fragment: str) -> None:
+def test_bad_document_is_one_line_naming_file_document_and_field(
+    tmp_path: Path, text: str, fragment: str
+) -> None:
     write(tmp_path, "good.yaml", GOOD.replace("serve", "other"))
     bad = write(tmp_path, "bad.yaml", text)
     objs, errors = FolderReader(tmp_path).read()
@@ -80,7 +102,11 @@ def test_bad_edit_keeps_last_good_version(tmp_path: Path) -> None:
 def test_list_kind_and_multi_document(tmp_path: Path) -> None:
     items = GOOD.replace("\n", "\n    ")
     write(tmp_path, "list.yaml", f"apiVersion: v1\nkind: List\nitems:\n  - {items}\n")
-    write(tmp_path, "multi.yaml", GOOD.replace("serve", "a") + "---\n" + GOOD.replace("serve", "b") + "---\n")
+    write(
+        tmp_path,
+        "multi.yaml",
+        GOOD.replace("serve", "a") + "---\n" + GOOD.replace("serve", "b") + "---\n",
+    )
     objs, errors = FolderReader(tmp_path).read()
     assert errors == []
     assert {k.name for k in objs.imports} == {"serve", "a", "b"}
@@ -88,8 +114,12 @@ def test_list_kind_and_multi_document(tmp_path: Path) -> None:
 
 def test_v1alpha1_and_flattened_service_imports(tmp_path: Path) -> None:
     write(tmp_path, "a.yaml", GOOD.replace("v1beta1", "v1alpha1"))
-    write(tmp_path, "b.yaml", "apiVersion: multicluster.x-k8s.io/v1alpha2\nkind: ServiceImport\n"
-          "metadata: {name: flat, namespace: default}\ntype: Headless\nports: [{port: 5432}]\n")
+    write(
+        tmp_path,
+        "b.yaml",
+        "apiVersion: multicluster.x-k8s.io/v1alpha2\nkind: ServiceImport\n"
+        "metadata: {name: flat, namespace: default}\ntype: Headless\nports: [{port: 5432}]\n",
+    )
     objs, errors = FolderReader(tmp_path).read()
     assert errors == []
     assert objs.imports[ServiceKey("default", "flat")].type.value == "Headless"
@@ -100,4 +130,7 @@ def test_error_inside_list_names_the_item(tmp_path: Path) -> None:
     bad = GOOD.replace("port: 80", "port: 0").replace("\n", "\n    ")
     write(tmp_path, "list.yaml", f"apiVersion: v1\nkind: List\nitems:\n  - {bad}\n")
     _, errors = FolderReader(tmp_path).read()
-    assert len(errors) == 1 and "document 0.items[0]: ServiceImport default/serve: spec.ports[0].port" in errors[0]
+    assert (
+        len(errors) == 1
+        and "document 0.items[0]: ServiceImport default/serve: spec.ports[0].port" in errors[0]
+    )

@@ -9,16 +9,25 @@ import dns.message
 import dns.rcode
 import pytest
 
+from clusterset.model.objects import ImportType
 from clusterset.zone.wire import respond
 from tests.dnsutil import ask, compile_view, rcode
 from tests.factories import endpoint, eslice, imported, view
-from clusterset.model.objects import ImportType
 
 Z = "clusterset.local."
 ORIGIN = b"\x0aclusterset\x05local\x00"
 BIG = view(
-    imports=(imported("svc1", ips=("10.0.0.1",)), imported("big", type=ImportType.HEADLESS, ports=())),
-    slices=(eslice("big", source="c1", endpoints=tuple(endpoint(f"10.9.{i // 200}.{i % 200 + 1}") for i in range(300))),),
+    imports=(
+        imported("svc1", ips=("10.0.0.1",)),
+        imported("big", type=ImportType.HEADLESS, ports=()),
+    ),
+    slices=(
+        eslice(
+            "big",
+            source="c1",
+            endpoints=tuple(endpoint(f"10.9.{i // 200}.{i % 200 + 1}") for i in range(300)),
+        ),
+    ),
 )
 ZONE = compile_view(BIG)
 
@@ -26,28 +35,44 @@ ZONE = compile_view(BIG)
 def test_golden_a_answer_bytes() -> None:
     """Hex vector: ID patched, RD copied, question echoed, owner compressed to offset 12."""
     qname = b"\x04svc1\x02ns\x03svc" + ORIGIN
-    query = bytes.fromhex("beef0100000100000000 0000".replace(" ", "")) + qname + b"\x00\x01\x00\x01"
+    query = (
+        bytes.fromhex("beef0100000100000000 0000".replace(" ", "")) + qname + b"\x00\x01\x00\x01"
+    )
     reply = respond(ZONE, ORIGIN, query)
     expected = (
-        bytes.fromhex("beef" "8500" "0001" "0001" "0000" "0000")
-        + qname + b"\x00\x01\x00\x01"
-        + bytes.fromhex("c00c" "0001" "0001" "00000005" "0004" "0a000001")
+        bytes.fromhex("beef85000001000100000000")
+        + qname
+        + b"\x00\x01\x00\x01"
+        + bytes.fromhex("c00c000100010000000500040a000001")
     )
     assert reply == expected
 
 
 def test_golden_nxdomain_bytes_soa_points_into_question() -> None:
     qname = b"\x04nope\x02ns\x03svc" + ORIGIN
-    query = bytes.fromhex("1234 0000 0001 0000 0000 0000".replace(" ", "")) + qname + b"\x00\x01\x00\x01"
+    query = (
+        bytes.fromhex("1234 0000 0001 0000 0000 0000".replace(" ", ""))
+        + qname
+        + b"\x00\x01\x00\x01"
+    )
     reply = respond(ZONE, ORIGIN, query)
     assert reply is not None
     zone_at = 12 + len(b"\x04nope\x02ns\x03svc")
     ptr = struct.pack("!H", 0xC000 | zone_at)
-    rdata = b"\x02ns\x03dns" + ptr + b"\x0ahostmaster" + ptr + struct.pack("!IIIII", 42, 7200, 1800, 86400, 5)
+    rdata = (
+        b"\x02ns\x03dns"
+        + ptr
+        + b"\x0ahostmaster"
+        + ptr
+        + struct.pack("!IIIII", 42, 7200, 1800, 86400, 5)
+    )
     assert reply == (
         bytes.fromhex("1234 8403 0001 0000 0001 0000".replace(" ", ""))
-        + qname + b"\x00\x01\x00\x01"
-        + ptr + struct.pack("!HHIH", 6, 1, 5, len(rdata)) + rdata
+        + qname
+        + b"\x00\x01\x00\x01"
+        + ptr
+        + struct.pack("!HHIH", 6, 1, 5, len(rdata))
+        + rdata
     )
 
 
@@ -95,9 +120,19 @@ def test_tcp_carries_the_full_answer() -> None:
 
 
 def test_dropping_only_additional_does_not_set_tc() -> None:
-    v = view(imports=(imported("h", type=ImportType.HEADLESS, ports=()),),
-             slices=(eslice("h", source="c1", endpoints=tuple(
-                 endpoint(f"10.8.0.{i}", hostname="host-with-a-longish-name-" + str(i)) for i in range(1, 6))),))
+    v = view(
+        imports=(imported("h", type=ImportType.HEADLESS, ports=()),),
+        slices=(
+            eslice(
+                "h",
+                source="c1",
+                endpoints=tuple(
+                    endpoint(f"10.8.0.{i}", hostname="host-with-a-longish-name-" + str(i))
+                    for i in range(1, 6)
+                ),
+            ),
+        ),
+    )
     zone = compile_view(v)
     q = dns.message.make_query("_http._tcp.h.ns.svc." + Z, "SRV")
     wire = respond(zone, ORIGIN, q.to_wire())
@@ -113,15 +148,48 @@ def test_dropping_only_additional_does_not_set_tc() -> None:
     [
         pytest.param(b"", None, id="empty"),
         pytest.param(b"\x12\x34\x01", None, id="short-header"),
-        pytest.param(bytes.fromhex("123481000001000000000000") + b"\x00\x00\x01\x00\x01", None, id="a-response"),
-        pytest.param(bytes.fromhex("123401000001000000000000") + b"\x05ab", "FORMERR", id="truncated-name"),
-        pytest.param(bytes.fromhex("123401000001000000000000") + b"\xc0\x0c\x00\x01\x00\x01", "FORMERR", id="pointer-loop"),
+        pytest.param(
+            bytes.fromhex("123481000001000000000000") + b"\x00\x00\x01\x00\x01",
+            None,
+            id="a-response",
+        ),
+        pytest.param(
+            bytes.fromhex("123401000001000000000000") + b"\x05ab", "FORMERR", id="truncated-name"
+        ),
+        pytest.param(
+            bytes.fromhex("123401000001000000000000") + b"\xc0\x0c\x00\x01\x00\x01",
+            "FORMERR",
+            id="pointer-loop",
+        ),
         pytest.param(bytes.fromhex("123401000000000000000000"), "FORMERR", id="no-question"),
-        pytest.param(bytes.fromhex("123401000002000000000000") + (b"\x00\x00\x01\x00\x01" * 2), "FORMERR", id="two-questions"),
-        pytest.param(bytes.fromhex("123401000001000000000000") + ORIGIN + b"\x00\x01\x00\x01junk", "FORMERR", id="trailing-junk"),
-        pytest.param(bytes.fromhex("123429000001000000000000") + ORIGIN + b"\x00\x06\x00\x01", "NOTIMP", id="update-opcode"),
-        pytest.param(bytes.fromhex("123401000001000000000000") + ORIGIN + b"\x00\x01\x00\x03", "REFUSED", id="chaos-class"),
-        pytest.param(bytes.fromhex("123401000001000000000000") + b"\x40" + b"a" * 64 + b"\x00\x00\x01\x00\x01", "FORMERR", id="label-too-long"),
+        pytest.param(
+            bytes.fromhex("123401000002000000000000") + (b"\x00\x00\x01\x00\x01" * 2),
+            "FORMERR",
+            id="two-questions",
+        ),
+        pytest.param(
+            bytes.fromhex("123401000001000000000000") + ORIGIN + b"\x00\x01\x00\x01junk",
+            "FORMERR",
+            id="trailing-junk",
+        ),
+        pytest.param(
+            bytes.fromhex("123429000001000000000000") + ORIGIN + b"\x00\x06\x00\x01",
+            "NOTIMP",
+            id="update-opcode",
+        ),
+        pytest.param(
+            bytes.fromhex("123401000001000000000000") + ORIGIN + b"\x00\x01\x00\x03",
+            "REFUSED",
+            id="chaos-class",
+        ),
+        pytest.param(
+            bytes.fromhex("123401000001000000000000")
+            + b"\x40"
+            + b"a" * 64
+            + b"\x00\x00\x01\x00\x01",
+            "FORMERR",
+            id="label-too-long",
+        ),
     ],
 )
 def test_malformed_packets(packet: bytes, expect: str | None) -> None:

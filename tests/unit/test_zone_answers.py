@@ -24,15 +24,32 @@ VIEW = view(
         imported("dupname", type=HL, ports=()),
     ),
     slices=(
-        eslice("hdls", source="c1", ports=(port(80, "http"),), endpoints=(
-            endpoint("172.0.0.2", hostname="ep1"), endpoint("172.0.0.3"),
-            endpoint("172.0.0.4", ready=False), endpoint("172.0.0.5", ready=None))),
-        eslice("hdls", source="c2", slice_name="hdls-v6", address_type="IPv6",
-               ports=(port(80, "http"),), endpoints=(endpoint("5678:abcd::1"),)),
+        eslice(
+            "hdls",
+            source="c1",
+            ports=(port(80, "http"),),
+            endpoints=(
+                endpoint("172.0.0.2", hostname="ep1"),
+                endpoint("172.0.0.3"),
+                endpoint("172.0.0.4", ready=False),
+                endpoint("172.0.0.5", ready=None),
+            ),
+        ),
+        eslice(
+            "hdls",
+            source="c2",
+            slice_name="hdls-v6",
+            address_type="IPv6",
+            ports=(port(80, "http"),),
+            endpoints=(endpoint("5678:abcd::1"),),
+        ),
         eslice("empty", source="c1", endpoints=(endpoint("172.0.1.1", ready=False),)),
         eslice("portless", source="c1", ports=(), endpoints=(endpoint("172.0.0.20"),)),
-        eslice("dupname", source="c1", endpoints=(endpoint("172.0.0.30", hostname="x"),
-                                                   endpoint("172.0.0.31", hostname="x"))),
+        eslice(
+            "dupname",
+            source="c1",
+            endpoints=(endpoint("172.0.0.30", hostname="x"), endpoint("172.0.0.31", hostname="x")),
+        ),
     ),
     namespaces=("ns", "empty-ns"),
 )
@@ -48,26 +65,47 @@ CASES = [
     ("noip.ns.svc." + Z, "A", "NOERROR", set(), True),
     ("nosuch.ns.svc." + Z, "A", "NXDOMAIN", set(), True),
     ("elsewhere.gone.svc." + Z, "A", "NXDOMAIN", set(), True),  # namespace not here
-    ("hdls.ns.svc." + Z, "A", "NOERROR",
-     {f"hdls.ns.svc.{Z} 5 A 172.0.0.{i}" for i in (2, 3, 5)}, False),
+    (
+        "hdls.ns.svc." + Z,
+        "A",
+        "NOERROR",
+        {f"hdls.ns.svc.{Z} 5 A 172.0.0.{i}" for i in (2, 3, 5)},
+        False,
+    ),
     ("hdls.ns.svc." + Z, "AAAA", "NOERROR", {f"hdls.ns.svc.{Z} 5 AAAA 5678:abcd::1"}, False),
     ("empty.ns.svc." + Z, "A", "NXDOMAIN", set(), True),  # SPEC 2.4.1
     ("portless.ns.svc." + Z, "A", "NOERROR", {f"portless.ns.svc.{Z} 5 A 172.0.0.20"}, False),
     ("portless.ns.svc." + Z, "SRV", "NOERROR", set(), True),
     ("ep1.c1.hdls.ns.svc." + Z, "A", "NOERROR", {f"ep1.c1.hdls.ns.svc.{Z} 5 A 172.0.0.2"}, False),
     ("EP1.C1.HDLS.ns.svc." + Z, "A", "NOERROR", {f"ep1.c1.hdls.ns.svc.{Z} 5 A 172.0.0.2"}, False),
-    ("172-0-0-3.c1.hdls.ns.svc." + Z, "A", "NOERROR", {f"172-0-0-3.c1.hdls.ns.svc.{Z} 5 A 172.0.0.3"}, False),
-    ("5678-abcd--1.c2.hdls.ns.svc." + Z, "AAAA", "NOERROR",
-     {f"5678-abcd--1.c2.hdls.ns.svc.{Z} 5 AAAA 5678:abcd::1"}, False),
+    (
+        "172-0-0-3.c1.hdls.ns.svc." + Z,
+        "A",
+        "NOERROR",
+        {f"172-0-0-3.c1.hdls.ns.svc.{Z} 5 A 172.0.0.3"},
+        False,
+    ),
+    (
+        "5678-abcd--1.c2.hdls.ns.svc." + Z,
+        "AAAA",
+        "NOERROR",
+        {f"5678-abcd--1.c2.hdls.ns.svc.{Z} 5 AAAA 5678:abcd::1"},
+        False,
+    ),
     ("172-0-0-4.c1.hdls.ns.svc." + Z, "A", "NXDOMAIN", set(), True),  # not ready
     ("ep1.c2.hdls.ns.svc." + Z, "A", "NXDOMAIN", set(), True),  # wrong cluster
     ("ep1.hdls.ns.svc." + Z, "A", "NXDOMAIN", set(), True),  # no cluster label
     ("c1.hdls.ns.svc." + Z, "A", "NXDOMAIN", set(), True),  # MUST NOT exist
-    ("x.c1.dupname.ns.svc." + Z, "A", "NOERROR",
-     {f"x.c1.dupname.ns.svc.{Z} 5 A 172.0.0.30", f"x.c1.dupname.ns.svc.{Z} 5 A 172.0.0.31"}, False),
+    (
+        "x.c1.dupname.ns.svc." + Z,
+        "A",
+        "NOERROR",
+        {f"x.c1.dupname.ns.svc.{Z} 5 A 172.0.0.30", f"x.c1.dupname.ns.svc.{Z} 5 A 172.0.0.31"},
+        False,
+    ),
     ("a.b.c.hdls.ns.svc." + Z, "A", "NXDOMAIN", set(), True),
     ("ep1.c1.svc1.ns.svc." + Z, "A", "NXDOMAIN", set(), True),  # spec: headless only
-    ("dns-version." + Z, "TXT", "NOERROR", {f"dns-version.{Z} 28800 TXT \"1.0.0\""}, False),
+    ("dns-version." + Z, "TXT", "NOERROR", {f'dns-version.{Z} 28800 TXT "1.0.0"'}, False),
     ("dns-version." + Z, "A", "NOERROR", set(), True),
     (Z, "A", "NOERROR", set(), True),
     ("svc." + Z, "A", "NOERROR", set(), True),
@@ -87,8 +125,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "qtype", "want_rcode", "answer", "soa"), CASES,
-                         ids=[f"{c[0].removesuffix('.' + Z) or '@'}/{c[1]}" for c in CASES])
+@pytest.mark.parametrize(
+    ("name", "qtype", "want_rcode", "answer", "soa"),
+    CASES,
+    ids=[f"{c[0].removesuffix('.' + Z) or '@'}/{c[1]}" for c in CASES],
+)
 def test_answer(name: str, qtype: str, want_rcode: str, answer: set[str], soa: bool) -> None:
     r = ask(ZONE, name, qtype)
     assert rcode(r) == want_rcode

@@ -12,17 +12,21 @@ import ipaddress
 import logging
 import signal
 import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
+
+# Typer vendors Click (typer._click) since 0.2x; its parse errors are that Click's classes.
+from typer._click import exceptions as click
 
 from clusterset import __version__, logs
 from clusterset.cli import output
 from clusterset.controller.manifest import ClusterSetFeed, FolderFeed, SourceError
 from clusterset.model.ids import ClusterId, InvalidName, cluster_id
 from clusterset.model.objects import IPFamily
+from clusterset.model.state import ImportedView
 from clusterset.reconcile import allocate
 from clusterset.server.app import DnsOptions, DnsServer, ListenError
 from clusterset.zone import policy
@@ -48,7 +52,7 @@ class UsageProblem(click.UsageError):
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"clusterset {__version__}")
-        raise typer.Exit()
+        raise typer.Exit(0)
 
 
 @app.callback()
@@ -69,15 +73,15 @@ def _root(
 ZoneOpt = Annotated[str, typer.Option("--zone", help="The clusterset zone.")]
 TtlOpt = Annotated[int, typer.Option("--ttl", help="TTL of every answer (0-3600).")]
 ListenOpt = Annotated[str, typer.Option("--listen", help="HOST:PORT for UDP and TCP.")]
-ManifestsOpt = Annotated[
-    Path | None, typer.Option("--manifests", help="Folder of YAML manifests.")
-]
+ManifestsOpt = Annotated[Path | None, typer.Option("--manifests", help="Folder of YAML manifests.")]
 PolicyOpt = Annotated[
     str, typer.Option("--default-policy", help=f"Answer policy: {', '.join(policy.POLICIES)}.")
 ]
 
 
-def _settings(zone: str, ttl: int, default_policy: str, ns: list[str] | None = None) -> ZoneSettings:
+def _settings(
+    zone: str, ttl: int, default_policy: str, ns: list[str] | None = None
+) -> ZoneSettings:
     if not 0 <= ttl <= 3600:
         raise UsageProblem(f"--ttl {ttl}: expected 0-3600")
     if default_policy not in policy.POLICIES:
@@ -90,7 +94,9 @@ def _settings(zone: str, ttl: int, default_policy: str, ns: list[str] | None = N
             ipaddress.ip_address(a)
         except ValueError as exc:
             raise UsageProblem(f"--ns-address {a!r}: not an IP address") from exc
-    return ZoneSettings(zone=z, ttl=ttl, default_policy=default_policy, ns_addresses=tuple(ns or ()))
+    return ZoneSettings(
+        zone=z, ttl=ttl, default_policy=default_policy, ns_addresses=tuple(ns or ())
+    )
 
 
 def _cidrs(v4: str, v6: str) -> dict[IPFamily, allocate.Network]:
@@ -116,13 +122,13 @@ def _need_manifests(manifests: Path | None) -> Path:
     return manifests
 
 
-async def _serve(server: DnsServer, views: object) -> None:
+async def _serve(server: DnsServer, views: AsyncIterator[ImportedView]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
-    feed = asyncio.create_task(server.serve_views(views), name="zone-feed")  # type: ignore[arg-type]
+    feed = asyncio.create_task(server.serve_views(views), name="zone-feed")
     stopper = asyncio.create_task(stop.wait(), name="stop")
     done, _ = await asyncio.wait({feed, stopper}, return_when=asyncio.FIRST_COMPLETED)
     if feed in done and feed.exception() is not None:
@@ -135,15 +141,13 @@ async def _serve(server: DnsServer, views: object) -> None:
     await server.stop()
 
 
-def _run_server(options: DnsOptions, make_views: object) -> None:
-    try:
-        import uvloop
+def _run_server(
+    options: DnsOptions, make_views: Callable[[DnsServer], AsyncIterator[ImportedView]]
+) -> None:
+    import uvloop
 
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover
-        runner = asyncio.run
     server = DnsServer(options)
-    runner(_serve(server, make_views(server)))  # type: ignore[operator]
+    uvloop.run(_serve(server, make_views(server)))
 
 
 @app.command()
@@ -152,7 +156,9 @@ def dns(
     listen: ListenOpt = "127.0.0.1:5353",
     zone: ZoneOpt = "clusterset.local",
     ttl: TtlOpt = 5,
-    cluster: Annotated[str | None, typer.Option(help="This cluster's ID (for local-first).")] = None,
+    cluster: Annotated[
+        str | None, typer.Option(help="This cluster's ID (for local-first).")
+    ] = None,
     default_policy: PolicyOpt = policy.KEP,
     ns_address: Annotated[list[str] | None, typer.Option(help="Glue for the apex NS.")] = None,
     udp_threads: Annotated[int, typer.Option(help="UDP receive threads.")] = 1,
@@ -175,8 +181,12 @@ def run(
     zone: ZoneOpt = "clusterset.local",
     ttl: TtlOpt = 5,
     default_policy: PolicyOpt = policy.KEP,
-    clusterset_cidr: Annotated[str, typer.Option(help="ClusterSetIP range (IPv4).")] = "10.250.0.0/16",
-    clusterset_cidr_v6: Annotated[str, typer.Option(help="ClusterSetIP range (IPv6).")] = "fd63:6c75:7374::/112",
+    clusterset_cidr: Annotated[
+        str, typer.Option(help="ClusterSetIP range (IPv4).")
+    ] = "10.250.0.0/16",
+    clusterset_cidr_v6: Annotated[
+        str, typer.Option(help="ClusterSetIP range (IPv6).")
+    ] = "fd63:6c75:7374::/112",
     state_file: Annotated[Path | None, typer.Option(help="Where allocations persist.")] = None,
     udp_threads: Annotated[int, typer.Option(help="UDP receive threads.")] = 1,
 ) -> None:
@@ -189,7 +199,9 @@ def run(
         raise UsageProblem("--cluster NAME is required")
     cid = _cluster(cluster)
     settings = _settings(zone, ttl, default_policy)
-    feed = ClusterSetFeed(root, cidrs=_cidrs(clusterset_cidr, clusterset_cidr_v6), state_file=state_file)
+    feed = ClusterSetFeed(
+        root, cidrs=_cidrs(clusterset_cidr, clusterset_cidr_v6), state_file=state_file
+    )
     _run_server(DnsOptions(settings, listen, udp_threads), lambda s: feed.views(cid))
 
 
@@ -262,9 +274,9 @@ def main() -> None:
     command = typer.main.get_command(app)
     try:
         command.main(args=sys.argv[1:], prog_name="clusterset", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.exit(130)
     except click.UsageError as exc:
         print(f"clusterset: error: {exc.format_message()}", file=sys.stderr)

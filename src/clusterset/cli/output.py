@@ -26,14 +26,21 @@ def _console() -> Console:
 
 def status_data(observed: Observed) -> dict[str, Any]:
     exports = []
-    for (cid, key), conds in sorted(observed.desired.conditions.items(), key=lambda kv: (str(kv[0][1]), kv[0][0])):
+    for (cid, key), conds in sorted(
+        observed.desired.conditions.items(), key=lambda kv: (str(kv[0][1]), kv[0][0])
+    ):
         exports.append(
             {
                 "cluster": cid,
                 "namespace": key.namespace,
                 "name": key.name,
                 "conditions": [
-                    {"type": c.type.value, "status": c.status.value, "reason": c.reason, "message": c.message}
+                    {
+                        "type": c.type.value,
+                        "status": c.status.value,
+                        "reason": c.reason,
+                        "message": c.message,
+                    }
                     for c in conds
                 ],
             }
@@ -48,7 +55,10 @@ def status_data(observed: Observed) -> dict[str, Any]:
                     "name": key.name,
                     "type": imp.type.value,
                     "ips": list(imp.ips),
-                    "ports": [f"{p.name + ':' if p.name else ''}{p.port}/{p.protocol.value}" for p in imp.ports],
+                    "ports": [
+                        f"{p.name + ':' if p.name else ''}{p.port}/{p.protocol.value}"
+                        for p in imp.ports
+                    ],
                     "clusters": list(imp.clusters),
                     "endpointSlices": len(cd.slices.get(key, ())),
                 }
@@ -67,7 +77,9 @@ def status(observed: Observed, fmt: str) -> None:
     con = _console()
     wide = fmt == "wide"
     t = Table(title="ServiceExports", box=None, header_style="bold")
-    for col in ("CLUSTER", "NAMESPACE", "NAME", "VALID", "READY", "CONFLICT") + (("MESSAGE",) if wide else ()):
+    for col in ("CLUSTER", "NAMESPACE", "NAME", "VALID", "READY", "CONFLICT") + (
+        ("MESSAGE",) if wide else ()
+    ):
         t.add_column(col)
     for e in data["exports"]:
         by = {c["type"]: c for c in e["conditions"]}
@@ -76,18 +88,32 @@ def status(observed: Observed, fmt: str) -> None:
             c = by.get(kind)
             return f"{c['status']} ({c['reason']})" if c else "-"
 
-        row = [e["cluster"], e["namespace"], e["name"], cell("Valid"), cell("Ready"), cell("Conflict")]
+        row = [
+            e["cluster"],
+            e["namespace"],
+            e["name"],
+            cell("Valid"),
+            cell("Ready"),
+            cell("Conflict"),
+        ]
         if wide:
             row.append("; ".join(c["message"] for c in e["conditions"] if c["message"]))
         t.add_row(*row)
     con.print(t)
     t = Table(title="ServiceImports", box=None, header_style="bold")
-    for col in ("CLUSTER", "NAMESPACE", "NAME", "TYPE", "IP", "PORTS", "CLUSTERS") + (("SLICES",) if wide else ()):
+    for col in ("CLUSTER", "NAMESPACE", "NAME", "TYPE", "IP", "PORTS", "CLUSTERS") + (
+        ("SLICES",) if wide else ()
+    ):
         t.add_column(col)
     for i in data["imports"]:
         row = [
-            i["cluster"], i["namespace"], i["name"], i["type"],
-            ",".join(i["ips"]) or "-", ",".join(i["ports"]) or "-", ",".join(i["clusters"]),
+            i["cluster"],
+            i["namespace"],
+            i["name"],
+            i["type"],
+            ",".join(i["ips"]) or "-",
+            ",".join(i["ports"]) or "-",
+            ",".join(i["clusters"]),
         ]
         if wide:
             row.append(str(i["endpointSlices"]))

@@ -132,9 +132,7 @@ class ClusterSetFeed:
         try:
             raw = json.loads(self.state_file.read_text())
             return {
-                ClusterId(c): {
-                    ServiceKey(*k.split("/", 1)): tuple(v) for k, v in by_key.items()
-                }
+                ClusterId(c): {ServiceKey(*k.split("/", 1)): tuple(v) for k, v in by_key.items()}
                 for c, by_key in raw.items()
             }
         except (OSError, ValueError, TypeError, AttributeError):
@@ -168,8 +166,10 @@ class ClusterSetFeed:
                 cid = cluster_name(folder, objs)
             except InvalidName as exc:
                 previous = self.ids.get(folder)
-                errors.append(f"{folder}: cluster ID: {exc}" + (
-                    f"; keeping {previous!r}" if previous else "; folder skipped"))
+                errors.append(
+                    f"{folder}: cluster ID: {exc}"
+                    + (f"; keeping {previous!r}" if previous else "; folder skipped")
+                )
                 if previous is None:
                     continue
                 cid = previous
@@ -216,5 +216,7 @@ class ClusterSetFeed:
         async for _ in changes([self.root], stop=stop):
             observed = self.observe()
             if cluster not in observed.state.clusters:
-                log.warning("cluster %r: no folder under %s has this cluster ID", cluster, self.root)
+                log.warning(
+                    "cluster %r: no folder under %s has this cluster ID", cluster, self.root
+                )
             yield self.view(observed, cluster)

@@ -71,9 +71,7 @@ def _get(obj: Raw, path: str, typ: type | tuple[type, ...], *, default: Any = No
 
 
 def _kube_type(pytype: str) -> str:
-    return {"str": "string", "int": "integer", "list": "list", "dict": "object"}.get(
-        pytype, pytype
-    )
+    return {"str": "string", "int": "integer", "list": "list", "dict": "object"}.get(pytype, pytype)
 
 
 def _required(obj: Raw, path: str, typ: type | tuple[type, ...]) -> Any:
@@ -168,7 +166,9 @@ def service_import(obj: Raw) -> ServiceImport:
     try:
         itype = ImportType(typ)
     except ValueError as exc:
-        raise ObjectError(obj, at("type"), f"expected ClusterSetIP or Headless, got {typ!r}") from exc
+        raise ObjectError(
+            obj, at("type"), f"expected ClusterSetIP or Headless, got {typ!r}"
+        ) from exc
     clusters: list[ClusterId] = []
     for i, c in enumerate(_get(obj, "status.clusters", list, default=[])):
         cid = c.get("cluster") if isinstance(c, Mapping) else None

@@ -102,9 +102,9 @@ _CHECKS: tuple[tuple[Reason, str, Callable[[Contribution], Hashable]], ...] = (
     (
         Reason.SESSION_AFFINITY_CONFIG_CONFLICT,
         "sessionAffinityConfig",
-        lambda c: c.service.session_affinity_timeout
-        if c.service.session_affinity == "ClientIP"
-        else None,
+        lambda c: (
+            c.service.session_affinity_timeout if c.service.session_affinity == "ClientIP" else None
+        ),
     ),
     (
         Reason.INTERNAL_TRAFFIC_POLICY_CONFLICT,
@@ -146,9 +146,7 @@ def aggregate(state: ClusterSetState, key: ServiceKey) -> Aggregate:
             valid.append(Contribution(cid, export, svc))
     valid.sort(key=lambda c: (c.export.created, c.cluster))
     if not valid:
-        return Aggregate(
-            key, None, (), (), "None", None, "", "", (), (), (), (), conditions
-        )
+        return Aggregate(key, None, (), (), "None", None, "", "", (), (), (), (), conditions)
     oldest = valid[0]
     reasons: list[str] = []
     messages: list[str] = []
@@ -202,5 +200,7 @@ def aggregate(state: ClusterSetState, key: ServiceKey) -> Aggregate:
 def _invalid(reason: Reason, message: str) -> tuple[Condition, ...]:
     return (
         Condition(ConditionType.VALID, Status.FALSE, reason.value, message),
-        Condition(ConditionType.READY, Status.FALSE, Reason.FAILED.value, "not exported: " + message),
+        Condition(
+            ConditionType.READY, Status.FALSE, Reason.FAILED.value, "not exported: " + message
+        ),
     )

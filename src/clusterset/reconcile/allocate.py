@@ -36,7 +36,11 @@ def allocate(
     for key, families in sorted(wanted, key=lambda kv: kv[0]):
         prev = previous.get(key, ())
         fams = tuple(f for f in families if f in cidrs)
-        kept = [ip for ip in prev if _family(ip) in fams and ipaddress.ip_address(ip) in cidrs[_family(ip)]]
+        kept = [
+            ip
+            for ip in prev
+            if _family(ip) in fams and ipaddress.ip_address(ip) in cidrs[_family(ip)]
+        ]
         if {_family(ip) for ip in kept} == set(fams) and len(kept) == len(fams):
             result[key] = tuple(sorted(kept, key=lambda ip: fams.index(_family(ip))))
             for ip in kept:

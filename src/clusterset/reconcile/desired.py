@@ -119,7 +119,6 @@ def reconcile(
     return Desired(clusters, conditions, aggregates, unsynced)
 
 
-
 def aggregate_all(state: ClusterSetState) -> dict[ServiceKey, Aggregate]:
     return {key: aggregate(state, key) for key in state.exported_keys()}
 

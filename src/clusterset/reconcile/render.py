@@ -38,7 +38,9 @@ def service_import(imp: ServiceImport) -> Obj:
         spec["ipFamilies"] = [f.value for f in imp.ip_families]
     spec["sessionAffinity"] = imp.session_affinity
     if imp.session_affinity_timeout is not None:
-        spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": imp.session_affinity_timeout}}
+        spec["sessionAffinityConfig"] = {
+            "clientIP": {"timeoutSeconds": imp.session_affinity_timeout}
+        }
     if imp.internal_traffic_policy:
         spec["internalTrafficPolicy"] = imp.internal_traffic_policy
     if imp.traffic_distribution:

@@ -53,4 +53,3 @@ def imported_slices(state: ClusterSetState, agg: Aggregate) -> tuple[EndpointSli
                     )
                 )
     return tuple(out)
-

@@ -9,12 +9,14 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+import dns.name
+
 from clusterset.model.state import ImportedView
 from clusterset.server.holder import ZoneHolder
 from clusterset.server.tcp import TcpServer
 from clusterset.server.udp import UdpServer
 from clusterset.zone import records
-from clusterset.zone.wire import CompiledZone
+from clusterset.zone.wire import CompiledZone, name_wire
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +76,7 @@ class DnsServer:
 
     def __init__(self, options: DnsOptions) -> None:
         self.options = options
-        origin = records.build(
-            ImportedView(None, {}, {}, frozenset()), options.settings, serial=0
-        ).origin.to_wire()
-        self.holder = ZoneHolder(origin)
+        self.holder = ZoneHolder(name_wire(dns.name.from_text(options.settings.zone)))
         host, port = parse_listen(options.listen)
         self._udp_sock, self._tcp_sock = bind(host, port)
         self.address = self._udp_sock.getsockname()[:2]

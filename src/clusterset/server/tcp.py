@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import struct
 
 from clusterset.server.holder import ZoneHolder
@@ -25,8 +26,8 @@ class TcpServer:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
-    async def start(self, sock: object) -> None:
-        self._server = await asyncio.start_server(self._client, sock=sock)  # type: ignore[arg-type]
+    async def start(self, sock: socket.socket) -> None:
+        self._server = await asyncio.start_server(self._client, sock=sock)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._active >= self.max_connections:

@@ -5,7 +5,8 @@ with the [DECISION]s of docs/dns-schema.md):
 
     dns-version                          TXT "1.0.0"
     svc, pod, <ns>.svc                   exist (NODATA) when the namespace exists locally
-    <svc>.<ns>.svc                       A/AAAA: ClusterSetIP -> spec.ips; Headless -> ready endpoints
+    <svc>.<ns>.svc                       A/AAAA: ClusterSetIP -> spec.ips;
+                                         Headless -> ready endpoints of every cluster
                                          SRV (bare): every port, deduplicated by (target, port)
     _<port>._<proto>.<svc>.<ns>.svc      SRV for a named port
     <hostname>.<clusterid>.<svc>.<ns>.svc  A/AAAA of one ready endpoint of a Headless service
@@ -276,10 +277,8 @@ def _service(
         _srv(recs, owner, targets, len(targets))
 
 
-def _headless(
-    recs: ZoneRecords, name: dns.name.Name, sel: policy.Selection, ttl: int
-) -> None:
-    """Headless: ready endpoints of every (selected) cluster; none ready -> NXDOMAIN (SPEC 2.4.1)."""
+def _headless(recs: ZoneRecords, name: dns.name.Name, sel: policy.Selection, ttl: int) -> None:
+    """Headless: ready endpoints of every selected cluster; none -> NXDOMAIN (SPEC 2.4.1)."""
     if not sel.endpoints:
         return
     recs.exist(name)
@@ -304,4 +303,3 @@ def _headless(
             owners.setdefault(owner, []).append((t, p, a))
     for owner, group in owners.items():
         _srv(recs, owner, [_Target(t, p.port, (a,)) for t, p, a in group], len(group))
-

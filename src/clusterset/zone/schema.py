@@ -14,7 +14,8 @@ from clusterset.zone.records import ZoneRecords
 
 @dataclass(frozen=True, slots=True)
 class Parsed:
-    form: str  # apex|version|svc-root|pod-root|namespace|service|port|endpoint|reserved|invalid|outside
+    # apex|version|svc-root|pod-root|namespace|service|port|endpoint|reserved|invalid|outside
+    form: str
     namespace: str = ""
     service: str = ""
     port: str = ""
@@ -60,7 +61,9 @@ def explain(view: ImportedView, recs: ZoneRecords, name: str) -> str:
     p = parse(name, recs.origin.to_text(omit_final_dot=True))
     lines = [f"name form: {p.form}", f"asked as cluster: {view.cluster or '(any)'}"]
     if p.form == "reserved":
-        lines.append("<clusterid>.<svc>.<ns>.svc MUST NOT exist (MCS DNS spec 2.3.4/2.4.4): NXDOMAIN")
+        lines.append(
+            "<clusterid>.<svc>.<ns>.svc MUST NOT exist (MCS DNS spec 2.3.4/2.4.4): NXDOMAIN"
+        )
     if p.service:
         key = ServiceKey(p.namespace, p.service)
         imp = view.imports.get(key)
@@ -71,11 +74,17 @@ def explain(view: ImportedView, recs: ZoneRecords, name: str) -> str:
             lines.append(f"ServiceImport {key}: type {imp.type.value}, ips {list(imp.ips) or '-'}")
             if sel is not None:
                 lines.append(f"policy: {sel.policy} ({sel.reason})")
-                for c in sel.candidates:
-                    lines.append(f"  candidate cluster {c.cluster or '(unlabelled)'}: {c.ready}/{c.total} endpoints ready")
+                lines.extend(
+                    f"  candidate cluster {c.cluster or '(unlabelled)'}: "
+                    f"{c.ready}/{c.total} endpoints ready"
+                    for c in sel.candidates
+                )
                 if sel.addresses:
                     lines.append(f"answer addresses: {', '.join(sel.addresses)}")
                 if sel.endpoints:
-                    lines.append("answer endpoints: " + ", ".join(f"{e.address} ({e.cluster})" for e in sel.endpoints))
+                    lines.append(
+                        "answer endpoints: "
+                        + ", ".join(f"{e.address} ({e.cluster})" for e in sel.endpoints)
+                    )
                 lines.extend(f"note: {n}" for n in sel.notes)
     return "\n".join(lines)

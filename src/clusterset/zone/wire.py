@@ -22,10 +22,11 @@ import dns.message
 import dns.name
 import dns.opcode
 import dns.rcode
+import dns.rdataclass
 import dns.renderer
 import dns.rrset
 
-from clusterset.zone.records import SOA, ZoneRecords
+from clusterset.zone.records import RR, SOA, ZoneRecords
 
 # Header flag bits (RFC 1035 4.1.1), first and second flag octets.
 _QR = 0x80
@@ -48,7 +49,10 @@ UDP_PAYLOAD = 1232  # what we advertise (DNS flag day 2020)
 _RR_OVERHEAD = 10
 
 _OPT_RR = {
-    do: b"\x00\x00\x29" + struct.pack("!H", UDP_PAYLOAD) + b"\x00\x00" + (b"\x80" if do else b"\x00")
+    do: b"\x00\x00\x29"
+    + struct.pack("!H", UDP_PAYLOAD)
+    + b"\x00\x00"
+    + (b"\x80" if do else b"\x00")
     + b"\x00\x00\x00"
     for do in (False, True)
 }
@@ -63,6 +67,13 @@ class Prebuilt:
     # (end offset in body, section 1=answer 2=authority 3=additional) per RR, for truncation.
     rr_ends: tuple[tuple[int, int], ...]
     counts: tuple[int, int, int]
+
+
+def name_wire(name: dns.name.Name) -> bytes:
+    """Uncompressed wire form of an absolute name."""
+    wire = name.to_wire()
+    assert wire is not None  # to_wire() without a file returns the bytes
+    return wire
 
 
 def _header(flags2: int, rcode: int, an: int, ns: int, ar: int) -> bytes:
@@ -97,12 +108,12 @@ class CompiledZone:
     def __init__(self, records: ZoneRecords) -> None:
         self.records = records
         self.origin = records.origin
-        self.origin_wire: bytes = records.origin.to_wire()
+        self.origin_wire = name_wire(records.origin)
         self.serial = records.serial
-        self.names: frozenset[bytes] = frozenset(n.to_wire() for n in records.names)
+        self.names = frozenset(name_wire(n) for n in records.names)
         self.answers: dict[bytes, Prebuilt] = {}
         for (name, rdtype), ans in records.answers.items():
-            self.answers[name.to_wire() + struct.pack("!H", rdtype)] = _prebuild(
+            self.answers[name_wire(name) + struct.pack("!H", rdtype)] = _prebuild(
                 name, rdtype, ans.answer, ans.additional
             )
         soa_rr = records.answers[(records.origin, SOA)].answer[0]
@@ -125,18 +136,16 @@ class CompiledZone:
         return cached
 
 
-def _prebuild(
-    name: dns.name.Name, rdtype: int, answer: list[object], additional: list[object]
-) -> Prebuilt:
+def _prebuild(name: dns.name.Name, rdtype: int, answer: list[RR], additional: list[RR]) -> Prebuilt:
     r = dns.renderer.Renderer(id=0, flags=0, max_size=65535)
     r.add_question(name, rdtype)
     start = r.output.tell()
     ends: list[tuple[int, int]] = []
     for section, rrs in ((dns.renderer.ANSWER, answer), (dns.renderer.ADDITIONAL, additional)):
         for rr in rrs:
-            rrset = dns.rrset.RRset(rr.name, 1, rr.rdata.rdtype)  # type: ignore[attr-defined]
-            rrset.update_ttl(rr.ttl)  # type: ignore[attr-defined]
-            rrset.add(rr.rdata)  # type: ignore[attr-defined]
+            rrset = dns.rrset.RRset(rr.name, dns.rdataclass.IN, rr.rdata.rdtype)
+            rrset.update_ttl(rr.ttl)
+            rrset.add(rr.rdata)
             r.add_rrset(section, rrset)
             ends.append((r.output.tell() - start, 1 if section == dns.renderer.ANSWER else 3))
     r.write_header()
@@ -153,9 +162,12 @@ def _error(query: bytes, qend: int, rcode: int, opt: bytes = b"") -> bytes:
     if ext and opt:
         opt = opt[:5] + bytes([ext]) + opt[6:]
     qd = 1 if qend > 12 else 0
-    return query[:2] + struct.pack(
-        "!BBHHHH", flags2, low, qd, 0, 0, 1 if opt else 0
-    ) + query[12:qend] + opt
+    return (
+        query[:2]
+        + struct.pack("!BBHHHH", flags2, low, qd, 0, 0, 1 if opt else 0)
+        + query[12:qend]
+        + opt
+    )
 
 
 def _walk(query: bytes) -> int:
@@ -197,13 +209,17 @@ def _truncate(resp: bytes, qend: int, p: Prebuilt, limit: int, opt: bytes) -> by
     cut = p.rr_ends[keep - 1][0] if keep else 0
     tc = counts[1] < p.counts[0]
     flags2 = resp[2] | (_TC if tc else 0)
-    header = resp[:2] + bytes([flags2, resp[3]]) + struct.pack(
-        "!HHHH", 1, counts[1], counts[2], counts[3] + (1 if opt else 0)
+    header = (
+        resp[:2]
+        + bytes([flags2, resp[3]])
+        + struct.pack("!HHHH", 1, counts[1], counts[2], counts[3] + (1 if opt else 0))
     )
     return header + resp[12:qend] + p.body[:cut] + opt
 
 
-def respond(zone: CompiledZone | None, origin: bytes, query: bytes, *, tcp: bool = False) -> bytes | None:
+def respond(
+    zone: CompiledZone | None, origin: bytes, query: bytes, *, tcp: bool = False
+) -> bytes | None:
     """The reply to one query packet, or None to drop it (a response, or too short to answer).
 
     `zone` is None until the first load: in-zone names then get SERVFAIL, never NXDOMAIN.
@@ -214,7 +230,7 @@ def respond(zone: CompiledZone | None, origin: bytes, query: bytes, *, tcp: bool
     # Fast path: one question, no answer/authority, at most the OPT record.
     if n >= 17 and query[4:10] == b"\x00\x01\x00\x00\x00\x00" and query[2] & 0x78 == 0:
         j = query.find(0, 12)
-        if 12 <= j and j + 5 <= n and query[j + 3 : j + 5] == b"\x00\x01":
+        if j >= 12 and j + 5 <= n and query[j + 3 : j + 5] == b"\x00\x01":
             qend = j + 5
             ar = query[10:12]
             opt = b""
@@ -269,7 +285,7 @@ def _negative(
         return _error(query, qend, SERVFAIL, opt)
     if qtype in (AXFR, IXFR):
         return _error(query, qend, REFUSED, opt)
-    if qtype == OPT or 128 <= qtype <= 255 and qtype != 255:
+    if qtype == OPT or (128 <= qtype <= 255 and qtype != 255):
         # Meta types (RFC 6895 3.1) cannot be asked for.
         return _error(query, qend, FORMERR, opt)
     rcode = NOERROR if name in zone.names else NXDOMAIN
@@ -292,7 +308,7 @@ def _slow(zone: CompiledZone | None, origin: bytes, query: bytes, *, tcp: bool) 
         msg = dns.message.from_wire(query, ignore_trailing=False)
     except dns.message.BadEDNS:
         return _error(query, qend, FORMERR)
-    except Exception:  # noqa: BLE001 -- any parse failure of client bytes is FORMERR
+    except Exception:
         if len(query) < 12:
             return None
         return _error(query, qend if has_q else 12, FORMERR)

@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# Build the real peers the integration tests run against, from the Go module
+# proxy only:
+#   kube-apiserver  k8s.io/kubernetes (the control plane, with etcd from Debian)
+#   coredns         github.com/coredns/coredns (stock build, kubernetes plugin)
+#   helm            helm.sh/helm/v3 (only with --with-helm)
+#
+# Binaries go to ${CLUSTERSET_CACHE:-$HOME/.cache/clusterset}/bin/, each with a
+# <name>.version stamp; a binary whose stamp matches is not rebuilt. Go's own
+# module and build caches stay at their default places (outside the repo), so
+# a second build after a version bump is fast. Never commit these binaries.
+#
+# Usage: scripts/build-peers.sh [--with-helm] [--force]
+# Env:   K8S_VERSION, COREDNS_VERSION, HELM_VERSION, CLUSTERSET_CACHE, GO
+set -euo pipefail
+
+K8S_VERSION="${K8S_VERSION:-v1.37.2}"
+COREDNS_VERSION="${COREDNS_VERSION:-v1.15.0}"
+HELM_VERSION="${HELM_VERSION:-v3.22.0}"
+
+CACHE="${CLUSTERSET_CACHE:-$HOME/.cache/clusterset}"
+BIN="$CACHE/bin"
+SRC="$CACHE/src"
+
+with_helm=0
+force=0
+for arg in "$@"; do
+    case "$arg" in
+        --with-helm) with_helm=1 ;;
+        --force) force=1 ;;
+        -h | --help)
+            sed -n '2,14p' "$0"
+            exit 0
+            ;;
+        *)
+            echo "build-peers: unknown argument: $arg" >&2
+            exit 2
+            ;;
+    esac
+done
+
+GO="${GO:-}"
+if [[ -z "$GO" ]]; then
+    if command -v go >/dev/null 2>&1; then
+        GO="$(command -v go)"
+    elif [[ -x /usr/local/go/bin/go ]]; then
+        GO=/usr/local/go/bin/go
+    else
+        echo "build-peers: no Go toolchain found (set GO=/path/to/go)" >&2
+        exit 1
+    fi
+fi
+
+export CGO_ENABLED=0
+export GOTOOLCHAIN=local
+export GOFLAGS="-mod=mod -buildvcs=false"
+LDFLAGS_BASE="-s -w"
+
+mkdir -p "$BIN" "$SRC"
+
+log() { printf '[build-peers %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# stamp_ok NAME WANT: the binary exists, runs, and its stamp says WANT.
+stamp_ok() {
+    local name="$1" want="$2"
+    [[ "$force" == 0 && -x "$BIN/$name" && -f "$BIN/$name.version" ]] &&
+        [[ "$(cat "$BIN/$name.version")" == "$want" ]]
+}
+
+# timed NAME CMD...: run CMD, print its wall time.
+timed() {
+    local name="$1" start end
+    shift
+    start=$(date +%s)
+    "$@"
+    end=$(date +%s)
+    log "$name built in $((end - start)) s"
+}
+
+build_kube_apiserver() {
+    local stamp="k8s.io/kubernetes $K8S_VERSION"
+    if stamp_ok kube-apiserver "$stamp"; then
+        log "kube-apiserver $K8S_VERSION is up to date"
+        return
+    fi
+    local ver="$K8S_VERSION"
+    local minor_ver="v0.${ver#v1.}" # v1.37.2 -> v0.37.2
+    local major minor
+    major="$(cut -d. -f1 <<<"${ver#v}")"
+    minor="$(cut -d. -f2 <<<"${ver#v}")"
+    local dir="$SRC/kube-apiserver"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+
+    log "kube-apiserver $ver: reading the tag's go.mod"
+    local gomod
+    gomod="$("$GO" mod download -json "k8s.io/kubernetes@$ver" |
+        sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')"
+    if [[ -z "$gomod" || ! -f "$gomod" ]]; then
+        echo "build-peers: could not download k8s.io/kubernetes@$ver" >&2
+        exit 1
+    fi
+    local go_directive
+    go_directive="$(awk '$1 == "go" { print $2; exit }' "$gomod")"
+
+    # Staging modules: replaced with a local ./staging path in the tag's own
+    # go.mod; only those the tag also requires matter to the module graph.
+    local staging=()
+    mapfile -t staging < <(
+        awk '
+            /^replace[[:space:]]*\(/ { inblock = 1; next }
+            inblock && /^\)/ { inblock = 0; next }
+            {
+                line = $0
+                if (!inblock) { if (line !~ /^replace[[:space:]]/) next; sub(/^replace[[:space:]]+/, "", line) }
+                n = split(line, f, /[[:space:]]+/)
+                for (i = 1; i <= n; i++) if (f[i] == "=>" && f[i + 1] ~ /^\.\/staging\//) { mod = (f[1] == "" ? f[2] : f[1]); print mod }
+            }' "$gomod" | sort -u
+    )
+    if [[ ${#staging[@]} -eq 0 ]]; then
+        echo "build-peers: no staging replace block found in $gomod" >&2
+        exit 1
+    fi
+    local required
+    required="$(awk '/^require[[:space:]]*\(/ { b = 1; next } b && /^\)/ { b = 0 } b { print $1 } /^require[[:space:]]+[^(]/ { print $2 }' "$gomod")"
+
+    {
+        echo "module clusterset.invalid/peers/kube-apiserver"
+        echo
+        echo "go $go_directive"
+        echo
+        echo "require k8s.io/kubernetes $ver"
+        echo
+        echo "replace ("
+        local mod
+        for mod in "${staging[@]}"; do
+            if grep -qxF "$mod" <<<"$required"; then
+                echo "	$mod => $mod $minor_ver"
+            fi
+        done
+        echo ")"
+    } >"$dir/go.mod"
+
+    cat >"$dir/main.go" <<'EOF'
+// Command kube-apiserver is the upstream kube-apiserver, built from the module proxy.
+package main
+
+import (
+	"os"
+	_ "time/tzdata" // CronJob time zones, as upstream
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"
+	_ "k8s.io/component-base/metrics/prometheus/clientgo"
+	_ "k8s.io/component-base/metrics/prometheus/version"
+	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+)
+
+func main() {
+	os.Exit(cli.Run(app.NewAPIServerCommand()))
+}
+EOF
+
+    local build_date
+    build_date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    local ldflags="$LDFLAGS_BASE"
+    local pkg
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        ldflags+=" -X $pkg.gitVersion=$ver -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+        ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
+    done
+
+    log "kube-apiserver $ver: building (staging modules at $minor_ver)"
+    (cd "$dir" && "$GO" build -trimpath -ldflags "$ldflags" -o "$BIN/kube-apiserver.tmp" .)
+    mv -f "$BIN/kube-apiserver.tmp" "$BIN/kube-apiserver"
+    printf '%s\n' "$stamp" >"$BIN/kube-apiserver.version"
+}
+
+# go_install NAME MODULE/PKG VERSION: `go install pkg@version` into $BIN.
+go_install() {
+    local name="$1" pkg="$2" ver="$3" module="$4"
+    local stamp="$module $ver"
+    if stamp_ok "$name" "$stamp"; then
+        log "$name $ver is up to date"
+        return
+    fi
+    local tmp="$SRC/$name-gobin"
+    rm -rf "$tmp"
+    mkdir -p "$tmp"
+    log "$name $ver: go install $pkg@$ver"
+    # `go install pkg@version` runs outside any module: -mod must not be set.
+    GOFLAGS="-buildvcs=false" GOBIN="$tmp" \
+        "$GO" install -trimpath -ldflags "$LDFLAGS_BASE" "$pkg@$ver"
+    mv -f "$tmp/$(basename "$pkg")" "$BIN/$name"
+    rmdir "$tmp" 2>/dev/null || true
+    printf '%s\n' "$stamp" >"$BIN/$name.version"
+}
+
+total_start=$(date +%s)
+log "go: $("$GO" version | cut -d' ' -f3-); cache: $BIN"
+timed kube-apiserver build_kube_apiserver
+timed coredns go_install coredns github.com/coredns/coredns "$COREDNS_VERSION" github.com/coredns/coredns
+if [[ "$with_helm" == 1 ]]; then
+    timed helm go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" helm.sh/helm/v3
+fi
+log "all peers ready in $(($(date +%s) - total_start)) s"
+for f in "$BIN"/*.version; do
+    printf '  %-16s %s\n' "$(basename "$f" .version)" "$(cat "$f")" >&2
+done
