@@ -119,7 +119,9 @@ def expected_line(text: str, *, case_sensitive: bool) -> str:
     if len(parts) != 5:
         raise ValueError(f"expected 'owner TTL class type rdata', got {text!r}")
     owner, ttl, rdclass, rdtype, rdata_text = parts
-    rdata = dns.rdata.from_text(rdclass, rdtype, rdata_text, origin=dns.name.root)
+    rdata = dns.rdata.from_text(
+        rdclass, rdtype, rdata_text, origin=dns.name.root, relativize=False
+    )
     return _line(dns.name.from_text(owner), int(ttl), rdata, case_sensitive=case_sensitive)
 
 
@@ -220,7 +222,33 @@ def test_vector(vector: Vector) -> None:
             for sec in ("answer", "ns", "extra")
         },
     }
-    assert got == want, f"{vector.id} ({case['query']['name']} {case['query']['type']})"
+    if got != want:
+        pytest.fail(_diff(vector, got, want), pytrace=False)
+
+
+def _diff(vector: Vector, got: dict[str, Any], want: dict[str, Any]) -> str:
+    """A readable failure: per section, the RRs missing from the reply and the unexpected ones."""
+    q = vector.case["query"]
+    lines = [f"{vector.id}: {q['name']} {q['type']}"]
+    if got["rcode"] != want["rcode"]:
+        lines.append(f"  rcode: expected {want['rcode']}, got {got['rcode']}")
+    for sec in ("answer", "ns", "extra"):
+        missing = _minus(want[sec], got[sec])
+        extra = _minus(got[sec], want[sec])
+        lines += [f"  {sec}: missing   {rr}" for rr in missing]
+        lines += [f"  {sec}: unexpected {rr}" for rr in extra]
+    return "\n".join(lines)
+
+
+def _minus(a: list[str], b: list[str]) -> list[str]:
+    rest = list(b)
+    out = []
+    for x in a:
+        if x in rest:
+            rest.remove(x)
+        else:
+            out.append(x)
+    return out
 
 
 @pytest.mark.conformance

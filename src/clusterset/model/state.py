@@ -20,6 +20,7 @@ class ClusterState:
     slices: Mapping[ServiceKey, tuple[EndpointSlice, ...]] = field(default_factory=dict)
     namespaces: frozenset[str] = frozenset()
     synced: bool = True
+    region: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +50,17 @@ class ImportedView:
     namespaces: frozenset[str]
     local_services: Mapping[ServiceKey, Service] = field(default_factory=dict)
     generation: int = 0
+    # Inputs of the answer policies (zone.policy); the clock is read by the edge, not here.
+    now: float = 0.0
+    tracks: Mapping[tuple[ServiceKey, ClusterId], Track] = field(default_factory=dict)
+    regions: Mapping[ClusterId, str] = field(default_factory=dict)
+    # Source clusters whose liveness lease expired: their endpoints do not count (issue 7).
+    expired: frozenset[ClusterId] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    """Health history of one source cluster's copy of a service, for hysteresis."""
+
+    healthy: bool
+    since: float  # when `healthy` last changed (or first seen)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import dns.name
 
-from clusterset.model.state import ImportedView
+from clusterset.model.ids import ClusterId, ServiceKey
+from clusterset.model.state import ImportedView, Track
 from clusterset.server.holder import ZoneHolder
 from clusterset.server.tcp import TcpServer
 from clusterset.server.udp import UdpServer
@@ -89,30 +92,52 @@ class DnsServer:
         await self.tcp.start(self._tcp_sock)
         log.info("dns: serving %s on %s:%d (udp+tcp)", self.options.settings.zone, *self.address)
 
-    def load(self, view: ImportedView) -> CompiledZone:
-        zone = compile_view(view, self.options.settings)
+    async def serve_views(self, views: AsyncIterator[ImportedView]) -> None:
+        """Compile every view; recompile the last one when a policy's hysteresis expires.
+
+        The clock is read here, not in the pure core: each view gets `now` and the
+        health history (`tracks`) that the previous compile produced.
+        """
+        latest: ImportedView | None = None
+        tracks: Mapping[tuple[ServiceKey, ClusterId], Track] = {}
+        wake_at: float | None = None
+        it = aiter(views)
+        pending: asyncio.Task[ImportedView] | None = None
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(anext(it))
+                timeout = None if wake_at is None else max(0.0, wake_at - time.time())
+                done, _ = await asyncio.wait({pending}, timeout=timeout)
+                if pending in done:
+                    try:
+                        latest = pending.result()
+                    except StopAsyncIteration:
+                        return
+                    pending = None
+                if latest is None:
+                    continue
+                view = dataclasses.replace(latest, now=time.time(), tracks=tracks)
+                # Compile off the event loop so TCP and the feed stay responsive on big zones.
+                zone = await asyncio.to_thread(compile_view, view, self.options.settings)
+                tracks, wake_at = zone.records.tracks, zone.records.wake_at
+                self._install(zone, view)
+        finally:
+            if pending is not None:
+                pending.cancel()
+
+    def _install(self, zone: CompiledZone, view: ImportedView) -> None:
         self.holder.swap(zone)
         for w in zone.records.warnings:
             log.warning("zone: %s", w)
         for cb in self.on_swap:
             cb(zone, view)
-        return zone
-
-    async def serve_views(self, views: AsyncIterator[ImportedView]) -> None:
-        async for view in views:
-            # Compile off the event loop so TCP and the feed stay responsive on big zones.
-            zone = await asyncio.to_thread(compile_view, view, self.options.settings)
-            self.holder.swap(zone)
-            for w in zone.records.warnings:
-                log.warning("zone: %s", w)
-            for cb in self.on_swap:
-                cb(zone, view)
-            log.info(
-                "dns: zone generation %d loaded (%d names, %d answers)",
-                self.holder.generation,
-                len(zone.names),
-                len(zone.answers),
-            )
+        log.debug(
+            "dns: zone generation %d loaded (%d names, %d answers)",
+            self.holder.generation,
+            len(zone.names),
+            len(zone.answers),
+        )
 
     async def stop(self) -> None:
         with contextlib.suppress(Exception):

@@ -1,16 +1,30 @@
 """Which addresses answer for a service, as one consuming cluster sees it.
 
-`kep` (default) is the MCS DNS specification: the ServiceImport's ClusterSetIPs,
-or every ready endpoint of every cluster for a Headless service. Other policies
-are chosen per service with the ServiceExport annotation
-`clusterset.io/dns-policy` (carried to the ServiceImport by the controller).
+Chosen per service by annotations on the ServiceExport (the controller
+carries `clusterset.io/*` annotations of the oldest export to the
+ServiceImport), else by the global default (`--default-policy`):
+
+    clusterset.io/dns-policy      kep | local-first
+    clusterset.io/min-ready       local copy healthy when >= N ready endpoints, or N% (default 1)
+    clusterset.io/hysteresis      seconds a recovered local copy must stay healthy (default 30)
+    clusterset.io/failover        clustersetip | endpoints: what to answer when the local copy
+                                  is not healthy (default clustersetip; `endpoints` hands out
+                                  remote pod IPs, for flat pod networks)
+    clusterset.io/weights         "member1=3,member2=1,member3=0": 0 drains a cluster
+    clusterset.io/tiers           "region,any" (default): remote clusters in the asking
+                                  cluster's region first, then any
+
+`kep` is the MCS DNS specification: the ServiceImport's ClusterSetIPs, or every
+ready endpoint of every cluster for a Headless service. Pure: `now` and the
+health history (`tracks`) come in with the view; new tracks go out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from clusterset.model.ids import ClusterId
+from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.objects import (
     EndpointSlice,
     ImportType,
@@ -18,11 +32,20 @@ from clusterset.model.objects import (
     ServicePort,
     canonical_ip,
 )
-from clusterset.model.state import ImportedView
+from clusterset.model.state import ImportedView, Track
 
 KEP = "kep"
-POLICIES = (KEP,)
-ANNOTATION = "clusterset.io/dns-policy"
+LOCAL_FIRST = "local-first"
+POLICIES = (KEP, LOCAL_FIRST)
+PREFIX = "clusterset.io/"
+ANNOTATION = PREFIX + "dns-policy"
+MIN_READY = PREFIX + "min-ready"
+HYSTERESIS = PREFIX + "hysteresis"
+FAILOVER = PREFIX + "failover"
+WEIGHTS = PREFIX + "weights"
+TIERS = PREFIX + "tiers"
+DEFAULT_HYSTERESIS = 30.0
+MAX_ROTATIONS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +58,27 @@ class SelectedEndpoint:
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """One source cluster of a service and how ready it is (for --explain)."""
+    """One source cluster of a service and how ready it is (for --explain and metrics)."""
 
     cluster: ClusterId | None
     ready: int
     total: int
+    weight: int = 1
+    tier: int = 0
+    eligible: bool = True
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    policy: str = KEP
+    min_ready: int = 1
+    min_ready_fraction: float | None = None  # "50%" -> 0.5 of all endpoints
+    hysteresis: float = DEFAULT_HYSTERESIS
+    failover: str = "clustersetip"
+    weights: Mapping[str, int] = field(default_factory=dict)
+    tiers: tuple[str, ...] = ("region", "any")
+    problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,44 +86,159 @@ class Selection:
     policy: str
     addresses: tuple[str, ...] = ()
     endpoints: tuple[SelectedEndpoint, ...] = ()
+    # Alternative orders of `addresses` (or endpoint addresses) served in turn: round-robin
+    # among equals, smooth-weighted. Empty: one fixed order.
+    rotations: tuple[tuple[str, ...], ...] = ()
     candidates: tuple[Candidate, ...] = ()
     reason: str = ""
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
+    tracks: Mapping[tuple[ServiceKey, ClusterId], Track] = field(default_factory=dict)
+    wake_at: float | None = None  # when hysteresis may change this answer
+
+
+def options(imp: ServiceImport, default: str) -> Options:
+    """Parse the policy annotations; a bad value is noted and its default used."""
+    ann = dict(imp.annotations)
+    problems: list[str] = []
+    name = ann.get(ANNOTATION, default)
+    if name not in POLICIES:
+        problems.append(f"{ANNOTATION}={name!r} unknown, using {default!r}")
+        name = default
+    min_ready, fraction = 1, None
+    raw = ann.get(MIN_READY)
+    if raw:
+        try:
+            if raw.endswith("%"):
+                fraction = float(raw[:-1]) / 100
+                if not 0 <= fraction <= 1:
+                    raise ValueError
+            else:
+                min_ready = int(raw)
+                if min_ready < 0:
+                    raise ValueError
+        except ValueError:
+            problems.append(f"{MIN_READY}={raw!r} is not a count or percentage, using 1")
+            min_ready, fraction = 1, None
+    hysteresis = DEFAULT_HYSTERESIS
+    raw = ann.get(HYSTERESIS)
+    if raw:
+        try:
+            hysteresis = float(raw.removesuffix("s"))
+            if hysteresis < 0:
+                raise ValueError
+        except ValueError:
+            problems.append(f"{HYSTERESIS}={raw!r} is not seconds, using {DEFAULT_HYSTERESIS}")
+    failover = ann.get(FAILOVER, "clustersetip")
+    if failover not in ("clustersetip", "endpoints"):
+        problems.append(f"{FAILOVER}={failover!r} unknown, using 'clustersetip'")
+        failover = "clustersetip"
+    weights: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in ann.get(WEIGHTS, "").split(","))):
+        cluster, _, w = part.partition("=")
+        try:
+            weights[cluster.strip()] = max(0, int(w))
+        except ValueError:
+            problems.append(f"{WEIGHTS}: {part!r} is not cluster=integer")
+    tiers = tuple(t.strip() for t in ann.get(TIERS, "region,any").split(",") if t.strip())
+    if any(t not in ("region", "any") for t in tiers):
+        problems.append(f"{TIERS}={ann.get(TIERS)!r}: tiers are 'region' and 'any'")
+        tiers = ("region", "any")
+    return Options(
+        policy=name,
+        min_ready=min_ready,
+        min_ready_fraction=fraction,
+        hysteresis=hysteresis,
+        failover=failover,
+        weights=weights,
+        tiers=tiers or ("any",),
+        problems=tuple(problems),
+    )
+
+
+def _ready_endpoints(s: EndpointSlice) -> list[SelectedEndpoint]:
+    """Ready (or unknown-ready) endpoints of one slice; one entry per address."""
+    out: list[SelectedEndpoint] = []
+    if s.address_type not in ("IPv4", "IPv6"):
+        return out  # FQDN slices cannot be answered with A/AAAA
+    for ep in s.endpoints:
+        if not ep.is_ready:
+            continue
+        for addr in ep.addresses:
+            try:
+                ip = canonical_ip(addr)
+            except ValueError:
+                continue
+            out.append(SelectedEndpoint(s.source_cluster, ip, ep.hostname, s.ports))
+    return out
+
+
+def _by_cluster(
+    slices: tuple[EndpointSlice, ...], expired: frozenset[ClusterId]
+) -> dict[ClusterId | None, tuple[list[SelectedEndpoint], int]]:
+    """Ready endpoints and total endpoint count per source cluster (expired ones: none ready)."""
+    out: dict[ClusterId | None, tuple[list[SelectedEndpoint], int]] = {}
+    for s in slices:
+        eps, total = out.get(s.source_cluster, ([], 0))
+        if s.source_cluster not in expired:
+            eps = eps + _ready_endpoints(s)
+        out[s.source_cluster] = (eps, total + len(s.endpoints))
+    return out
 
 
 def _dedupe(values: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(values))
 
 
-def candidates(slices: tuple[EndpointSlice, ...]) -> tuple[Candidate, ...]:
-    counts: dict[ClusterId | None, list[int]] = {}
-    for s in slices:
-        c = counts.setdefault(s.source_cluster, [0, 0])
-        for ep in s.endpoints:
-            c[1] += 1
-            c[0] += ep.is_ready
-    return tuple(
-        Candidate(cluster, r, t)
-        for cluster, (r, t) in sorted(counts.items(), key=lambda kv: kv[0] or "")
-    )
-
-
-def ready_endpoints(slices: tuple[EndpointSlice, ...]) -> tuple[SelectedEndpoint, ...]:
-    """Ready (or unknown-ready) endpoints; one entry per address. FQDN slices are skipped."""
-    out: list[SelectedEndpoint] = []
-    for s in slices:
-        if s.address_type not in ("IPv4", "IPv6"):
+def _ips(values: tuple[str, ...]) -> tuple[str, ...]:
+    out = []
+    for ip in values:
+        try:
+            out.append(canonical_ip(ip))
+        except ValueError:
             continue
-        for ep in s.endpoints:
-            if not ep.is_ready:
-                continue
-            for addr in ep.addresses:
-                try:
-                    ip = canonical_ip(addr)
-                except ValueError:
-                    continue
-                out.append(SelectedEndpoint(s.source_cluster, ip, ep.hostname, s.ports))
-    return tuple(out)
+    return _dedupe(out)
+
+
+def swrr(weights: Mapping[str, int], length: int) -> list[str]:
+    """Smooth weighted round-robin sequence (nginx's): a, a, b, a for weights 3:1."""
+    live = {k: w for k, w in sorted(weights.items()) if w > 0}
+    if not live:
+        return []
+    total = sum(live.values())
+    current = dict.fromkeys(live, 0)
+    seq = []
+    for _ in range(length):
+        for k, w in live.items():
+            current[k] += w
+        best = max(current, key=lambda k: (current[k], k))
+        current[best] -= total
+        seq.append(best)
+    return seq
+
+
+def rotations(
+    groups: Mapping[str, tuple[str, ...]], weights: Mapping[str, int]
+) -> tuple[tuple[str, ...], ...]:
+    """Answer orders served in turn: each puts the next SWRR group first, rotating inside it.
+
+    The full set is always answered (clients that try the next address still can); only the
+    order changes, which is what resolvers and most clients act on.
+    """
+    if len(groups) <= 1 and all(len(v) <= 1 for v in groups.values()):
+        return ()
+    total = sum(max(0, weights.get(g, 1)) for g in groups) or 1
+    length = min(MAX_ROTATIONS, max(total, max(len(v) for v in groups.values())))
+    seq = swrr({g: weights.get(g, 1) for g in groups}, length)
+    turn = dict.fromkeys(groups, 0)
+    out = []
+    for g in seq:
+        members = groups[g]
+        k = turn[g] % len(members)
+        turn[g] += 1
+        first = members[k:] + members[:k]
+        rest = [a for h in sorted(groups) if h != g for a in groups[h]]
+        out.append(first + tuple(rest))
+    return tuple(dict.fromkeys(out))
 
 
 def select(
@@ -94,19 +248,133 @@ def select(
     *,
     default: str = KEP,
 ) -> Selection:
-    """The answer set for `imp` under its policy (annotation, else `default`)."""
-    name = imp.annotation(ANNOTATION) or default
-    cands = candidates(slices)
+    """The answer set for `imp` under its policy, and the updated health tracks."""
+    opts = options(imp, default)
+    per = _by_cluster(slices, view.expired)
+    notes = list(opts.problems)
+    if view.expired & set(c for c in per if c):
+        notes.append("lease expired for: " + ", ".join(sorted(c for c in per if c in view.expired)))
+    if opts.policy == LOCAL_FIRST and view.cluster is not None:
+        return _local_first(view, imp, per, opts, notes)
+    cands = tuple(
+        Candidate(c, len(eps), total, eligible=c not in view.expired)
+        for c, (eps, total) in sorted(per.items(), key=lambda kv: kv[0] or "")
+    )
     if imp.type is ImportType.HEADLESS:
-        eps = ready_endpoints(slices)
-        return Selection(KEP, endpoints=eps, candidates=cands, reason="all ready endpoints")
-    ips = []
-    for ip in imp.ips:
-        try:
-            ips.append(canonical_ip(ip))
-        except ValueError:
-            continue
-    notes = () if name in POLICIES else (f"unknown policy {name!r}, using kep",)
+        eps = tuple(e for c in sorted(per, key=lambda c: c or "") for e in per[c][0])
+        return Selection(
+            KEP,
+            endpoints=eps,
+            candidates=cands,
+            reason="every ready endpoint of every cluster",
+            notes=tuple(notes),
+        )
     return Selection(
-        KEP, addresses=_dedupe(ips), candidates=cands, reason="ServiceImport spec.ips", notes=notes
+        KEP,
+        addresses=_ips(imp.ips),
+        candidates=cands,
+        reason="the ServiceImport's ClusterSetIP (spec.ips)",
+        notes=tuple(notes),
+    )
+
+
+def _healthy(opts: Options, ready: int, total: int) -> bool:
+    """At least one ready endpoint, and at least min-ready (a count, or a fraction of total)."""
+    if ready == 0:
+        return False
+    if opts.min_ready_fraction is not None:
+        return ready >= opts.min_ready_fraction * total
+    return ready >= opts.min_ready
+
+
+def _local_first(
+    view: ImportedView,
+    imp: ServiceImport,
+    per: dict[ClusterId | None, tuple[list[SelectedEndpoint], int]],
+    opts: Options,
+    notes: list[str],
+) -> Selection:
+    me = view.cluster
+    assert me is not None
+    key = imp.key
+    local_eps, local_total = per.get(me, ([], 0))
+    healthy = _healthy(opts, len(local_eps), local_total) and me not in view.expired
+    prev = view.tracks.get((key, me))
+    if prev is None:
+        track, eligible = Track(healthy, view.now), healthy  # no history: no flap to damp
+    elif prev.healthy != healthy:
+        track = Track(healthy, view.now)
+        eligible = healthy and opts.hysteresis == 0
+    else:
+        track = prev
+        eligible = healthy and view.now - prev.since >= opts.hysteresis
+    wake: float | None = None
+    if healthy and not eligible:
+        wake = track.since + opts.hysteresis
+        notes.append(
+            f"local copy healthy again for {view.now - track.since:.1f}s; preferred after "
+            f"{opts.hysteresis:g}s (hysteresis)"
+        )
+    my_region = view.regions.get(me, "")
+
+    def tier(c: ClusterId | None) -> int:
+        if c == me:
+            return 0
+        for i, t in enumerate(opts.tiers, start=1):
+            same = bool(my_region) and c is not None and view.regions.get(c, "") == my_region
+            if t == "any" or (t == "region" and same):
+                return i
+        return len(opts.tiers) + 1
+
+    cands = []
+    for c, (eps, total) in sorted(per.items(), key=lambda kv: kv[0] or ""):
+        w = opts.weights.get(c or "", 1)
+        ok = (c != me or eligible) and w > 0 and c not in view.expired and bool(eps)
+        note = "drained (weight 0)" if w == 0 else ("lease expired" if c in view.expired else "")
+        cands.append(Candidate(c, len(eps), total, w, tier(c), ok, note))
+
+    def out(
+        reason: str,
+        addresses: tuple[str, ...] = (),
+        endpoints: tuple[SelectedEndpoint, ...] = (),
+        rotations: tuple[tuple[str, ...], ...] = (),
+    ) -> Selection:
+        return Selection(
+            LOCAL_FIRST,
+            addresses,
+            endpoints,
+            rotations,
+            tuple(cands),
+            reason,
+            tuple(notes),
+            {(key, me): track},
+            wake,
+        )
+
+    state = f"{len(local_eps)}/{local_total} ready"
+    if eligible:
+        if imp.type is ImportType.HEADLESS:
+            return out(f"local copy in {me} is healthy ({state})", endpoints=tuple(local_eps))
+        local = view.local_services.get(key)
+        if local is not None and local.cluster_ips:
+            return out(
+                f"local copy in {me} is healthy ({state}): its ClusterIP",
+                addresses=_ips(local.cluster_ips),
+            )
+        notes.append(f"local Service {key} in {me} has no ClusterIP to hand out")
+    why = f"local copy in {me} not preferred ({state})"
+    if imp.type is not ImportType.HEADLESS and opts.failover == "clustersetip":
+        return out(f"{why}: the ClusterSetIP (balances over remote endpoints)", _ips(imp.ips))
+    remote = [c for c in cands if c.cluster != me and c.eligible]
+    if not remote:
+        if imp.type is ImportType.HEADLESS:
+            return out(f"{why}; no remote cluster is eligible")
+        return out(f"{why}; no remote cluster is eligible: the ClusterSetIP", _ips(imp.ips))
+    best = min(c.tier for c in remote)
+    chosen = [c for c in remote if c.tier == best]
+    groups = {c.cluster or "": _dedupe([e.address for e in per[c.cluster][0]]) for c in chosen}
+    return out(
+        f"{why}: failover to tier {best} ({', '.join(c.cluster or '?' for c in chosen)})",
+        endpoints=tuple(e for c in chosen for e in per[c.cluster][0]),
+        rotations=rotations(groups, {c.cluster or "": c.weight for c in chosen}),
     )

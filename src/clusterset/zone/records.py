@@ -34,7 +34,7 @@ import dns.rdtypes.IN.A
 import dns.rdtypes.IN.AAAA
 import dns.rdtypes.IN.SRV
 
-from clusterset.model.ids import ServiceKey
+from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.objects import (
     EndpointSlice,
     ImportType,
@@ -43,7 +43,7 @@ from clusterset.model.objects import (
     ServicePort,
     family_of,
 )
-from clusterset.model.state import ImportedView
+from clusterset.model.state import ImportedView, Track
 from clusterset.zone import policy
 
 IN = dns.rdataclass.IN
@@ -91,6 +91,10 @@ class ZoneRecords:
     names: set[dns.name.Name] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)
     explain: dict[ServiceKey, policy.Selection] = field(default_factory=dict)
+    # Alternative answer orders served in turn (round-robin among equals).
+    rotations: dict[tuple[dns.name.Name, int], list[list[RR]]] = field(default_factory=dict)
+    tracks: dict[tuple[ServiceKey, ClusterId], Track] = field(default_factory=dict)
+    wake_at: float | None = None  # the earliest time a policy answer may change by itself
 
     def add(self, name: dns.name.Name, rdtype: int, rr: RR) -> None:
         self.names.add(name)
@@ -258,6 +262,9 @@ def _service(
     name = _child(svc_root, imp.name, imp.namespace)
     sel = policy.select(view, imp, slices, default=settings.default_policy)
     recs.explain[imp.key] = sel
+    recs.tracks.update(sel.tracks)
+    if sel.wake_at is not None:
+        recs.wake_at = sel.wake_at if recs.wake_at is None else min(recs.wake_at, sel.wake_at)
     ttl = settings.ttl
     if imp.type is ImportType.HEADLESS:
         _headless(recs, name, sel, ttl)
@@ -295,6 +302,15 @@ def _headless(recs: ZoneRecords, name: dns.name.Name, sel: policy.Selection, ttl
             recs.add(name, _rdtype_of(ep.address), RR(name, ttl, _addr_rdata(ep.address)))
         if target is not None:
             entries.extend((target, p, ep.address) for p in ep.ports)
+    if sel.rotations:
+        for rdtype in (A, AAAA):
+            base = recs.answers.get((name, rdtype))
+            if base is None:
+                continue
+            by_addr = {rr.rdata.to_text(): rr for rr in base.answer}
+            recs.rotations[(name, rdtype)] = [
+                [by_addr[a] for a in order if a in by_addr] for order in sel.rotations
+            ]
     _srv(recs, name, [_Target(t, p.port, (a,)) for t, p, a in entries], len(entries))
     owners: dict[dns.name.Name, list[tuple[dns.name.Name, ServicePort, str]]] = {}
     for t, p, a in entries:

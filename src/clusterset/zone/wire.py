@@ -91,6 +91,20 @@ def _headers(rcode: int, an: int, ns: int, ar: int) -> tuple[bytes, bytes, bytes
     )
 
 
+class Rotation:
+    """Answers served in turn (round-robin among equals); races between threads are benign."""
+
+    __slots__ = ("i", "items")
+
+    def __init__(self, items: list[Prebuilt]) -> None:
+        self.items = items
+        self.i = -1
+
+    def next(self) -> Prebuilt:
+        self.i = (self.i + 1) % len(self.items)
+        return self.items[self.i]
+
+
 class CompiledZone:
     """Read-only after construction; swapped whole by the server (one reference)."""
 
@@ -111,11 +125,16 @@ class CompiledZone:
         self.origin_wire = name_wire(records.origin)
         self.serial = records.serial
         self.names = frozenset(name_wire(n) for n in records.names)
-        self.answers: dict[bytes, Prebuilt] = {}
+        self.answers: dict[bytes, Prebuilt | Rotation] = {}
         for (name, rdtype), ans in records.answers.items():
-            self.answers[name_wire(name) + struct.pack("!H", rdtype)] = _prebuild(
-                name, rdtype, ans.answer, ans.additional
-            )
+            key = name_wire(name) + struct.pack("!H", rdtype)
+            orders = records.rotations.get((name, rdtype))
+            if orders:
+                self.answers[key] = Rotation(
+                    [_prebuild(name, rdtype, order, ans.additional) for order in orders]
+                )
+            else:
+                self.answers[key] = _prebuild(name, rdtype, ans.answer, ans.additional)
         soa_rr = records.answers[(records.origin, SOA)].answer[0]
         soa = records.soa()
         # Negative answers: one SOA in authority whose owner (and MNAME/RNAME suffix) points
@@ -251,6 +270,8 @@ def respond(
             if zone is not None:
                 p = zone.answers.get(query[12 : j + 3].lower())
                 if p is not None:
+                    if isinstance(p, Rotation):
+                        p = p.next()
                     resp = (
                         query[:2]
                         + p.headers[(2 if opt else 0) + (query[2] & _RD)]

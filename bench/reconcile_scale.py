@@ -1,0 +1,294 @@
+"""Time and peak memory of reconcile + zone build versus clusters x services x endpoints.
+
+    .venv/bin/python bench/reconcile_scale.py [--clusters 10,50,100] [--services 2000] [--endpoints 10]
+
+Each size runs in a fresh subprocess (peak RSS = getrusage(RUSAGE_SELF).ru_maxrss of
+that process). The ClusterSetState is built from model objects directly; every
+service is exported by every cluster (--fraction to change), every cluster has every
+namespace, so every cluster imports every service. 80% of the services are
+ClusterIP, 20% headless (hostnames on their endpoints).
+
+Phases, as `clusterset run` does them (controller/manifest.py ClusterSetFeed.observe,
+then server/app.py compile_view):
+  state      build the ClusterSetState (model objects)
+  aggregate  reconcile.desired.aggregate_all
+  allocate   reconcile.allocate.allocate, once per cluster (as ClusterSetFeed.observe)
+  reconcile  reconcile.desired.reconcile (every cluster's imports + MCS slices)
+  records    zone.records.build for one consumer (member1)
+  compile    zone.wire.CompiledZone (every answer rendered to wire bytes)
+
+The YAML path (--yaml-clusters, default 10) writes the same objects as manifest
+folders and times FolderReader.read of every folder, then a whole
+ClusterSetFeed.observe (read again + aggregate + allocate + reconcile).
+
+Goal: 100 clusters x 2,000 services x 10 endpoints under 10 s and under 1 GiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import ipaddress
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _synth  # noqa: E402
+
+GIB = 1 << 30
+PHASES = ("state", "aggregate", "allocate", "reconcile", "records", "compile")
+
+
+def peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def exporters(i: int, clusters: int, fraction: float) -> list[int]:
+    n = max(1, round(fraction * clusters))
+    return [(i + k) % clusters for k in range(n)]
+
+
+def build_state(clusters: int, services: int, endpoints: int, fraction: float) -> Any:
+    from clusterset.model.ids import ClusterId, ServiceKey
+    from clusterset.model.objects import (
+        Endpoint,
+        EndpointSlice,
+        Protocol,
+        Service,
+        ServiceExport,
+        ServicePort,
+    )
+    from clusterset.model.state import ClusterSetState, ClusterState
+
+    port = ServicePort(80, Protocol.TCP, "http")
+    per: list[dict[str, dict[ServiceKey, Any]]] = [
+        {"services": {}, "exports": {}, "slices": {}} for _ in range(clusters)
+    ]
+    for i in range(services):
+        name, ns = _synth.svc_of(i), _synth.ns_of(i)
+        key = ServiceKey(ns, name)
+        headless = _synth.is_headless(i)
+        for c in exporters(i, clusters, fraction):
+            d = per[c]
+            d["services"][key] = Service(
+                namespace=ns,
+                name=name,
+                headless=headless,
+                cluster_ips=() if headless else (f"10.{96 + c % 32}.{(i // 250) % 256}.{i % 250 + 1}",),
+                ports=(port,),
+            )
+            d["exports"][key] = ServiceExport(ns, name, created=1_790_000_000.0 + c)
+            eps = []
+            for e in range(endpoints):
+                n = i * endpoints + e
+                # Distinct strings per endpoint, as decoding real objects gives.
+                addr = f"10.{c % 200 + 20}.{(n // 250) % 256}.{n % 250 + 1}"
+                eps.append(
+                    Endpoint((addr,), hostname=f"{name}-{e}" if headless else "", ready=True)
+                )
+            d["slices"][key] = (
+                EndpointSlice(ns, f"{name}-abcde", name, ports=(port,), endpoints=tuple(eps)),
+            )
+    namespaces = frozenset(_synth.ns_of(i) for i in range(_synth.NAMESPACES))
+    return ClusterSetState(
+        {
+            ClusterId(f"member{c + 1}"): ClusterState(
+                cluster=ClusterId(f"member{c + 1}"),
+                services=per[c]["services"],
+                exports=per[c]["exports"],
+                slices=per[c]["slices"],
+                namespaces=namespaces,
+            )
+            for c in range(clusters)
+        }
+    )
+
+
+class Phases:
+    def __init__(self) -> None:
+        self.out: dict[str, Any] = {"phases": {}, "rss": {}}
+        self._t = time.perf_counter()
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.out["phases"][name] = now - self._t
+        self.out["rss"][name] = rss()
+        print(f"    {name:10s} {now - self._t:7.2f} s  rss {rss() / 2**20:7.0f} MiB", file=sys.stderr, flush=True)
+        self._t = time.perf_counter()
+
+
+def zone_phases(p: Phases, desired_: Any, state: Any) -> None:
+    from clusterset.zone import records
+    from clusterset.zone.wire import CompiledZone
+
+    cid = sorted(state.clusters)[0]
+    view = desired_.view(cid, state, 1)
+    recs = records.build(view, records.ZoneSettings(), serial=1)
+    p.out["zone_names"] = len(recs.names)
+    p.out["zone_answers"] = len(recs.answers)
+    p.out["zone_warnings"] = len(recs.warnings)
+    p.done("records")
+    zone = CompiledZone(recs)
+    p.out["wire_bytes"] = sum(len(a.body) for a in zone.answers.values())
+    p.done("compile")
+
+
+def allocate_all(state: Any, aggregates: Any) -> dict[Any, tuple[str, ...]]:
+    """As ClusterSetFeed.observe: one allocate() per consuming cluster."""
+    from clusterset.model.objects import IPFamily
+    from clusterset.reconcile import allocate, desired
+
+    cidrs = {
+        IPFamily.IPV4: ipaddress.IPv4Network("10.250.0.0/16"),
+        IPFamily.IPV6: ipaddress.IPv6Network("fd63:6c75:7374::/112"),
+    }
+    wanted = desired.wanted_ips(aggregates)
+    ips: dict[Any, tuple[str, ...]] = {}
+    for cid in state.clusters:
+        nss = desired.namespaces_of(state, cid)
+        mine = [(k, f) for k, f in wanted if k.namespace in nss]
+        got = allocate.allocate(mine, cidrs=cidrs, previous={})
+        ips.update({(cid, k): v for k, v in got.items()})
+    return ips
+
+
+def child_memory(args: argparse.Namespace) -> dict[str, Any]:
+    from clusterset.reconcile import desired
+
+    p = Phases()
+    state = build_state(args.child, args.services, args.endpoints, args.fraction)
+    p.done("state")
+    aggregates = desired.aggregate_all(state)
+    p.done("aggregate")
+    ips = allocate_all(state, aggregates)
+    p.done("allocate")
+    d = desired.reconcile(state, ips=ips, aggregates=aggregates)
+    p.out["imports_total"] = sum(len(c.imports) for c in d.clusters.values())
+    p.done("reconcile")
+    zone_phases(p, d, state)
+    return p.out
+
+
+def child_yaml(args: argparse.Namespace) -> dict[str, Any]:
+    from clusterset.controller.manifest import ClusterSetFeed
+    from clusterset.manifests.load import FolderReader
+    from clusterset.model.objects import IPFamily
+
+    work = Path(tempfile.mkdtemp(prefix="clusterset-scale-"))
+    try:
+        t0 = time.perf_counter()
+        ids = list(range(args.services))
+        for c in range(args.child):
+            mine = [i for i in ids if c in exporters(i, args.child, args.fraction)]
+            _synth.write_member_folder(
+                work / f"member{c + 1}", f"member{c + 1}", c, mine, args.endpoints, per_file=50
+            )
+        size = sum(f.stat().st_size for f in work.rglob("*.yaml"))
+        files = sum(1 for _ in work.rglob("*.yaml"))
+        print(f"    wrote {files} files, {size / 2**20:.0f} MiB of YAML in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        p = Phases()
+        p.out["yaml_mib"] = size / 2**20
+        p.out["yaml_files"] = files
+        for folder in sorted(work.iterdir()):
+            FolderReader(folder).read()
+        gc.collect()
+        p.done("yaml-read")
+        feed = ClusterSetFeed(
+            work,
+            cidrs={
+                IPFamily.IPV4: ipaddress.IPv4Network("10.250.0.0/16"),
+                IPFamily.IPV6: ipaddress.IPv6Network("fd63:6c75:7374::/112"),
+            },
+            state_file=work / ".allocations.json",
+        )
+        observed = feed.observe()
+        p.out["errors"] = len(observed.errors)
+        p.done("observe")
+        zone_phases(p, observed.desired, observed.state)
+        return p.out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_child(argv: list[str], profile: Path | None) -> dict[str, Any]:
+    cmd = [sys.executable]
+    if profile is not None:
+        cmd += ["-m", "pyinstrument", "-r", "text", "--show-all", "-o", str(profile)]
+    cmd += [__file__, *argv]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        return {"failed": proc.returncode}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clusters", default="10,50,100")
+    ap.add_argument("--services", type=int, default=2000)
+    ap.add_argument("--endpoints", type=int, default=10)
+    ap.add_argument("--fraction", type=float, default=1.0, help="share of clusters exporting each service")
+    ap.add_argument("--yaml-clusters", type=int, default=10, help="0 to skip the YAML load path")
+    ap.add_argument("--profile", type=Path, default=None, help="folder for pyinstrument text reports (one per size)")
+    ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--yaml", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.child:
+        sys.setrecursionlimit(10000)
+        out = child_yaml(args) if args.yaml else child_memory(args)
+        out["peak_rss"] = peak_rss()
+        print(json.dumps(out))
+        return 0
+
+    common = ["--services", str(args.services), "--endpoints", str(args.endpoints), "--fraction", str(args.fraction)]
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    results: list[tuple[str, dict[str, Any]]] = []
+    for c in [int(x) for x in args.clusters.split(",") if x]:
+        label = f"{c} x {args.services} x {args.endpoints}"
+        print(f"{label} (in memory) ...", file=sys.stderr, flush=True)
+        prof = args.profile / f"memory-{c}.txt" if args.profile else None
+        results.append((label, run_child(["--child", str(c), *common], prof)))
+    if args.yaml_clusters:
+        c = args.yaml_clusters
+        label = f"{c} x {args.services} x {args.endpoints} YAML"
+        print(f"{label} ...", file=sys.stderr, flush=True)
+        prof = args.profile / f"yaml-{c}.txt" if args.profile else None
+        results.append((label, run_child(["--child", str(c), "--yaml", *common], prof)))
+
+    print()
+    print(time.strftime("%Y-%m-%d %H:%M %Z"), "-", _synth.machine())
+    print(f"export fraction {args.fraction:g}; seconds per phase; peak RSS of a fresh process")
+    cols = ["yaml-read", "observe", *PHASES]
+    header = f"{'clusters x services x endpoints':34s} " + " ".join(f"{c:>9s}" for c in cols) + f" {'total':>8s} {'peak RSS':>9s} {'answers':>8s}"
+    print(header)
+    print("-" * len(header))
+    for label, r in results:
+        if "failed" in r:
+            print(f"{label:34s} FAILED (exit {r['failed']})")
+            continue
+        ph = r["phases"]
+        cells = " ".join(f"{ph[c]:9.2f}" if c in ph else f"{'-':>9s}" for c in cols)
+        total = sum(ph.values())
+        mark = ""
+        if label.startswith("100 x 2000 x 10") and not label.endswith("YAML"):
+            mark = "  goal <10 s, <1 GiB: " + ("met" if total < 10 and r["peak_rss"] < GIB else "MISSED")
+        print(f"{label:34s} {cells} {total:8.2f} {r['peak_rss'] / 2**20:6.0f} MiB {r.get('zone_answers', 0):8d}{mark}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
