@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -210,6 +210,7 @@ def write_member_folder(
     *,
     per_file: int = 1,
     prefix: str = "gen",
+    headless: Callable[[int], bool] = is_headless,
 ) -> None:
     """Services of one member: one file per `per_file` services."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -221,7 +222,7 @@ def write_member_folder(
         )
     chunk: list[str] = []
     for n, i in enumerate(service_ids):
-        chunk.append(member_service_docs(i, cluster_index, endpoints))
+        chunk.append(member_service_docs(i, cluster_index, endpoints, headless=headless(i)))
         if len(chunk) == per_file or n == len(service_ids) - 1:
             (folder / f"{prefix}-{i:05d}.yaml").write_text("---\n".join(chunk))
             chunk = []

@@ -252,3 +252,26 @@ def test_zone_transfer_refused(qtype: str) -> None:
 
 def test_ports_helper_types() -> None:
     assert ServicePort(53, Protocol.UDP, "dns").protocol is Protocol.UDP
+
+
+def test_unsynced_zone_is_servfail_with_soa_even_for_names_it_will_have() -> None:
+    from clusterset.zone.wire import CompiledZone
+
+    unsynced = CompiledZone(ZONE.records, synced=False)
+    for name in ("svc1.ns.svc." + Z, "nosuch.ns.svc." + Z, Z):
+        r = ask(unsynced, name, "A")
+        assert rcode(r) == "SERVFAIL"
+        assert [rr.rdtype for rr in r.authority] == [6]
+
+
+def test_clusterset_ip_without_ips_has_no_srv_but_names_exist() -> None:
+    for name in ("noip.ns.svc." + Z, "_http._tcp.noip.ns.svc." + Z):
+        r = ask(ZONE, name, "SRV")
+        assert rcode(r) == "NOERROR"
+        assert r.answer == []
+
+
+def test_duplicate_hostnames_keep_every_address_in_glue() -> None:
+    r = ask(ZONE, "dupname.ns.svc." + Z, "SRV")
+    assert len(r.answer[0]) == 1
+    assert rrs(r.additional) == {f"x.c1.dupname.ns.svc.{Z} 5 A 172.0.0.30", f"x.c1.dupname.ns.svc.{Z} 5 A 172.0.0.31"}

@@ -29,6 +29,7 @@ from clusterset.model.objects import IPFamily
 from clusterset.model.state import ImportedView
 from clusterset.reconcile import allocate
 from clusterset.server.app import DnsOptions, DnsServer, ListenError
+from clusterset.server.forward import DEFAULT_ALLOW, parse_upstream
 from clusterset.zone import policy
 from clusterset.zone.records import ZoneSettings
 
@@ -74,13 +75,35 @@ ZoneOpt = Annotated[str, typer.Option("--zone", help="The clusterset zone.")]
 TtlOpt = Annotated[int, typer.Option("--ttl", help="TTL of every answer (0-3600).")]
 ListenOpt = Annotated[str, typer.Option("--listen", help="HOST:PORT for UDP and TCP.")]
 ManifestsOpt = Annotated[Path | None, typer.Option("--manifests", help="Folder of YAML manifests.")]
+UnifiedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--unified-cluster-local",
+        help="Also answer <svc>.<ns>.svc.cluster.local for imported services, local-first, "
+        "and forward every other query to --upstream.",
+    ),
+]
+UpstreamOpt = Annotated[
+    str | None, typer.Option("--upstream", help="IP[:PORT] of the cluster DNS (unified mode).")
+]
+AllowOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow", help="Client CIDR allowed to use forwarding (repeatable).", show_default=False
+    ),
+]
 PolicyOpt = Annotated[
     str, typer.Option("--default-policy", help=f"Answer policy: {', '.join(policy.POLICIES)}.")
 ]
 
 
 def _settings(
-    zone: str, ttl: int, default_policy: str, ns: list[str] | None = None
+    zone: str,
+    ttl: int,
+    default_policy: str,
+    ns: list[str] | None = None,
+    *,
+    unified: bool = False,
 ) -> ZoneSettings:
     if not 0 <= ttl <= 3600:
         raise UsageProblem(f"--ttl {ttl}: expected 0-3600")
@@ -95,8 +118,42 @@ def _settings(
         except ValueError as exc:
             raise UsageProblem(f"--ns-address {a!r}: not an IP address") from exc
     return ZoneSettings(
-        zone=z, ttl=ttl, default_policy=default_policy, ns_addresses=tuple(ns or ())
+        zone=z,
+        ttl=ttl,
+        default_policy=default_policy,
+        ns_addresses=tuple(ns or ()),
+        unified_zone="cluster.local" if unified else None,
     )
+
+
+def _dns_options(
+    settings: ZoneSettings,
+    listen: str,
+    udp_threads: int,
+    *,
+    unified: bool,
+    upstream: str | None,
+    allow: list[str] | None,
+) -> DnsOptions:
+    if unified and not upstream:
+        raise UsageProblem("--unified-cluster-local needs --upstream IP[:PORT] (the cluster DNS)")
+    if upstream and not unified:
+        raise UsageProblem("--upstream is only used with --unified-cluster-local")
+    up = None
+    if upstream:
+        try:
+            up = parse_upstream(upstream)
+        except ValueError as exc:
+            raise UsageProblem(f"--upstream {upstream!r}: expected IP[:PORT]") from exc
+    nets = tuple(allow) if allow else DEFAULT_ALLOW
+    for n in nets:
+        try:
+            ipaddress.ip_network(n)
+        except ValueError as exc:
+            raise UsageProblem(f"--allow {n!r}: not a CIDR") from exc
+    if udp_threads < 1:
+        raise UsageProblem("--udp-threads must be at least 1")
+    return DnsOptions(settings, listen, udp_threads, upstream=up, allow=nets)
 
 
 def _cidrs(v4: str, v6: str) -> dict[IPFamily, allocate.Network]:
@@ -162,15 +219,21 @@ def dns(
     default_policy: PolicyOpt = policy.KEP,
     ns_address: Annotated[list[str] | None, typer.Option(help="Glue for the apex NS.")] = None,
     udp_threads: Annotated[int, typer.Option(help="UDP receive threads.")] = 1,
+    unified: UnifiedOpt = False,
+    upstream: UpstreamOpt = None,
+    allow: AllowOpt = None,
 ) -> None:
     """Serve the clusterset zone from one cluster's ServiceImports and MCS EndpointSlices.
 
     Example: clusterset dns --manifests examples/imported/member2 --listen 127.0.0.1:5300
     """
     root = _need_manifests(manifests)
-    settings = _settings(zone, ttl, default_policy, ns_address)
+    settings = _settings(zone, ttl, default_policy, ns_address, unified=unified)
+    options = _dns_options(
+        settings, listen, udp_threads, unified=unified, upstream=upstream, allow=allow
+    )
     feed = FolderFeed(root, cluster=_cluster(cluster) if cluster else None)
-    _run_server(DnsOptions(settings, listen, udp_threads), lambda s: feed.views())
+    _run_server(options, lambda s: feed.views())
 
 
 @app.command()
@@ -189,6 +252,9 @@ def run(
     ] = "fd63:6c75:7374::/112",
     state_file: Annotated[Path | None, typer.Option(help="Where allocations persist.")] = None,
     udp_threads: Annotated[int, typer.Option(help="UDP receive threads.")] = 1,
+    unified: UnifiedOpt = False,
+    upstream: UpstreamOpt = None,
+    allow: AllowOpt = None,
 ) -> None:
     """Controller + DNS in one process over ROOT/<cluster>/ folders.
 
@@ -198,11 +264,14 @@ def run(
     if not cluster:
         raise UsageProblem("--cluster NAME is required")
     cid = _cluster(cluster)
-    settings = _settings(zone, ttl, default_policy)
+    settings = _settings(zone, ttl, default_policy, unified=unified)
+    options = _dns_options(
+        settings, listen, udp_threads, unified=unified, upstream=upstream, allow=allow
+    )
     feed = ClusterSetFeed(
         root, cidrs=_cidrs(clusterset_cidr, clusterset_cidr_v6), state_file=state_file
     )
-    _run_server(DnsOptions(settings, listen, udp_threads), lambda s: feed.views(cid))
+    _run_server(options, lambda s: feed.views(cid))
 
 
 OutputOpt = Annotated[str, typer.Option("-o", "--output", help="table|wide|json|yaml")]
@@ -256,12 +325,13 @@ def resolve(
     ttl: TtlOpt = 5,
     default_policy: PolicyOpt = policy.KEP,
     state_file: Annotated[Path | None, typer.Option(help="Where allocations persist.")] = None,
+    unified: UnifiedOpt = False,
 ) -> None:
     """Answer NAME as the DNS server would for --cluster, and optionally explain it."""
     if not cluster:
         raise UsageProblem("--cluster NAME is required")
     cid = _cluster(cluster)
-    settings = _settings(zone, ttl, default_policy)
+    settings = _settings(zone, ttl, default_policy, unified=unified)
     feed = _feed(manifests, state_file)
     observed = feed.observe()
     if cid not in observed.state.clusters:

@@ -17,7 +17,7 @@ from clusterset.model.ids import ClusterId
 from clusterset.model.state import ImportedView
 from clusterset.reconcile import render as rendering
 from clusterset.zone import records, schema
-from clusterset.zone.wire import CompiledZone, respond
+from clusterset.zone.wire import FORWARD, CompiledZone, respond
 
 
 def _console() -> Console:
@@ -138,9 +138,15 @@ def resolve(
         print(f"clusterset: error: unknown record type {qtype!r}", file=sys.stderr)
         raise SystemExit(2) from None
     query = dns.message.make_query(name, rdtype, use_edns=0)
-    reply = respond(zone, zone.origin_wire, query.to_wire(), tcp=True)
-    assert reply is not None
-    print(dns.message.from_wire(reply).to_text())
+    unified = settings.unified_zone is not None
+    reply = respond(zone, zone.origin_wire, query.to_wire(), tcp=True, forward=unified)
+    if reply == FORWARD:
+        print(
+            f";; {name} {qtype}: not answered by clusterset; forwarded to the upstream cluster DNS"
+        )
+    else:
+        assert reply is not None
+        print(dns.message.from_wire(reply).to_text())
     if explain:
         print()
-        print(schema.explain(view, zone.records, name))
+        print(schema.explain(view, zone.records, name, unified_zone=settings.unified_zone))

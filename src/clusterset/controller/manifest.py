@@ -26,6 +26,8 @@ from clusterset.model.state import ClusterSetState, ClusterState, ImportedView
 from clusterset.reconcile import allocate, desired
 
 log = logging.getLogger(__name__)
+# ClusterProperty naming the cluster's region, for the `region` failover tier.
+REGION_PROPERTY = "region.clusterset.io"
 
 
 class SourceError(ValueError):
@@ -183,6 +185,7 @@ class ClusterSetFeed:
                 exports=dict(objs.exports),
                 slices=_group(objs.slices),
                 namespaces=_namespaces(objs),
+                region=objs.properties.get(REGION_PROPERTY, ""),
             )
         for gone in set(self.readers) - set(folders):
             del self.readers[gone]

@@ -31,6 +31,9 @@ from clusterset.model.objects import (
 )
 from clusterset.model.state import ClusterSetState
 
+# ServiceExport annotations carried to the ServiceImport: our answer-policy settings.
+CARRIED_PREFIX = "clusterset.io/"
+
 
 @dataclass(frozen=True, slots=True)
 class Contribution:
@@ -191,7 +194,9 @@ def aggregate(state: ClusterSetState, key: ServiceKey) -> Aggregate:
         traffic_distribution=svc.traffic_distribution,
         exported_labels=oldest.export.exported_labels,
         exported_annotations=oldest.export.exported_annotations,
-        annotations=oldest.export.annotations,
+        annotations=tuple(
+            (k, v) for k, v in oldest.export.annotations if k.startswith(CARRIED_PREFIX)
+        ),
         contributions=tuple(valid),
         conditions=conditions,
     )

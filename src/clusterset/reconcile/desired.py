@@ -57,6 +57,7 @@ class Desired:
             namespaces=cd.namespaces,
             local_services=state.clusters[cluster].services,
             generation=generation,
+            regions={c: cs.region for c, cs in state.clusters.items() if cs.region},
         )
 
 

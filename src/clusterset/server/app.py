@@ -15,6 +15,7 @@ import dns.name
 
 from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.state import ImportedView, Track
+from clusterset.server.forward import DEFAULT_ALLOW, Forwarder
 from clusterset.server.holder import ZoneHolder
 from clusterset.server.tcp import TcpServer
 from clusterset.server.udp import UdpServer
@@ -68,6 +69,8 @@ class DnsOptions:
     settings: records.ZoneSettings
     listen: str = "127.0.0.1:5353"
     udp_threads: int = 1
+    upstream: tuple[str, int] | None = None  # unified mode: where other names go
+    allow: tuple[str, ...] = DEFAULT_ALLOW
 
 
 def compile_view(view: ImportedView, settings: records.ZoneSettings) -> CompiledZone:
@@ -80,14 +83,26 @@ class DnsServer:
     def __init__(self, options: DnsOptions) -> None:
         self.options = options
         self.holder = ZoneHolder(name_wire(dns.name.from_text(options.settings.zone)))
+        # Until the first load: SERVFAIL (with the zone's SOA) for every in-zone name.
+        self.holder.zone = CompiledZone(
+            records.build(ImportedView(None, {}, {}, frozenset()), options.settings, serial=0),
+            synced=False,
+        )
         host, port = parse_listen(options.listen)
         self._udp_sock, self._tcp_sock = bind(host, port)
         self.address = self._udp_sock.getsockname()[:2]
-        self.udp = UdpServer(self._udp_sock, self.holder, threads=options.udp_threads)
-        self.tcp = TcpServer(self.holder)
+        self.forwarder = (
+            Forwarder(options.upstream, allow=options.allow) if options.upstream else None
+        )
+        self.udp = UdpServer(
+            self._udp_sock, self.holder, threads=options.udp_threads, forwarder=self.forwarder
+        )
+        self.tcp = TcpServer(self.holder, forwarder=self.forwarder)
         self.on_swap: list[Callable[[CompiledZone, ImportedView], None]] = []
 
     async def start(self) -> None:
+        if self.forwarder is not None:
+            await self.forwarder.start()
         self.udp.start()
         await self.tcp.start(self._tcp_sock)
         log.info("dns: serving %s on %s:%d (udp+tcp)", self.options.settings.zone, *self.address)
@@ -143,3 +158,5 @@ class DnsServer:
         with contextlib.suppress(Exception):
             await self.tcp.stop()
         await asyncio.to_thread(self.udp.stop)
+        if self.forwarder is not None:
+            await self.forwarder.stop()

@@ -17,6 +17,7 @@ class Counters:
     queries_tcp: int = 0
     dropped: int = 0
     truncated: int = 0
+    forwarded: int = 0
     rcodes: list[int] = field(default_factory=lambda: [0] * 24)
 
 

@@ -9,6 +9,7 @@ import logging
 import socket
 import struct
 
+from clusterset.server.forward import Forwarder
 from clusterset.server.holder import ZoneHolder
 from clusterset.zone.wire import respond
 
@@ -17,9 +18,15 @@ log = logging.getLogger(__name__)
 
 class TcpServer:
     def __init__(
-        self, holder: ZoneHolder, *, idle_timeout: float = 10.0, max_connections: int = 256
+        self,
+        holder: ZoneHolder,
+        *,
+        idle_timeout: float = 10.0,
+        max_connections: int = 256,
+        forwarder: Forwarder | None = None,
     ) -> None:
         self.holder = holder
+        self.forwarder = forwarder
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self._active = 0
@@ -46,7 +53,16 @@ class TcpServer:
                     return
                 holder.counters.queries_tcp += 1
                 try:
-                    reply = respond(holder.zone, holder.origin, query, tcp=True)
+                    reply = respond(
+                        holder.zone,
+                        holder.origin,
+                        query,
+                        tcp=True,
+                        forward=self.forwarder is not None,
+                    )
+                    if reply is not None and not reply and self.forwarder is not None:
+                        peer = writer.get_extra_info("peername") or ("",)
+                        reply = await self.forwarder.forward_tcp(query, str(peer[0]))
                 except Exception:
                     log.exception("dns: internal error answering a TCP query")
                     return

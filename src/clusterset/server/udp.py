@@ -11,6 +11,7 @@ import logging
 import socket
 import threading
 
+from clusterset.server.forward import Forwarder
 from clusterset.server.holder import ZoneHolder
 from clusterset.zone.wire import respond
 
@@ -19,9 +20,17 @@ _TC_BIT = 0x02
 
 
 class UdpServer:
-    def __init__(self, sock: socket.socket, holder: ZoneHolder, *, threads: int = 1) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        holder: ZoneHolder,
+        *,
+        threads: int = 1,
+        forwarder: Forwarder | None = None,
+    ) -> None:
         self.sock = sock
         self.holder = holder
+        self.forwarder = forwarder
         self._stop = False
         self._threads = [
             threading.Thread(target=self._loop, name=f"dns-udp-{i}", daemon=True)
@@ -36,6 +45,8 @@ class UdpServer:
         sock, holder = self.sock, self.holder
         counters = holder.counters
         recvfrom, sendto = sock.recvfrom, sock.sendto
+        forwarder = self.forwarder
+        forward = forwarder is not None
         while True:
             try:
                 query, addr = recvfrom(65535)
@@ -47,13 +58,17 @@ class UdpServer:
                 return
             counters.queries_udp += 1
             try:
-                reply = respond(holder.zone, holder.origin, query)
+                reply = respond(holder.zone, holder.origin, query, forward=forward)
             except Exception:  # a bug must cost one query, never the server
                 log.exception("dns: internal error answering a %d-byte query", len(query))
                 counters.dropped += 1
                 continue
             if reply is None:
                 counters.dropped += 1
+                continue
+            if not reply and forwarder is not None:
+                counters.forwarded += 1
+                forwarder.submit(query, addr, sendto)
                 continue
             counters.rcodes[reply[3] & 0x0F] += 1
             if reply[2] & _TC_BIT:

@@ -21,6 +21,7 @@ health history (`tracks`) come in with the view; new tracks go out.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -210,7 +211,7 @@ def swrr(weights: Mapping[str, int], length: int) -> list[str]:
     for _ in range(length):
         for k, w in live.items():
             current[k] += w
-        best = max(current, key=lambda k: (current[k], k))
+        best = max(current, key=current.__getitem__)  # ties: the first, as nginx does
         current[best] -= total
         seq.append(best)
     return seq
@@ -238,7 +239,7 @@ def rotations(
         first = members[k:] + members[:k]
         rest = [a for h in sorted(groups) if h != g for a in groups[h]]
         out.append(first + tuple(rest))
-    return tuple(dict.fromkeys(out))
+    return tuple(out)  # repeats are the weights: a 3:1 split is 3 turns of one order
 
 
 def select(
@@ -247,9 +248,12 @@ def select(
     slices: tuple[EndpointSlice, ...],
     *,
     default: str = KEP,
+    force: str | None = None,
 ) -> Selection:
-    """The answer set for `imp` under its policy, and the updated health tracks."""
+    """The answer set for `imp` under its policy (or `force`), and the updated health tracks."""
     opts = options(imp, default)
+    if force is not None:
+        opts = dataclasses.replace(opts, policy=force)
     per = _by_cluster(slices, view.expired)
     notes = list(opts.problems)
     if view.expired & set(c for c in per if c):

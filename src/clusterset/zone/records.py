@@ -63,6 +63,9 @@ class ZoneSettings:
     version_ttl: int = 28800
     ns_addresses: tuple[str, ...] = ()
     default_policy: str = policy.KEP
+    # Opt-in: also answer <svc>.<ns>.svc.<unified_zone> (e.g. cluster.local) for imported
+    # services, local-first; everything else there is forwarded upstream by the server.
+    unified_zone: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,7 @@ class ZoneRecords:
     names: set[dns.name.Name] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)
     explain: dict[ServiceKey, policy.Selection] = field(default_factory=dict)
+    explain_unified: dict[ServiceKey, policy.Selection] = field(default_factory=dict)
     # Alternative answer orders served in turn (round-robin among equals).
     rotations: dict[tuple[dns.name.Name, int], list[list[RR]]] = field(default_factory=dict)
     tracks: dict[tuple[ServiceKey, ClusterId], Track] = field(default_factory=dict)
@@ -156,14 +160,15 @@ def _srv(
     seen: set[tuple[dns.name.Name, int]] = set()
     glue_seen: set[tuple[dns.name.Name, str]] = set()
     for t in targets:
-        if (t.name, t.port) in seen:
-            continue
-        seen.add((t.name, t.port))
-        recs.add(
-            owner,
-            SRV,
-            RR(owner, recs.ttl, dns.rdtypes.IN.SRV.SRV(IN, SRV, 0, weight, t.port, t.name)),
-        )
+        if (t.name, t.port) not in seen:
+            seen.add((t.name, t.port))
+            recs.add(
+                owner,
+                SRV,
+                RR(owner, recs.ttl, dns.rdtypes.IN.SRV.SRV(IN, SRV, 0, weight, t.port, t.name)),
+            )
+        # Glue is de-duplicated by (target, address), not by SRV: two endpoints sharing a
+        # hostname give one SRV and both addresses (CoreDNS does the same).
         answer = recs.answers[(owner, SRV)]
         for addr in t.addresses:
             if (t.name, addr) not in glue_seen:
@@ -236,7 +241,59 @@ def build(view: ImportedView, settings: ZoneSettings, *, serial: int) -> ZoneRec
             f"ServiceImport {key}",
             lambda imp=imp, slices=slices: _service(recs, view, imp, slices, settings, svc_root),
         )
+        if settings.unified_zone:
+            _try(
+                recs,
+                f"ServiceImport {key} in {settings.unified_zone}",
+                lambda imp=imp, slices=slices: _unified(recs, view, imp, slices, settings),
+            )
     return recs
+
+
+def _unified(
+    recs: ZoneRecords,
+    view: ImportedView,
+    imp: ServiceImport,
+    slices: tuple[EndpointSlice, ...],
+    settings: ZoneSettings,
+) -> None:
+    """`<svc>.<ns>.svc.<unified_zone>` A/AAAA, always local-first (the name pods already use)."""
+    assert settings.unified_zone is not None
+    root = dns.name.from_text("svc", dns.name.from_text(settings.unified_zone.lower()))
+    name = _child(root, imp.name, imp.namespace)
+    sel = policy.select(view, imp, slices, default=policy.LOCAL_FIRST, force=policy.LOCAL_FIRST)
+    recs.explain_unified[imp.key] = sel
+    _track(recs, sel)
+    ttl = settings.ttl
+    addresses = sel.addresses or _dedupe_addresses(sel)
+    for ip in addresses:
+        rr = RR(name, ttl, _addr_rdata(ip))
+        recs.answers.setdefault((name, _rdtype_of(ip)), Answer()).answer.append(rr)
+    _rotate(recs, name, sel)
+
+
+def _dedupe_addresses(sel: policy.Selection) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(e.address for e in sel.endpoints))
+
+
+def _track(recs: ZoneRecords, sel: policy.Selection) -> None:
+    recs.tracks.update(sel.tracks)
+    if sel.wake_at is not None:
+        recs.wake_at = sel.wake_at if recs.wake_at is None else min(recs.wake_at, sel.wake_at)
+
+
+def _rotate(recs: ZoneRecords, name: dns.name.Name, sel: policy.Selection) -> None:
+    """Record the alternative answer orders of `name` (round-robin among equals)."""
+    if not sel.rotations:
+        return
+    for rdtype in (A, AAAA):
+        base = recs.answers.get((name, rdtype))
+        if base is None:
+            continue
+        by_addr = {rr.rdata.to_text(): rr for rr in base.answer}
+        recs.rotations[(name, rdtype)] = [
+            [by_addr[a] for a in order if a in by_addr] for order in sel.rotations
+        ]
 
 
 def _child(parent: dns.name.Name, *labels: str) -> dns.name.Name:
@@ -262,9 +319,7 @@ def _service(
     name = _child(svc_root, imp.name, imp.namespace)
     sel = policy.select(view, imp, slices, default=settings.default_policy)
     recs.explain[imp.key] = sel
-    recs.tracks.update(sel.tracks)
-    if sel.wake_at is not None:
-        recs.wake_at = sel.wake_at if recs.wake_at is None else min(recs.wake_at, sel.wake_at)
+    _track(recs, sel)
     ttl = settings.ttl
     if imp.type is ImportType.HEADLESS:
         _headless(recs, name, sel, ttl)
@@ -273,14 +328,16 @@ def _service(
     for ip in sel.addresses:
         recs.add(name, _rdtype_of(ip), RR(name, ttl, _addr_rdata(ip)))
     addrs = tuple(sel.addresses)
-    bare = [_Target(name, p.port, addrs) for p in imp.ports for _ in addrs or ("",)]
+    # No address: the names exist (NODATA), but SRV would point at a target that does not resolve.
+    bare = [_Target(name, p.port, addrs) for p in imp.ports for _ in addrs]
     _srv(recs, name, bare, len(bare))
     for port in imp.ports:
         owner = _port_owner(port, name)
         if owner is None:
             continue
+        recs.exist(owner)
         same = [p for p in imp.ports if _port_owner(p, name) == owner]
-        targets = [_Target(name, p.port, addrs) for p in same for _ in addrs or ("",)]
+        targets = [_Target(name, p.port, addrs) for p in same for _ in addrs]
         _srv(recs, owner, targets, len(targets))
 
 
@@ -302,15 +359,7 @@ def _headless(recs: ZoneRecords, name: dns.name.Name, sel: policy.Selection, ttl
             recs.add(name, _rdtype_of(ep.address), RR(name, ttl, _addr_rdata(ep.address)))
         if target is not None:
             entries.extend((target, p, ep.address) for p in ep.ports)
-    if sel.rotations:
-        for rdtype in (A, AAAA):
-            base = recs.answers.get((name, rdtype))
-            if base is None:
-                continue
-            by_addr = {rr.rdata.to_text(): rr for rr in base.answer}
-            recs.rotations[(name, rdtype)] = [
-                [by_addr[a] for a in order if a in by_addr] for order in sel.rotations
-            ]
+    _rotate(recs, name, sel)
     _srv(recs, name, [_Target(t, p.port, (a,)) for t, p, a in entries], len(entries))
     owners: dict[dns.name.Name, list[tuple[dns.name.Name, ServicePort, str]]] = {}
     for t, p, a in entries:

@@ -57,9 +57,20 @@ def parse(name: str, zone: str) -> Parsed:
     return Parsed("invalid", ns, svc)
 
 
-def explain(view: ImportedView, recs: ZoneRecords, name: str) -> str:
+def explain(
+    view: ImportedView, recs: ZoneRecords, name: str, *, unified_zone: str | None = None
+) -> str:
     p = parse(name, recs.origin.to_text(omit_final_dot=True))
-    lines = [f"name form: {p.form}", f"asked as cluster: {view.cluster or '(any)'}"]
+    selections = recs.explain
+    lines = []
+    if p.form == "outside" and unified_zone:
+        p = parse(name, unified_zone)
+        selections = recs.explain_unified
+        if p.form == "service":
+            lines.append(f"unified {unified_zone} name: answered local-first by clusterset")
+        else:
+            lines.append(f"{unified_zone} name clusterset does not answer: forwarded upstream")
+    lines += [f"name form: {p.form}", f"asked as cluster: {view.cluster or '(any)'}"]
     if p.form == "reserved":
         lines.append(
             "<clusterid>.<svc>.<ns>.svc MUST NOT exist (MCS DNS spec 2.3.4/2.4.4): NXDOMAIN"
@@ -70,15 +81,22 @@ def explain(view: ImportedView, recs: ZoneRecords, name: str) -> str:
         if imp is None:
             lines.append(f"no ServiceImport {key} in this cluster: NXDOMAIN")
         else:
-            sel = recs.explain.get(key)
+            sel = selections.get(key)
             lines.append(f"ServiceImport {key}: type {imp.type.value}, ips {list(imp.ips) or '-'}")
             if sel is not None:
                 lines.append(f"policy: {sel.policy} ({sel.reason})")
                 lines.extend(
                     f"  candidate cluster {c.cluster or '(unlabelled)'}: "
-                    f"{c.ready}/{c.total} endpoints ready"
+                    f"{c.ready}/{c.total} endpoints ready, weight {c.weight}, tier {c.tier}, "
+                    f"{'eligible' if c.eligible else 'not eligible'}"
+                    + (f" ({c.note})" if c.note else "")
                     for c in sel.candidates
                 )
+                for (_k, cid), t in sel.tracks.items():
+                    lines.append(
+                        f"  health history of {cid}: {'healthy' if t.healthy else 'unhealthy'} "
+                        f"since t={t.since:.0f}"
+                    )
                 if sel.addresses:
                     lines.append(f"answer addresses: {', '.join(sel.addresses)}")
                 if sel.endpoints:

@@ -117,16 +117,18 @@ class CompiledZone:
         "records",
         "serial",
         "soa_tail",
+        "synced",
     )
 
-    def __init__(self, records: ZoneRecords) -> None:
+    def __init__(self, records: ZoneRecords, *, synced: bool = True) -> None:
         self.records = records
+        self.synced = synced
         self.origin = records.origin
         self.origin_wire = name_wire(records.origin)
         self.serial = records.serial
         self.names = frozenset(name_wire(n) for n in records.names)
         self.answers: dict[bytes, Prebuilt | Rotation] = {}
-        for (name, rdtype), ans in records.answers.items():
+        for (name, rdtype), ans in records.answers.items() if synced else ():
             key = name_wire(name) + struct.pack("!H", rdtype)
             orders = records.rotations.get((name, rdtype))
             if orders:
@@ -236,12 +238,22 @@ def _truncate(resp: bytes, qend: int, p: Prebuilt, limit: int, opt: bytes) -> by
     return header + resp[12:qend] + p.body[:cut] + opt
 
 
+FORWARD = b""  # respond() result: not ours, hand the query to the upstream (unified mode)
+
+
 def respond(
-    zone: CompiledZone | None, origin: bytes, query: bytes, *, tcp: bool = False
+    zone: CompiledZone | None,
+    origin: bytes,
+    query: bytes,
+    *,
+    tcp: bool = False,
+    forward: bool = False,
 ) -> bytes | None:
-    """The reply to one query packet, or None to drop it (a response, or too short to answer).
+    """The reply to one query packet; None to drop it; FORWARD (empty) to forward it.
 
     `zone` is None until the first load: in-zone names then get SERVFAIL, never NXDOMAIN.
+    With `forward`, names outside the zone that the zone does not answer are FORWARD
+    instead of REFUSED (the unified cluster.local mode, in front of the cluster DNS).
     """
     n = len(query)
     if n < 12 or query[2] & _QR:
@@ -264,9 +276,9 @@ def respond(
             elif ar == b"\x00\x00" and qend == n:
                 opt = b""
             else:
-                return _slow(zone, origin, query, tcp=tcp)
+                return _slow(zone, origin, query, tcp=tcp, forward=forward)
             if ar == b"\x00\x01" and not opt:
-                return _slow(zone, origin, query, tcp=tcp)
+                return _slow(zone, origin, query, tcp=tcp, forward=forward)
             if zone is not None:
                 p = zone.answers.get(query[12 : j + 3].lower())
                 if p is not None:
@@ -282,12 +294,18 @@ def respond(
                     if len(resp) > limit:
                         return _truncate(resp, qend, p, limit, opt)
                     return resp
-            return _negative(zone, origin, query, j + 1, qend, opt)
-    return _slow(zone, origin, query, tcp=tcp)
+            return _negative(zone, origin, query, j + 1, qend, opt, forward)
+    return _slow(zone, origin, query, tcp=tcp, forward=forward)
 
 
 def _negative(
-    zone: CompiledZone | None, origin: bytes, query: bytes, name_end: int, qend: int, opt: bytes
+    zone: CompiledZone | None,
+    origin: bytes,
+    query: bytes,
+    name_end: int,
+    qend: int,
+    opt: bytes,
+    forward: bool,
 ) -> bytes:
     """NXDOMAIN / NODATA with one SOA, REFUSED out of zone, SERVFAIL before the first load."""
     walked = _walk(query)
@@ -299,17 +317,19 @@ def _negative(
     name = query[12:name_end].lower()
     at = _in_zone(name, origin)
     if at < 0:
-        return _error(query, qend, REFUSED, opt)
+        return FORWARD if forward else _error(query, qend, REFUSED, opt)
     qtype = (query[name_end] << 8) | query[name_end + 1]
     rd = query[2] & _RD
     if zone is None:
         return _error(query, qend, SERVFAIL, opt)
+    rcode = NOERROR if name in zone.names else NXDOMAIN
+    if not zone.synced:
+        rcode = SERVFAIL  # before the first full load: never a (cacheable) NXDOMAIN
     if qtype in (AXFR, IXFR):
         return _error(query, qend, REFUSED, opt)
     if qtype == OPT or (128 <= qtype <= 255 and qtype != 255):
         # Meta types (RFC 6895 3.1) cannot be asked for.
         return _error(query, qend, FORMERR, opt)
-    rcode = NOERROR if name in zone.names else NXDOMAIN
     soa = zone.negative_soa(12 + at)
     return (
         query[:2]
@@ -320,7 +340,9 @@ def _negative(
     )
 
 
-def _slow(zone: CompiledZone | None, origin: bytes, query: bytes, *, tcp: bool) -> bytes | None:
+def _slow(
+    zone: CompiledZone | None, origin: bytes, query: bytes, *, tcp: bool, forward: bool = False
+) -> bytes | None:
     """Everything unusual: validated fully with dnspython; answers FORMERR/NOTIMP/BADVERS."""
     qend = _walk(query)
     has_q = query[4:6] == b"\x00\x01" and qend > 0 and qend + 4 <= len(query)
@@ -355,4 +377,9 @@ def _slow(zone: CompiledZone | None, origin: bytes, query: bytes, *, tcp: bool) 
     wire = canon.to_wire()
     if wire == query:
         return _error(query, qend, FORMERR, opt)
-    return respond(zone, origin, wire, tcp=tcp)
+    reply = respond(zone, origin, wire, tcp=tcp, forward=forward)
+    if reply == FORWARD:
+        return FORWARD
+    if reply is not None and wire[:12] != query[:12]:
+        reply = query[:2] + reply[2:]
+    return reply
