@@ -122,10 +122,74 @@ def unbound_in_front(
     upstream_port: int, zone: str = "clusterset.local", tmp: Path | None = None
 ) -> Iterator[int]:
     """A real recursive resolver stub-zoning the clusterset zone to our server (as CoreDNS would)."""
+    with _unbound({zone: upstream_port}, tmp or Path(tempfile.mkdtemp())) as port:
+        yield port
+
+
+@contextmanager
+def knotd_serving(zone: str, zone_text: str, tmp: Path) -> Iterator[int]:
+    """knotd (a real authoritative server) serving `zone` on loopback: plays kube-dns."""
+    binary = need("knotd")
+    port = free_port()
+    (tmp / f"{zone}.zone").write_text(zone_text)
+    conf = tmp / "knot.conf"
+    conf.write_text(f"""server:
+    listen: 127.0.0.1@{port}
+    rundir: "{tmp}"
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+database:
+    storage: "{tmp}"
+log:
+  - target: stderr
+    any: warning
+template:
+  - id: default
+    storage: "{tmp}"
+    semantic-checks: off
+zone:
+  - domain: {zone}
+    file: "{zone}.zone"
+""")
+    proc = subprocess.Popen(
+        [binary, "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"knotd exited: {_stderr(proc)}")
+            try:
+                if query(port, zone, "SOA", timeout=0.3).answer:
+                    break
+            except (dns.exception.Timeout, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("knotd did not answer")
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=5)
+
+
+def unbound_stub(zones: dict[str, int], tmp: Path) -> Iterator[int]:
+    """unbound with one stub-zone per entry (zone -> port on 127.0.0.1)."""
+    return _unbound(zones, tmp)
+
+
+@contextmanager
+def _unbound(zones: dict[str, int], tmp: Path) -> Iterator[int]:
     binary = need("unbound")
     port = free_port()
-    tmp = tmp or Path(os.environ.get("TMPDIR", "/tmp"))
     conf = tmp / f"unbound-{port}.conf"
+    stubs = "".join(
+        f'stub-zone:\n    name: "{z}"\n    stub-addr: 127.0.0.1@{p}\n' for z, p in zones.items()
+    )
+    insecure = "".join(
+        f'    domain-insecure: "{z}"\n    local-zone: "{z}." transparent\n' for z in zones
+    )
     conf.write_text(f"""server:
     interface: 127.0.0.1
     port: {port}
@@ -139,15 +203,10 @@ def unbound_in_front(
     do-ip6: no
     do-not-query-localhost: no
     access-control: 127.0.0.0/8 allow
-    domain-insecure: "{zone}"
-    local-zone: "{zone}." transparent
-    module-config: "iterator"
+{insecure}    module-config: "iterator"
     num-threads: 1
     verbosity: 1
-stub-zone:
-    name: "{zone}"
-    stub-addr: 127.0.0.1@{upstream_port}
-""")
+{stubs}""")
     proc = subprocess.Popen(
         [binary, "-d", "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -157,7 +216,7 @@ stub-zone:
             if proc.poll() is not None:
                 raise RuntimeError(f"unbound exited: {_stderr(proc)}")
             try:
-                query(port, f"dns-version.{zone}", "TXT", timeout=0.3)
+                query(port, next(iter(zones)), "SOA", timeout=0.3)
                 break
             except (dns.exception.Timeout, OSError):
                 time.sleep(0.05)

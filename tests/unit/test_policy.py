@@ -19,21 +19,57 @@ Z = "clusterset.local."
 
 
 def lf(**ann: str) -> tuple[tuple[str, str], ...]:
-    return (("clusterset.io/dns-policy", "local-first"), *((f"clusterset.io/{k.replace('_', '-')}", v) for k, v in ann.items()))
+    return (
+        ("clusterset.io/dns-policy", "local-first"),
+        *((f"clusterset.io/{k.replace('_', '-')}", v) for k, v in ann.items()),
+    )
 
 
-def mkview(*, local_ready: int = 2, local_total: int = 2, ann=lf(), type=ImportType.CLUSTER_SET_IP,  # type: ignore[no-untyped-def]
-           remotes: dict[str, int] | None = None, regions: dict[str, str] | None = None,
-           now: float = 1000.0, tracks=None, expired: frozenset[ClusterId] = frozenset()) -> ImportedView:
+def mkview(
+    *,
+    local_ready: int = 2,
+    local_total: int = 2,
+    ann=lf(),
+    type=ImportType.CLUSTER_SET_IP,  # type: ignore[no-untyped-def]
+    remotes: dict[str, int] | None = None,
+    regions: dict[str, str] | None = None,
+    now: float = 1000.0,
+    tracks=None,
+    expired: frozenset[ClusterId] = frozenset(),
+) -> ImportedView:
     remotes = {"m1": 2, "m3": 1} if remotes is None else remotes
-    slices = [eslice(source="m2", endpoints=tuple(
-        endpoint(f"10.2.0.{i}", ready=i <= local_ready) for i in range(1, local_total + 1)))] if local_total else []
+    slices = (
+        [
+            eslice(
+                source="m2",
+                endpoints=tuple(
+                    endpoint(f"10.2.0.{i}", ready=i <= local_ready)
+                    for i in range(1, local_total + 1)
+                ),
+            )
+        ]
+        if local_total
+        else []
+    )
     for n, (c, count) in enumerate(sorted(remotes.items()), start=1):
-        slices.append(eslice(source=c, endpoints=tuple(endpoint(f"10.{10 + n}.0.{i}") for i in range(1, count + 1))))
-    v = view(imports=(imported(type=type, ips=("10.250.0.1",), annotations=ann),), slices=tuple(slices), cluster="m2")
+        slices.append(
+            eslice(
+                source=c,
+                endpoints=tuple(endpoint(f"10.{10 + n}.0.{i}") for i in range(1, count + 1)),
+            )
+        )
+    v = view(
+        imports=(imported(type=type, ips=("10.250.0.1",), annotations=ann),),
+        slices=tuple(slices),
+        cluster="m2",
+    )
     return dataclasses.replace(
-        v, local_services={KEY: service(ips=("10.96.0.7",))}, now=now, tracks=tracks or {},
-        regions={ClusterId(k): r for k, r in (regions or {}).items()}, expired=expired,
+        v,
+        local_services={KEY: service(ips=("10.96.0.7",))},
+        now=now,
+        tracks=tracks or {},
+        regions={ClusterId(k): r for k, r in (regions or {}).items()},
+        expired=expired,
     )
 
 
@@ -45,13 +81,34 @@ def sel(v: ImportedView, default: str = policy.KEP) -> policy.Selection:
     ("kwargs", "addresses", "reason_part"),
     [
         pytest.param({}, ("10.96.0.7",), "is healthy", id="local-healthy-local-clusterip"),
-        pytest.param({"local_ready": 0}, ("10.250.0.1",), "ClusterSetIP", id="local-down-clustersetip"),
-        pytest.param({"local_total": 0}, ("10.250.0.1",), "ClusterSetIP", id="not-exported-locally"),
-        pytest.param({"local_ready": 1, "local_total": 4, "ann": lf(min_ready="50%")}, ("10.250.0.1",), "not preferred", id="below-min-ready-pct"),
-        pytest.param({"local_ready": 2, "local_total": 4, "ann": lf(min_ready="50%")}, ("10.96.0.7",), "healthy", id="at-min-ready-pct"),
-        pytest.param({"local_ready": 2, "ann": lf(min_ready="3")}, ("10.250.0.1",), "not preferred", id="below-min-ready-count"),
+        pytest.param(
+            {"local_ready": 0}, ("10.250.0.1",), "ClusterSetIP", id="local-down-clustersetip"
+        ),
+        pytest.param(
+            {"local_total": 0}, ("10.250.0.1",), "ClusterSetIP", id="not-exported-locally"
+        ),
+        pytest.param(
+            {"local_ready": 1, "local_total": 4, "ann": lf(min_ready="50%")},
+            ("10.250.0.1",),
+            "not preferred",
+            id="below-min-ready-pct",
+        ),
+        pytest.param(
+            {"local_ready": 2, "local_total": 4, "ann": lf(min_ready="50%")},
+            ("10.96.0.7",),
+            "healthy",
+            id="at-min-ready-pct",
+        ),
+        pytest.param(
+            {"local_ready": 2, "ann": lf(min_ready="3")},
+            ("10.250.0.1",),
+            "not preferred",
+            id="below-min-ready-count",
+        ),
         pytest.param({"ann": ()}, ("10.250.0.1",), "spec.ips", id="kep-default"),
-        pytest.param({"expired": frozenset({ME})}, ("10.250.0.1",), "not preferred", id="own-lease-expired"),
+        pytest.param(
+            {"expired": frozenset({ME})}, ("10.250.0.1",), "not preferred", id="own-lease-expired"
+        ),
     ],
 )
 def test_local_first_clusterset_ip(kwargs, addresses, reason_part) -> None:  # type: ignore[no-untyped-def]
@@ -73,9 +130,21 @@ def test_headless_local_first_and_failover_endpoints() -> None:
 
 
 def test_failover_endpoints_prefers_same_region_tier() -> None:
-    s = sel(mkview(local_ready=0, ann=lf(failover="endpoints"), regions={"m2": "eu", "m3": "eu", "m1": "us"}))
+    s = sel(
+        mkview(
+            local_ready=0,
+            ann=lf(failover="endpoints"),
+            regions={"m2": "eu", "m3": "eu", "m1": "us"},
+        )
+    )
     assert {e.cluster for e in s.endpoints} == {"m3"}
-    s = sel(mkview(local_ready=0, ann=lf(failover="endpoints", tiers="any"), regions={"m2": "eu", "m3": "eu"}))
+    s = sel(
+        mkview(
+            local_ready=0,
+            ann=lf(failover="endpoints", tiers="any"),
+            regions={"m2": "eu", "m3": "eu"},
+        )
+    )
     assert {e.cluster for e in s.endpoints} == {"m1", "m3"}
 
 
@@ -86,7 +155,14 @@ def test_weight_zero_drains_a_cluster() -> None:
 
 
 def test_weights_shape_rotation_of_first_answers() -> None:
-    s = sel(mkview(type=ImportType.HEADLESS, local_ready=0, remotes={"m1": 1, "m3": 1}, ann=lf(weights="m1=3,m3=1")))
+    s = sel(
+        mkview(
+            type=ImportType.HEADLESS,
+            local_ready=0,
+            remotes={"m1": 1, "m3": 1},
+            ann=lf(weights="m1=3,m3=1"),
+        )
+    )
     firsts = [order[0] for order in s.rotations]
     assert firsts.count("10.11.0.1") == 3 and firsts.count("10.12.0.1") == 1
     assert all(set(o) == {"10.11.0.1", "10.12.0.1"} for o in s.rotations)  # full set every time

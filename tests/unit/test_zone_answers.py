@@ -274,4 +274,7 @@ def test_clusterset_ip_without_ips_has_no_srv_but_names_exist() -> None:
 def test_duplicate_hostnames_keep_every_address_in_glue() -> None:
     r = ask(ZONE, "dupname.ns.svc." + Z, "SRV")
     assert len(r.answer[0]) == 1
-    assert rrs(r.additional) == {f"x.c1.dupname.ns.svc.{Z} 5 A 172.0.0.30", f"x.c1.dupname.ns.svc.{Z} 5 A 172.0.0.31"}
+    assert rrs(r.additional) == {
+        f"x.c1.dupname.ns.svc.{Z} 5 A 172.0.0.30",
+        f"x.c1.dupname.ns.svc.{Z} 5 A 172.0.0.31",
+    }
