@@ -458,6 +458,8 @@ class ControlPlane:
             f"--tls-private-key-file={pki / 'serving.key'}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
+            # The "kubernetes" Endpoints may not point at loopback; no kubelet needs them.
+            "--endpoint-reconciler-type=none",
             f"--secure-port={c.port}",
             f"--service-cluster-ip-range={c.service_cidr}",
             "--authorization-mode=RBAC",

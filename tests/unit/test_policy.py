@@ -29,7 +29,7 @@ def mkview(
     *,
     local_ready: int = 2,
     local_total: int = 2,
-    ann=lf(),
+    ann=None,
     type=ImportType.CLUSTER_SET_IP,  # type: ignore[no-untyped-def]
     remotes: dict[str, int] | None = None,
     regions: dict[str, str] | None = None,
@@ -38,6 +38,7 @@ def mkview(
     expired: frozenset[ClusterId] = frozenset(),
 ) -> ImportedView:
     remotes = {"m1": 2, "m3": 1} if remotes is None else remotes
+    ann = lf() if ann is None else ann
     slices = (
         [
             eslice(
