@@ -326,8 +326,9 @@ class ControlPlane:
                 status: int = resp.status
                 raw = resp.read()
         except urllib.error.HTTPError as err:
-            status = err.code
-            raw = err.read()
+            with err:
+                status = err.code
+                raw = err.read()
         try:
             return status, json.loads(raw) if raw else None
         except json.JSONDecodeError:
@@ -502,7 +503,8 @@ class ControlPlane:
                     if resp.status == 200:
                         return
             except urllib.error.HTTPError as err:
-                last = f"HTTP {err.code}: {err.read()[-300:].decode(errors='replace')}"
+                with err:
+                    last = f"HTTP {err.code}: {err.read()[-300:].decode(errors='replace')}"
             except OSError as err:
                 last = str(err)
             time.sleep(0.2)

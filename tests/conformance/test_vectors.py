@@ -29,7 +29,7 @@ import dns.rdatatype
 import pytest
 import yaml
 
-from clusterset.manifests.load import Objects, add_object
+from clusterset.model.bag import Objects, add_object
 from clusterset.model.ids import ServiceKey
 from clusterset.model.objects import EndpointSlice
 from clusterset.model.state import ImportedView

@@ -187,7 +187,10 @@ def test_kubeconfig_works_with_lightkube(cp: ControlPlane) -> None:
     config = lightkube.KubeConfig.from_file(cp.kubeconfig_path)
     for cluster in CLUSTERS:
         client = lightkube.Client(config.get(context_name=cluster))
-        names = {ns.metadata.name for ns in client.list(Namespace)}
+        try:
+            names = {ns.metadata.name for ns in client.list(Namespace)}
+        finally:
+            client.close()
         assert {"default", "kube-system"} <= names
 
 
@@ -413,7 +416,8 @@ def first_watch_event(cp: ControlPlane, cluster: str, path: str) -> tuple[int, d
             line = resp.readline()
             return resp.status, json.loads(line) if line else {}
     except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
+        with err:
+            return err.code, json.loads(err.read() or b"{}")
 
 
 def is_gone(answer: tuple[int, dict[str, Any]]) -> bool:

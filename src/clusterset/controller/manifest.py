@@ -18,10 +18,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clusterset.manifests.load import FolderReader, Objects, cluster_name
+from clusterset.manifests.load import FolderReader, cluster_name
 from clusterset.manifests.watch import changes
+from clusterset.model.bag import ALWAYS_NAMESPACES, group_slices, implied_namespaces
 from clusterset.model.ids import ClusterId, InvalidName, ServiceKey
-from clusterset.model.objects import EndpointSlice, IPFamily
+from clusterset.model.objects import IPFamily
 from clusterset.model.state import ClusterSetState, ClusterState, ImportedView
 from clusterset.reconcile import allocate, desired
 
@@ -37,25 +38,6 @@ class SourceError(ValueError):
 def next_generation(previous: int) -> int:
     """Monotonic across restarts (it becomes the SOA serial): unix seconds, or +1."""
     return max(previous + 1, int(time.time()))
-
-
-def _group(slices: dict[str, EndpointSlice]) -> dict[ServiceKey, tuple[EndpointSlice, ...]]:
-    out: dict[ServiceKey, list[EndpointSlice]] = {}
-    for name in sorted(slices):
-        s = slices[name]
-        out.setdefault(s.key, []).append(s)
-    return {k: tuple(v) for k, v in out.items()}
-
-
-def _namespaces(objs: Objects) -> frozenset[str]:
-    """Declared Namespaces, plus every namespace an object sits in (folders rarely list them)."""
-    nss = set(objs.namespaces) | desired.ALWAYS_NAMESPACES
-    nss.update(k.namespace for k in objs.imports)
-    nss.update(k.namespace for k in objs.services)
-    nss.update(k.namespace for k in objs.exports)
-    nss.update(s.namespace for s in objs.mcs_slices.values())
-    nss.update(s.namespace for s in objs.slices.values())
-    return frozenset(nss)
 
 
 def _log_errors(errors: list[str], last: list[str]) -> list[str]:
@@ -85,8 +67,8 @@ class FolderFeed:
         return ImportedView(
             cluster=self.cluster,
             imports=dict(objs.imports),
-            slices=_group(objs.mcs_slices),
-            namespaces=_namespaces(objs),
+            slices=group_slices(objs.mcs_slices),
+            namespaces=implied_namespaces(objs),
             local_services=dict(objs.services),
             generation=self.generation,
         )
@@ -183,8 +165,8 @@ class ClusterSetFeed:
                 cluster=cid,
                 services=dict(objs.services),
                 exports=dict(objs.exports),
-                slices=_group(objs.slices),
-                namespaces=_namespaces(objs),
+                slices=group_slices(objs.slices),
+                namespaces=implied_namespaces(objs),
                 region=objs.properties.get(REGION_PROPERTY, ""),
             )
         for gone in set(self.readers) - set(folders):
@@ -210,7 +192,7 @@ class ClusterSetFeed:
     def view(self, observed: Observed, cluster: ClusterId) -> ImportedView:
         self.generation = next_generation(self.generation)
         if cluster not in observed.desired.clusters:
-            return ImportedView(cluster, {}, {}, desired.ALWAYS_NAMESPACES, {}, self.generation)
+            return ImportedView(cluster, {}, {}, ALWAYS_NAMESPACES, {}, self.generation)
         return observed.desired.view(cluster, observed.state, self.generation)
 
     async def views(

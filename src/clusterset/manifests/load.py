@@ -8,39 +8,16 @@ good version of what that file held is kept.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from clusterset.model import convert
-from clusterset.model.ids import ClusterId, ServiceKey
-from clusterset.model.objects import EndpointSlice, Service, ServiceExport, ServiceImport
+from clusterset.model.bag import Objects, add_object
+from clusterset.model.ids import ClusterId
 
 SUFFIXES = (".yaml", ".yml", ".json")
-
-
-@dataclass(slots=True)
-class Objects:
-    """Everything usable that one folder holds."""
-
-    imports: dict[ServiceKey, ServiceImport] = field(default_factory=dict)
-    mcs_slices: dict[str, EndpointSlice] = field(default_factory=dict)  # by ns/name
-    slices: dict[str, EndpointSlice] = field(default_factory=dict)  # local Services' slices
-    services: dict[ServiceKey, Service] = field(default_factory=dict)
-    exports: dict[ServiceKey, ServiceExport] = field(default_factory=dict)
-    namespaces: set[str] = field(default_factory=set)
-    properties: dict[str, str] = field(default_factory=dict)
-
-    def merge(self, other: Objects) -> None:
-        self.imports.update(other.imports)
-        self.mcs_slices.update(other.mcs_slices)
-        self.slices.update(other.slices)
-        self.services.update(other.services)
-        self.exports.update(other.exports)
-        self.namespaces |= other.namespaces
-        self.properties.update(other.properties)
 
 
 def _documents(text: str) -> Iterator[tuple[int, Any, str | None]]:
@@ -75,38 +52,6 @@ def _items(doc: Any) -> Iterator[tuple[str, Any]]:
             yield f".items[{i}]", item
     else:
         yield "", doc
-
-
-def add_object(objs: Objects, obj: Any) -> None:
-    """Convert one raw object into `objs`; raises ObjectError. Unknown kinds raise too."""
-    if not isinstance(obj, Mapping):
-        raise convert.ObjectError({}, "(document)", "expected a Kubernetes object (a mapping)")
-    group, kind = convert.kind_of(obj)
-    if not kind or "apiVersion" not in obj:
-        raise convert.ObjectError(obj, "apiVersion/kind" if kind else "kind", "required")
-    if group == convert.MCS_GROUP and kind == "ServiceImport":
-        si = convert.service_import(obj)
-        objs.imports[si.key] = si
-    elif group == convert.MCS_GROUP and kind == "ServiceExport":
-        se = convert.service_export(obj)
-        objs.exports[se.key] = se
-    elif group == "discovery.k8s.io" and kind == "EndpointSlice":
-        labels = (obj.get("metadata") or {}).get("labels") or {}
-        mcs = convert.LABEL_SERVICE_NAME in labels
-        es = convert.endpoint_slice(obj, mcs=mcs)
-        (objs.mcs_slices if mcs else objs.slices)[f"{es.namespace}/{es.name}"] = es
-    elif group == "" and kind == "Service":
-        svc = convert.service(obj)
-        objs.services[svc.key] = svc
-    elif group == "" and kind == "Namespace":
-        objs.namespaces.add(convert.metadata(obj, namespaced=False)[1])
-    elif group == "about.k8s.io" and kind == "ClusterProperty":
-        name, value = convert.cluster_property(obj)
-        objs.properties[name] = value
-    elif group in ("apps", "") and kind in ("Deployment", "StatefulSet", "Pod", "ConfigMap"):
-        pass  # workloads may sit beside their Services; nothing here reads them
-    else:
-        raise convert.ObjectError(obj, "kind", f"unknown kind {obj.get('apiVersion')}/{kind}")
 
 
 class FolderReader:

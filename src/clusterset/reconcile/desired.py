@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from clusterset.model.bag import ALWAYS_NAMESPACES
 from clusterset.model.conditions import Condition
 from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.objects import EndpointSlice, ImportType, IPFamily, ServiceImport
@@ -22,7 +23,6 @@ from clusterset.reconcile.aggregate import Aggregate, aggregate
 from clusterset.reconcile.slices import imported_slices
 
 DERIVED_SERVICE_ANNOTATION = "multicluster.kubernetes.io/derived-service"
-ALWAYS_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 
 
 def derived_name(key: ServiceKey) -> str:

@@ -1,0 +1,235 @@
+"""The Kubernetes REST API of one cluster: list, watch, server-side apply, delete.
+
+lightkube provides what is hard to get right (kubeconfig parsing, exec/token/cert
+auth, TLS verification) as an httpx client; requests are made on raw paths and
+answer raw JSON, which `model.convert` turns into the model at the boundary
+(decoding into generated classes first would cost time and memory for fields
+nobody reads).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+from lightkube.config import client_adapter
+from lightkube.config.kubeconfig import KubeConfig, SingleConfig
+
+log = logging.getLogger(__name__)
+FIELD_MANAGER = "clusterset"
+Obj = dict[str, Any]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, *, path: str = "") -> None:
+        self.status = status
+        self.path = path
+        super().__init__(f"{status} {message}" + (f" ({path})" if path else ""))
+
+
+class Gone(ApiError):
+    """410: the resourceVersion is too old; relist."""
+
+
+class ConfigError(ValueError):
+    """An unusable kubeconfig or context (one line for the user)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """Where a kind lives in the API."""
+
+    group: str  # "" for core
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def api(self) -> str:
+        return f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
+
+    @property
+    def api_version(self) -> str:
+        return self.version if not self.group else f"{self.group}/{self.version}"
+
+    def path(self, namespace: str | None = None, name: str | None = None) -> str:
+        p = self.api
+        if self.namespaced and namespace:
+            p += f"/namespaces/{namespace}"
+        p += f"/{self.plural}"
+        if name:
+            p += f"/{name}"
+        return p
+
+
+SERVICES = Resource("", "v1", "services", "Service")
+NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
+ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
+SERVICE_EXPORTS = Resource("multicluster.x-k8s.io", "v1beta1", "serviceexports", "ServiceExport")
+SERVICE_IMPORTS = Resource("multicluster.x-k8s.io", "v1beta1", "serviceimports", "ServiceImport")
+CLUSTER_PROPERTIES = Resource(
+    "about.k8s.io", "v1beta1", "clusterproperties", "ClusterProperty", namespaced=False
+)
+LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
+KARMADA_CLUSTERS = Resource(
+    "cluster.karmada.io", "v1alpha1", "clusters", "Cluster", namespaced=False
+)
+BY_KIND = {
+    r.kind: r
+    for r in (SERVICES, NAMESPACES, ENDPOINT_SLICES, SERVICE_EXPORTS, SERVICE_IMPORTS, LEASES)
+}
+
+
+def load_contexts(
+    path: Path, contexts: list[str] | None, *, all_contexts: bool = False
+) -> dict[str, SingleConfig]:
+    """The named contexts of a kubeconfig (or its current one, or all of them)."""
+    try:
+        config = KubeConfig.from_file(path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"--kubeconfig {path}: {exc}") from exc
+    names = list(config.contexts) if all_contexts else (contexts or [None])  # type: ignore[list-item]
+    out: dict[str, SingleConfig] = {}
+    for name in names:
+        try:
+            single = config.get(context_name=name)
+        except Exception as exc:  # lightkube raises ConfigError subclasses of Exception
+            raise ConfigError(f"--context {name}: {exc}") from exc
+        if single is None:
+            raise ConfigError(f"--kubeconfig {path}: no context {name!r}")
+        out[single.context_name] = single
+    return out
+
+
+class KubeApi:
+    """One cluster's API over one httpx connection pool."""
+
+    def __init__(self, name: str, http: httpx.AsyncClient) -> None:
+        self.name = name
+        self.http = http
+
+    @classmethod
+    def from_config(cls, name: str, config: SingleConfig, *, base_path: str = "") -> KubeApi:
+        params = client_adapter.ConnectionParams(timeout=httpx.Timeout(30, connect=5))
+        http = client_adapter.AsyncClient(config, params)
+        if base_path:
+            http.base_url = httpx.URL(str(http.base_url).rstrip("/") + base_path)
+        return cls(name, http)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Obj:
+        r = await self.http.request(method, path, params=params, content=content, headers=headers)
+        if r.status_code >= 400:
+            raise _error(r, path)
+        return r.json() if r.content else {}
+
+    async def get(self, path: str) -> Obj:
+        return await self._request("GET", path)
+
+    async def list(self, path: str, *, label_selector: str = "") -> tuple[list[Obj], str]:
+        """Every item (paginated, 500 a page) and the list's resourceVersion."""
+        items: list[Obj] = []
+        params = {"limit": "500"}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        while True:
+            body = await self._request("GET", path, params=params)
+            items.extend(body.get("items") or [])
+            meta = body.get("metadata") or {}
+            cont = meta.get("continue")
+            if not cont:
+                return items, str(meta.get("resourceVersion", ""))
+            params = {**params, "continue": cont}
+
+    async def watch(
+        self, path: str, resource_version: str, *, label_selector: str = ""
+    ) -> AsyncIterator[tuple[str, Obj]]:
+        """(type, object) events, BOOKMARKs included; raises Gone on 410."""
+        params = {
+            "watch": "1",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            # Randomised so that many watches do not all reconnect at once (client-go does this).
+            "timeoutSeconds": str(random.randint(240, 480)),
+        }
+        if label_selector:
+            params["labelSelector"] = label_selector
+        timeout = httpx.Timeout(10, read=600)
+        async with self.http.stream("GET", path, params=params, timeout=timeout) as r:
+            if r.status_code >= 400:
+                await r.aread()
+                raise _error(r, path)
+            async for line in r.aiter_lines():
+                if not line:
+                    continue
+                event = json.loads(line)
+                etype = event.get("type", "")
+                obj = event.get("object") or {}
+                if etype == "ERROR":
+                    code = int(obj.get("code", 500))
+                    if code == 410:
+                        raise Gone(410, obj.get("message", "Gone"), path=path)
+                    raise ApiError(code, obj.get("message", ""), path=path)
+                yield etype, obj
+
+    async def apply(self, path: str, obj: Obj, *, force: bool = True, dry_run: bool = False) -> Obj:
+        """Server-side apply under our field manager."""
+        params = {"fieldManager": FIELD_MANAGER, "force": "true" if force else "false"}
+        if dry_run:
+            params["dryRun"] = "All"
+        return await self._request(
+            "PATCH",
+            path,
+            params=params,
+            content=json.dumps(obj).encode(),
+            headers={"Content-Type": "application/apply-patch+yaml"},
+        )
+
+    async def delete(self, path: str) -> None:
+        try:
+            await self._request("DELETE", path)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
+    async def create(self, path: str, obj: Obj) -> Obj:
+        return await self._request(
+            "POST",
+            path,
+            content=json.dumps(obj).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+
+    async def replace(self, path: str, obj: Obj) -> Obj:
+        return await self._request(
+            "PUT",
+            path,
+            content=json.dumps(obj).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+
+
+def _error(r: httpx.Response, path: str) -> ApiError:
+    try:
+        message = r.json().get("message", r.text)
+    except ValueError:
+        message = r.text[:200]
+    cls = Gone if r.status_code == 410 else ApiError
+    return cls(r.status_code, message, path=path)

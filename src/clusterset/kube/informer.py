@@ -1,0 +1,129 @@
+"""An informer: one list+watch cache of one resource in one cluster.
+
+List (paginated) replaces the store and emits synthetic changes by diffing
+old and new, which recovers deletions missed while disconnected or after a
+410; then watch from the list's resourceVersion, advancing it on every event
+and BOOKMARK. 410 Gone -> relist; transport errors -> jittered backoff
+0.2 s .. 30 s. `synced` is set after the first list. Only what reconcile and
+DNS need is kept of each object (managedFields dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import httpx2 as httpx
+
+from clusterset.kube.api import ApiError, Gone, KubeApi, Resource
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+
+def _key(obj: Obj) -> str:
+    meta = obj.get("metadata") or {}
+    ns = meta.get("namespace")
+    return f"{ns}/{meta.get('name')}" if ns else str(meta.get("name"))
+
+
+def _strip(obj: Obj) -> Obj:
+    meta = dict(obj.get("metadata") or {})
+    meta.pop("managedFields", None)
+    return {**obj, "metadata": meta}
+
+
+class Informer:
+    def __init__(
+        self,
+        api: KubeApi,
+        resource: Resource,
+        *,
+        label_selector: str = "",
+        on_change: Callable[[], None] = lambda: None,
+        optional: bool = False,  # a missing CRD (404) is an empty, synced resource
+    ) -> None:
+        self.api = api
+        self.resource = resource
+        self.label_selector = label_selector
+        self.on_change = on_change
+        self.optional = optional
+        self.store: dict[str, Obj] = {}
+        self.synced = asyncio.Event()
+        self.restarts = 0
+        self.relists = 0
+        self.resource_version = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.api.name}/{self.resource.plural}"
+
+    async def _relist(self) -> None:
+        items, rv = await self.api.list(self.resource.path(), label_selector=self.label_selector)
+        new = {_key(o): _strip(o) for o in items}
+        changed = new != self.store
+        self.store = new
+        self.resource_version = rv
+        self.relists += 1
+        if changed or not self.synced.is_set():
+            self.synced.set()
+            self.on_change()
+
+    async def run(self) -> None:
+        backoff = 0.2
+        need_list = True
+        while True:
+            try:
+                if need_list:
+                    await self._relist()
+                    need_list = False
+                async for etype, obj in self.api.watch(
+                    self.resource.path(), self.resource_version, label_selector=self.label_selector
+                ):
+                    rv = (obj.get("metadata") or {}).get("resourceVersion")
+                    if rv:
+                        self.resource_version = rv
+                    if etype == "BOOKMARK":
+                        continue
+                    key = _key(obj)
+                    if etype == "DELETED":
+                        self.store.pop(key, None)
+                    else:
+                        self.store[key] = _strip(obj)
+                    self.on_change()
+                backoff = 0.2  # a watch that ended by timeout is normal: resume from the RV
+            except Gone:
+                log.info("watch %s: resourceVersion expired (410), relisting", self.name)
+                self.restarts += 1
+                need_list = True
+            except ApiError as exc:
+                if exc.status == 404 and self.optional:
+                    if not self.synced.is_set() or self.store:
+                        self.store = {}
+                        self.synced.set()
+                        self.on_change()
+                    await asyncio.sleep(30)
+                    need_list = True
+                    continue
+                self.restarts += 1
+                log.warning("watch %s: %s; retrying in %.1fs", self.name, exc, backoff)
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+                backoff = min(30.0, backoff * 2)
+                need_list = True
+            except (httpx.HTTPError, OSError, ValueError) as exc:
+                # Transport trouble: resume the watch from the last resourceVersion (a 410
+                # then says if it is too old); relist only if no list succeeded yet.
+                self.restarts += 1
+                log.warning(
+                    "watch %s: %s: %s; retrying in %.1fs",
+                    self.name,
+                    type(exc).__name__,
+                    exc,
+                    backoff,
+                )
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+                backoff = min(30.0, backoff * 2)
+                need_list = need_list or not self.resource_version
