@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import select
 import shutil
 import socket
 import statistics
@@ -48,13 +49,22 @@ EXPECT = {
 }
 
 
-def answer_set(sock: socket.socket, port: int) -> frozenset[str] | None:
+def answer_set(sock: socket.socket, port: int, timeout: float = 0.05) -> frozenset[str] | None:
+    """One UDP query; replies to earlier (timed-out) queries are skipped by ID."""
     q = dns.message.make_query(QNAME, "A", use_edns=False)
-    try:
-        r = dns.query.udp(q, "127.0.0.1", port=port, timeout=0.05, sock=sock)
-    except (dns.exception.Timeout, OSError, dns.exception.DNSException):
-        return None
-    return frozenset(rd.address for rrset in r.answer if rrset.rdtype == dns.rdatatype.A for rd in rrset)
+    sock.sendto(q.to_wire(), ("127.0.0.1", port))
+    deadline = time.perf_counter() + timeout
+    while True:
+        left = deadline - time.perf_counter()
+        if left <= 0 or not select.select([sock], [], [], left)[0]:
+            return None
+        wire = sock.recv(65535)
+        if len(wire) < 2 or wire[:2] != q.id.to_bytes(2, "big"):
+            continue
+        r = dns.message.from_wire(wire)
+        return frozenset(
+            rd.address for rrset in r.answer if rrset.rdtype == dns.rdatatype.A for rd in rrset
+        )
 
 
 def write(path: Path, text: str, *, in_place: bool) -> None:
@@ -111,6 +121,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=10.0, help="give up on one edit after this")
     ap.add_argument("--in-place", action="store_true", help="rewrite the file in place, not by rename")
     ap.add_argument("--pin", action="store_true", help="pin the server to CPU 0 (default: unpinned)")
+    ap.add_argument("--settle", type=float, default=2.0, help="seconds between first answer and first edit")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
 
@@ -132,7 +143,7 @@ def main() -> int:
 
         port = _synth.free_port()
         argv = [
-            str(_synth.CLUSTERSET), "--log-level", "info", "run", "--manifests", str(root),
+            str(_synth.CLUSTERSET), "--log-level", "debug", "run", "--manifests", str(root),
             "--cluster", "member2", "--listen", f"127.0.0.1:{port}",
             "--state-file", str(work / "state.json"),
         ]  # fmt: skip
@@ -149,6 +160,9 @@ def main() -> int:
                 print(f"initial answer is {answer_set(sock, port)}, expected {sorted(EXPECT[OLD])}", file=sys.stderr)
                 return 1
             time.sleep(0.05)
+        # The watcher starts after the first read (manifests/watch.py): give it time, or the
+        # first edit may fall in between and never be seen (reported as a bug).
+        time.sleep(args.settle)
         cpu0 = _synth.cpu_seconds(proc.pid)
 
         rng = random.Random(3)

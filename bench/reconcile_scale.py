@@ -244,7 +244,7 @@ def child_yaml(args: argparse.Namespace) -> dict[str, Any]:
 def run_child(argv: list[str], profile: Path | None) -> dict[str, Any]:
     cmd = [sys.executable]
     if profile is not None:
-        cmd += ["-m", "pyinstrument", "-r", "text", "--show-all", "-o", str(profile)]
+        cmd += ["-m", "pyinstrument", "-r", "text", "-o", str(profile)]
     cmd += [__file__, *argv]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:

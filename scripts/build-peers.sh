@@ -89,8 +89,8 @@ build_kube_apiserver() {
     major="$(cut -d. -f1 <<<"${ver#v}")"
     minor="$(cut -d. -f2 <<<"${ver#v}")"
     local dir="$SRC/kube-apiserver"
-    rm -rf "$dir"
     mkdir -p "$dir"
+    rm -f "$dir/go.mod" "$dir/main.go" # go.sum stays: it only saves look-ups
 
     log "kube-apiserver $ver: reading the tag's go.mod"
     local gomod

@@ -197,11 +197,11 @@ class ControlPlane:
 
     def start(self) -> None:
         """Start etcd and every apiserver; return once all are ready."""
-        apiserver = find_binary("kube-apiserver", path_ok=False)
-        etcd = find_binary("etcd")
-        find_binary("etcdctl")
         atexit.register(self.stop)  # if a test run ends without its teardown
         try:
+            apiserver = find_binary("kube-apiserver", path_ok=False)
+            etcd = find_binary("etcd")
+            find_binary("etcdctl")
             self.workdir.mkdir(parents=True, exist_ok=True)
             self._make_pki()
             self._write_token_file()
@@ -337,8 +337,11 @@ class ControlPlane:
     def compact_etcd(self) -> int:
         """Compact etcd at its current revision; return that revision.
 
-        With ``watch_cache=False`` a later watch from an older
-        resourceVersion then ends with 410 Gone.
+        etcd keeps the compaction revision itself, so with
+        ``watch_cache=False`` a later watch from resourceVersion X (events
+        after X) ends with an ERROR event of code 410 (reason Expired) when
+        X < revision - 1; a list with ``resourceVersionMatch=Exact`` at an
+        older version gets HTTP 410.
         """
         etcdctl = find_binary("etcdctl")
         env = {**os.environ, "ETCDCTL_API": "3"}

@@ -44,7 +44,7 @@ metadata:
   labels:
     multicluster.kubernetes.io/service-name: db
     multicluster.kubernetes.io/source-cluster: member1
-    endpointslice.kubernetes.io/managed-by: clusterset.io/controller
+    endpointslice.kubernetes.io/managed-by: controller.clusterset.io
 addressType: IPv4
 ports: [{{port: 5432, name: pg, protocol: TCP}}]
 endpoints:

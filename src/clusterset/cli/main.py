@@ -23,11 +23,22 @@ from typer._click import exceptions as click
 
 from clusterset import __version__, logs
 from clusterset.cli import output
-from clusterset.controller.manifest import ClusterSetFeed, FolderFeed, SourceError
+from clusterset.controller.hub import Hub
+from clusterset.controller.manifest import (
+    ClusterSetFeed,
+    FolderFeed,
+    SourceError,
+    next_generation,
+)
+from clusterset.controller.member import MemberFeed
+from clusterset.kube.api import ConfigError, KubeApi, load_contexts
+from clusterset.kube.karmada import members as karmada_members
+from clusterset.kube.lease import LeaderElector
 from clusterset.model.ids import ClusterId, InvalidName, cluster_id
 from clusterset.model.objects import IPFamily
-from clusterset.model.state import ImportedView
+from clusterset.model.state import ClusterSetState, ImportedView
 from clusterset.reconcile import allocate
+from clusterset.reconcile.desired import Desired
 from clusterset.server.app import DnsOptions, DnsServer, ListenError
 from clusterset.server.forward import DEFAULT_ALLOW, parse_upstream
 from clusterset.zone import policy
@@ -222,17 +233,30 @@ def dns(
     unified: UnifiedOpt = False,
     upstream: UpstreamOpt = None,
     allow: AllowOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Serve the clusterset zone from one cluster's ServiceImports and MCS EndpointSlices.
 
-    Example: clusterset dns --manifests examples/imported/member2 --listen 127.0.0.1:5300
+    Examples:
+      clusterset dns --manifests DIR --listen 127.0.0.1:5300
+      clusterset dns --kubeconfig ~/.kube/config --context member2 --listen 0.0.0.0:53
     """
-    root = _need_manifests(manifests)
     settings = _settings(zone, ttl, default_policy, ns_address, unified=unified)
     options = _dns_options(
         settings, listen, udp_threads, unified=unified, upstream=upstream, allow=allow
     )
-    feed = FolderFeed(root, cluster=_cluster(cluster) if cluster else None)
+    cid = _cluster(cluster) if cluster else None
+    if kubeconfig is not None:
+        if manifests is not None:
+            raise UsageProblem("--manifests and --kubeconfig are exclusive")
+        if context and len(context) > 1:
+            raise UsageProblem("dns serves one cluster: give at most one --context")
+        name, config = next(iter(load_contexts(kubeconfig, context).items()))
+        member = MemberFeed(name, KubeApi.from_config(name, config), cluster=cid)
+        _run_server(options, lambda s: member.views())
+        return
+    feed = FolderFeed(_need_manifests(manifests), cluster=cid)
     _run_server(options, lambda s: feed.views())
 
 
@@ -255,12 +279,15 @@ def run(
     unified: UnifiedOpt = False,
     upstream: UpstreamOpt = None,
     allow: AllowOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    all_contexts: AllContextsOpt = False,
+    karmada_kubeconfig: KarmadaOpt = None,
 ) -> None:
     """Controller + DNS in one process over ROOT/<cluster>/ folders.
 
     Example: clusterset run --manifests examples/clusters --cluster member2 --listen 127.0.0.1:5300
     """
-    root = _need_manifests(manifests)
     if not cluster:
         raise UsageProblem("--cluster NAME is required")
     cid = _cluster(cluster)
@@ -268,10 +295,81 @@ def run(
     options = _dns_options(
         settings, listen, udp_threads, unified=unified, upstream=upstream, allow=allow
     )
+    if kubeconfig is not None or karmada_kubeconfig is not None:
+        if manifests is not None:
+            raise UsageProblem("--manifests and --kubeconfig are exclusive")
+        apis = _apis(kubeconfig, context, all_contexts, karmada_kubeconfig)
+        _run_server(options, lambda s: _hub_views(apis, cid))
+        return
     feed = ClusterSetFeed(
-        root, cidrs=_cidrs(clusterset_cidr, clusterset_cidr_v6), state_file=state_file
+        _need_manifests(manifests),
+        cidrs=_cidrs(clusterset_cidr, clusterset_cidr_v6),
+        state_file=state_file,
     )
     _run_server(options, lambda s: feed.views(cid))
+
+
+async def _hub_views(apis: dict[str, KubeApi], cid: ClusterId) -> AsyncIterator[ImportedView]:
+    """All-in-one on real clusters: the hub reconciles (without leader election: one
+    process) and every pass yields the view of cluster `cid` for the DNS server."""
+    queue: asyncio.Queue[ImportedView] = asyncio.Queue(maxsize=1)
+    generation = 0
+
+    def reconciled(desired: Desired, state: ClusterSetState) -> None:
+        nonlocal generation
+        if cid not in desired.clusters:
+            return
+        generation = next_generation(generation)
+        if queue.full():
+            queue.get_nowait()
+        queue.put_nowait(desired.view(cid, state, generation))
+
+    hub = Hub(apis, on_reconciled=reconciled)
+    task = asyncio.create_task(hub.run(), name="hub")
+    try:
+        while True:
+            yield await queue.get()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+KubeconfigOpt = Annotated[
+    Path | None, typer.Option("--kubeconfig", help="kubeconfig of the member cluster(s).")
+]
+ContextOpt = Annotated[
+    list[str] | None,
+    typer.Option("--context", help="kubeconfig context (repeatable).", show_default=False),
+]
+AllContextsOpt = Annotated[
+    bool, typer.Option("--all-contexts", help="Every context of --kubeconfig.")
+]
+KarmadaOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--karmada-kubeconfig",
+        help="Karmada control plane kubeconfig: members are its Cluster objects, "
+        "reached through its cluster proxy.",
+    ),
+]
+
+
+def _apis(
+    kubeconfig: Path | None,
+    contexts: list[str] | None,
+    all_contexts: bool,
+    karmada: Path | None,
+) -> dict[str, KubeApi]:
+    if karmada is not None:
+        if kubeconfig is not None:
+            raise UsageProblem("--karmada-kubeconfig and --kubeconfig are exclusive")
+        config = next(iter(load_contexts(karmada, None).values()))
+        return asyncio.run(karmada_members(config, only=contexts))
+    if kubeconfig is None:
+        raise UsageProblem("--kubeconfig (or --karmada-kubeconfig) is required")
+    configs = load_contexts(kubeconfig, contexts, all_contexts=all_contexts)
+    return {name: KubeApi.from_config(name, cfg) for name, cfg in configs.items()}
 
 
 OutputOpt = Annotated[str, typer.Option("-o", "--output", help="table|wide|json|yaml")]
@@ -283,6 +381,73 @@ def _feed(manifests: Path | None, state_file: Path | None = None) -> ClusterSetF
         cidrs=_cidrs("10.250.0.0/16", "fd63:6c75:7374::/112"),
         state_file=state_file,
     )
+
+
+@app.command()
+def controller(
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    all_contexts: AllContextsOpt = False,
+    karmada_kubeconfig: KarmadaOpt = None,
+    lease_context: Annotated[
+        str | None, typer.Option(help="Cluster holding the leader Lease (default: the first).")
+    ] = None,
+    lease_namespace: Annotated[
+        str, typer.Option(help="Namespace of the leader Lease.")
+    ] = "kube-system",
+    lease_name: Annotated[
+        str, typer.Option(help="Name of the leader Lease.")
+    ] = "clusterset-controller",
+    identity: Annotated[
+        str | None, typer.Option(help="This replica's identity (default: hostname+pid).")
+    ] = None,
+    leader_elect: Annotated[bool, typer.Option(help="Elect a leader before writing.")] = True,
+) -> None:
+    """Hub mode: watch every member and write ServiceImports, derived Services, MCS
+    EndpointSlices and ServiceExport conditions into each.
+
+    Example: clusterset controller --kubeconfig members.yaml --context member1 --context member2
+    """
+    apis = _apis(kubeconfig, context, all_contexts, karmada_kubeconfig)
+    if not apis:
+        raise UsageProblem("no member clusters")
+    elector = None
+    if leader_elect:
+        lease_api = apis.get(lease_context or next(iter(apis)))
+        if lease_api is None:
+            raise UsageProblem(f"--lease-context {lease_context!r}: not one of the members")
+        import os
+        import socket
+
+        elector = LeaderElector(
+            lease_api,
+            namespace=lease_namespace,
+            name=lease_name,
+            identity=identity or f"{socket.gethostname()}-{os.getpid()}",
+        )
+    hub = Hub(apis, elector=elector)
+    log.info("controller: %d member cluster(s): %s", len(apis), ", ".join(apis))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        task = asyncio.create_task(hub.run(), name="hub")
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        task.cancel()
+        stopper.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        for api in apis.values():
+            await api.close()
+        if task in done and stopper not in done:
+            raise SystemExit(1)
+
+    import uvloop
+
+    uvloop.run(main())
 
 
 @app.command()
@@ -351,7 +516,7 @@ def main() -> None:
     except click.UsageError as exc:
         print(f"clusterset: error: {exc.format_message()}", file=sys.stderr)
         sys.exit(2)
-    except (SourceError, ListenError) as exc:
+    except (SourceError, ListenError, ConfigError) as exc:
         print(f"clusterset: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

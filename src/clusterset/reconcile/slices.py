@@ -16,7 +16,7 @@ from clusterset.model.state import ClusterSetState
 from clusterset.reconcile.aggregate import Aggregate
 
 MAX_ENDPOINTS = 100
-MANAGED_BY = "clusterset.io/controller"
+MANAGED_BY = "controller.clusterset.io"
 
 
 def slice_name(key: ServiceKey, cluster: ClusterId, group: str, index: int) -> str:

@@ -1,0 +1,157 @@
+"""The hub controller: watch every member, reconcile the whole clusterset, write each member.
+
+Events only set a flag; one loop reconciles from the stores of all clusters
+(level-based, never from the event), coalescing bursts, with a periodic full
+resync and retries after errors. Only the elected leader writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+
+from clusterset.kube import api as k
+from clusterset.kube.cluster import HUB, MemberCluster
+from clusterset.kube.lease import LeaderElector
+from clusterset.kube.sink import apply_member, derived_ips
+from clusterset.model.ids import ClusterId, InvalidName, ServiceKey
+from clusterset.model.objects import ImportType
+from clusterset.model.state import ClusterSetState, ClusterState
+from clusterset.reconcile import desired as rd
+from clusterset.reconcile.aggregate import Aggregate
+
+log = logging.getLogger(__name__)
+
+
+class Hub:
+    def __init__(
+        self,
+        apis: dict[str, k.KubeApi],
+        *,
+        elector: LeaderElector | None = None,
+        resync: float = 60.0,
+        debounce: float = 0.05,
+        on_reconciled: Callable[[rd.Desired, ClusterSetState], None] | None = None,
+    ) -> None:
+        self._wake = asyncio.Event()
+        self.members = {
+            name: MemberCluster(name, api, mode=HUB, on_change=self._wake.set)
+            for name, api in apis.items()
+        }
+        self.elector = elector
+        self.resync = resync
+        self.debounce = debounce
+        self.on_reconciled = on_reconciled
+        self.ids: dict[str, ClusterId] = {}
+        self.reconciles = 0
+        self.errors = 0
+        self.last_duration = 0.0
+        self.last_desired: rd.Desired | None = None
+        self.last_state: ClusterSetState | None = None
+
+    def observe(self) -> ClusterSetState:
+        clusters: dict[ClusterId, ClusterState] = {}
+        for name, m in self.members.items():
+            try:
+                cs = m.cluster_state()
+            except InvalidName as exc:
+                log.error("%s; cluster skipped", exc)
+                continue
+            if cs.cluster in clusters:
+                log.error(
+                    "cluster %s: cluster ID %r is used by another member; skipped", name, cs.cluster
+                )
+                continue
+            self.ids[name] = cs.cluster
+            clusters[cs.cluster] = cs
+        return ClusterSetState(clusters)
+
+    def _ips(
+        self, aggregates: dict[ServiceKey, Aggregate]
+    ) -> dict[tuple[ClusterId, ServiceKey], tuple[str, ...]]:
+        """Each member's ClusterSetIPs: what its apiserver allocated to our derived Services."""
+        ips: dict[tuple[ClusterId, ServiceKey], tuple[str, ...]] = {}
+        wanted = {
+            key: rd.derived_name(key)
+            for key, agg in aggregates.items()
+            if agg.type is ImportType.CLUSTER_SET_IP
+        }
+        for name, m in self.members.items():
+            cid = self.ids.get(name)
+            if cid is None:
+                continue
+            for key, got in derived_ips(m, wanted).items():
+                ips[(cid, key)] = got
+        return ips
+
+    async def reconcile_once(self) -> bool:
+        """One level-based pass over everything; True when every write succeeded."""
+        started = time.perf_counter()
+        state = self.observe()
+        aggregates = rd.aggregate_all(state)
+        desired = rd.reconcile(state, ips=self._ips(aggregates), aggregates=aggregates)
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        ok = True
+        results = await asyncio.gather(
+            *(
+                apply_member(m, self.ids[name], desired, now=now)
+                for name, m in self.members.items()
+                if name in self.ids and m.synced
+            )
+        )
+        for r in results:
+            for e in r.errors:
+                log.error("%s", e)
+                ok = False
+        self.reconciles += 1
+        self.errors += 0 if ok else 1
+        self.last_duration = time.perf_counter() - started
+        self.last_desired, self.last_state = desired, state
+        if self.on_reconciled is not None:
+            self.on_reconciled(desired, state)
+        log.debug(
+            "reconcile: %d applied, %d deleted in %.3fs",
+            sum(r.applied for r in results),
+            sum(r.deleted for r in results),
+            self.last_duration,
+        )
+        return ok
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for m in self.members.values():
+                tg.create_task(m.run(), name=f"member {m.name}")
+            if self.elector is not None:
+                tg.create_task(self._lead(), name="leader-election")
+                await self.elector.leading.wait()
+            tg.create_task(self._loop(), name="reconcile")
+
+    async def _lead(self) -> None:
+        assert self.elector is not None
+        await self.elector.run()
+        raise RuntimeError("lost the leader lease")
+
+    async def _loop(self) -> None:
+        backoff = 0.5
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.resync)
+            await asyncio.sleep(self.debounce)  # coalesce a burst of events into one pass
+            self._wake.clear()
+            if not any(m.synced for m in self.members.values()):
+                continue
+            try:
+                ok = await self.reconcile_once()
+            except Exception:
+                log.exception("reconcile failed")
+                ok = False
+            if ok:
+                backoff = 0.5
+            else:
+                await asyncio.sleep(backoff)
+                backoff = min(30.0, backoff * 2)
+                self._wake.set()

@@ -1,0 +1,145 @@
+"""One member cluster seen through informers, converted to the model on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from clusterset.kube import api as k
+from clusterset.kube.informer import Informer
+from clusterset.model import convert
+from clusterset.model.bag import Objects, add_object, group_slices, implied_namespaces
+from clusterset.model.ids import ClusterId, InvalidName, cluster_id
+from clusterset.model.state import ClusterState, ImportedView
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+HUB = "hub"  # reads what the controller needs, and what it wrote (to prune)
+MEMBER = "member"  # reads what the member DNS server needs
+
+
+class MemberCluster:
+    def __init__(
+        self, name: str, api: k.KubeApi, *, mode: str, on_change: Callable[[], None]
+    ) -> None:
+        self.name = name
+        self.api = api
+        self.mode = mode
+
+        def inf(res: k.Resource, **kw: Any) -> Informer:
+            return Informer(api, res, on_change=on_change, **kw)
+
+        if mode == HUB:
+            self.informers = {
+                "services": inf(k.SERVICES),
+                "endpointslices": inf(k.ENDPOINT_SLICES),
+                "serviceexports": inf(k.SERVICE_EXPORTS),
+                "serviceimports": inf(k.SERVICE_IMPORTS),
+                "namespaces": inf(k.NAMESPACES),
+                "clusterproperties": inf(k.CLUSTER_PROPERTIES, optional=True),
+            }
+        else:
+            self.informers = {
+                "serviceimports": inf(k.SERVICE_IMPORTS),
+                "endpointslices": inf(k.ENDPOINT_SLICES, label_selector=convert.LABEL_SERVICE_NAME),
+                "namespaces": inf(k.NAMESPACES),
+                "services": inf(k.SERVICES),
+            }
+        # Conversion is cached per object and resourceVersion: a change converts one object.
+        self._converted: dict[tuple[str, str], tuple[str, Objects | str]] = {}
+        self._reported: set[str] = set()
+
+    @property
+    def synced(self) -> bool:
+        return all(i.synced.is_set() for i in self.informers.values())
+
+    async def wait_synced(self) -> None:
+        await asyncio.gather(*(i.synced.wait() for i in self.informers.values()))
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for name, i in self.informers.items():
+                tg.create_task(i.run(), name=f"informer {self.name}/{name}")
+
+    def store(self, resource: str) -> dict[str, Obj]:
+        return self.informers[resource].store
+
+    def objects(self) -> tuple[Objects, list[str]]:
+        """Everything usable, and one line per object that cannot be converted."""
+        out = Objects()
+        errors: list[str] = []
+        live: set[tuple[str, str]] = set()
+        for resource, informer in self.informers.items():
+            for key, raw in informer.store.items():
+                ck = (resource, key)
+                live.add(ck)
+                rv = str((raw.get("metadata") or {}).get("resourceVersion", ""))
+                cached = self._converted.get(ck)
+                if cached is None or cached[0] != rv:
+                    one = Objects()
+                    try:
+                        add_object(one, _with_kind(raw, informer.resource))
+                        cached = (rv, one)
+                    except convert.ObjectError as exc:
+                        cached = (rv, f"cluster {self.name}: {exc}")
+                    self._converted[ck] = cached
+                if isinstance(cached[1], str):
+                    errors.append(cached[1])
+                else:
+                    out.merge(cached[1])
+        for gone in set(self._converted) - live:
+            del self._converted[gone]
+        for e in errors:
+            if e not in self._reported:
+                log.error("%s", e)
+        self._reported = set(errors)
+        return out, errors
+
+    def cluster_id(self, objs: Objects) -> ClusterId:
+        """ClusterProperty cluster.clusterset.k8s.io, else the context name."""
+        value = objs.properties.get(convert.CLUSTER_ID_PROPERTY, self.name)
+        try:
+            return cluster_id(value)
+        except InvalidName as exc:
+            raise InvalidName(f"cluster {self.name}: {exc}") from exc
+
+    def cluster_state(self) -> ClusterState:
+        objs, _ = self.objects()
+        local = {n: s for n, s in objs.slices.items() if s.managed_by != _OURS}
+        return ClusterState(
+            cluster=self.cluster_id(objs),
+            services={key: svc for key, svc in objs.services.items() if not _derived(key.name)},
+            exports=dict(objs.exports),
+            slices=group_slices(local),
+            namespaces=frozenset(objs.namespaces),
+            synced=self.synced,
+            region=objs.properties.get("region.clusterset.io", ""),
+        )
+
+    def imported_view(self, cluster: ClusterId | None, generation: int) -> ImportedView:
+        objs, _ = self.objects()
+        return ImportedView(
+            cluster=cluster,
+            imports=dict(objs.imports),
+            slices=group_slices(objs.mcs_slices),
+            namespaces=frozenset(objs.namespaces) or implied_namespaces(objs),
+            local_services=dict(objs.services),
+            generation=generation,
+        )
+
+
+_OURS = "controller.clusterset.io"
+
+
+def _derived(name: str) -> bool:
+    return name.startswith("derived-")
+
+
+def _with_kind(raw: Obj, res: k.Resource) -> Obj:
+    """Watch and list items lack apiVersion/kind on some servers; add them."""
+    if raw.get("kind") and raw.get("apiVersion"):
+        return raw
+    return {**raw, "apiVersion": res.api_version, "kind": res.kind}

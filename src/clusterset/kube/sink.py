@@ -1,0 +1,212 @@
+"""Apply what reconcile wants into one member cluster: server-side apply, status, pruning.
+
+Level-based and idempotent: an object that already holds every field we
+want is not written again; what we own (label clusterset.io/managed, or our
+EndpointSlice managed-by) and no longer want is deleted — except that
+nothing derived from a cluster whose caches have not synced is deleted
+(no mass deletion from a partial view), and no ServiceImport is deleted
+while any member is unsynced.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from clusterset.kube import api as k
+from clusterset.kube.cluster import MemberCluster
+from clusterset.model.conditions import Condition
+from clusterset.model.convert import LABEL_MANAGED_BY, LABEL_SOURCE_CLUSTER
+from clusterset.model.ids import ClusterId, ServiceKey
+from clusterset.reconcile import render
+from clusterset.reconcile.desired import Desired
+from clusterset.reconcile.slices import MANAGED_BY
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+
+def contains(want: Any, have: Any) -> bool:
+    """Every field of `want` is in `have` with the same value (lists: same length, in order)."""
+    if isinstance(want, dict):
+        return isinstance(have, dict) and all(contains(v, have.get(key)) for key, v in want.items())
+    if isinstance(want, list):
+        return (
+            isinstance(have, list)
+            and len(want) == len(have)
+            and all(contains(a, b) for a, b in zip(want, have, strict=True))
+        )
+    return bool(want == have)
+
+
+def _meta_view(obj: Obj) -> Obj:
+    """What of an object we compare: labels/annotations of metadata, and every other section."""
+    meta = obj.get("metadata") or {}
+    out = {key: v for key, v in obj.items() if key not in ("metadata", "apiVersion", "kind")}
+    out["metadata"] = {key: meta[key] for key in ("labels", "annotations") if key in meta}
+    return out
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    applied: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+async def _apply(
+    member: MemberCluster,
+    res: k.Resource,
+    obj: Obj,
+    have: Obj | None,
+    r: ApplyResult,
+    *,
+    status: bool = False,
+) -> None:
+    meta = obj["metadata"]
+    path = res.path(meta.get("namespace"), meta["name"]) + ("/status" if status else "")
+    if have is not None and contains(_meta_view(obj), _meta_view(have)):
+        r.unchanged += 1
+        return
+    try:
+        await member.api.apply(path, obj)
+        r.applied += 1
+    except k.ApiError as exc:
+        r.errors.append(
+            f"cluster {member.name}: apply {res.kind} {meta.get('namespace')}/{meta['name']}: {exc}"
+        )
+
+
+async def _delete(member: MemberCluster, res: k.Resource, key: str, r: ApplyResult) -> None:
+    ns, _, name = key.rpartition("/")
+    try:
+        await member.api.delete(res.path(ns or None, name))
+        r.deleted += 1
+    except k.ApiError as exc:
+        r.errors.append(f"cluster {member.name}: delete {res.kind} {key}: {exc}")
+
+
+def _condition_list(conds: tuple[Condition, ...], have: Obj | None, now: str) -> list[Obj]:
+    """metav1.Conditions; lastTransitionTime kept while status is unchanged."""
+    previous = {
+        c.get("type"): c for c in ((have or {}).get("status") or {}).get("conditions") or []
+    }
+    out = []
+    for c in conds:
+        old = previous.get(c.type.value)
+        since = (
+            old.get("lastTransitionTime") if old and old.get("status") == c.status.value else now
+        )
+        out.append(
+            {
+                "type": c.type.value,
+                "status": c.status.value,
+                "reason": c.reason,
+                "message": c.message,
+                "lastTransitionTime": since or now,
+            }
+        )
+    return out
+
+
+async def apply_member(
+    member: MemberCluster, cid: ClusterId, desired: Desired, *, now: str
+) -> ApplyResult:
+    """Make `member` hold exactly what `desired` says for it (imports, slices, conditions)."""
+    r = ApplyResult()
+    cd = desired.clusters.get(cid)
+    imports = member.store("serviceimports")
+    services = member.store("services")
+    slices = member.store("endpointslices")
+    exports = member.store("serviceexports")
+    want_imports: set[str] = set()
+    want_services: set[str] = set()
+    want_slices: set[str] = set()
+    if cd is not None:
+        for key in sorted(cd.imports):
+            imp = cd.imports[key]
+            skey = f"{key.namespace}/{key.name}"
+            want_imports.add(skey)
+            await _apply(
+                member, k.SERVICE_IMPORTS, render.service_import(imp), imports.get(skey), r
+            )
+            derived = cd.derived.get(key)
+            if derived:
+                dkey = f"{key.namespace}/{derived}"
+                want_services.add(dkey)
+                await _apply(
+                    member, k.SERVICES, render.derived_service(imp, derived), services.get(dkey), r
+                )
+            await _apply(
+                member,
+                k.SERVICE_IMPORTS,
+                render.service_import_status(imp),
+                imports.get(skey),
+                r,
+                status=True,
+            )
+            for s in cd.slices.get(key, ()):
+                ekey = f"{s.namespace}/{s.name}"
+                want_slices.add(ekey)
+                await _apply(
+                    member,
+                    k.ENDPOINT_SLICES,
+                    render.endpoint_slice(s, derived),
+                    slices.get(ekey),
+                    r,
+                )
+    # ServiceExport conditions of this cluster's exports.
+    for (ccid, key), conds in sorted(
+        desired.conditions.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))
+    ):
+        if ccid != cid:
+            continue
+        skey = f"{key.namespace}/{key.name}"
+        have = exports.get(skey)
+        if have is None:
+            continue
+        status = {
+            "apiVersion": k.SERVICE_EXPORTS.api_version,
+            "kind": "ServiceExport",
+            "metadata": {"name": key.name, "namespace": key.namespace},
+            "status": {"conditions": _condition_list(conds, have, now)},
+        }
+        await _apply(member, k.SERVICE_EXPORTS, status, have, r, status=True)
+    # Prune what we own and no longer want.
+    if not desired.unsynced:
+        for skey, obj in list(imports.items()):
+            if _owned(obj) and skey not in want_imports:
+                await _delete(member, k.SERVICE_IMPORTS, skey, r)
+        for skey, obj in list(services.items()):
+            if _owned(obj) and skey not in want_services:
+                await _delete(member, k.SERVICES, skey, r)
+    for skey, obj in list(slices.items()):
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        if labels.get(LABEL_MANAGED_BY) != MANAGED_BY or skey in want_slices:
+            continue
+        if labels.get(LABEL_SOURCE_CLUSTER) in desired.unsynced:
+            continue  # its source's caches have not synced: keep what we have
+        await _delete(member, k.ENDPOINT_SLICES, skey, r)
+    return r
+
+
+def _owned(obj: Obj) -> bool:
+    return ((obj.get("metadata") or {}).get("labels") or {}).get(render.LABEL_OWNED) == "true"
+
+
+def derived_ips(
+    member: MemberCluster, desired_derived: dict[ServiceKey, str]
+) -> dict[ServiceKey, tuple[str, ...]]:
+    """The ClusterIPs the member's apiserver gave our derived Services: the ClusterSetIPs."""
+    out: dict[ServiceKey, tuple[str, ...]] = {}
+    services = member.store("services")
+    for key, name in desired_derived.items():
+        svc = services.get(f"{key.namespace}/{name}")
+        if svc is None:
+            continue
+        spec = svc.get("spec") or {}
+        ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
+        out[key] = tuple(ip for ip in ips if ip and ip != "None")[:2]
+    return out
