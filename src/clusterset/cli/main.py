@@ -39,7 +39,7 @@ from clusterset.model.objects import IPFamily
 from clusterset.model.state import ClusterSetState, ImportedView
 from clusterset.reconcile import allocate
 from clusterset.reconcile.desired import Desired
-from clusterset.server.app import DnsOptions, DnsServer, ListenError
+from clusterset.server.app import DnsOptions, DnsServer, ListenError, parse_listen
 from clusterset.server.forward import DEFAULT_ALLOW, parse_upstream
 from clusterset.zone import policy
 from clusterset.zone.records import ZoneSettings
@@ -103,6 +103,16 @@ AllowOpt = Annotated[
         "--allow", help="Client CIDR allowed to use forwarding (repeatable).", show_default=False
     ),
 ]
+MetricsOpt = Annotated[
+    str | None,
+    typer.Option("--metrics-listen", help="HOST:PORT serving /metrics, /health and /ready."),
+]
+LameduckOpt = Annotated[
+    float, typer.Option("--lameduck", help="Seconds to keep answering after SIGTERM (/ready 503).")
+]
+QueryLogOpt = Annotated[
+    bool, typer.Option("--log-queries", help="Log every query (slow; off by default).")
+]
 PolicyOpt = Annotated[
     str, typer.Option("--default-policy", help=f"Answer policy: {', '.join(policy.POLICIES)}.")
 ]
@@ -145,6 +155,9 @@ def _dns_options(
     unified: bool,
     upstream: str | None,
     allow: list[str] | None,
+    metrics_listen: str | None = None,
+    lameduck: float = 0.0,
+    log_queries: bool = False,
 ) -> DnsOptions:
     if unified and not upstream:
         raise UsageProblem("--unified-cluster-local needs --upstream IP[:PORT] (the cluster DNS)")
@@ -164,7 +177,20 @@ def _dns_options(
             raise UsageProblem(f"--allow {n!r}: not a CIDR") from exc
     if udp_threads < 1:
         raise UsageProblem("--udp-threads must be at least 1")
-    return DnsOptions(settings, listen, udp_threads, upstream=up, allow=nets)
+    if metrics_listen is not None:
+        parse_listen(metrics_listen)
+    if lameduck < 0:
+        raise UsageProblem("--lameduck must be >= 0")
+    return DnsOptions(
+        settings,
+        listen,
+        udp_threads,
+        upstream=up,
+        allow=nets,
+        metrics_listen=metrics_listen,
+        lameduck=lameduck,
+        log_queries=log_queries,
+    )
 
 
 def _cidrs(v4: str, v6: str) -> dict[IPFamily, allocate.Network]:
@@ -235,6 +261,9 @@ def dns(
     allow: AllowOpt = None,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
+    metrics_listen: MetricsOpt = None,
+    lameduck: LameduckOpt = 0.0,
+    log_queries: QueryLogOpt = False,
 ) -> None:
     """Serve the clusterset zone from one cluster's ServiceImports and MCS EndpointSlices.
 
@@ -244,7 +273,15 @@ def dns(
     """
     settings = _settings(zone, ttl, default_policy, ns_address, unified=unified)
     options = _dns_options(
-        settings, listen, udp_threads, unified=unified, upstream=upstream, allow=allow
+        settings,
+        listen,
+        udp_threads,
+        unified=unified,
+        upstream=upstream,
+        allow=allow,
+        metrics_listen=metrics_listen,
+        lameduck=lameduck,
+        log_queries=log_queries,
     )
     cid = _cluster(cluster) if cluster else None
     if kubeconfig is not None:
@@ -283,6 +320,9 @@ def run(
     context: ContextOpt = None,
     all_contexts: AllContextsOpt = False,
     karmada_kubeconfig: KarmadaOpt = None,
+    metrics_listen: MetricsOpt = None,
+    lameduck: LameduckOpt = 0.0,
+    log_queries: QueryLogOpt = False,
 ) -> None:
     """Controller + DNS in one process over ROOT/<cluster>/ folders.
 
@@ -293,7 +333,15 @@ def run(
     cid = _cluster(cluster)
     settings = _settings(zone, ttl, default_policy, unified=unified)
     options = _dns_options(
-        settings, listen, udp_threads, unified=unified, upstream=upstream, allow=allow
+        settings,
+        listen,
+        udp_threads,
+        unified=unified,
+        upstream=upstream,
+        allow=allow,
+        metrics_listen=metrics_listen,
+        lameduck=lameduck,
+        log_queries=log_queries,
     )
     if kubeconfig is not None or karmada_kubeconfig is not None:
         if manifests is not None:
@@ -502,6 +550,34 @@ def resolve(
     if cid not in observed.state.clusters:
         raise SourceError(f"--cluster {cid}: no such cluster under {manifests}")
     output.resolve(feed.view(observed, cid), settings, name, qtype, explain=explain)
+
+
+@app.command()
+def corefile(
+    server: Annotated[
+        str, typer.Option("--server", help="ClusterIP (or IP[:PORT]) of clusterset dns.")
+    ] = "",
+    zone: ZoneOpt = "clusterset.local",
+    ttl: TtlOpt = 5,
+    namespace: Annotated[
+        str, typer.Option(help="Namespace of the CoreDNS ConfigMap.")
+    ] = "kube-system",
+    configmap: Annotated[str, typer.Option(help="Name of the CoreDNS ConfigMap.")] = "coredns",
+) -> None:
+    """Print the CoreDNS stub-zone stanza that sends the clusterset zone to clusterset dns,
+    and a ready-to-run kubectl command that adds it (no CoreDNS rebuild).
+
+    Example: clusterset corefile --server 10.96.0.53
+    """
+    if not server:
+        raise UsageProblem("--server IP is required (the ClusterIP of the clusterset-dns Service)")
+    try:
+        host, port = parse_upstream(server)
+    except ValueError as exc:
+        raise UsageProblem(f"--server {server!r}: expected IP[:PORT]") from exc
+    settings = _settings(zone, ttl, policy.KEP)
+    target = f"{host}:{port}" if port != 53 else host
+    output.corefile(settings.zone, target, ttl, namespace, configmap)
 
 
 def main() -> None:

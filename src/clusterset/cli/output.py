@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from typing import Any
 
@@ -150,3 +151,16 @@ def resolve(
     if explain:
         print()
         print(schema.explain(view, zone.records, name, unified_zone=settings.unified_zone))
+
+
+def corefile(zone: str, server: str, ttl: int, namespace: str, configmap: str) -> None:
+    stanza = f"{zone}:53 {{\n    errors\n    cache {ttl}\n    forward . {server}\n}}\n"
+    print("# Add this server block to the Corefile (CoreDNS forwards the zone; no rebuild):")
+    print(stanza)
+    print("# Or patch the ConfigMap in place (CoreDNS's reload plugin picks it up):")
+    print(
+        f"kubectl -n {namespace} get configmap {configmap} -o jsonpath='{{.data.Corefile}}' "
+        f"> /tmp/Corefile && printf '%s' {shlex.quote(stanza)} >> /tmp/Corefile && "
+        f"kubectl -n {namespace} create configmap {configmap} --from-file=Corefile=/tmp/Corefile "
+        f"--dry-run=client -o yaml | kubectl -n {namespace} apply -f -"
+    )

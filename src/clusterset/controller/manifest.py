@@ -9,6 +9,7 @@ each member would import, and DNS serves one member's view of it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -71,6 +72,7 @@ class FolderFeed:
             namespaces=implied_namespaces(objs),
             local_services=dict(objs.services),
             generation=self.generation,
+            observed_at=time.time(),
         )
 
     async def views(self, stop: asyncio.Event | None = None) -> AsyncIterator[ImportedView]:
@@ -193,7 +195,8 @@ class ClusterSetFeed:
         self.generation = next_generation(self.generation)
         if cluster not in observed.desired.clusters:
             return ImportedView(cluster, {}, {}, ALWAYS_NAMESPACES, {}, self.generation)
-        return observed.desired.view(cluster, observed.state, self.generation)
+        view = observed.desired.view(cluster, observed.state, self.generation)
+        return dataclasses.replace(view, observed_at=time.time())
 
     async def views(
         self, cluster: ClusterId, stop: asyncio.Event | None = None

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from clusterset.controller.manifest import next_generation
@@ -29,12 +31,15 @@ class MemberFeed:
         task = asyncio.create_task(self.member.run(), name=f"member {self.member.name}")
         try:
             await self.member.wait_synced()
+            seen = time.time()
             while True:
                 self._wake.clear()
                 self.generation = next_generation(self.generation)
                 cluster = self.cluster or self._own_id()
-                yield self.member.imported_view(cluster, self.generation)
+                view = self.member.imported_view(cluster, self.generation)
+                yield dataclasses.replace(view, observed_at=seen)
                 await self._wake.wait()
+                seen = time.time()
                 await asyncio.sleep(debounce)
         finally:
             task.cancel()

@@ -56,6 +56,8 @@ class ImportedView:
     regions: Mapping[ClusterId, str] = field(default_factory=dict)
     # Source clusters whose liveness lease expired: their endpoints do not count (issue 7).
     expired: frozenset[ClusterId] = frozenset()
+    # When the edge saw the change this view reflects (for the change-to-answer metric).
+    observed_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

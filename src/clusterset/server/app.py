@@ -12,11 +12,13 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import dns.name
+from prometheus_client import CollectorRegistry, Histogram
 
 from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.state import ImportedView, Track
 from clusterset.server.forward import DEFAULT_ALLOW, Forwarder
 from clusterset.server.holder import ZoneHolder
+from clusterset.server.http import DnsCollector, OpsServer
 from clusterset.server.tcp import TcpServer
 from clusterset.server.udp import UdpServer
 from clusterset.zone import records
@@ -71,6 +73,9 @@ class DnsOptions:
     udp_threads: int = 1
     upstream: tuple[str, int] | None = None  # unified mode: where other names go
     allow: tuple[str, ...] = DEFAULT_ALLOW
+    metrics_listen: str | None = None  # HOST:PORT for /metrics, /health, /ready
+    lameduck: float = 0.0  # seconds to keep answering after SIGTERM while /ready says 503
+    log_queries: bool = False
 
 
 def compile_view(view: ImportedView, settings: records.ZoneSettings) -> CompiledZone:
@@ -95,12 +100,42 @@ class DnsServer:
             Forwarder(options.upstream, allow=options.allow) if options.upstream else None
         )
         self.udp = UdpServer(
-            self._udp_sock, self.holder, threads=options.udp_threads, forwarder=self.forwarder
+            self._udp_sock,
+            self.holder,
+            threads=options.udp_threads,
+            forwarder=self.forwarder,
+            log_queries=options.log_queries,
         )
         self.tcp = TcpServer(self.holder, forwarder=self.forwarder)
         self.on_swap: list[Callable[[CompiledZone, ImportedView], None]] = []
+        self.stopping = False
+        self.registry = CollectorRegistry()
+        self.registry.register(DnsCollector(self.holder, self.forwarder))
+        self.change_latency = Histogram(
+            "clusterset_dns_change_to_answer_seconds",
+            "From a change seen by the source (file, watch event) to the zone that answers it.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+        self.compile_seconds = Histogram(
+            "clusterset_dns_zone_compile_seconds",
+            "Time to build and compile a zone snapshot.",
+            registry=self.registry,
+        )
+        self.ops: OpsServer | None = None
+        if options.metrics_listen:
+            self.ops = OpsServer(
+                parse_listen(options.metrics_listen), self.registry, ready=self.ready
+            )
+
+    def ready(self) -> bool:
+        """First full load served, and not shutting down (lameduck)."""
+        zone = self.holder.zone
+        return zone is not None and zone.synced and not self.stopping
 
     async def start(self) -> None:
+        if self.ops is not None:
+            self.ops.start()
         if self.forwarder is not None:
             await self.forwarder.start()
         self.udp.start()
@@ -134,7 +169,9 @@ class DnsServer:
                     continue
                 view = dataclasses.replace(latest, now=time.time(), tracks=tracks)
                 # Compile off the event loop so TCP and the feed stay responsive on big zones.
+                started = time.perf_counter()
                 zone = await asyncio.to_thread(compile_view, view, self.options.settings)
+                self.compile_seconds.observe(time.perf_counter() - started)
                 tracks, wake_at = zone.records.tracks, zone.records.wake_at
                 self._install(zone, view)
         finally:
@@ -143,6 +180,8 @@ class DnsServer:
 
     def _install(self, zone: CompiledZone, view: ImportedView) -> None:
         self.holder.swap(zone)
+        if view.observed_at:
+            self.change_latency.observe(max(0.0, time.time() - view.observed_at))
         for w in zone.records.warnings:
             log.warning("zone: %s", w)
         for cb in self.on_swap:
@@ -155,8 +194,15 @@ class DnsServer:
         )
 
     async def stop(self) -> None:
+        """Lameduck (keep answering while /ready says 503), then stop accepting and close."""
+        self.stopping = True
+        if self.options.lameduck > 0:
+            log.info("lameduck: answering %.1fs more before shutdown", self.options.lameduck)
+            await asyncio.sleep(self.options.lameduck)
         with contextlib.suppress(Exception):
             await self.tcp.stop()
         await asyncio.to_thread(self.udp.stop)
         if self.forwarder is not None:
             await self.forwarder.stop()
+        if self.ops is not None:
+            self.ops.stop()

@@ -27,7 +27,9 @@ class UdpServer:
         *,
         threads: int = 1,
         forwarder: Forwarder | None = None,
+        log_queries: bool = False,
     ) -> None:
+        self.log_queries = log_queries
         self.sock = sock
         self.holder = holder
         self.forwarder = forwarder
@@ -71,6 +73,8 @@ class UdpServer:
                 forwarder.submit(query, addr, sendto)
                 continue
             counters.rcodes[reply[3] & 0x0F] += 1
+            if self.log_queries:
+                _log_query(addr, query, reply)
             if reply[2] & _TC_BIT:
                 counters.truncated += 1
             try:
@@ -94,3 +98,18 @@ class UdpServer:
         for t in self._threads:
             t.join(timeout=2)
         self.sock.close()
+
+
+def _log_query(addr: object, query: bytes, reply: bytes) -> None:
+    """One line per query (only with --log-queries: it costs far more than answering)."""
+    import dns.message
+
+    try:
+        q = dns.message.from_wire(query).question[0]
+        what = f"{q.name} {dns.rdatatype.to_text(q.rdtype)}"
+    except Exception:
+        what = "(malformed)"
+    log.info(
+        "query",
+        extra={"client": str(addr), "q": what, "rcode": reply[3] & 0x0F, "size": len(reply)},
+    )

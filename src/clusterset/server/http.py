@@ -1,0 +1,150 @@
+"""/metrics, /health and /ready on a separate port (CoreDNS's prometheus/health/ready).
+
+prometheus-client renders the metrics; the DNS hot path only bumps plain ints
+(`holder.Counters`), read here at scrape time by a collector, so no lock is
+taken per query. Served by the stdlib WSGI server in a daemon thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from clusterset.server.holder import ZoneHolder
+
+log = logging.getLogger(__name__)
+RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED")
+
+
+class DnsCollector(Collector):
+    def __init__(self, holder: ZoneHolder, forwarder: Any = None) -> None:
+        self.holder = holder
+        self.forwarder = forwarder
+
+    def collect(self) -> Iterator[Metric]:
+        c = self.holder.counters
+        req = CounterMetricFamily(
+            "clusterset_dns_requests", "DNS requests received.", labels=["proto"]
+        )
+        req.add_metric(["udp"], c.queries_udp)
+        req.add_metric(["tcp"], c.queries_tcp)
+        yield req
+        resp = CounterMetricFamily(
+            "clusterset_dns_responses", "DNS responses sent, by rcode.", labels=["rcode"]
+        )
+        for i, name in enumerate(RCODES):
+            resp.add_metric([name], c.rcodes[i])
+        yield resp
+        yield CounterMetricFamily(
+            "clusterset_dns_dropped", "Queries dropped (not answerable).", value=c.dropped
+        )
+        yield CounterMetricFamily(
+            "clusterset_dns_truncated", "UDP responses with TC set.", value=c.truncated
+        )
+        yield CounterMetricFamily(
+            "clusterset_dns_forwarded",
+            "Queries handed to the upstream (unified mode).",
+            value=c.forwarded,
+        )
+        zone = self.holder.zone
+        yield GaugeMetricFamily(
+            "clusterset_dns_zone_generation",
+            "Zone loads since start.",
+            value=self.holder.generation,
+        )
+        yield GaugeMetricFamily(
+            "clusterset_dns_zone_serial",
+            "SOA serial of the served zone.",
+            value=zone.serial if zone else 0,
+        )
+        yield GaugeMetricFamily(
+            "clusterset_dns_zone_names",
+            "Names in the served zone.",
+            value=len(zone.names) if zone else 0,
+        )
+        yield GaugeMetricFamily(
+            "clusterset_dns_zone_answers",
+            "Prebuilt answers in the served zone.",
+            value=len(zone.answers) if zone else 0,
+        )
+        yield GaugeMetricFamily(
+            "clusterset_dns_ready",
+            "1 once the first full load is served.",
+            value=1 if zone is not None and zone.synced else 0,
+        )
+        if self.forwarder is not None:
+            cache = CounterMetricFamily(
+                "clusterset_dns_forward_cache", "Forwarding cache lookups.", labels=["result"]
+            )
+            cache.add_metric(["hit"], self.forwarder.cache.hits)
+            cache.add_metric(["miss"], self.forwarder.cache.misses)
+            yield cache
+            yield CounterMetricFamily(
+                "clusterset_dns_forward_refused",
+                "Forwarding refused by --allow.",
+                value=self.forwarder.refused,
+            )
+            yield CounterMetricFamily(
+                "clusterset_dns_forward_timeouts",
+                "Upstream queries that timed out.",
+                value=self.forwarder.timeouts,
+            )
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("http: " + format, *args)
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class OpsServer:
+    """Serves the registry and the two probes; `ready` and `alive` are callables."""
+
+    def __init__(
+        self,
+        listen: tuple[str, int],
+        registry: CollectorRegistry,
+        *,
+        ready: Callable[[], bool],
+        alive: Callable[[], bool] = lambda: True,
+    ) -> None:
+        metrics = make_wsgi_app(registry)
+
+        def app(environ: dict[str, Any], start: Callable[..., Any]) -> Iterable[bytes]:
+            path = environ.get("PATH_INFO", "")
+            if path == "/metrics":
+                return metrics(environ, start)  # type: ignore[no-any-return]
+            if path in ("/health", "/ready"):
+                ok = alive() if path == "/health" else ready()
+                start(
+                    "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")]
+                )
+                return [b"OK" if ok else b"not ready" if path == "/ready" else b"unhealthy"]
+            start("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found"]
+
+        self.httpd = make_server(
+            listen[0], listen[1], app, server_class=_ThreadingWSGIServer, handler_class=_Quiet
+        )
+        self.address = self.httpd.server_address[:2]
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, name="ops-http", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
