@@ -215,3 +215,31 @@ def test_bad_annotations_are_noted_and_defaults_used() -> None:
 def test_swrr_sequence() -> None:
     assert policy.swrr({"a": 3, "b": 1}, 4) == ["a", "a", "b", "a"]
     assert policy.swrr({"a": 0}, 3) == []
+
+
+def test_lease_expiry_is_computed_from_now_and_grace() -> None:
+    from clusterset.zone import records
+
+    base = mkview(type=ImportType.HEADLESS, ann=(), remotes={"m1": 1, "m3": 1}, now=1000.0)
+    v = dataclasses.replace(base, leases={ClusterId("m1"): 960.0, ClusterId("m3"): 995.0})
+    recs = records.build(v, records.ZoneSettings(lease_grace=30), serial=1)
+    sel = recs.explain[KEY]
+    assert {e.cluster for e in sel.endpoints} == {"m2", "m3"}  # m1's lease lapsed 10 s ago
+    assert recs.wake_at == 1025.0  # m3 lapses at 995 + 30: rebuild then
+    assert "lease expired for: m1" in sel.notes
+    recs = records.build(v, records.ZoneSettings(lease_grace=None), serial=1)
+    assert {e.cluster for e in recs.explain[KEY].endpoints} == {"m1", "m2", "m3"}
+
+
+def test_failing_probes_take_a_cluster_out() -> None:
+    v = dataclasses.replace(
+        mkview(local_ready=2, ann=lf(failover="endpoints")), probe_failed=frozenset({(KEY, ME)})
+    )
+    s = sel(v)
+    assert s.addresses == ()
+    assert {e.cluster for e in s.endpoints} == {"m1", "m3"}
+    assert any(c.note == "probes failing" for c in s.candidates)
+    v = dataclasses.replace(
+        mkview(type=ImportType.HEADLESS, ann=()), probe_failed=frozenset({(KEY, ClusterId("m1"))})
+    )
+    assert "m1" not in {e.cluster for e in sel(v).endpoints}

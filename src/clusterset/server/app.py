@@ -19,6 +19,7 @@ from clusterset.model.state import ImportedView, Track
 from clusterset.server.forward import DEFAULT_ALLOW, Forwarder
 from clusterset.server.holder import ZoneHolder
 from clusterset.server.http import DnsCollector, OpsServer
+from clusterset.server.probe import Prober
 from clusterset.server.tcp import TcpServer
 from clusterset.server.udp import UdpServer
 from clusterset.zone import records
@@ -122,6 +123,7 @@ class DnsServer:
             "Time to build and compile a zone snapshot.",
             registry=self.registry,
         )
+        self.prober: Prober | None = None
         self.ops: OpsServer | None = None
         if options.metrics_listen:
             self.ops = OpsServer(
@@ -143,31 +145,44 @@ class DnsServer:
         log.info("dns: serving %s on %s:%d (udp+tcp)", self.options.settings.zone, *self.address)
 
     async def serve_views(self, views: AsyncIterator[ImportedView]) -> None:
-        """Compile every view; recompile the last one when a policy's hysteresis expires.
+        """Compile every view; recompile the last one when a policy's hysteresis or a lease
+        expires, or when active probes change their verdict.
 
-        The clock is read here, not in the pure core: each view gets `now` and the
-        health history (`tracks`) that the previous compile produced.
+        The clock is read here, not in the pure core: each view gets `now`, the health
+        history (`tracks`) that the previous compile produced, and the probe verdicts.
         """
         latest: ImportedView | None = None
         tracks: Mapping[tuple[ServiceKey, ClusterId], Track] = {}
         wake_at: float | None = None
         it = aiter(views)
         pending: asyncio.Task[ImportedView] | None = None
+        poke = asyncio.Event()
+        prober = Prober(on_change=poke.set)
+        probing = asyncio.create_task(prober.run(), name="prober")
+        self.prober = prober
         try:
             while True:
                 if pending is None:
                     pending = asyncio.ensure_future(anext(it))
+                poked = asyncio.ensure_future(poke.wait())
                 timeout = None if wake_at is None else max(0.0, wake_at - time.time())
-                done, _ = await asyncio.wait({pending}, timeout=timeout)
+                done, _ = await asyncio.wait(
+                    {pending, poked}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                poked.cancel()
+                poke.clear()
                 if pending in done:
                     try:
                         latest = pending.result()
                     except StopAsyncIteration:
                         return
                     pending = None
+                    prober.update(latest)
                 if latest is None:
                     continue
-                view = dataclasses.replace(latest, now=time.time(), tracks=tracks)
+                view = dataclasses.replace(
+                    latest, now=time.time(), tracks=tracks, probe_failed=prober.failed
+                )
                 # Compile off the event loop so TCP and the feed stay responsive on big zones.
                 started = time.perf_counter()
                 zone = await asyncio.to_thread(compile_view, view, self.options.settings)
@@ -175,6 +190,7 @@ class DnsServer:
                 tracks, wake_at = zone.records.tracks, zone.records.wake_at
                 self._install(zone, view)
         finally:
+            probing.cancel()
             if pending is not None:
                 pending.cancel()
 

@@ -156,7 +156,7 @@ def options(imp: ServiceImport, default: str) -> Options:
     )
 
 
-def _ready_endpoints(s: EndpointSlice) -> list[SelectedEndpoint]:
+def ready_endpoints(s: EndpointSlice) -> list[SelectedEndpoint]:
     """Ready (or unknown-ready) endpoints of one slice; one entry per address."""
     out: list[SelectedEndpoint] = []
     if s.address_type not in ("IPv4", "IPv6"):
@@ -174,14 +174,15 @@ def _ready_endpoints(s: EndpointSlice) -> list[SelectedEndpoint]:
 
 
 def _by_cluster(
-    slices: tuple[EndpointSlice, ...], expired: frozenset[ClusterId]
+    slices: tuple[EndpointSlice, ...], down: frozenset[ClusterId]
 ) -> dict[ClusterId | None, tuple[list[SelectedEndpoint], int]]:
-    """Ready endpoints and total endpoint count per source cluster (expired ones: none ready)."""
+    """Ready endpoints and total endpoint count per source cluster; `down` clusters (lease
+    expired, probes failing) have none ready, but their endpoints are still counted."""
     out: dict[ClusterId | None, tuple[list[SelectedEndpoint], int]] = {}
     for s in slices:
         eps, total = out.get(s.source_cluster, ([], 0))
-        if s.source_cluster not in expired:
-            eps = eps + _ready_endpoints(s)
+        if s.source_cluster not in down:
+            eps = eps + ready_endpoints(s)
         out[s.source_cluster] = (eps, total + len(s.endpoints))
     return out
 
@@ -254,14 +255,23 @@ def select(
     opts = options(imp, default)
     if force is not None:
         opts = dataclasses.replace(opts, policy=force)
-    per = _by_cluster(slices, view.expired)
+    failing = frozenset(c for k, c in view.probe_failed if k == imp.key)
+    per = _by_cluster(slices, view.expired | failing)
     notes = list(opts.problems)
     if view.expired & set(c for c in per if c):
         notes.append("lease expired for: " + ", ".join(sorted(c for c in per if c in view.expired)))
+    if failing & set(c for c in per if c):
+        notes.append("probes failing for: " + ", ".join(sorted(c for c in per if c in failing)))
     if opts.policy == LOCAL_FIRST and view.cluster is not None:
-        return _local_first(view, imp, per, opts, notes)
+        return _local_first(view, imp, per, opts, notes, failing)
     cands = tuple(
-        Candidate(c, len(eps), total, eligible=c not in view.expired)
+        Candidate(
+            c,
+            len(eps),
+            total,
+            eligible=c not in view.expired and c not in failing,
+            note=_down_note(c, view.expired, failing),
+        )
         for c, (eps, total) in sorted(per.items(), key=lambda kv: kv[0] or "")
     )
     if imp.type is ImportType.HEADLESS:
@@ -282,6 +292,14 @@ def select(
     )
 
 
+def _down_note(
+    c: ClusterId | None, expired: frozenset[ClusterId], failing: frozenset[ClusterId]
+) -> str:
+    if c in expired:
+        return "lease expired"
+    return "probes failing" if c in failing else ""
+
+
 def _healthy(opts: Options, ready: int, total: int) -> bool:
     """At least one ready endpoint, and at least min-ready (a count, or a fraction of total)."""
     if ready == 0:
@@ -297,12 +315,14 @@ def _local_first(
     per: dict[ClusterId | None, tuple[list[SelectedEndpoint], int]],
     opts: Options,
     notes: list[str],
+    failing: frozenset[ClusterId] = frozenset(),
 ) -> Selection:
     me = view.cluster
     assert me is not None
     key = imp.key
     local_eps, local_total = per.get(me, ([], 0))
-    healthy = _healthy(opts, len(local_eps), local_total) and me not in view.expired
+    down = view.expired | failing
+    healthy = _healthy(opts, len(local_eps), local_total) and me not in down
     prev = view.tracks.get((key, me))
     if prev is None:
         track, eligible = Track(healthy, view.now), healthy  # no history: no flap to damp
@@ -333,8 +353,8 @@ def _local_first(
     cands = []
     for c, (eps, total) in sorted(per.items(), key=lambda kv: kv[0] or ""):
         w = opts.weights.get(c or "", 1)
-        ok = (c != me or eligible) and w > 0 and c not in view.expired and bool(eps)
-        note = "drained (weight 0)" if w == 0 else ("lease expired" if c in view.expired else "")
+        ok = (c != me or eligible) and w > 0 and c not in down and bool(eps)
+        note = "drained (weight 0)" if w == 0 else _down_note(c, view.expired, failing)
         cands.append(Candidate(c, len(eps), total, w, tier(c), ok, note))
 
     def out(

@@ -20,6 +20,7 @@ without the asked type is NODATA. This module only decides *what* exists;
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -66,6 +67,9 @@ class ZoneSettings:
     # Opt-in: also answer <svc>.<ns>.svc.<unified_zone> (e.g. cluster.local) for imported
     # services, local-first; everything else there is forwarded upstream by the server.
     unified_zone: str | None = None
+    # A source cluster whose Lease was last renewed longer ago than this is expired: its
+    # endpoints stop counting (None: leases are not used).
+    lease_grace: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +193,8 @@ def build(view: ImportedView, settings: ZoneSettings, *, serial: int) -> ZoneRec
     """Every record of the zone as `view.cluster` sees it. Pure: no I/O, no clock."""
     origin = dns.name.from_text(settings.zone.lower())
     recs = ZoneRecords(origin=origin, serial=serial, ttl=settings.ttl)
+    if settings.lease_grace is not None and view.leases:
+        view, recs.wake_at = _expire(view, settings.lease_grace)
     ttl = settings.ttl
     ns_name = dns.name.from_text("ns.dns", origin)
     recs.add(
@@ -248,6 +254,14 @@ def build(view: ImportedView, settings: ZoneSettings, *, serial: int) -> ZoneRec
                 lambda imp=imp, slices=slices: _unified(recs, view, imp, slices, settings),
             )
     return recs
+
+
+def _expire(view: ImportedView, grace: float) -> tuple[ImportedView, float | None]:
+    """Sources whose lease lapsed are expired; also when the next live lease will lapse."""
+    expired = {c for c, renewed in view.leases.items() if view.now - renewed > grace}
+    live = [renewed + grace for c, renewed in view.leases.items() if c not in expired]
+    wake = min(live) if live else None
+    return dataclasses.replace(view, expired=view.expired | frozenset(expired)), wake
 
 
 def _unified(

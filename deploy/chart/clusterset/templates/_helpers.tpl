@@ -128,3 +128,27 @@ prometheus.io/path: /metrics
 {{- define "clusterset.inClusterKubeconfigPath" -}}
 /etc/clusterset/in-cluster/kubeconfig
 {{- end }}
+
+{{/* "clusterset.leaseRules" leaseName: what kube/lease.py's LeaderElector does (GET the
+     Lease, POST it when missing, PUT it to take or renew). create cannot be narrowed by name. */}}
+{{- define "clusterset.leaseRules" -}}
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [create]
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  resourceNames: [{{ . | quote }}]
+  verbs: [get, update]
+{{- end }}
+
+{{/* The hub's identity in a member: the ServiceAccount made here and/or memberRBAC.subjects. */}}
+{{- define "clusterset.hub.subjects" -}}
+{{- if .Values.memberRBAC.serviceAccount.create }}
+- kind: ServiceAccount
+  name: {{ include "clusterset.hub.serviceAccountName" . }}
+  namespace: {{ .Release.Namespace }}
+{{- end }}
+{{- with .Values.memberRBAC.subjects }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
