@@ -110,6 +110,14 @@ MetricsOpt = Annotated[
 LameduckOpt = Annotated[
     float, typer.Option("--lameduck", help="Seconds to keep answering after SIGTERM (/ready 503).")
 ]
+LeaseGraceOpt = Annotated[
+    float,
+    typer.Option(
+        "--lease-grace",
+        help="Seconds after which a source cluster whose liveness Lease was not renewed "
+        "stops counting (0: ignore leases).",
+    ),
+]
 QueryLogOpt = Annotated[
     bool, typer.Option("--log-queries", help="Log every query (slow; off by default).")
 ]
@@ -125,6 +133,7 @@ def _settings(
     ns: list[str] | None = None,
     *,
     unified: bool = False,
+    lease_grace: float = 0.0,
 ) -> ZoneSettings:
     if not 0 <= ttl <= 3600:
         raise UsageProblem(f"--ttl {ttl}: expected 0-3600")
@@ -144,6 +153,7 @@ def _settings(
         default_policy=default_policy,
         ns_addresses=tuple(ns or ()),
         unified_zone="cluster.local" if unified else None,
+        lease_grace=lease_grace if lease_grace > 0 else None,
     )
 
 
@@ -264,6 +274,7 @@ def dns(
     metrics_listen: MetricsOpt = None,
     lameduck: LameduckOpt = 0.0,
     log_queries: QueryLogOpt = False,
+    lease_grace: LeaseGraceOpt = 30.0,
 ) -> None:
     """Serve the clusterset zone from one cluster's ServiceImports and MCS EndpointSlices.
 
@@ -271,7 +282,9 @@ def dns(
       clusterset dns --manifests DIR --listen 127.0.0.1:5300
       clusterset dns --kubeconfig ~/.kube/config --context member2 --listen 0.0.0.0:53
     """
-    settings = _settings(zone, ttl, default_policy, ns_address, unified=unified)
+    settings = _settings(
+        zone, ttl, default_policy, ns_address, unified=unified, lease_grace=lease_grace
+    )
     options = _dns_options(
         settings,
         listen,
@@ -450,6 +463,16 @@ def controller(
         str | None, typer.Option(help="This replica's identity (default: hostname+pid).")
     ] = None,
     leader_elect: Annotated[bool, typer.Option(help="Elect a leader before writing.")] = True,
+    source_lease_namespace: Annotated[
+        str, typer.Option(help="Namespace of the per-source-cluster liveness Leases.")
+    ] = "kube-system",
+    source_lease_duration: Annotated[
+        int, typer.Option(help="leaseDurationSeconds written on the liveness Leases.")
+    ] = 30,
+    create_namespaces: Annotated[
+        bool,
+        typer.Option(help="Create a service's namespace where it is missing (remote-only use)."),
+    ] = False,
 ) -> None:
     """Hub mode: watch every member and write ServiceImports, derived Services, MCS
     EndpointSlices and ServiceExport conditions into each.
@@ -473,7 +496,13 @@ def controller(
             name=lease_name,
             identity=identity or f"{socket.gethostname()}-{os.getpid()}",
         )
-    hub = Hub(apis, elector=elector)
+    hub = Hub(
+        apis,
+        elector=elector,
+        lease_namespace=source_lease_namespace,
+        lease_duration=source_lease_duration,
+        create_namespaces=create_namespaces,
+    )
     log.info("controller: %d member cluster(s): %s", len(apis), ", ".join(apis))
 
     async def main() -> None:
@@ -488,6 +517,8 @@ def controller(
         stopper.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+        if elector is not None:
+            await elector.release()
         for api in apis.values():
             await api.close()
         if task in done and stopper not in done:

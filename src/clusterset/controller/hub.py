@@ -17,7 +17,7 @@ from collections.abc import Callable
 from clusterset.kube import api as k
 from clusterset.kube.cluster import HUB, MemberCluster
 from clusterset.kube.lease import LeaderElector
-from clusterset.kube.sink import apply_member, derived_ips
+from clusterset.kube.sink import apply_member, derived_ips, renew_source_leases
 from clusterset.model.ids import ClusterId, InvalidName, ServiceKey
 from clusterset.model.objects import ImportType
 from clusterset.model.state import ClusterSetState, ClusterState
@@ -36,7 +36,17 @@ class Hub:
         resync: float = 60.0,
         debounce: float = 0.05,
         on_reconciled: Callable[[rd.Desired, ClusterSetState], None] | None = None,
+        lease_namespace: str = "kube-system",
+        lease_renew: float = 5.0,
+        lease_duration: int = 30,
+        create_namespaces: bool = False,
     ) -> None:
+        self.create_namespaces = create_namespaces
+        self.lease_namespace = lease_namespace
+        self.lease_renew = lease_renew
+        self.lease_duration = lease_duration
+        # When each source cluster was last reachable (for the in-process DNS of `run`).
+        self.last_seen: dict[ClusterId, float] = {}
         self._wake = asyncio.Event()
         self.members = {
             name: MemberCluster(name, api, mode=HUB, on_change=self._wake.set)
@@ -93,7 +103,12 @@ class Hub:
         started = time.perf_counter()
         state = self.observe()
         aggregates = rd.aggregate_all(state)
-        desired = rd.reconcile(state, ips=self._ips(aggregates), aggregates=aggregates)
+        desired = rd.reconcile(
+            state,
+            ips=self._ips(aggregates),
+            aggregates=aggregates,
+            create_namespaces=self.create_namespaces,
+        )
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         ok = True
         results = await asyncio.gather(
@@ -129,6 +144,7 @@ class Hub:
                 tg.create_task(self._lead(), name="leader-election")
                 await self.elector.leading.wait()
             tg.create_task(self._loop(), name="reconcile")
+            tg.create_task(self._leases(), name="source-leases")
 
     async def _lead(self) -> None:
         assert self.elector is not None
@@ -155,3 +171,38 @@ class Hub:
                 await asyncio.sleep(backoff)
                 backoff = min(30.0, backoff * 2)
                 self._wake.set()
+
+    async def _leases(self) -> None:
+        """Per-source-cluster liveness (KEP-1645 "Endpoint TTL"): while a member is reachable,
+        renew its Lease in every consumer; a source cut off stops being renewed, and member
+        DNS servers stop counting its endpoints once the lease is older than their grace."""
+        while not self.ids:  # cluster IDs are known after the first observation
+            await asyncio.sleep(0.1)
+        while True:
+            now = dt.datetime.now(dt.UTC)
+            reachable = [
+                self.ids[name]
+                for name, m in self.members.items()
+                if name in self.ids and m.synced and m.reachable
+            ]
+            for cid in reachable:
+                self.last_seen[cid] = now.timestamp()
+            renewed = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            results = await asyncio.gather(
+                *(
+                    renew_source_leases(
+                        m,
+                        reachable,
+                        namespace=self.lease_namespace,
+                        renewed=renewed,
+                        duration=self.lease_duration,
+                    )
+                    for name, m in self.members.items()
+                    if name in self.ids and m.reachable
+                ),
+                return_exceptions=True,
+            )
+            for r in results:
+                for e in r if isinstance(r, list) else [str(r)]:
+                    log.warning("%s", e)
+            await asyncio.sleep(self.lease_renew)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from clusterset.kube import api as k
@@ -17,6 +18,7 @@ from clusterset.model.state import ClusterState, ImportedView
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
+SOURCE_LEASE_LABEL = "clusterset.io/source-cluster"
 HUB = "hub"  # reads what the controller needs, and what it wrote (to prune)
 MEMBER = "member"  # reads what the member DNS server needs
 
@@ -47,10 +49,15 @@ class MemberCluster:
                 "endpointslices": inf(k.ENDPOINT_SLICES, label_selector=convert.LABEL_SERVICE_NAME),
                 "namespaces": inf(k.NAMESPACES),
                 "services": inf(k.SERVICES),
+                "leases": inf(k.LEASES, label_selector=SOURCE_LEASE_LABEL, optional=True),
             }
         # Conversion is cached per object and resourceVersion: a change converts one object.
         self._converted: dict[tuple[str, str], tuple[str, Objects | str]] = {}
         self._reported: set[str] = set()
+
+    @property
+    def reachable(self) -> bool:
+        return all(i.connected for i in self.informers.values())
 
     @property
     def synced(self) -> bool:
@@ -119,9 +126,24 @@ class MemberCluster:
             region=objs.properties.get("region.clusterset.io", ""),
         )
 
+    def source_leases(self) -> dict[ClusterId, float]:
+        """Last renewal of each source cluster's liveness Lease (written here by the hub)."""
+        out: dict[ClusterId, float] = {}
+        informer = self.informers.get("leases")
+        for lease in informer.store.values() if informer is not None else ():
+            labels = (lease.get("metadata") or {}).get("labels") or {}
+            renewed = (lease.get("spec") or {}).get("renewTime")
+            try:
+                cid = cluster_id(labels.get(SOURCE_LEASE_LABEL, ""))
+                out[cid] = datetime.fromisoformat(str(renewed).replace("Z", "+00:00")).timestamp()
+            except (InvalidName, ValueError):
+                continue
+        return out
+
     def imported_view(self, cluster: ClusterId | None, generation: int) -> ImportedView:
         objs, _ = self.objects()
         return ImportedView(
+            leases=self.source_leases(),
             cluster=cluster,
             imports=dict(objs.imports),
             slices=group_slices(objs.mcs_slices),

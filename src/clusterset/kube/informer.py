@@ -56,6 +56,9 @@ class Informer:
         self.restarts = 0
         self.relists = 0
         self.resource_version = ""
+        # True while the last list/watch request reached the apiserver: the hub renews a
+        # source cluster's liveness Lease only while every informer of it is connected.
+        self.connected = False
 
     @property
     def name(self) -> str:
@@ -68,6 +71,7 @@ class Informer:
         self.store = new
         self.resource_version = rv
         self.relists += 1
+        self.connected = True
         if changed or not self.synced.is_set():
             self.synced.set()
             self.on_change()
@@ -83,6 +87,7 @@ class Informer:
                 async for etype, obj in self.api.watch(
                     self.resource.path(), self.resource_version, label_selector=self.label_selector
                 ):
+                    self.connected = True
                     rv = (obj.get("metadata") or {}).get("resourceVersion")
                     if rv:
                         self.resource_version = rv
@@ -96,10 +101,12 @@ class Informer:
                     self.on_change()
                 backoff = 0.2  # a watch that ended by timeout is normal: resume from the RV
             except Gone:
+                self.connected = True
                 log.info("watch %s: resourceVersion expired (410), relisting", self.name)
                 self.restarts += 1
                 need_list = True
             except ApiError as exc:
+                self.connected = exc.status < 500
                 if exc.status == 404 and self.optional:
                     if not self.synced.is_set() or self.store:
                         self.store = {}
@@ -116,6 +123,7 @@ class Informer:
             except (httpx.HTTPError, OSError, ValueError) as exc:
                 # Transport trouble: resume the watch from the last resourceVersion (a 410
                 # then says if it is too old); relist only if no list succeeded yet.
+                self.connected = False
                 self.restarts += 1
                 log.warning(
                     "watch %s: %s: %s; retrying in %.1fs",

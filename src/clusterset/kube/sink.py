@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clusterset.kube import api as k
-from clusterset.kube.cluster import MemberCluster
+from clusterset.kube.cluster import SOURCE_LEASE_LABEL, MemberCluster
 from clusterset.model.conditions import Condition
 from clusterset.model.convert import LABEL_MANAGED_BY, LABEL_SOURCE_CLUSTER
 from clusterset.model.ids import ClusterId, ServiceKey
@@ -125,6 +125,13 @@ async def apply_member(
     want_services: set[str] = set()
     want_slices: set[str] = set()
     if cd is not None:
+        for ns in sorted(cd.create_namespaces):
+            obj: Obj = {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": ns, "labels": {render.LABEL_OWNED: "true"}},
+            }
+            await _apply(member, k.NAMESPACES, obj, member.store("namespaces").get(ns), r)
         for key in sorted(cd.imports):
             imp = cd.imports[key]
             skey = f"{key.namespace}/{key.name}"
@@ -183,10 +190,10 @@ async def apply_member(
             if _owned(obj) and skey not in want_services:
                 await _delete(member, k.SERVICES, skey, r)
     for skey, obj in list(slices.items()):
-        labels = (obj.get("metadata") or {}).get("labels") or {}
-        if labels.get(LABEL_MANAGED_BY) != MANAGED_BY or skey in want_slices:
+        slice_labels: dict[str, str] = (obj.get("metadata") or {}).get("labels") or {}
+        if slice_labels.get(LABEL_MANAGED_BY) != MANAGED_BY or skey in want_slices:
             continue
-        if labels.get(LABEL_SOURCE_CLUSTER) in desired.unsynced:
+        if slice_labels.get(LABEL_SOURCE_CLUSTER) in desired.unsynced:
             continue  # its source's caches have not synced: keep what we have
         await _delete(member, k.ENDPOINT_SLICES, skey, r)
     return r
@@ -210,3 +217,35 @@ def derived_ips(
         ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
         out[key] = tuple(ip for ip in ips if ip and ip != "None")[:2]
     return out
+
+
+def source_lease(source: ClusterId, *, namespace: str, renewed: str, duration: int) -> Obj:
+    """The liveness Lease of one source cluster, as the hub keeps it in every consumer."""
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {
+            "name": f"clusterset-source-{source}",
+            "namespace": namespace,
+            "labels": {SOURCE_LEASE_LABEL: source, render.LABEL_OWNED: "true"},
+        },
+        "spec": {
+            "holderIdentity": "clusterset-controller",
+            "leaseDurationSeconds": duration,
+            "renewTime": renewed,
+        },
+    }
+
+
+async def renew_source_leases(
+    member: MemberCluster, sources: list[ClusterId], *, namespace: str, renewed: str, duration: int
+) -> list[str]:
+    """Renew, in `member`, the Lease of every source cluster the hub can reach now."""
+    errors = []
+    for source in sources:
+        obj = source_lease(source, namespace=namespace, renewed=renewed, duration=duration)
+        try:
+            await member.api.apply(k.LEASES.path(namespace, obj["metadata"]["name"]), obj)
+        except k.ApiError as exc:
+            errors.append(f"cluster {member.name}: renew lease of {source}: {exc}")
+    return errors

@@ -38,6 +38,7 @@ class ClusterDesired:
     slices: Mapping[ServiceKey, tuple[EndpointSlice, ...]]
     derived: Mapping[ServiceKey, str]  # ClusterSetIP imports -> derived Service name
     namespaces: frozenset[str]
+    create_namespaces: frozenset[str] = frozenset()  # remote-only consumption (opt-in)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,7 @@ def reconcile(
     *,
     ips: Mapping[tuple[ClusterId, ServiceKey], tuple[str, ...]],
     aggregates: Mapping[ServiceKey, Aggregate] | None = None,
+    create_namespaces: bool = False,
 ) -> Desired:
     """Deterministic and level-based. `ips`: each consumer's ClusterSetIPs, allocated outside
     (by the manifest allocator, or read back from the derived Service in real clusters)."""
@@ -83,8 +85,13 @@ def reconcile(
         key: imported_slices(state, agg) for key, agg in aggregates.items() if agg.type is not None
     }
     clusters: dict[ClusterId, ClusterDesired] = {}
+    wanted_ns = frozenset(k.namespace for k, a in aggregates.items() if a.type is not None)
     for cid in sorted(state.clusters):
-        nss = namespaces_of(state, cid)
+        existing = namespaces_of(state, cid)
+        # Opt-in: a consumer lacking a service's namespace gets it, so a service can be
+        # consumed where it was never deployed (KEP: "may or may not ... create").
+        missing = (wanted_ns - existing) if create_namespaces else frozenset()
+        nss = existing | missing
         imports: dict[ServiceKey, ServiceImport] = {}
         derived: dict[ServiceKey, str] = {}
         for key, agg in aggregates.items():
@@ -115,6 +122,7 @@ def reconcile(
             slices={k: slices[k] for k in imports},
             derived=derived,
             namespaces=nss,
+            create_namespaces=missing,
         )
     unsynced = frozenset(c for c, cs in state.clusters.items() if not cs.synced)
     return Desired(clusters, conditions, aggregates, unsynced)
