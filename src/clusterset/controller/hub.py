@@ -57,6 +57,7 @@ class Hub:
         self.debounce = debounce
         self.on_reconciled = on_reconciled
         self.ids: dict[str, ClusterId] = {}
+        self.observed = asyncio.Event()
         self.reconciles = 0
         self.errors = 0
         self.last_duration = 0.0
@@ -78,6 +79,7 @@ class Hub:
                 continue
             self.ids[name] = cs.cluster
             clusters[cs.cluster] = cs
+        self.observed.set()
         return ClusterSetState(clusters)
 
     def _ips(
@@ -176,8 +178,7 @@ class Hub:
         """Per-source-cluster liveness (KEP-1645 "Endpoint TTL"): while a member is reachable,
         renew its Lease in every consumer; a source cut off stops being renewed, and member
         DNS servers stop counting its endpoints once the lease is older than their grace."""
-        while not self.ids:  # cluster IDs are known after the first observation
-            await asyncio.sleep(0.1)
+        await self.observed.wait()  # cluster IDs are known after the first observation
         while True:
             now = dt.datetime.now(dt.UTC)
             reachable = [
