@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import ipaddress
 import logging
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated
@@ -27,17 +29,20 @@ from clusterset.controller.hub import Hub
 from clusterset.controller.manifest import (
     ClusterSetFeed,
     FolderFeed,
+    Observed,
     SourceError,
     next_generation,
 )
 from clusterset.controller.member import MemberFeed
 from clusterset.kube.api import ConfigError, KubeApi, load_contexts
+from clusterset.kube.cluster import SOURCE_LEASE_LABEL
 from clusterset.kube.karmada import members as karmada_members
 from clusterset.kube.lease import LeaderElector
 from clusterset.model.ids import ClusterId, InvalidName, cluster_id
 from clusterset.model.objects import IPFamily
 from clusterset.model.state import ClusterSetState, ImportedView
 from clusterset.reconcile import allocate
+from clusterset.reconcile import desired as rd
 from clusterset.reconcile.desired import Desired
 from clusterset.server.app import DnsOptions, DnsServer, ListenError, parse_listen
 from clusterset.server.forward import DEFAULT_ALLOW, parse_upstream
@@ -534,12 +539,80 @@ def status(
     manifests: ManifestsOpt = None,
     output_format: OutputOpt = "table",
     state_file: Annotated[Path | None, typer.Option(help="Where allocations persist.")] = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    all_contexts: AllContextsOpt = False,
+    karmada_kubeconfig: KarmadaOpt = None,
 ) -> None:
-    """Every ServiceExport with its conditions and every ServiceImport, kubectl-style."""
+    """Every ServiceExport with its conditions and every ServiceImport, kubectl-style;
+    on real clusters also the per-source-cluster liveness Leases (fresh/stale/expired).
+
+    Examples:
+      clusterset status --manifests examples/clusters -o wide
+      clusterset status --kubeconfig members.yaml --all-contexts -o json
+    """
     if output_format not in ("table", "wide", "json", "yaml"):
         raise UsageProblem(f"-o {output_format!r}: expected table, wide, json or yaml")
+    if kubeconfig is not None or karmada_kubeconfig is not None:
+        apis = _apis(kubeconfig, context, all_contexts, karmada_kubeconfig)
+        observed, leases = asyncio.run(_observe_clusters(apis))
+        output.status(observed, output_format, leases=leases)
+        return
     observed = _feed(manifests, state_file).observe()
     output.status(observed, output_format)
+
+
+async def _observe_clusters(apis: dict[str, KubeApi]) -> tuple[Observed, list[dict[str, object]]]:
+    """One read of every member (no writes): what the hub would compute, and the leases."""
+    hub = Hub(apis)
+    tasks = [asyncio.create_task(m.run()) for m in hub.members.values()]
+    try:
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(m.wait_synced() for m in hub.members.values())), 30
+            )
+        except TimeoutError as exc:
+            late = [n for n, m in hub.members.items() if not m.synced]
+            raise SourceError(f"clusters not reachable within 30s: {', '.join(late)}") from exc
+        state = hub.observe()
+        aggregates = rd.aggregate_all(state)
+        desired = rd.reconcile(state, ips=hub.clusterset_ips(aggregates), aggregates=aggregates)
+        leases = []
+        now = time.time()
+        for name, m in hub.members.items():
+            items, _ = await m.api.list(
+                "/apis/coordination.k8s.io/v1/leases", label_selector=SOURCE_LEASE_LABEL
+            )
+            for lease in items:
+                spec = lease.get("spec") or {}
+                labels = (lease.get("metadata") or {}).get("labels") or {}
+                renewed = str(spec.get("renewTime") or "")
+                duration = float(spec.get("leaseDurationSeconds") or 30)
+                try:
+                    age = (
+                        now - dt.datetime.fromisoformat(renewed.replace("Z", "+00:00")).timestamp()
+                    )
+                except ValueError:
+                    age = float("inf")
+                state_name = (
+                    "fresh" if age <= duration else "stale" if age <= 2 * duration else "expired"
+                )
+                leases.append(
+                    {
+                        "consumer": name,
+                        "source": labels.get(SOURCE_LEASE_LABEL, "?"),
+                        "renewed": renewed,
+                        "age": round(age, 1),
+                        "state": state_name,
+                    }
+                )
+        return Observed(state, desired, []), leases
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for api in apis.values():
+            await api.close()
 
 
 @app.command()

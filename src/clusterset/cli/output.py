@@ -67,8 +67,10 @@ def status_data(observed: Observed) -> dict[str, Any]:
     return {"exports": exports, "imports": imports, "errors": observed.errors}
 
 
-def status(observed: Observed, fmt: str) -> None:
+def status(observed: Observed, fmt: str, *, leases: list[dict[str, Any]] | None = None) -> None:
     data = status_data(observed)
+    if leases is not None:
+        data["sourceLeases"] = leases
     if fmt == "json":
         print(json.dumps(data, indent=2))
         return
@@ -120,6 +122,19 @@ def status(observed: Observed, fmt: str) -> None:
             row.append(str(i["endpointSlices"]))
         t.add_row(*row)
     con.print(t)
+    if leases is not None:
+        t = Table(title="Source-cluster liveness Leases", box=None, header_style="bold")
+        for col in ("CONSUMER", "SOURCE", "STATE", "AGE", "RENEWED"):
+            t.add_column(col)
+        for lease in leases:
+            t.add_row(
+                lease["consumer"],
+                lease["source"],
+                lease["state"],
+                f"{lease['age']}s",
+                lease["renewed"],
+            )
+        con.print(t)
     for err in data["errors"]:
         print(f"error: {err}", file=sys.stderr)
 

@@ -82,7 +82,7 @@ class Hub:
         self.observed.set()
         return ClusterSetState(clusters)
 
-    def _ips(
+    def clusterset_ips(
         self, aggregates: dict[ServiceKey, Aggregate]
     ) -> dict[tuple[ClusterId, ServiceKey], tuple[str, ...]]:
         """Each member's ClusterSetIPs: what its apiserver allocated to our derived Services."""
@@ -107,7 +107,7 @@ class Hub:
         aggregates = rd.aggregate_all(state)
         desired = rd.reconcile(
             state,
-            ips=self._ips(aggregates),
+            ips=self.clusterset_ips(aggregates),
             aggregates=aggregates,
             create_namespaces=self.create_namespaces,
         )
