@@ -25,7 +25,13 @@ MEMBER = "member"  # reads what the member DNS server needs
 
 class MemberCluster:
     def __init__(
-        self, name: str, api: k.KubeApi, *, mode: str, on_change: Callable[[], None]
+        self,
+        name: str,
+        api: k.KubeApi,
+        *,
+        mode: str,
+        on_change: Callable[[], None],
+        lease_namespace: str = "kube-system",
     ) -> None:
         self.name = name
         self.api = api
@@ -49,7 +55,12 @@ class MemberCluster:
                 "endpointslices": inf(k.ENDPOINT_SLICES, label_selector=convert.LABEL_SERVICE_NAME),
                 "namespaces": inf(k.NAMESPACES),
                 "services": inf(k.SERVICES),
-                "leases": inf(k.LEASES, label_selector=SOURCE_LEASE_LABEL, optional=True),
+                "leases": inf(
+                    k.LEASES,
+                    label_selector=SOURCE_LEASE_LABEL,
+                    optional=True,
+                    namespace=lease_namespace,
+                ),
             }
         # Conversion is cached per object and resourceVersion: a change converts one object.
         self._converted: dict[tuple[str, str], tuple[str, Objects | str]] = {}

@@ -44,9 +44,11 @@ class Informer:
         *,
         label_selector: str = "",
         on_change: Callable[[], None] = lambda: None,
-        optional: bool = False,  # a missing CRD (404) is an empty, synced resource
+        optional: bool = False,  # missing CRD (404) or no permission (403): empty and synced
+        namespace: str | None = None,  # one namespace, or all
     ) -> None:
         self.api = api
+        self.path = resource.path(namespace)
         self.resource = resource
         self.label_selector = label_selector
         self.on_change = on_change
@@ -65,7 +67,7 @@ class Informer:
         return f"{self.api.name}/{self.resource.plural}"
 
     async def _relist(self) -> None:
-        items, rv = await self.api.list(self.resource.path(), label_selector=self.label_selector)
+        items, rv = await self.api.list(self.path, label_selector=self.label_selector)
         new = {_key(o): _strip(o) for o in items}
         changed = new != self.store
         self.store = new
@@ -85,7 +87,7 @@ class Informer:
                     await self._relist()
                     need_list = False
                 async for etype, obj in self.api.watch(
-                    self.resource.path(), self.resource_version, label_selector=self.label_selector
+                    self.path, self.resource_version, label_selector=self.label_selector
                 ):
                     self.connected = True
                     rv = (obj.get("metadata") or {}).get("resourceVersion")
@@ -107,7 +109,9 @@ class Informer:
                 need_list = True
             except ApiError as exc:
                 self.connected = exc.status < 500
-                if exc.status == 404 and self.optional:
+                if exc.status in (403, 404) and self.optional:
+                    if not self.synced.is_set():
+                        log.warning("%s: %s; treating it as empty", self.name, exc)
                     if not self.synced.is_set() or self.store:
                         self.store = {}
                         self.synced.set()
