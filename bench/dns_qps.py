@@ -41,6 +41,7 @@ from clusterset.controller.manifest import FolderFeed  # noqa: E402
 from clusterset.zone import records  # noqa: E402
 
 ZONE = "clusterset.local"
+QUIET_WAIT = 60.0  # seconds to wait for other users of the machine to go quiet before a run
 DEFAULT_COREDNS = Path.home() / ".cache" / "clusterset" / "bin" / "coredns"
 
 
@@ -61,6 +62,7 @@ class Server:
     p99: float = float("nan")
     p999: float = float("nan")
     lat_n: int = 0
+    lat_noise: float = float("nan")
     avg_size: float = float("nan")
 
     def start(self) -> None:
@@ -281,7 +283,7 @@ def dnsperf(port: int, datafile: Path, duration: float, extra: list[str], out: P
 
 def measured_run(s: Server, datafile: Path, duration: float, out: Path) -> None:
     assert s.proc is not None and s.proc.poll() is None, f"{s.name} is not running"
-    _synth.wait_quiet()
+    _synth.wait_quiet(timeout=QUIET_WAIT)
     before = _synth.cpu_seconds(s.pid)
     busy0 = _synth.busy_seconds()
     text, perf_cpu = dnsperf(s.port, datafile, duration, [], out)
@@ -307,8 +309,12 @@ def measured_run(s: Server, datafile: Path, duration: float, out: Path) -> None:
 
 
 def latency_run(s: Server, datafile: Path, duration: float, rate: int, out: Path) -> None:
-    _synth.wait_quiet()
-    text, _ = dnsperf(s.port, datafile, duration, ["-Q", str(rate), "-v"], out)
+    _synth.wait_quiet(timeout=QUIET_WAIT)
+    before = _synth.cpu_seconds(s.pid)
+    busy0 = _synth.busy_seconds()
+    text, perf_cpu = dnsperf(s.port, datafile, duration, ["-Q", str(rate), "-v"], out)
+    other = max(0.0, _synth.busy_seconds() - busy0 - (_synth.cpu_seconds(s.pid) - before) - perf_cpu)
+    s.lat_noise = 100.0 * other / duration
     lat = sorted(float(m.group(1)) for line in text.splitlines() if (m := _VERBOSE.match(line)))
     if not lat:
         raise RuntimeError(f"no per-query latencies in {out}")
@@ -317,7 +323,7 @@ def latency_run(s: Server, datafile: Path, duration: float, rate: int, out: Path
         return lat[min(len(lat) - 1, int(p / 100 * len(lat)))] * 1e6
 
     s.p50, s.p99, s.p999, s.lat_n = pct(50), pct(99), pct(99.9), len(lat)
-    print(f"  {s.name:8s} p50 {s.p50:7.0f} µs  p99 {s.p99:7.0f} µs  p99.9 {s.p999:7.0f} µs  ({len(lat)} replies)", flush=True)
+    print(f"  {s.name:8s} p50 {s.p50:7.0f} µs  p99 {s.p99:7.0f} µs  p99.9 {s.p999:7.0f} µs  ({len(lat)} replies)  other load {s.lat_noise:4.0f}% of a core", flush=True)
 
 
 # ---------------------------------------------------------------------------

@@ -67,6 +67,7 @@ EVERYTHING = [
     "--set", "dns.unified.upstream=10.96.0.10",
     "--set", "dns.unified.allow={10.0.0.0/8}",
     "--set", "image.tag=dev",
+    "--set", "sourceLeases.clusters={member1,member2}",
 ]  # fmt: skip
 KARMADA = [*CONTROLLER, "--set", "controller.karmada=true", "--set", "controller.contexts={m1}"]
 VALUE_SETS = {
@@ -83,6 +84,11 @@ DNS_READS = {
     ("", "namespaces"),
     ("", "services"),
 }
+# The DNS server's second, separate role: the hub's per-source-cluster liveness Leases, in
+# one namespace (sourceLeases.namespace, kube-system by default: all `clusterset dns` reads).
+LEASES = ("coordination.k8s.io", "leases")
+DNS_LEASES = {LEASES: {"list", "watch"}}
+SOURCE_LEASES_NS = "kube-system"
 WRITE = {"create", "update", "patch", "delete", "get", "list", "watch"}
 HUB_RULES = {
     ("multicluster.x-k8s.io", "serviceimports"): WRITE,
@@ -213,11 +219,15 @@ def test_defaults_are_the_member_dns_only(defaults: list[Obj]) -> None:
         ("ConfigMap", "clusterset-in-cluster-kubeconfig"),
         ("Deployment", "clusterset-dns"),
         ("PodDisruptionBudget", "clusterset-dns"),
+        ("Role", "clusterset-dns-source-leases"),
+        ("RoleBinding", "clusterset-dns-source-leases"),
         ("Service", "clusterset-dns"),
         ("ServiceAccount", "clusterset-dns"),
     ]
     for o in defaults:
-        if o["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+        if o["kind"] in ("Role", "RoleBinding"):
+            assert o["metadata"]["namespace"] == SOURCE_LEASES_NS
+        elif o["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
             assert o["metadata"]["namespace"] == NAMESPACE, o["kind"]
         assert o["metadata"]["labels"]["app.kubernetes.io/part-of"] == "clusterset"
     crds = by_kind(render(crds=True), "CustomResourceDefinition")
@@ -322,15 +332,21 @@ def test_dns_cluster_role_is_read_only_on_four_resources(everything: list[Obj]) 
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "clusterset-dns", "namespace": NAMESPACE}
     ]
-    # The DNS server gets no other role.
-    for kind in ("ClusterRoleBinding", "RoleBinding"):
-        for b in by_kind(everything, kind):
-            if b["metadata"]["name"] != "clusterset-dns":
-                assert {
-                    "kind": "ServiceAccount",
-                    "name": "clusterset-dns",
-                    "namespace": NAMESPACE,
-                } not in b["subjects"]
+    # Its one other role: list/watch Leases (the hub's liveness Leases), separate, toggleable.
+    leases = one(everything, "Role", "clusterset-dns-source-leases")
+    assert leases["metadata"]["namespace"] == SOURCE_LEASES_NS
+    assert rules(leases) == DNS_LEASES
+    sa = {"kind": "ServiceAccount", "name": "clusterset-dns", "namespace": NAMESPACE}
+    bound = sorted(
+        b["roleRef"]["name"]
+        for kind in ("ClusterRoleBinding", "RoleBinding")
+        for b in by_kind(everything, kind)
+        if sa in b["subjects"]
+    )
+    assert bound == ["clusterset-dns", "clusterset-dns-source-leases"]
+    off = render("--set", "dns.rbac.sourceLeases=false")
+    assert [r["metadata"]["name"] for r in by_kind(off, "ClusterRole")] == ["clusterset-dns"]
+    assert by_kind(off, "Role") == []
 
 
 def test_dns_flags_from_values(everything: list[Obj]) -> None:
@@ -358,6 +374,8 @@ def test_controller_deployment_and_lease_role() -> None:
     assert flag(args, "--lease-namespace") == [NAMESPACE]
     assert flag(args, "--lease-name") == ["clusterset-controller"]
     assert flag(args, "--identity") == ["$(POD_NAME)"]
+    # Liveness Leases where `clusterset dns` reads them and memberRBAC lets the hub write them.
+    assert flag(args, "--source-lease-namespace") == [SOURCE_LEASES_NS]
     env = {e["name"]: e for e in c["env"]}
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert c["livenessProbe"]["httpGet"] == {"path": "/health", "port": "metrics"}
@@ -440,9 +458,38 @@ def test_member_rbac_is_exactly_what_the_hub_writes() -> None:
     )
     subject = {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NAMESPACE}
     assert one(objs, "ClusterRoleBinding")["subjects"] == [subject]
-    lease = one(objs, "Role", "clusterset-hub-leader-election")
-    assert rules(lease) == {("coordination.k8s.io", "leases"): {"create", "get", "update"}}
-    assert one(objs, "RoleBinding")["subjects"] == [subject]
+    leader = one(objs, "Role", "clusterset-hub-leader-election")
+    assert leader["metadata"]["namespace"] == NAMESPACE
+    assert rules(leader) == {LEASES: {"create", "get", "update"}}
+    assert [r for r in leader["rules"] if "resourceNames" in r] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["clusterset-controller"],
+            "verbs": ["get", "update"],
+        }
+    ]
+    source = one(objs, "Role", "clusterset-hub-source-leases")
+    assert source["metadata"]["namespace"] == SOURCE_LEASES_NS
+    assert rules(source) == {LEASES: {"create", "patch"}}
+    for binding in by_kind(objs, "RoleBinding"):
+        assert binding["subjects"] == [subject]
+        assert binding["metadata"]["namespace"] in (NAMESPACE, SOURCE_LEASES_NS)
+    # With the clusterset's IDs, patch is narrowed to their Leases.
+    named = render(*MEMBER_RBAC, "--set", "sourceLeases.clusters={member1,member2}")
+    patch = [
+        r
+        for r in one(named, "Role", "clusterset-hub-source-leases")["rules"]
+        if "patch" in r["verbs"]
+    ]
+    assert patch == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["clusterset-source-member1", "clusterset-source-member2"],
+            "verbs": ["patch"],
+        }
+    ]
     # A subject from values, instead of the ServiceAccount.
     user = {"kind": "User", "name": "karmada-hub", "apiGroup": "rbac.authorization.k8s.io"}
     other = render(
@@ -655,10 +702,13 @@ def sa_user(name: str) -> tuple[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def deployed(installed: ControlPlane) -> ControlPlane:
-    """member.yaml and hub.yaml created for real (no kubelet: nothing runs)."""
+    """member.yaml and hub.yaml created for real (no kubelet: nothing runs), with the hub's
+    liveness-Lease patch narrowed to this cluster's ID (member1, its context name)."""
     for name in ("member.yaml", "hub.yaml"):
         for obj in manifest_objects(name):
             apply(installed, obj)
+    narrowed = render(*MEMBER_RBAC, "--set", "sourceLeases.clusters={member1}")
+    apply(installed, one(narrowed, "Role", "clusterset-hub-source-leases"))
     return installed
 
 
@@ -676,6 +726,10 @@ def test_rbac_as_the_apiserver_sees_it(deployed: ControlPlane) -> None:
             assert access(cp, user, groups, verb, group, resource, "default") == want, (
                 f"dns: {verb} {group}/{resource}"
             )
+            want = want or verb in DNS_LEASES.get((group, resource), set())
+            assert access(cp, user, groups, verb, group, resource, SOURCE_LEASES_NS) == want, (
+                f"dns: {verb} {group}/{resource} in {SOURCE_LEASES_NS}"
+            )
 
     user, groups = sa_user("clusterset-hub")
     for group, resource in every:
@@ -684,11 +738,18 @@ def test_rbac_as_the_apiserver_sees_it(deployed: ControlPlane) -> None:
             assert access(cp, user, groups, verb, group, resource, "default") == want, (
                 f"hub: {verb} {group}/{resource}"
             )
-    lease = ("coordination.k8s.io", "leases")
+    lease = LEASES
+    # The leader Lease in the release namespace: create, and get/update of that one name.
     assert access(cp, user, groups, "create", *lease, NAMESPACE)
     assert access(cp, user, groups, "update", *lease, NAMESPACE, "clusterset-controller")
     assert not access(cp, user, groups, "update", *lease, NAMESPACE, "someone-else")
-    assert not access(cp, user, groups, "create", *lease, "kube-system")
+    assert not access(cp, user, groups, "delete", *lease, NAMESPACE, "clusterset-controller")
+    # Liveness Leases in kube-system: create, and patch of clusterset-source-<id> only; the
+    # control plane's own leader Leases there stay out of reach.
+    assert access(cp, user, groups, "create", *lease, SOURCE_LEASES_NS)
+    assert access(cp, user, groups, "patch", *lease, SOURCE_LEASES_NS, "clusterset-source-member1")
+    for verb in ("patch", "update", "delete", "get"):
+        assert not access(cp, user, groups, verb, *lease, SOURCE_LEASES_NS, "kube-scheduler")
 
     user, groups = sa_user("clusterset-controller")
     assert access(cp, user, groups, "get", *lease, NAMESPACE, "clusterset-controller")

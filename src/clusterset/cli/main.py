@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from prometheus_client import CollectorRegistry
 
 # Typer vendors Click (typer._click) since 0.2x; its parse errors are that Click's classes.
 from typer._click import exceptions as click
@@ -46,6 +47,7 @@ from clusterset.reconcile import desired as rd
 from clusterset.reconcile.desired import Desired
 from clusterset.server.app import DnsOptions, DnsServer, ListenError, parse_listen
 from clusterset.server.forward import DEFAULT_ALLOW, parse_upstream
+from clusterset.server.http import HubCollector, OpsServer
 from clusterset.zone import policy
 from clusterset.zone.records import ZoneSettings
 
@@ -478,6 +480,7 @@ def controller(
         bool,
         typer.Option(help="Create a service's namespace where it is missing (remote-only use)."),
     ] = False,
+    metrics_listen: MetricsOpt = None,
 ) -> None:
     """Hub mode: watch every member and write ServiceImports, derived Services, MCS
     EndpointSlices and ServiceExport conditions into each.
@@ -509,6 +512,16 @@ def controller(
         create_namespaces=create_namespaces,
     )
     log.info("controller: %d member cluster(s): %s", len(apis), ", ".join(apis))
+    ops = None
+    if metrics_listen:
+        registry = CollectorRegistry()
+        registry.register(HubCollector(hub))
+        ops = OpsServer(
+            parse_listen(metrics_listen),
+            registry,
+            ready=lambda: all(m.synced for m in hub.members.values()),
+        )
+        ops.start()
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -526,6 +539,8 @@ def controller(
             await elector.release()
         for api in apis.values():
             await api.close()
+        if ops is not None:
+            ops.stop()
         if task in done and stopper not in done:
             raise SystemExit(1)
 

@@ -148,3 +148,56 @@ class OpsServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class HubCollector(Collector):
+    """The controller's state at scrape time: objects per cluster, reconciles, watches."""
+
+    def __init__(self, hub: Any) -> None:  # controller.hub.Hub (server must not import it)
+        self.hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        hub = self.hub
+        objs = GaugeMetricFamily(
+            "clusterset_objects", "Objects in the informer caches.", labels=["cluster", "kind"]
+        )
+        restarts = CounterMetricFamily(
+            "clusterset_watch_restarts",
+            "Watch restarts (errors, 410 Gone).",
+            labels=["cluster", "resource"],
+        )
+        synced = GaugeMetricFamily(
+            "clusterset_cluster_synced",
+            "1 once every cache of a cluster has synced.",
+            labels=["cluster"],
+        )
+        reachable = GaugeMetricFamily(
+            "clusterset_cluster_reachable",
+            "1 while every watch of a cluster is connected.",
+            labels=["cluster"],
+        )
+        for name, m in hub.members.items():
+            for resource, informer in m.informers.items():
+                objs.add_metric([name, resource], len(informer.store))
+                restarts.add_metric([name, resource], informer.restarts)
+            synced.add_metric([name], 1 if m.synced else 0)
+            reachable.add_metric([name], 1 if m.reachable else 0)
+        yield objs
+        yield restarts
+        yield synced
+        yield reachable
+        yield CounterMetricFamily("clusterset_reconcile", "Reconcile passes.", value=hub.reconciles)
+        yield CounterMetricFamily(
+            "clusterset_reconcile_errors", "Reconcile passes with a failed write.", value=hub.errors
+        )
+        yield GaugeMetricFamily(
+            "clusterset_reconcile_last_duration_seconds",
+            "Duration of the last pass.",
+            value=hub.last_duration,
+        )
+        leading = hub.elector is None or hub.elector.leading.is_set()
+        yield GaugeMetricFamily(
+            "clusterset_leader",
+            "1 while this replica holds the leader lease.",
+            value=1 if leading else 0,
+        )
