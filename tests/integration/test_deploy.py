@@ -68,6 +68,8 @@ EVERYTHING = [
     "--set", "dns.unified.allow={10.0.0.0/8}",
     "--set", "image.tag=dev",
     "--set", "sourceLeases.clusters={member1,member2}",
+    "--set", "controller.createNamespaces=true",
+    "--set", "memberRBAC.createNamespaces=true",
 ]  # fmt: skip
 KARMADA = [*CONTROLLER, "--set", "controller.karmada=true", "--set", "controller.contexts={m1}"]
 VALUE_SETS = {
@@ -291,6 +293,9 @@ def test_dns_deployment_ports_probes_resources(defaults: list[Obj]) -> None:
     ]
     assert flag(args, "--listen") == ["0.0.0.0:53"]
     assert flag(args, "--metrics-listen") == ["0.0.0.0:9153"]
+    # Keep answering (readiness 503) for a while after SIGTERM, within the grace period.
+    (lameduck,) = flag(args, "--lameduck")
+    assert 0 < float(lameduck) < pod["spec"]["terminationGracePeriodSeconds"]
     assert pod["metadata"]["annotations"]["prometheus.io/port"] == "9153"
     # --kubeconfig is the in-cluster kubeconfig the chart renders, mounted read-only.
     (path,) = flag(args, "--kubeconfig")
@@ -420,6 +425,9 @@ def test_controller_variants(everything: list[Obj]) -> None:
     assert flag(karmada, "--kubeconfig") == []
     off = render(*CONTROLLER, "--set", "controller.leaderElection.enabled=false")
     assert "--no-leader-elect" in container(deployment(off, "controller"))["args"]
+    assert "--create-namespaces" not in args
+    made = render(*CONTROLLER, "--set", "controller.createNamespaces=true")
+    assert "--create-namespaces" in container(deployment(made, "controller"))["args"]
 
 
 @pytest.mark.parametrize(
@@ -490,6 +498,12 @@ def test_member_rbac_is_exactly_what_the_hub_writes() -> None:
             "verbs": ["patch"],
         }
     ]
+    # Opt-in: namespaces made where a service is consumed but was never deployed.
+    made = render(*MEMBER_RBAC, "--set", "memberRBAC.createNamespaces=true")
+    assert rules(one(made, "ClusterRole", "clusterset-hub")) == {
+        **HUB_RULES,
+        ("", "namespaces"): {"list", "watch", "create", "patch"},
+    }
     # A subject from values, instead of the ServiceAccount.
     user = {"kind": "User", "name": "karmada-hub", "apiGroup": "rbac.authorization.k8s.io"}
     other = render(

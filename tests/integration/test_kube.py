@@ -115,6 +115,9 @@ def process(*args: str) -> Iterator[subprocess.Popen[bytes]]:
             print(output[-4000:])
 
 
+METRICS_PORT = free_port()
+
+
 @pytest.fixture(scope="module")
 def hub(control_plane: ControlPlane) -> Iterator[ControlPlane]:
     cp = control_plane
@@ -128,8 +131,26 @@ def hub(control_plane: ControlPlane) -> Iterator[ControlPlane]:
         "member2",
         "--context",
         "member3",
+        "--metrics-listen",
+        f"127.0.0.1:{METRICS_PORT}",
     ):
         yield cp
+
+
+def test_controller_metrics_and_readiness(hub: ControlPlane) -> None:
+    import urllib.request
+
+    def scrape() -> str | None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5) as r:
+            text: str = r.read().decode()
+        return text if "clusterset_reconcile_total" in text else None
+
+    text = eventually("controller metrics", scrape)
+    assert 'clusterset_cluster_synced{cluster="member1"} 1.0' in text
+    assert 'clusterset_objects{cluster="member2",kind="serviceimports"}' in text
+    assert "clusterset_leader 1.0" in text
+    with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/ready", timeout=5) as r:
+        assert r.status == 200
 
 
 def conditions(cp: ControlPlane, cluster: str, ns: str, name: str) -> dict[str, tuple[str, str]]:
