@@ -425,9 +425,8 @@ def test_controller_variants(everything: list[Obj]) -> None:
     assert flag(karmada, "--kubeconfig") == []
     off = render(*CONTROLLER, "--set", "controller.leaderElection.enabled=false")
     assert "--no-leader-elect" in container(deployment(off, "controller"))["args"]
-    assert "--create-namespaces" not in args
-    made = render(*CONTROLLER, "--set", "controller.createNamespaces=true")
-    assert "--create-namespaces" in container(deployment(made, "controller"))["args"]
+    assert "--create-namespaces" in args
+    assert "--create-namespaces" not in container(deployment(off, "controller"))["args"]
 
 
 @pytest.mark.parametrize(

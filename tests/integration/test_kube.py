@@ -141,8 +141,11 @@ def test_controller_metrics_and_readiness(hub: ControlPlane) -> None:
     import urllib.request
 
     def scrape() -> str | None:
-        with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5) as r:
-            text: str = r.read().decode()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5) as r:
+                text: str = r.read().decode()
+        except OSError:  # not listening yet
+            return None
         return text if "clusterset_reconcile_total" in text else None
 
     text = eventually("controller metrics", scrape)
