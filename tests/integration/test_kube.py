@@ -146,7 +146,11 @@ def test_controller_metrics_and_readiness(hub: ControlPlane) -> None:
                 text: str = r.read().decode()
         except OSError:  # not listening yet
             return None
-        return text if "clusterset_reconcile_total" in text else None
+        return (
+            text
+            if "clusterset_leader 1.0" in text and "clusterset_reconcile_total 0.0" not in text
+            else None
+        )
 
     text = eventually("controller metrics", scrape)
     assert 'clusterset_cluster_synced{cluster="member1"} 1.0' in text
