@@ -5,9 +5,11 @@
 #   docker run --rm ghcr.io/clusterset/clusterset:0.1.0 --help
 #
 # Runs as uid/gid 65532 (nonroot). Port 53 is bound without root: the interpreter carries the
-# file capability cap_net_bind_service, which takes effect when the container keeps
-# NET_BIND_SERVICE in its bounding set (the Helm chart: capabilities drop ALL, add
-# NET_BIND_SERVICE; it works with allowPrivilegeEscalation: false).
+# file capability cap_net_bind_service (as CoreDNS's image does with its binary), which takes
+# effect when the container keeps NET_BIND_SERVICE in its bounding set (the Helm chart:
+# capabilities drop ALL, add NET_BIND_SERVICE; it works with allowPrivilegeEscalation: false).
+# A container that drops NET_BIND_SERVICE too cannot exec the interpreter at all
+# ("operation not permitted"), whatever the command.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 

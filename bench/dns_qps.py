@@ -15,6 +15,7 @@ the same manifests, and answers are compared before anything is measured.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import shutil
@@ -41,7 +42,7 @@ from clusterset.controller.manifest import FolderFeed  # noqa: E402
 from clusterset.zone import records  # noqa: E402
 
 ZONE = "clusterset.local"
-QUIET_WAIT = 60.0  # seconds to wait for other users of the machine to go quiet before a run
+QUIET_WAIT = float(os.environ.get("BENCH_QUIET_WAIT", "60"))  # seconds to wait for other users of the machine to go quiet before a run
 DEFAULT_COREDNS = Path.home() / ".cache" / "clusterset" / "bin" / "coredns"
 
 
@@ -52,6 +53,7 @@ class Server:
     port: int
     log: Path
     env: dict[str, str] | None = None
+    reference: bool = False  # a --floor loop: not verified, not a peer
     proc: subprocess.Popen[bytes] | None = None
     qps: list[float] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)
@@ -339,6 +341,12 @@ def main() -> int:
     ap.add_argument("--verify-sample", type=int, default=400)
     ap.add_argument("--coredns", type=Path, default=None, help=f"CoreDNS binary (default: {DEFAULT_COREDNS} if present)")
     ap.add_argument("--no-knot", action="store_true")
+    ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure bench/_floor_server.py: a bare Python loop calling respond() on the "
+        "same zone, and one echoing the query (the cost of the UDP loop alone)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
 
@@ -383,9 +391,25 @@ def main() -> int:
             servers.append(knot_server(work, zonefile, _synth.free_port()))
         if coredns is not None:
             servers.append(coredns_server(coredns, work, zonefile, _synth.free_port()))
+        if args.floor:
+            for mode in ("respond", "echo"):
+                port = _synth.free_port()
+                servers.append(
+                    Server(
+                        f"py-{mode}",
+                        ["taskset", "-c", "0", str(_synth.PYTHON), str(Path(__file__).parent / "_floor_server.py"),
+                         str(manifests), str(port), mode],
+                        port,
+                        work / f"floor-{mode}.log",
+                        reference=True,
+                    )
+                )  # fmt: skip
         for s in servers:
             s.start()
         for s in servers:
+            if s.name == "py-echo":
+                time.sleep(3)  # echoes: no SOA answer to wait for
+                continue
             try:
                 _synth.wait_dns(s.port, ZONE, proc=s.proc)
             except RuntimeError as exc:
@@ -398,7 +422,8 @@ def main() -> int:
 
         # Honest comparison: the same answers from everyone.
         probe = next(line.split()[0] for line in qlines if line.endswith(" SRV") and line.startswith("_db."))
-        digs = {s.name: dig(s.port, probe, "SRV") for s in servers}
+        peers = [s for s in servers if not s.reference]
+        digs = {s.name: dig(s.port, probe, "SRV") for s in peers}
         print(f"dig {probe} SRV (answer + additional), per server:")
         for name, out in digs.items():
             print(f"  {name}: {len(out.splitlines())} lines, {'same as ' + servers[0].name if out == digs[servers[0].name] else 'DIFFERENT'}")
@@ -406,7 +431,7 @@ def main() -> int:
             for name, out in digs.items():
                 print(f"--- {name}\n{out}")
             return 1
-        problems, notes = verify(servers, qlines, args.verify_sample)
+        problems, notes = verify([s for s in servers if s.name != "py-echo"], qlines, args.verify_sample)
         for n in notes:
             print("  note: " + n)
         if problems:
@@ -426,7 +451,7 @@ def main() -> int:
             for s in order:
                 measured_run(s, datafile, args.duration, work / f"run{run}-{s.name}.txt")
         print(f"fixed rate -Q {args.rate} for {args.duration:g}s, per-query latency from dnsperf -v", flush=True)
-        for s in servers:
+        for s in peers:
             latency_run(s, datafile, args.duration, args.rate, work / f"latency-{s.name}.txt")
 
         print()
@@ -441,7 +466,7 @@ def main() -> int:
             q, c, p = med[s.name]
             print(f"{s.name:10s} {q:9.0f} {c:9.2f} {p:10.0f} {s.p50:7.0f} {s.p99:7.0f} {s.p999:7.0f} {max(s.lost):6.2f} {s.avg_size:6.0f} {statistics.median(s.noise):6.0f}")
         base = med[servers[0].name]
-        for s in servers[1:]:
+        for s in peers[1:]:
             q, c, p = med[s.name]
             print(f"ours/{s.name}: QPS {base[0] / q:.2f}x, QPS per CPU-second {base[2] / p:.2f}x "
                   f"(CPU per query {base[1] / c:.2f}x)")

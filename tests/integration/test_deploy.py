@@ -263,9 +263,9 @@ def test_security_context(everything: list[Obj], component: str) -> None:
     assert sc["privileged"] is False
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert sc["capabilities"]["drop"] == ["ALL"]
-    # Only the DNS server binds a privileged port.
-    want = ["NET_BIND_SERVICE"] if component == "dns" else None
-    assert sc["capabilities"].get("add") == want
+    # The one capability kept: binding port 53 (the controller needs it in its bounding set
+    # only to exec the image's interpreter, which carries it as a file capability).
+    assert sc["capabilities"]["add"] == ["NET_BIND_SERVICE"]
     # A read-only root: the only writable place is the emptyDir on /tmp.
     mounts = {
         m["mountPath"]: m for m in container(deployment(everything, component))["volumeMounts"]
@@ -1021,3 +1021,53 @@ def test_hub_and_member_dns_export_end_to_end(deployed: ControlPlane, tmp_path: 
         eventually("serve.default.svc.clusterset.local answered by the member DNS", answered)
     assert dns_proc.refusals() == [], "clusterset-dns needs more RBAC than the chart grants"
     assert ctl_proc.refusals() == [], "clusterset-hub needs more RBAC than memberRBAC grants"
+
+
+# -- 4. the reference keeps up with the CLI ------------------------------------------------------
+
+
+def reference_section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    ends = [i for i in (text.find("\n### ", start + 1), text.find("\n## ", start + 1)) if i > 0]
+    return text[start : min(ends)]
+
+
+def test_reference_documents_every_flag_annotation_and_condition() -> None:
+    """docs/reference.md names every flag (in its command's section) and every environment
+    variable, every clusterset.io annotation, every condition type and reason."""
+    import typer
+
+    from clusterset.cli.main import app
+    from clusterset.model.conditions import ConditionType, Reason
+    from clusterset.server import probe
+    from clusterset.zone import policy
+
+    ref = (ROOT / "docs" / "reference.md").read_text()
+    root = typer.main.get_command(app)
+    assert isinstance(root, typer.core.TyperGroup)
+    missing = []
+    sections = [("Global flags", "### Global flags", root)] + [
+        (name, f"### `clusterset {name}", sub) for name, sub in root.commands.items()
+    ]
+    for name, heading, command in sections:
+        assert heading in ref, f"no section {heading!r} in docs/reference.md"
+        section = reference_section(ref, heading)
+        for param in command.params:
+            if param.name == "help" or param.param_type_name == "argument":
+                continue
+            opts = (*param.opts, *param.secondary_opts)
+            missing += [f"{name}: {opt}" for opt in opts if f"`{opt}`" not in section]
+            envvar = param.envvar or (
+                f"CLUSTERSET_{name.upper()}_{(param.name or '').upper()}"
+                if command is not root
+                else f"CLUSTERSET_{(param.name or '').upper()}"
+            )
+            if f"`{envvar}`" not in section:
+                missing.append(f"{name}: {envvar}")
+    annotations = [policy.ANNOTATION, policy.MIN_READY, policy.HYSTERESIS, policy.FAILOVER]
+    annotations += [policy.WEIGHTS, policy.TIERS, probe.PROBE, probe.PORT]
+    annotations += [probe.INTERVAL, probe.TIMEOUT]
+    missing += [a for a in annotations if f"`{a}`" not in ref]
+    missing += [f"condition {c.value}" for c in ConditionType if f"`{c.value}`" not in ref]
+    missing += [f"reason {r.value}" for r in Reason if f"`{r.value}`" not in ref]
+    assert missing == [], f"docs/reference.md lacks: {missing}"

@@ -77,7 +77,14 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the version.",
+            allow_from_autoenv=False,
+        ),
     ] = False,
     log_level: Annotated[str, typer.Option(help="debug|info|warning|error")] = "info",
     log_format: Annotated[str, typer.Option(help="text|json")] = "text",
@@ -282,6 +289,9 @@ def dns(
     lameduck: LameduckOpt = 0.0,
     log_queries: QueryLogOpt = False,
     lease_grace: LeaseGraceOpt = 30.0,
+    source_lease_namespace: Annotated[
+        str, typer.Option(help="Namespace where the hub keeps the source-cluster Leases.")
+    ] = "kube-system",
 ) -> None:
     """Serve the clusterset zone from one cluster's ServiceImports and MCS EndpointSlices.
 
@@ -310,7 +320,12 @@ def dns(
         if context and len(context) > 1:
             raise UsageProblem("dns serves one cluster: give at most one --context")
         name, config = next(iter(load_contexts(kubeconfig, context).items()))
-        member = MemberFeed(name, KubeApi.from_config(name, config), cluster=cid)
+        member = MemberFeed(
+            name,
+            KubeApi.from_config(name, config),
+            cluster=cid,
+            lease_namespace=source_lease_namespace,
+        )
         _run_server(options, lambda s: member.views())
         return
     feed = FolderFeed(_need_manifests(manifests), cluster=cid)

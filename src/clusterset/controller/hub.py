@@ -61,6 +61,7 @@ class Hub:
         self.reconciles = 0
         self.errors = 0
         self.last_duration = 0.0
+        self.durations: list[float] = []  # drained into a histogram by the metrics collector
         self.last_desired: rd.Desired | None = None
         self.last_state: ClusterSetState | None = None
 
@@ -127,6 +128,7 @@ class Hub:
         self.reconciles += 1
         self.errors += 0 if ok else 1
         self.last_duration = time.perf_counter() - started
+        self.durations.append(self.last_duration)
         self.last_desired, self.last_state = desired, state
         if self.on_reconciled is not None:
             self.on_reconciled(desired, state)

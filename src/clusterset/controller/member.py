@@ -21,9 +21,18 @@ log = logging.getLogger(__name__)
 
 
 class MemberFeed:
-    def __init__(self, name: str, api: k.KubeApi, *, cluster: ClusterId | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        api: k.KubeApi,
+        *,
+        cluster: ClusterId | None = None,
+        lease_namespace: str = "kube-system",
+    ) -> None:
         self._wake = asyncio.Event()
-        self.member = MemberCluster(name, api, mode=MEMBER, on_change=self._wake.set)
+        self.member = MemberCluster(
+            name, api, mode=MEMBER, on_change=self._wake.set, lease_namespace=lease_namespace
+        )
         self.cluster = cluster
         self.generation = 0
 

@@ -15,7 +15,12 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from clusterset.server.holder import ZoneHolder
@@ -150,11 +155,44 @@ class OpsServer:
         self.httpd.server_close()
 
 
+class _Histogram:
+    """Cumulative buckets fed from a list the hub appends to (no lock on its side)."""
+
+    def __init__(self, name: str, doc: str, buckets: tuple[float, ...]) -> None:
+        self.name, self.doc, self.buckets = name, doc, buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.total = 0.0
+
+    def extend(self, values: list[float]) -> None:
+        for v in values:
+            self.total += v
+            for i, b in enumerate(self.buckets):
+                if v <= b:
+                    self.counts[i] += 1
+                    break
+            else:
+                self.counts[-1] += 1
+
+    def family(self) -> Metric:
+        h = HistogramMetricFamily(self.name, self.doc)
+        cumulative, acc = [], 0
+        for b, c in zip((*self.buckets, float("inf")), self.counts, strict=True):
+            acc += c
+            cumulative.append((str(b) if b != float("inf") else "+Inf", acc))
+        h.add_metric([], cumulative, sum_value=self.total)
+        return h
+
+
 class HubCollector(Collector):
     """The controller's state at scrape time: objects per cluster, reconciles, watches."""
 
     def __init__(self, hub: Any) -> None:  # controller.hub.Hub (server must not import it)
         self.hub = hub
+        self.histogram = _Histogram(
+            "clusterset_reconcile_duration_seconds",
+            "Duration of reconcile passes.",
+            (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10),
+        )
 
     def collect(self) -> Iterator[Metric]:
         hub = self.hub
