@@ -80,7 +80,7 @@ class _Server(ThreadingHTTPServer):
         except (OSError, ssl.SSLError):
             return
         try:
-            self.RequestHandlerClass(tls, client_address, self)
+            super().finish_request(tls, client_address)
         finally:
             with contextlib.suppress(OSError):
                 tls.close()

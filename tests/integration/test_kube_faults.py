@@ -12,6 +12,7 @@ derived Service. Slice names are deterministic, so consumers hold the same names
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -105,6 +106,18 @@ def metrics(port: int) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
+
+
+def crash(cp: ControlPlane, name: str) -> None:
+    """kill -9 one apiserver: its cluster goes down hard (start it with `cp.start_cluster`).
+
+    `cp.stop_cluster` sends SIGTERM, and a draining kube-apiserver waits for open watches
+    (the controller's) until the harness's 15 s timeout kills it anyway."""
+    proc = cp._cluster(name).proc
+    assert proc is not None and proc.poll() is None, f"{name} is not running"
+    proc.kill()
+    proc.wait(timeout=15)
+    cp.stop_cluster(name)  # bookkeeping only: the process has exited
 
 
 # -- objects --------------------------------------------------------------------------------
@@ -317,7 +330,7 @@ def test_apiserver_restart_mid_watch_converges(control_plane: ControlPlane, tmp_
             {"ra": {"member1": ["10.244.20.1"]}, "rb": {"member1": ["10.244.20.2"]}},
             ALL,
         )
-        cp.stop_cluster("member2")
+        crash(cp, "member2")
         try:
             # While member2 is down: an endpoint added, a service exported, another unexported.
             export(cp, "member1", ns, "ra", ["10.244.20.1", "10.244.20.3"])
@@ -356,6 +369,157 @@ def test_apiserver_restart_mid_watch_converges(control_plane: ControlPlane, tmp_
 def _derived(cp: ControlPlane, ns: str) -> str:
     si = get(cp, "member2", f"{MCS}/namespaces/{ns}/serviceimports/ra")
     return str(si["metadata"]["annotations"][DERIVED])
+
+
+def test_unreachable_member_does_not_delay_the_others(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """While member2's apiserver is down, changes still reach member1 and member3 promptly."""
+    cp = control_plane
+    ns = "faults-slow"
+    make_namespace(cp, ALL, ns)
+    export(cp, "member1", ns, "sa", ["10.244.70.1"])
+    up = ("member1", "member3")
+    took = float("inf")
+    with controller(tmp_path / "ctl.log", *hub_args(cp, ALL, "faults-slow")) as ctl:
+        wait_converged(cp, ctl, ns, {"sa": {"member1": ["10.244.70.1"]}}, ALL)
+        crash(cp, "member2")
+        try:
+            # member2 now misses a change, so every pass has something to write into it.
+            down = time.monotonic()
+            export(cp, "member1", ns, "sa", ["10.244.70.1", "10.244.70.2"])
+            wait_converged(cp, ctl, ns, {"sa": {"member1": ["10.244.70.1", "10.244.70.2"]}}, up)
+            time.sleep(max(0.0, 9.5 - (time.monotonic() - down)))
+            addresses = ["10.244.70.1", "10.244.70.2", "10.244.70.3"]
+            export(cp, "member1", ns, "sa", addresses)
+            started = time.monotonic()
+            with contextlib.suppress(AssertionError):
+                wait_converged(cp, ctl, ns, {"sa": {"member1": addresses}}, up, timeout=10)
+                took = time.monotonic() - started
+        finally:
+            unexport(cp, "member1", ns, "sa")
+            cp.start_cluster("member2")
+        failed_passes = ctl.output().count("reconcile failed")
+    assert took < 3.0, (
+        f"with member2 down for 10 s, a change in member1 took {took:.1f}s to reach member1 "
+        f"and member3 ({failed_passes} reconcile passes aborted)"
+    )
+    assert failed_passes == 0
+
+
+# -- the controller killed during apply ------------------------------------------------------
+
+
+def test_controller_killed_during_apply_converges(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    cp = control_plane
+    ns = "faults-kill"
+    n = 30
+    make_namespace(cp, ALL, ns)
+    want = {f"k{i:02d}": {"member1": [f"10.244.50.{i + 1}"]} for i in range(n)}
+    for name, sources in want.items():
+        export(cp, "member1", ns, name, sources["member1"])
+    # Same identity for both: a restarted replica takes back the Lease it held, at once.
+    args = hub_args(cp, ALL, "faults-kill", "--identity", "faults-kill-replica")
+
+    def imported(cluster: str) -> int:
+        return len(_items(cp, cluster, f"{MCS}/namespaces/{ns}/serviceimports"))
+
+    with controller(tmp_path / "first.log", *args) as first:
+
+        def started_applying() -> bool:
+            first.check_alive()
+            return imported("member2") >= 3
+
+        eventually("the first ServiceImports", started_applying, interval=0.02)
+        first.proc.kill()
+        first.proc.wait()
+    partial = {c: imported(c) for c in ALL}
+    with_conditions = sum(bool(conditions(cp, "member1", ns, name)) for name in want)
+    print(f"killed with imports {partial} and {with_conditions}/{n} export conditions")
+    assert sum(partial.values()) < len(ALL) * n or with_conditions < n, "not killed mid-apply"
+    with controller(tmp_path / "second.log", *args) as second:
+        wait_converged(cp, second, ns, want, ALL, timeout=90)
+        wait_conditions(cp, second, "member1", ns, want)
+        # Exactly one import per service and cluster, one slice per import: nothing doubled.
+        for c in ALL:
+            assert imported(c) == n
+            assert len(snapshot(cp, c, ns).slice_names) == n
+        for name in want:
+            unexport(cp, "member1", ns, name, everything=True)
+        wait_converged(cp, second, ns, {}, ALL)
+
+
+# -- no mass deletion from a partial view -----------------------------------------------------
+
+
+def unchanged(before: Snapshot, now: Snapshot, cluster: str) -> None:
+    """Every object the hub had made is still there, the same object (not deleted+recreated)."""
+    for kind, uid in before.uids.items():
+        assert now.uids.get(kind) == uid, f"{cluster}: {kind} was deleted or recreated"
+
+
+def test_restart_while_source_unreachable_deletes_nothing(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    cp = control_plane
+    ns = "faults-partial"
+    make_namespace(cp, ALL, ns)
+    export(cp, "member1", ns, "pa", ["10.244.60.1"])
+    export(cp, "member1", ns, "pb", ["10.244.60.2", "10.244.60.3"])
+    want: dict[str, dict[str, list[str]]] = {
+        "pa": {"member1": ["10.244.60.1"]},
+        "pb": {"member1": ["10.244.60.2", "10.244.60.3"]},
+    }
+    consumers = ("member2", "member3")
+    # The leader Lease lives in member2, so the controller can lead while member1 is down.
+    lease = ("--lease-context", "member2")
+    with controller(tmp_path / "first.log", *hub_args(cp, ALL, "faults-partial", *lease)) as ctl:
+        before = wait_converged(cp, ctl, ns, want, ALL)
+    cp.stop_cluster("member1")
+    try:
+        port = free_port()
+        args = hub_args(cp, ALL, "faults-partial", *lease, "--metrics-listen", f"127.0.0.1:{port}")
+        with controller(tmp_path / "second.log", *args) as ctl:
+
+            def leading_without_member1() -> dict[str, float] | None:
+                ctl.check_alive()
+                m = metrics(port)
+                ok = (
+                    m.get("clusterset_leader") == 1.0
+                    and m.get("clusterset_reconcile_total", 0) >= 1
+                    and m.get('clusterset_cluster_synced{cluster="member1"}') == 0.0
+                    and m.get('clusterset_cluster_synced{cluster="member2"}') == 1.0
+                )
+                return m if ok else None
+
+            eventually("the new controller leads and reconciles", leading_without_member1)
+            # It is writing: a service exported from member3 now is imported everywhere else.
+            export(cp, "member3", ns, "pq", ["10.246.60.1"])
+            live = {**want, "pq": {"member3": ["10.246.60.1"]}}
+            wait_converged(cp, ctl, ns, live, consumers)
+            for c in consumers:
+                unchanged(before[c], snapshot(cp, c, ns), c)
+            # One more pass (prune phase included), and still nothing of member1's is gone.
+            export(cp, "member3", ns, "pq", ["10.246.60.1", "10.246.60.2"])
+            live = {**want, "pq": {"member3": ["10.246.60.1", "10.246.60.2"]}}
+            now = wait_converged(cp, ctl, ns, live, consumers)
+            for c in consumers:
+                unchanged(before[c], now[c], c)
+            assert metrics(port).get('clusterset_cluster_synced{cluster="member1"}') == 0.0, (
+                "member1 came back too early for this test"
+            )
+            cp.start_cluster("member1")
+            after = wait_converged(cp, ctl, ns, live, ALL)
+            for c in consumers:
+                unchanged(before[c], after[c], c)
+            for name in ("pa", "pb"):
+                unexport(cp, "member1", ns, name)
+            unexport(cp, "member3", ns, "pq")
+            wait_converged(cp, ctl, ns, {}, ALL)
+    finally:
+        cp.start_cluster("member1")
 
 
 # -- etcd compacted while the controller's watches were broken: a real 410 -------------------
@@ -400,7 +564,8 @@ def test_compacted_watch_gets_410_relists_and_converges(
         # resourceVersion the controller holds. Resumed, it re-watches from those: 410.
         ctl.proc.send_signal(signal.SIGSTOP)
         try:
-            cp.restart_cluster("member1")
+            crash(cp, "member1")
+            cp.start_cluster("member1")
             export(cp, "member1", ns, "gx", ["10.244.40.1", "10.244.40.9"])
             unexport(cp, "member1", ns, "gy")  # the export goes, the Service stays
             unexport(cp, "member1", ns, "gw", everything=True)  # the Service goes too
@@ -418,113 +583,3 @@ def test_compacted_watch_gets_410_relists_and_converges(
         out = ctl.output()
         for resource in ("serviceexports", "services", "endpointslices"):
             assert f"watch member1/{resource}: {RELISTED}" in out, out[-3000:]
-
-
-# -- the controller killed during apply ------------------------------------------------------
-
-
-def test_controller_killed_during_apply_converges(
-    control_plane: ControlPlane, tmp_path: Path
-) -> None:
-    cp = control_plane
-    ns = "faults-kill"
-    n = 30
-    make_namespace(cp, ALL, ns)
-    want = {f"k{i:02d}": {"member1": [f"10.244.50.{i + 1}"]} for i in range(n)}
-    for name, sources in want.items():
-        export(cp, "member1", ns, name, sources["member1"])
-    # Same identity for both: a restarted replica takes back the Lease it held, at once.
-    args = hub_args(cp, ALL, "faults-kill", "--identity", "faults-kill-replica")
-
-    def imported(cluster: str) -> int:
-        return len(_items(cp, cluster, f"{MCS}/namespaces/{ns}/serviceimports"))
-
-    with controller(tmp_path / "first.log", *args) as first:
-        eventually(
-            "the first ServiceImports",
-            lambda: first.check_alive() or imported("member2") >= 3,
-            interval=0.02,
-        )
-        first.proc.kill()
-        first.proc.wait()
-    partial = {c: imported(c) for c in ALL}
-    with_conditions = sum(bool(conditions(cp, "member1", ns, name)) for name in want)
-    print(f"killed with imports {partial} and {with_conditions}/{n} export conditions")
-    assert sum(partial.values()) < len(ALL) * n or with_conditions < n, "not killed mid-apply"
-    with controller(tmp_path / "second.log", *args) as second:
-        wait_converged(cp, second, ns, want, ALL, timeout=90)
-        wait_conditions(cp, second, "member1", ns, want)
-        # Exactly one import per service and cluster, one slice per import: nothing doubled.
-        for c in ALL:
-            assert imported(c) == n
-            assert len(snapshot(cp, c, ns).slice_names) == n
-        for name in want:
-            unexport(cp, "member1", ns, name, everything=True)
-        wait_converged(cp, second, ns, {}, ALL)
-
-
-# -- no mass deletion from a partial view -----------------------------------------------------
-
-
-def test_restart_while_source_unreachable_deletes_nothing(
-    control_plane: ControlPlane, tmp_path: Path
-) -> None:
-    cp = control_plane
-    ns = "faults-partial"
-    make_namespace(cp, ALL, ns)
-    export(cp, "member1", ns, "pa", ["10.244.60.1"])
-    export(cp, "member1", ns, "pb", ["10.244.60.2", "10.244.60.3"])
-    want: dict[str, dict[str, list[str]]] = {
-        "pa": {"member1": ["10.244.60.1"]},
-        "pb": {"member1": ["10.244.60.2", "10.244.60.3"]},
-    }
-    consumers = ("member2", "member3")
-    # The leader Lease lives in member2, so the controller can lead while member1 is down.
-    lease = ("--lease-context", "member2")
-    with controller(tmp_path / "first.log", *hub_args(cp, ALL, "faults-partial", *lease)) as ctl:
-        before = wait_converged(cp, ctl, ns, want, ALL)
-    cp.stop_cluster("member1")
-    try:
-        port = free_port()
-        args = hub_args(cp, ALL, "faults-partial", *lease, "--metrics-listen", f"127.0.0.1:{port}")
-        with controller(tmp_path / "second.log", *args) as ctl:
-
-            def leading_without_member1() -> dict[str, float] | None:
-                ctl.check_alive()
-                m = metrics(port)
-                ok = (
-                    m.get("clusterset_leader") == 1.0
-                    and m.get("clusterset_reconcile_total", 0) >= 1
-                    and m.get('clusterset_cluster_synced{cluster="member1"}') == 0.0
-                    and m.get('clusterset_cluster_synced{cluster="member2"}') == 1.0
-                )
-                return m if ok else None
-
-            eventually("the new controller leads and reconciles", leading_without_member1)
-            # It is writing: a service exported from member3 now is imported everywhere else.
-            export(cp, "member3", ns, "pq", ["10.246.60.1"])
-            live = {**want, "pq": {"member3": ["10.246.60.1"]}}
-            wait_converged(cp, ctl, ns, live, consumers)
-            # A few more passes, then: nothing derived from member1 was deleted or recreated.
-            passes = metrics(port)["clusterset_reconcile_total"]
-            eventually(
-                "more reconcile passes",
-                lambda: metrics(port).get("clusterset_reconcile_total", 0) >= passes + 2,
-                timeout=90,
-            )
-            for c in consumers:
-                now = snapshot(cp, c, ns)
-                assert now.view == expected(live), c
-                for kind, uid in before[c].uids.items():
-                    assert now.uids.get(kind) == uid, f"{c}: {kind} deleted while member1 was down"
-            cp.start_cluster("member1")
-            after = wait_converged(cp, ctl, ns, live, ALL)
-            for c in consumers:
-                for kind, uid in before[c].uids.items():
-                    assert after[c].uids.get(kind) == uid, f"{c}: {kind} was recreated"
-            for name in ("pa", "pb"):
-                unexport(cp, "member1", ns, name)
-            unexport(cp, "member3", ns, "pq")
-            wait_converged(cp, ctl, ns, {}, ALL)
-    finally:
-        cp.start_cluster("member1")

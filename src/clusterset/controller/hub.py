@@ -114,15 +114,25 @@ class Hub:
         )
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         ok = True
-        results = await asyncio.gather(
-            *(
-                apply_member(m, self.ids[name], desired, now=now)
-                for name, m in self.members.items()
-                if name in self.ids and m.synced
-            )
+        # Members whose watches are down are skipped (their caches are stale, and writes
+        # would only time out); the others are written at once, in parallel.
+        targets = [
+            (name, m)
+            for name, m in self.members.items()
+            if name in self.ids and m.synced and m.reachable
+        ]
+        outcomes = await asyncio.gather(
+            *(apply_member(m, self.ids[name], desired, now=now) for name, m in targets),
+            return_exceptions=True,
         )
-        for r in results:
-            for e in r.errors:
+        results = []
+        for (name, _m), out in zip(targets, outcomes, strict=True):
+            if isinstance(out, BaseException):
+                log.error("cluster %s: apply failed: %s: %s", name, type(out).__name__, out)
+                ok = False
+                continue
+            results.append(out)
+            for e in out.errors:
                 log.error("%s", e)
                 ok = False
         self.reconciles += 1
@@ -172,7 +182,10 @@ class Hub:
             if ok:
                 backoff = 0.5
             else:
-                await asyncio.sleep(backoff)
+                # Retry after the backoff, or at once when any cluster reports a change:
+                # one failing member must not delay the others.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=backoff)
                 backoff = min(30.0, backoff * 2)
                 self._wake.set()
 

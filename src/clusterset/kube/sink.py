@@ -14,6 +14,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx2 as httpx
+
 from clusterset.kube import api as k
 from clusterset.kube.cluster import SOURCE_LEASE_LABEL, MemberCluster
 from clusterset.model.conditions import Condition
@@ -54,6 +56,9 @@ class ApplyResult:
     deleted: int = 0
     unchanged: int = 0
     errors: list[str] = field(default_factory=list)
+    # Set at the first transport error: the rest of this pass skips the member, so a
+    # blackholed apiserver costs one connect timeout, not one per object.
+    unreachable: bool = False
 
 
 async def _apply(
@@ -70,9 +75,14 @@ async def _apply(
     if have is not None and contains(_meta_view(obj), _meta_view(have)):
         r.unchanged += 1
         return
+    if r.unreachable:
+        return
     try:
         await member.api.apply(path, obj)
         r.applied += 1
+    except (httpx.HTTPError, OSError) as exc:
+        r.unreachable = True
+        r.errors.append(f"cluster {member.name}: unreachable: {type(exc).__name__}: {exc}")
     except k.ApiError as exc:
         r.errors.append(
             f"cluster {member.name}: apply {res.kind} {meta.get('namespace')}/{meta['name']}: {exc}"
@@ -81,9 +91,14 @@ async def _apply(
 
 async def _delete(member: MemberCluster, res: k.Resource, key: str, r: ApplyResult) -> None:
     ns, _, name = key.rpartition("/")
+    if r.unreachable:
+        return
     try:
         await member.api.delete(res.path(ns or None, name))
         r.deleted += 1
+    except (httpx.HTTPError, OSError) as exc:
+        r.unreachable = True
+        r.errors.append(f"cluster {member.name}: unreachable: {type(exc).__name__}: {exc}")
     except k.ApiError as exc:
         r.errors.append(f"cluster {member.name}: delete {res.kind} {key}: {exc}")
 
