@@ -306,7 +306,9 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
         proc.wait(timeout)
 
 
-def wait_dns(port: int, qname: str, *, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_dns(
+    port: int, qname: str, *, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Until `qname` SOA answers NOERROR on UDP 127.0.0.1:port."""
     import dns.message
     import dns.query
@@ -318,11 +320,13 @@ def wait_dns(port: int, qname: str, *, timeout: float = 30.0, proc: subprocess.P
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} before answering")
         try:
-            r = dns.query.udp(dns.message.make_query(qname, "SOA"), "127.0.0.1", port=port, timeout=0.3)
+            r = dns.query.udp(
+                dns.message.make_query(qname, "SOA"), "127.0.0.1", port=port, timeout=0.3
+            )
             if r.rcode() == dns.rcode.NOERROR and r.answer:
                 return
             last = dns.rcode.to_text(r.rcode())
-        except Exception as exc:  # noqa: BLE001 -- not up yet
+        except Exception as exc:
             last = exc
         time.sleep(0.05)
     raise RuntimeError(f"no answer on 127.0.0.1:{port} within {timeout}s (last: {last})")

@@ -36,13 +36,15 @@ import dns.rdatatype
 import dns.rrset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _synth  # noqa: E402
+import _synth
 
-from clusterset.controller.manifest import FolderFeed  # noqa: E402
-from clusterset.zone import records  # noqa: E402
+from clusterset.controller.manifest import FolderFeed
+from clusterset.zone import records
 
 ZONE = "clusterset.local"
-QUIET_WAIT = float(os.environ.get("BENCH_QUIET_WAIT", "60"))  # seconds to wait for other users of the machine to go quiet before a run
+QUIET_WAIT = float(
+    os.environ.get("BENCH_QUIET_WAIT", "60")
+)  # seconds to wait for other users of the machine to go quiet before a run
 DEFAULT_COREDNS = Path.home() / ".cache" / "clusterset" / "bin" / "coredns"
 
 
@@ -107,14 +109,18 @@ def _rr_line(rr: records.RR) -> str:
     )
 
 
-def query_lines(recs: records.ZoneRecords, count: int, seed: int = 1) -> tuple[list[str], dict[str, int]]:
+def query_lines(
+    recs: records.ZoneRecords, count: int, seed: int = 1
+) -> tuple[list[str], dict[str, int]]:
     """A dnsperf data file: A on services (40%) and endpoints (10%), SRV (20%), AAAA
     (NODATA, 10%), NXDOMAIN names inside the zone (20%)."""
     origin_len = len(recs.origin.labels)
     svc_a: list[str] = []
     ep_a: list[str] = []
     srv: list[str] = []
-    for (name, rdtype), _ans in sorted(recs.answers.items(), key=lambda kv: (kv[0][0].to_text(), kv[0][1])):
+    for (name, rdtype), _ans in sorted(
+        recs.answers.items(), key=lambda kv: (kv[0][0].to_text(), kv[0][1])
+    ):
         rel = len(name.labels) - origin_len  # labels under the zone
         text = name.to_text(omit_final_dot=True)
         if rdtype == records.A and rel == 3:  # <svc>.<ns>.svc
@@ -126,7 +132,13 @@ def query_lines(recs: records.ZoneRecords, count: int, seed: int = 1) -> tuple[l
     rng = random.Random(seed)
     nx_pool = [f"missing-{i}.team-{i % 10}.svc.{ZONE}" for i in range(200)]
     nx_pool += [f"{n.split('.')[0]}.no-such-ns.svc.{ZONE}" for n in svc_a[:200]]
-    mix = [("A", svc_a, 40), ("A", ep_a, 10), ("SRV", srv, 20), ("AAAA", svc_a, 10), ("A", nx_pool, 20)]
+    mix = [
+        ("A", svc_a, 40),
+        ("A", ep_a, 10),
+        ("SRV", srv, 20),
+        ("AAAA", svc_a, 10),
+        ("A", nx_pool, 20),
+    ]
     out: list[str] = []
     kinds: dict[str, int] = {}
     for qtype, pool, weight in mix:
@@ -168,7 +180,9 @@ zone:
     check = subprocess.run(["knotc", "-c", str(conf), "conf-check"], capture_output=True, text=True)
     if check.returncode != 0:
         raise RuntimeError(f"knotc conf-check: {check.stdout}{check.stderr}")
-    return Server("knotd", ["taskset", "-c", "0", "knotd", "-c", str(conf)], port, kdir / "knotd.log")
+    return Server(
+        "knotd", ["taskset", "-c", "0", "knotd", "-c", str(conf)], port, kdir / "knotd.log"
+    )
 
 
 def coredns_server(binary: Path, work: Path, zonefile: Path, port: int) -> Server:
@@ -241,9 +255,13 @@ def verify(servers: list[Server], queries: list[str], sample: int) -> tuple[list
                 if other == value:
                     continue
                 if key in STRICT:
-                    problems.append(f"{line}: {key} differs: {base_name}={value!r} {s.name}={other!r}")
+                    problems.append(
+                        f"{line}: {key} differs: {base_name}={value!r} {s.name}={other!r}"
+                    )
                 else:
-                    extra = sorted(set(other) - set(value)) + [f"-{x}" for x in sorted(set(value) - set(other))]  # type: ignore[arg-type]
+                    extra = sorted(set(other) - set(value)) + [
+                        f"-{x}" for x in sorted(set(value) - set(other))
+                    ]  # type: ignore[arg-type]
                     what = ", ".join(" ".join(x.split()[2:4]) for x in extra[:2])
                     soft[(s.name, key, what)] = soft.get((s.name, key, what), 0) + 1
     notes = [
@@ -255,12 +273,29 @@ def verify(servers: list[Server], queries: list[str], sample: int) -> tuple[list
 
 def dig(port: int, qname: str, qtype: str) -> str:
     out = subprocess.run(
-        ["dig", "+norec", "+noall", "+answer", "+additional", "-p", str(port), "@127.0.0.1", qname, qtype],
+        [
+            "dig",
+            "+norec",
+            "+noall",
+            "+answer",
+            "+additional",
+            "-p",
+            str(port),
+            "@127.0.0.1",
+            qname,
+            qtype,
+        ],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    return "\n".join(sorted(line.split(None, 4)[0].lower() + " " + " ".join(line.split()[1:]) for line in out.splitlines() if line.strip()))
+    return "\n".join(
+        sorted(
+            line.split(None, 4)[0].lower() + " " + " ".join(line.split()[1:])
+            for line in out.splitlines()
+            if line.strip()
+        )
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -273,7 +308,9 @@ _SIZE = re.compile(r"Average packet size:\s+request (\d+), response (\d+)")
 _VERBOSE = re.compile(r"^> \S+ \S+ \S+ ([\d.]+)$")
 
 
-def dnsperf(port: int, datafile: Path, duration: float, extra: list[str], out: Path) -> tuple[str, float]:
+def dnsperf(
+    port: int, datafile: Path, duration: float, extra: list[str], out: Path
+) -> tuple[str, float]:
     """Run dnsperf on CPU 1; its output and its own CPU seconds."""
     argv = [
         "taskset", "-c", "1", "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(datafile),
@@ -284,7 +321,8 @@ def dnsperf(port: int, datafile: Path, duration: float, extra: list[str], out: P
 
 
 def measured_run(s: Server, datafile: Path, duration: float, out: Path) -> None:
-    assert s.proc is not None and s.proc.poll() is None, f"{s.name} is not running"
+    if s.proc is None or s.proc.poll() is not None:
+        raise RuntimeError(f"{s.name} is not running")
     _synth.wait_quiet(timeout=QUIET_WAIT)
     before = _synth.cpu_seconds(s.pid)
     busy0 = _synth.busy_seconds()
@@ -315,7 +353,9 @@ def latency_run(s: Server, datafile: Path, duration: float, rate: int, out: Path
     before = _synth.cpu_seconds(s.pid)
     busy0 = _synth.busy_seconds()
     text, perf_cpu = dnsperf(s.port, datafile, duration, ["-Q", str(rate), "-v"], out)
-    other = max(0.0, _synth.busy_seconds() - busy0 - (_synth.cpu_seconds(s.pid) - before) - perf_cpu)
+    other = max(
+        0.0, _synth.busy_seconds() - busy0 - (_synth.cpu_seconds(s.pid) - before) - perf_cpu
+    )
     s.lat_noise = 100.0 * other / duration
     lat = sorted(float(m.group(1)) for line in text.splitlines() if (m := _VERBOSE.match(line)))
     if not lat:
@@ -325,21 +365,31 @@ def latency_run(s: Server, datafile: Path, duration: float, rate: int, out: Path
         return lat[min(len(lat) - 1, int(p / 100 * len(lat)))] * 1e6
 
     s.p50, s.p99, s.p999, s.lat_n = pct(50), pct(99), pct(99.9), len(lat)
-    print(f"  {s.name:8s} p50 {s.p50:7.0f} µs  p99 {s.p99:7.0f} µs  p99.9 {s.p999:7.0f} µs  ({len(lat)} replies)  other load {s.lat_noise:4.0f}% of a core", flush=True)
+    print(
+        f"  {s.name:8s} p50 {s.p50:7.0f} µs  p99 {s.p99:7.0f} µs  p99.9 {s.p999:7.0f} µs  ({len(lat)} replies)  other load {s.lat_noise:4.0f}% of a core",
+        flush=True,
+    )
 
 
 # ---------------------------------------------------------------------------
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--services", type=int, default=1000)
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per dnsperf run")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--rate", type=int, default=5000, help="QPS of the latency run")
     ap.add_argument("--queries", type=int, default=20000, help="lines in the dnsperf data file")
     ap.add_argument("--verify-sample", type=int, default=400)
-    ap.add_argument("--coredns", type=Path, default=None, help=f"CoreDNS binary (default: {DEFAULT_COREDNS} if present)")
+    ap.add_argument(
+        "--coredns",
+        type=Path,
+        default=None,
+        help=f"CoreDNS binary (default: {DEFAULT_COREDNS} if present)",
+    )
     ap.add_argument("--no-knot", action="store_true")
     ap.add_argument(
         "--floor",
@@ -348,6 +398,7 @@ def main() -> int:
         "same zone, and one echoing the query (the cost of the UDP loop alone)",
     )
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--latency-only", action="store_true", help="skip the QPS runs")
     args = ap.parse_args()
 
     for tool in ("dnsperf", "taskset", "dig") + (() if args.no_knot else ("knotd", "knotc")):
@@ -416,22 +467,30 @@ def main() -> int:
                 print(f"{s.name}: {exc}; log:\n{s.log.read_text()[-3000:]}", file=sys.stderr)
                 return 1
         for s in servers[1:]:
-            warnings = [ln for ln in s.log.read_text().splitlines() if "warning" in ln or "error" in ln]
+            warnings = [
+                ln for ln in s.log.read_text().splitlines() if "warning" in ln or "error" in ln
+            ]
             for w in warnings[:5]:
                 print(f"  {s.name} log: {w}")
 
         # Honest comparison: the same answers from everyone.
-        probe = next(line.split()[0] for line in qlines if line.endswith(" SRV") and line.startswith("_db."))
+        probe = next(
+            line.split()[0] for line in qlines if line.endswith(" SRV") and line.startswith("_db.")
+        )
         peers = [s for s in servers if not s.reference]
         digs = {s.name: dig(s.port, probe, "SRV") for s in peers}
         print(f"dig {probe} SRV (answer + additional), per server:")
         for name, out in digs.items():
-            print(f"  {name}: {len(out.splitlines())} lines, {'same as ' + servers[0].name if out == digs[servers[0].name] else 'DIFFERENT'}")
+            print(
+                f"  {name}: {len(out.splitlines())} lines, {'same as ' + servers[0].name if out == digs[servers[0].name] else 'DIFFERENT'}"
+            )
         if len(set(digs.values())) != 1:
             for name, out in digs.items():
                 print(f"--- {name}\n{out}")
             return 1
-        problems, notes = verify([s for s in servers if s.name != "py-echo"], qlines, args.verify_sample)
+        problems, notes = verify(
+            [s for s in servers if s.name != "py-echo"], qlines, args.verify_sample
+        )
         for n in notes:
             print("  note: " + n)
         if problems:
@@ -439,37 +498,59 @@ def main() -> int:
             for p in problems[:10]:
                 print("  " + p)
             return 1
-        print(f"verified: {min(args.verify_sample, len(set(qlines)))} distinct queries answered identically "
-              f"(rcode, AA, answer section; authority (SOA serial masked) and additional compared too, "
-              f"differences listed as notes)", flush=True)
+        print(
+            f"verified: {min(args.verify_sample, len(set(qlines)))} distinct queries answered identically "
+            f"(rcode, AA, answer section; authority (SOA serial masked) and additional compared too, "
+            f"differences listed as notes)",
+            flush=True,
+        )
 
         for s in servers:  # warm-up
             dnsperf(s.port, datafile, 2, [], work / f"warmup-{s.name}.txt")
-        for run in range(args.runs):
+        for run in range(0 if args.latency_only else args.runs):
             print(f"run {run + 1}/{args.runs} (-c 10 -T 1 -q 100 -l {args.duration:g})", flush=True)
             order = servers if run % 2 == 0 else servers[::-1]
             for s in order:
                 measured_run(s, datafile, args.duration, work / f"run{run}-{s.name}.txt")
-        print(f"fixed rate -Q {args.rate} for {args.duration:g}s, per-query latency from dnsperf -v", flush=True)
+        print(
+            f"fixed rate -Q {args.rate} for {args.duration:g}s, per-query latency from dnsperf -v",
+            flush=True,
+        )
         for s in peers:
             latency_run(s, datafile, args.duration, args.rate, work / f"latency-{s.name}.txt")
 
         print()
         print(time.strftime("%Y-%m-%d %H:%M %Z"), "-", _synth.machine())
-        print(f"{args.services} services; server on CPU 0, dnsperf on CPU 1; medians of {args.runs} x {args.duration:g}s; "
-              f"latency at {args.rate} QPS")
+        print(
+            f"{args.services} services; server on CPU 0, dnsperf on CPU 1; medians of {args.runs} x {args.duration:g}s; "
+            f"latency at {args.rate} QPS"
+        )
         header = f"{'server':10s} {'QPS':>9s} {'CPU µs/q':>9s} {'QPS/CPU-s':>10s} {'p50 µs':>7s} {'p99 µs':>7s} {'p99.9':>7s} {'lost%':>6s} {'resp B':>6s} {'other%':>6s}"
         print(header)
         print("-" * len(header))
-        med = {s.name: (statistics.median(s.qps), statistics.median(s.cpu_us), statistics.median(s.per_cpu_s)) for s in servers}
+        nan = float("nan")
+        med = {
+            s.name: (
+                statistics.median(s.qps),
+                statistics.median(s.cpu_us),
+                statistics.median(s.per_cpu_s),
+            )
+            if s.qps
+            else (nan, nan, nan)
+            for s in servers
+        }
         for s in servers:
             q, c, p = med[s.name]
-            print(f"{s.name:10s} {q:9.0f} {c:9.2f} {p:10.0f} {s.p50:7.0f} {s.p99:7.0f} {s.p999:7.0f} {max(s.lost):6.2f} {s.avg_size:6.0f} {statistics.median(s.noise):6.0f}")
+            print(
+                f"{s.name:10s} {q:9.0f} {c:9.2f} {p:10.0f} {s.p50:7.0f} {s.p99:7.0f} {s.p999:7.0f} {max(s.lost, default=nan):6.2f} {s.avg_size:6.0f} {statistics.median(s.noise) if s.noise else nan:6.0f}"
+            )
         base = med[servers[0].name]
         for s in peers[1:]:
             q, c, p = med[s.name]
-            print(f"ours/{s.name}: QPS {base[0] / q:.2f}x, QPS per CPU-second {base[2] / p:.2f}x "
-                  f"(CPU per query {base[1] / c:.2f}x)")
+            print(
+                f"ours/{s.name}: QPS {base[0] / q:.2f}x, QPS per CPU-second {base[2] / p:.2f}x "
+                f"(CPU per query {base[1] / c:.2f}x)"
+            )
         return 0
     finally:
         for s in servers:

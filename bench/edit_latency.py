@@ -37,7 +37,7 @@ import dns.query
 import dns.rdatatype
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _synth  # noqa: E402
+import _synth
 
 QNAME = "db.data.svc.clusterset.local"
 OLD, NEW = "10.244.1.20", "10.244.1.120"
@@ -113,15 +113,25 @@ def pct(values: list[float], p: float) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--edits", type=int, default=200)
-    ap.add_argument("--extra", type=int, default=200, help="generated services added to the examples")
+    ap.add_argument(
+        "--extra", type=int, default=200, help="generated services added to the examples"
+    )
     ap.add_argument("--endpoints", type=int, default=3, help="endpoints of each generated service")
     ap.add_argument("--poll-ms", type=float, default=2.0)
     ap.add_argument("--timeout", type=float, default=10.0, help="give up on one edit after this")
-    ap.add_argument("--in-place", action="store_true", help="rewrite the file in place, not by rename")
-    ap.add_argument("--pin", action="store_true", help="pin the server to CPU 0 (default: unpinned)")
-    ap.add_argument("--settle", type=float, default=2.0, help="seconds between first answer and first edit")
+    ap.add_argument(
+        "--in-place", action="store_true", help="rewrite the file in place, not by rename"
+    )
+    ap.add_argument(
+        "--pin", action="store_true", help="pin the server to CPU 0 (default: unpinned)"
+    )
+    ap.add_argument(
+        "--settle", type=float, default=2.0, help="seconds between first answer and first edit"
+    )
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
 
@@ -138,8 +148,11 @@ def main() -> int:
         assert original.count(f"[{OLD}]") == 1, "examples/clusters/member1/db.yaml changed shape"
 
         obs, comp = pipeline_cost(root, work / "probe-state.json", 5)
-        print(f"in-process cost of one change on this ROOT: observe {obs * 1e3:.0f} ms, "
-              f"compile member2's zone {comp * 1e3:.0f} ms", flush=True)
+        print(
+            f"in-process cost of one change on this ROOT: observe {obs * 1e3:.0f} ms, "
+            f"compile member2's zone {comp * 1e3:.0f} ms",
+            flush=True,
+        )
 
         port = _synth.free_port()
         argv = [
@@ -150,14 +163,19 @@ def main() -> int:
         if args.pin:
             argv = ["taskset", "-c", "0", *argv]
         log = work / "server.log"
-        proc = subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
         _synth.wait_dns(port, "clusterset.local", proc=proc)
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setblocking(False)
         deadline = time.monotonic() + 30
         while answer_set(sock, port) != EXPECT[OLD]:
             if time.monotonic() > deadline:
-                print(f"initial answer is {answer_set(sock, port)}, expected {sorted(EXPECT[OLD])}", file=sys.stderr)
+                print(
+                    f"initial answer is {answer_set(sock, port)}, expected {sorted(EXPECT[OLD])}",
+                    file=sys.stderr,
+                )
                 return 1
             time.sleep(0.05)
         # The watcher starts after the first read (manifests/watch.py): give it time, or the
@@ -186,7 +204,9 @@ def main() -> int:
                     break
                 if now - t0 > args.timeout:
                     timeouts += 1
-                    print(f"edit {n}: no change after {args.timeout}s (answer {got})", file=sys.stderr)
+                    print(
+                        f"edit {n}: no change after {args.timeout}s (answer {got})", file=sys.stderr
+                    )
                     break
                 time.sleep(poll)
             current = nxt
@@ -194,19 +214,27 @@ def main() -> int:
                 print(f"  {n + 1} edits, last {latencies[-1] * 1e3:.0f} ms", flush=True)
             time.sleep(rng.uniform(0.02, 0.1))  # not in step with the watcher's debounce
         cpu = _synth.cpu_seconds(proc.pid) - cpu0
-        loads = sum(1 for line in log.read_text().splitlines() if "generation" in line and "loaded" in line)
+        loads = sum(
+            1 for line in log.read_text().splitlines() if "generation" in line and "loaded" in line
+        )
 
         ms = [x * 1e3 for x in latencies]
         print()
         print(time.strftime("%Y-%m-%d %H:%M %Z"), "-", _synth.machine())
-        print(f"clusterset run, cluster member2; {args.extra} extra services; {args.edits} edits "
-              f"({'in place' if args.in_place else 'atomic rename'}); UDP poll every {args.poll_ms:g} ms")
-        print(f"edit -> changed answer: p50 {pct(ms, 50):.0f} ms, p90 {pct(ms, 90):.0f} ms, "
-              f"p99 {pct(ms, 99):.0f} ms, max {max(ms):.0f} ms, min {min(ms):.0f} ms, mean {statistics.mean(ms):.0f} ms"
-              + (f"; {timeouts} timed out" if timeouts else ""))
+        print(
+            f"clusterset run, cluster member2; {args.extra} extra services; {args.edits} edits "
+            f"({'in place' if args.in_place else 'atomic rename'}); UDP poll every {args.poll_ms:g} ms"
+        )
+        print(
+            f"edit -> changed answer: p50 {pct(ms, 50):.0f} ms, p90 {pct(ms, 90):.0f} ms, "
+            f"p99 {pct(ms, 99):.0f} ms, max {max(ms):.0f} ms, min {min(ms):.0f} ms, mean {statistics.mean(ms):.0f} ms"
+            + (f"; {timeouts} timed out" if timeouts else "")
+        )
         print(f"goal p99 < 200 ms: {'met' if pct(ms, 99) < 200 and not timeouts else 'MISSED'}")
-        print(f"server: {loads} zone loads, {cpu:.1f} CPU-s ({cpu / max(1, loads) * 1e3:.0f} ms per load incl. "
-              f"answering {polls} polls); in-process observe {obs * 1e3:.0f} ms + compile {comp * 1e3:.0f} ms")
+        print(
+            f"server: {loads} zone loads, {cpu:.1f} CPU-s ({cpu / max(1, loads) * 1e3:.0f} ms per load incl. "
+            f"answering {polls} polls); in-process observe {obs * 1e3:.0f} ms + compile {comp * 1e3:.0f} ms"
+        )
         return 0 if not timeouts else 1
     finally:
         if proc is not None:

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _synth  # noqa: E402
+import _synth
 
 GIB = 1 << 30
 PHASES = ("state", "aggregate", "allocate", "reconcile", "records", "compile")
@@ -65,7 +65,9 @@ def headless(i: int, percent: int) -> bool:
     return i % 100 >= 100 - percent
 
 
-def build_state(clusters: int, services: int, endpoints: int, fraction: float, headless_pct: int = 20) -> Any:
+def build_state(
+    clusters: int, services: int, endpoints: int, fraction: float, headless_pct: int = 20
+) -> Any:
     from clusterset.model.ids import ClusterId, ServiceKey
     from clusterset.model.objects import (
         Endpoint,
@@ -100,9 +102,7 @@ def build_state(clusters: int, services: int, endpoints: int, fraction: float, h
                 n = i * endpoints + e
                 # Distinct strings per endpoint, as decoding real objects gives.
                 addr = f"10.{c % 200 + 20}.{(n // 250) % 256}.{n % 250 + 1}"
-                eps.append(
-                    Endpoint((addr,), hostname=f"{name}-{e}" if hl else "", ready=True)
-                )
+                eps.append(Endpoint((addr,), hostname=f"{name}-{e}" if hl else "", ready=True))
             d["slices"][key] = (
                 EndpointSlice(ns, f"{name}-abcde", name, ports=(port,), endpoints=tuple(eps)),
             )
@@ -131,14 +131,22 @@ class Phases:
         self.out["phases"][name] = now - self._t
         self.out["rss"][name] = rss()
         self.out.setdefault("failures", {})[name] = f"{type(exc).__name__}: {exc}"
-        print(f"    {name:10s} FAILED after {now - self._t:.2f} s: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        print(
+            f"    {name:10s} FAILED after {now - self._t:.2f} s: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+            flush=True,
+        )
         self._t = time.perf_counter()
 
     def done(self, name: str) -> None:
         now = time.perf_counter()
         self.out["phases"][name] = now - self._t
         self.out["rss"][name] = rss()
-        print(f"    {name:10s} {now - self._t:7.2f} s  rss {rss() / 2**20:7.0f} MiB", file=sys.stderr, flush=True)
+        print(
+            f"    {name:10s} {now - self._t:7.2f} s  rss {rss() / 2**20:7.0f} MiB",
+            file=sys.stderr,
+            flush=True,
+        )
         self._t = time.perf_counter()
 
 
@@ -156,7 +164,7 @@ def zone_phases(p: Phases, desired_: Any, state: Any) -> None:
     p.done("records")
     try:
         zone = CompiledZone(recs)
-    except Exception as exc:  # noqa: BLE001 -- reported, e.g. dns.exception.TooBig
+    except Exception as exc:
         p.fail("compile", exc)
         return
     p.out["wire_bytes"] = sum(len(a.body) for a in zone.answers.values())
@@ -211,12 +219,20 @@ def child_yaml(args: argparse.Namespace) -> dict[str, Any]:
         for c in range(args.child):
             mine = [i for i in ids if c in exporters(i, args.child, args.fraction)]
             _synth.write_member_folder(
-                work / f"member{c + 1}", f"member{c + 1}", c, mine, args.endpoints, per_file=50,
+                work / f"member{c + 1}",
+                f"member{c + 1}",
+                c,
+                mine,
+                args.endpoints,
+                per_file=50,
                 headless=lambda i: headless(i, args.headless),
             )
         size = sum(f.stat().st_size for f in work.rglob("*.yaml"))
         files = sum(1 for _ in work.rglob("*.yaml"))
-        print(f"    wrote {files} files, {size / 2**20:.0f} MiB of YAML in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        print(
+            f"    wrote {files} files, {size / 2**20:.0f} MiB of YAML in {time.perf_counter() - t0:.1f}s",
+            file=sys.stderr,
+        )
         p = Phases()
         p.out["yaml_mib"] = size / 2**20
         p.out["yaml_files"] = files
@@ -253,14 +269,23 @@ def run_child(argv: list[str], profile: Path | None) -> dict[str, Any]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--clusters", default="10,50,100")
     ap.add_argument("--services", type=int, default=2000)
     ap.add_argument("--endpoints", type=int, default=10)
-    ap.add_argument("--fraction", type=float, default=1.0, help="share of clusters exporting each service")
+    ap.add_argument(
+        "--fraction", type=float, default=1.0, help="share of clusters exporting each service"
+    )
     ap.add_argument("--headless", type=int, default=20, help="percent of headless services")
     ap.add_argument("--yaml-clusters", type=int, default=10, help="0 to skip the YAML load path")
-    ap.add_argument("--profile", type=Path, default=None, help="folder for pyinstrument text reports (one per size)")
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="folder for pyinstrument text reports (one per size)",
+    )
     ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--yaml", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -298,7 +323,11 @@ def main() -> int:
         "peak RSS of a fresh process; answers/RRs of one consumer's zone"
     )
     cols = ["yaml-read", "observe", *PHASES]
-    header = f"{'clusters x services x endpoints':34s} " + " ".join(f"{c:>9s}" for c in cols) + f" {'total':>8s} {'peak RSS':>9s} {'answers':>8s} {'RRs':>8s}"
+    header = (
+        f"{'clusters x services x endpoints':34s} "
+        + " ".join(f"{c:>9s}" for c in cols)
+        + f" {'total':>8s} {'peak RSS':>9s} {'answers':>8s} {'RRs':>8s}"
+    )
     print(header)
     print("-" * len(header))
     for label, r in results:
@@ -312,7 +341,9 @@ def main() -> int:
         if label.startswith("100 x 2000 x 10") and not label.endswith("YAML"):
             ok = total < 10 and r["peak_rss"] < GIB and not r.get("failures")
             mark = "  goal <10 s, <1 GiB: " + ("met" if ok else "MISSED")
-        print(f"{label:34s} {cells} {total:8.2f} {r['peak_rss'] / 2**20:6.0f} MiB {r.get('zone_answers', 0):8d} {r.get('zone_rrs', 0):8d}{mark}")
+        print(
+            f"{label:34s} {cells} {total:8.2f} {r['peak_rss'] / 2**20:6.0f} MiB {r.get('zone_answers', 0):8d} {r.get('zone_rrs', 0):8d}{mark}"
+        )
         for phase, why in r.get("failures", {}).items():
             print(f"{'':34s} {phase} FAILED: {why}")
     return 0

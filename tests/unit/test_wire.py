@@ -219,3 +219,36 @@ def test_random_garbage_never_raises() -> None:
 
 def test_ns_alone_for_rcode_names() -> None:
     assert rcode(ask(ZONE, "svc1.ns.svc." + Z)) == "NOERROR"
+
+
+def test_memo_replies_patch_the_id_and_keep_the_case() -> None:
+    q1 = dns.message.make_query("svc1.ns.svc." + Z, "A").to_wire()
+    q2 = b"\xab\xcd" + q1[2:]
+    r1, r2 = respond(ZONE, ORIGIN, q1), respond(ZONE, ORIGIN, q2)
+    assert r1 is not None and r2 is not None
+    assert r1[2:] == r2[2:] and r2[:2] == b"\xab\xcd"
+    upper = dns.message.make_query("SVC1.ns.svc." + Z, "A")
+    r3 = dns.message.from_wire(respond(ZONE, ORIGIN, upper.to_wire()))  # type: ignore[arg-type]
+    assert r3.answer[0].name.to_text() == "SVC1.ns.svc." + Z
+
+
+def test_huge_headless_answer_is_a_subset_not_a_crash() -> None:
+    """~700 endpoints: SRV + glue would exceed 64 KiB even over TCP (found by the benchmark)."""
+    v = view(
+        imports=(imported("huge", type=ImportType.HEADLESS, ports=()),),
+        slices=(
+            eslice(
+                "huge",
+                source="c1",
+                endpoints=tuple(
+                    endpoint(f"10.7.{i // 250}.{i % 250 + 1}", hostname=f"pod-with-a-long-name-{i}")
+                    for i in range(800)
+                ),
+            ),
+        ),
+    )
+    zone = compile_view(v)
+    r = ask(zone, "huge.ns.svc." + Z, "SRV", tcp=True)
+    assert 0 < len(r.answer[0]) <= 800
+    assert len(r.to_wire()) <= 65535
+    assert len(ask(zone, "huge.ns.svc." + Z, "A", tcp=True).answer[0]) == 800

@@ -77,7 +77,7 @@ class FolderFeed:
 
     async def views(self, stop: asyncio.Event | None = None) -> AsyncIterator[ImportedView]:
         async for _ in changes([self.root], stop=stop):
-            yield self.snapshot()
+            yield await asyncio.to_thread(self.snapshot)
 
 
 @dataclass(slots=True)
@@ -202,7 +202,7 @@ class ClusterSetFeed:
         self, cluster: ClusterId, stop: asyncio.Event | None = None
     ) -> AsyncIterator[ImportedView]:
         async for _ in changes([self.root], stop=stop):
-            observed = self.observe()
+            observed = await asyncio.to_thread(self.observe)  # keep TCP answering meanwhile
             if cluster not in observed.state.clusters:
                 log.warning(
                     "cluster %r: no folder under %s has this cluster ID", cluster, self.root

@@ -61,10 +61,7 @@ class Aggregate:
     annotations: tuple[tuple[str, str], ...]
     contributions: tuple[Contribution, ...]  # oldest first
     conditions: dict[ClusterId, tuple[Condition, ...]]
-
-    @property
-    def clusters(self) -> tuple[ClusterId, ...]:
-        return tuple(sorted(c.cluster for c in self.contributions))
+    clusters: tuple[ClusterId, ...] = ()  # the exporting clusters, sorted (computed once)
 
 
 def _families(svc: Service) -> tuple[IPFamily, ...]:
@@ -199,6 +196,7 @@ def aggregate(state: ClusterSetState, key: ServiceKey) -> Aggregate:
         ),
         contributions=tuple(valid),
         conditions=conditions,
+        clusters=tuple(sorted(c.cluster for c in valid)),
     )
 
 

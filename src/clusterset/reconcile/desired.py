@@ -10,6 +10,7 @@ EndpointSlices. Per exporting cluster: ServiceExport conditions.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from clusterset.reconcile.slices import imported_slices
 DERIVED_SERVICE_ANNOTATION = "multicluster.kubernetes.io/derived-service"
 
 
+@functools.cache  # called per service per consumer on every pass (profiled)
 def derived_name(key: ServiceKey) -> str:
     """mcs-api reference naming: 'derived-' + 10 chars of base32hex(sha256('<ns>/<name>'))."""
     digest = hashlib.sha256(f"{key.namespace}/{key.name}".encode()).digest()

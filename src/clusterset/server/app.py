@@ -185,7 +185,15 @@ class DnsServer:
                 )
                 # Compile off the event loop so TCP and the feed stay responsive on big zones.
                 started = time.perf_counter()
-                zone = await asyncio.to_thread(compile_view, view, self.options.settings)
+                try:
+                    zone = await asyncio.to_thread(compile_view, view, self.options.settings)
+                except Exception:  # a bug must not take DNS down: keep the zone we have
+                    log.exception(
+                        "zone: cannot compile generation %d; serving the previous zone",
+                        view.generation,
+                    )
+                    wake_at = None
+                    continue
                 self.compile_seconds.observe(time.perf_counter() - started)
                 tracks, wake_at = zone.records.tracks, zone.records.wake_at
                 self._install(zone, view)

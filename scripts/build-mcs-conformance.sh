@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Build the mcs-api conformance suite (Go module sigs.k8s.io/mcs-api/conformance,
+# Ginkgo v2) into a test binary that tests/integration/test_mcs_conformance.py runs:
+#
+#   ${CLUSTERSET_CACHE:-$HOME/.cache/clusterset}/bin/mcs-conformance.test
+#
+# with a mcs-conformance.test.version stamp; a binary whose stamp matches is not
+# rebuilt. Never commit it. The binary is built from a tiny module that requires
+# the conformance module and runs its specs (the way implementations such as
+# Cilium embed the suite), so the conformance module's own `replace
+# sigs.k8s.io/mcs-api => ..` does not apply and sigs.k8s.io/mcs-api comes from
+# the module proxy at the version the conformance module requires.
+#
+# Source of the conformance module, in order:
+#   1. the Go module proxy: sigs.k8s.io/mcs-api/conformance@$MCS_CONFORMANCE_VERSION
+#   2. MCS_API_SRC=<a git clone of github.com/kubernetes-sigs/mcs-api>: the tree of
+#      tag conformance/$MCS_CONFORMANCE_VERSION (git archive), for proxies that do
+#      not carry the nested module.
+#
+# Usage: scripts/build-mcs-conformance.sh [--force]
+# Env:   MCS_CONFORMANCE_VERSION (default v0.5.0), MCS_API_SRC, CLUSTERSET_CACHE, GO
+set -euo pipefail
+
+VERSION="${MCS_CONFORMANCE_VERSION:-v0.5.0}"
+MODULE=sigs.k8s.io/mcs-api/conformance
+CACHE="${CLUSTERSET_CACHE:-$HOME/.cache/clusterset}"
+BIN="$CACHE/bin"
+SRC="$CACHE/src"
+NAME=mcs-conformance.test
+
+force=0
+for arg in "$@"; do
+    case "$arg" in
+        --force) force=1 ;;
+        -h | --help)
+            sed -n '2,21p' "$0"
+            exit 0
+            ;;
+        *)
+            echo "build-mcs-conformance: unknown argument: $arg" >&2
+            exit 2
+            ;;
+    esac
+done
+
+GO="${GO:-}"
+if [[ -z "$GO" ]]; then
+    if command -v go >/dev/null 2>&1; then
+        GO="$(command -v go)"
+    elif [[ -x /usr/local/go/bin/go ]]; then
+        GO=/usr/local/go/bin/go
+    else
+        echo "build-mcs-conformance: no Go toolchain found (set GO=/path/to/go)" >&2
+        exit 1
+    fi
+fi
+
+export CGO_ENABLED=0
+export GOTOOLCHAIN=local
+export GOFLAGS="-mod=mod -buildvcs=false"
+
+log() { printf '[build-mcs-conformance %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+stamp="$MODULE $VERSION"
+if [[ "$force" == 0 && -x "$BIN/$NAME" && -f "$BIN/$NAME.version" &&
+    "$(cat "$BIN/$NAME.version")" == "$stamp" ]]; then
+    log "$NAME $VERSION is up to date"
+    exit 0
+fi
+
+start=$(date +%s)
+mkdir -p "$BIN" "$SRC"
+dir="$SRC/mcs-conformance"
+rm -rf "$dir"
+mkdir -p "$dir"
+
+replace=""
+log "$MODULE $VERSION: asking the module proxy"
+if (cd "$dir" && GOFLAGS="" "$GO" mod download -json "$MODULE@$VERSION" >"$dir/download.json" 2>&1) &&
+    ! grep -q '"Error"' "$dir/download.json"; then
+    log "$MODULE $VERSION: from the module proxy"
+elif [[ -n "${MCS_API_SRC:-}" ]]; then
+    log "$MODULE $VERSION: not on the proxy; from $MCS_API_SRC (tag conformance/$VERSION)"
+    mkdir -p "$dir/upstream"
+    git -C "$MCS_API_SRC" archive "conformance/$VERSION" conformance | tar -x -C "$dir/upstream"
+    replace="replace $MODULE => ./upstream/conformance"
+else
+    sed -n 's/^[[:space:]]*"Error": "\(.*\)",\{0,1\}$/\1/p' "$dir/download.json" >&2 || true
+    echo "build-mcs-conformance: $MODULE@$VERSION is not on the module proxy;" \
+        "set MCS_API_SRC to a git clone of github.com/kubernetes-sigs/mcs-api" >&2
+    exit 1
+fi
+rm -f "$dir/download.json"
+
+cat >"$dir/go.mod" <<EOF
+module clusterset.invalid/peers/mcs-conformance
+
+go 1.23.0
+
+require $MODULE $VERSION
+
+$replace
+EOF
+
+# The suite's specs register themselves when the package is imported; its flags
+# (--contexts, --dns-domain, --skip-verify-eps-managed-by, ...) are on the
+# standard flag set, next to Ginkgo's --ginkgo.* flags.
+cat >"$dir/conformance_test.go" <<'EOF'
+// Package mcsconformance runs the mcs-api conformance suite.
+package mcsconformance
+
+import (
+	"testing"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	_ "sigs.k8s.io/mcs-api/conformance"
+)
+
+func TestConformance(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "MCS API conformance")
+}
+EOF
+
+log "$MODULE $VERSION: go test -c"
+(cd "$dir" && "$GO" mod tidy >/dev/null 2>&1 || true)
+(cd "$dir" && "$GO" test -c -trimpath -ldflags "-s -w" -o "$BIN/$NAME.tmp" .)
+mv -f "$BIN/$NAME.tmp" "$BIN/$NAME"
+printf '%s\n' "$stamp" >"$BIN/$NAME.version"
+log "$NAME $VERSION built in $(($(date +%s) - start)) s: $BIN/$NAME"
