@@ -79,8 +79,11 @@ class DnsOptions:
     log_queries: bool = False
 
 
-def compile_view(view: ImportedView, settings: records.ZoneSettings) -> CompiledZone:
-    return CompiledZone(records.build(view, settings, serial=view.generation))
+def compile_view(
+    view: ImportedView, settings: records.ZoneSettings, reuse: CompiledZone | None = None
+) -> CompiledZone:
+    built = reuse.built if reuse is not None and reuse.synced else None
+    return CompiledZone(records.build(view, settings, serial=view.generation), reuse=built)
 
 
 class DnsServer:
@@ -186,7 +189,9 @@ class DnsServer:
                 # Compile off the event loop so TCP and the feed stay responsive on big zones.
                 started = time.perf_counter()
                 try:
-                    zone = await asyncio.to_thread(compile_view, view, self.options.settings)
+                    zone = await asyncio.to_thread(
+                        compile_view, view, self.options.settings, self.holder.zone
+                    )
                 except Exception:  # a bug must not take DNS down: keep the zone we have
                     log.exception(
                         "zone: cannot compile generation %d; serving the previous zone",
