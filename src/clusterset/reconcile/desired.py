@@ -100,7 +100,9 @@ def reconcile(
             if agg.type is None or key.namespace not in nss:
                 continue
             headless = agg.type is ImportType.HEADLESS
-            annotations = dict(agg.annotations)
+            # KEP: only spec.exportedAnnotations/exportedLabels of the oldest export are
+            # propagated (never metadata), plus our own clusterset.io/* policy settings.
+            annotations = {**dict(agg.exported_annotations), **dict(agg.annotations)}
             if not headless:
                 derived[key] = derived_name(key)
                 annotations[DERIVED_SERVICE_ANNOTATION] = derived[key]
@@ -117,6 +119,7 @@ def reconcile(
                 traffic_distribution=agg.traffic_distribution,
                 clusters=agg.clusters,
                 annotations=tuple(sorted(annotations.items())),
+                labels=agg.exported_labels,
             )
         clusters[cid] = ClusterDesired(
             cluster=cid,

@@ -45,7 +45,11 @@ def service_import(imp: ServiceImport) -> Obj:
         spec["internalTrafficPolicy"] = imp.internal_traffic_policy
     if imp.traffic_distribution:
         spec["trafficDistribution"] = imp.traffic_distribution
-    meta: Obj = {"name": imp.name, "namespace": imp.namespace, "labels": {LABEL_OWNED: "true"}}
+    meta: Obj = {
+        "name": imp.name,
+        "namespace": imp.namespace,
+        "labels": {**dict(imp.labels), LABEL_OWNED: "true"},
+    }
     if imp.annotations:
         meta["annotations"] = dict(imp.annotations)
     return {"apiVersion": MCS_API, "kind": "ServiceImport", "metadata": meta, "spec": spec}

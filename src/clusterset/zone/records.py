@@ -217,6 +217,7 @@ def build(view: ImportedView, settings: ZoneSettings, *, serial: int) -> ZoneRec
         ),
     )
     recs.add(origin, NS, RR(origin, ttl, dns.rdtypes.ANY.NS.NS(IN, NS, ns_name)))
+    recs.exist(ns_name)  # our SOA MNAME and NS target exists even without glue addresses
     ns_answer = recs.answers[(origin, NS)]
     for addr in settings.ns_addresses:
         recs.add(ns_name, _rdtype_of(addr), RR(ns_name, ttl, _addr_rdata(addr)))
