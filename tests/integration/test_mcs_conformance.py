@@ -258,7 +258,7 @@ def test_api_only_specs_pass_against_our_controller(conformance_clusters: Contro
     )
 
 
-def test_binary_lists_the_suite() -> None:
+def test_binary_lists_the_suite(tmp_path: Path) -> None:
     """The specs this module classifies are exactly the suite's (a dry run needs no cluster)."""
     out = subprocess.run(
         [str(conformance_binary()), "-ginkgo.dry-run", "-ginkgo.v", "-ginkgo.no-color"],
@@ -267,6 +267,7 @@ def test_binary_lists_the_suite() -> None:
         timeout=60,
         check=False,
         env={**os.environ},
+        cwd=tmp_path,  # the suite writes report.html into its working directory
     ).stdout
     assert "Ran 27 of 27 Specs" in out, out[-2000:]
     flat = " ".join(out.split())
