@@ -53,6 +53,15 @@ def root(tmp_path: Path) -> Path:
     return r
 
 
+@pytest.fixture
+def kube_dns(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """knotd playing the cluster's kube-dns for cluster.local; yields its port."""
+    knot_dir = tmp_path / "knot"
+    knot_dir.mkdir()
+    with knotd_serving("cluster.local", KUBE_DNS_ZONE, knot_dir) as port:
+        yield port
+
+
 def set_member2_ready(root: Path, ready: bool) -> None:
     p = root / "member2" / "serve.yaml"
     text = p.read_text()
@@ -139,12 +148,9 @@ def test_resolve_explain_shows_local_then_member1(root: Path, tmp_path: Path) ->
 
 
 def test_unified_mode_in_front_of_kube_dns_and_behind_a_resolver(
-    root: Path, tmp_path: Path
+    root: Path, tmp_path: Path, kube_dns: int
 ) -> None:
-    knot_dir = tmp_path / "knot"
-    knot_dir.mkdir()
     with (
-        knotd_serving("cluster.local", KUBE_DNS_ZONE, knot_dir) as kube_dns,
         clusterset(
             "run",
             "--manifests",
@@ -188,11 +194,8 @@ def test_unified_mode_in_front_of_kube_dns_and_behind_a_resolver(
             assert [rd.address for rd in r.answer[0]] == ["10.97.0.1"]
 
 
-def test_forwarding_only_for_allowed_clients(root: Path, tmp_path: Path) -> None:
-    knot_dir = tmp_path / "knot"
-    knot_dir.mkdir()
+def test_forwarding_only_for_allowed_clients(root: Path, tmp_path: Path, kube_dns: int) -> None:
     with (
-        knotd_serving("cluster.local", KUBE_DNS_ZONE, knot_dir) as kube_dns,
         clusterset(
             "run",
             "--manifests",
@@ -213,14 +216,13 @@ def test_forwarding_only_for_allowed_clients(root: Path, tmp_path: Path) -> None
         assert answer(port, UNIFIED) == LOCAL_IP  # our own answers need no forwarding
 
 
-def test_default_mode_leaves_cluster_local_local_only(root: Path, tmp_path: Path) -> None:
+def test_default_mode_leaves_cluster_local_local_only(
+    root: Path, tmp_path: Path, kube_dns: int
+) -> None:
     """Without --unified-cluster-local we never answer cluster.local: behind the cluster DNS,
     serve.default.svc.cluster.local stays the local Service, whatever its readiness."""
-    knot_dir = tmp_path / "knot"
-    knot_dir.mkdir()
     set_member2_ready(root, False)
     with (
-        knotd_serving("cluster.local", KUBE_DNS_ZONE, knot_dir) as kube_dns,
         clusterset(
             "run",
             "--manifests",

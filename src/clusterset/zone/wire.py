@@ -325,9 +325,9 @@ def respond(
             if zone is not None:
                 p = zone.answers.get(query[12 : j + 3].lower())
                 if p is not None:
-                    rotating = isinstance(p, Rotation)
+                    rotating = False
                     if isinstance(p, Rotation):
-                        p = p.next()
+                        p, rotating = p.next(), True
                     resp = (
                         query[:2]
                         + p.headers[(2 if opt else 0) + (query[2] & _RD)]
