@@ -232,24 +232,24 @@ def _controller_kubeconfig(cp: ControlPlane, km: Karmada) -> Path:
 
 @pytest.fixture(scope="module")
 def karmada() -> Iterator[tuple[ControlPlane, Karmada]]:
-    with ControlPlane(("karmada", "member1", "member2"), aggregators=("karmada",)) as cp:
-        with Karmada(cp, feature_gates="MultiClusterService=true") as km:
-            for path, obj in _crd_policies():
-                km.apply(path, obj)
-            for m in km.members:
-                km.wait(
-                    f"Karmada's MCS CRDs in {m}",
-                    lambda m=m: cp.request(m, "GET", MCS_ALPHA)[0] == 200,
-                    timeout=90,
-                )
-                km.wait(
-                    f"{m}'s Cluster lists ServiceExport",
-                    lambda m=m: km.api_enabled(
-                        m, "multicluster.x-k8s.io/v1alpha1", "ServiceImport"
-                    ),
-                    timeout=90,
-                )
-            yield cp, km
+    with (
+        ControlPlane(("karmada", "member1", "member2"), aggregators=("karmada",)) as cp,
+        Karmada(cp, feature_gates="MultiClusterService=true") as km,
+    ):
+        for path, obj in _crd_policies():
+            km.apply(path, obj)
+        for m in km.members:
+            km.wait(
+                f"Karmada's MCS CRDs in {m}",
+                lambda m=m: cp.request(m, "GET", MCS_ALPHA)[0] == 200,
+                timeout=90,
+            )
+            km.wait(
+                f"{m}'s Cluster lists ServiceExport",
+                lambda m=m: km.api_enabled(m, "multicluster.x-k8s.io/v1alpha1", "ServiceImport"),
+                timeout=90,
+            )
+        yield cp, km
 
 
 @pytest.fixture(scope="module")
