@@ -520,6 +520,9 @@ class ControlPlane:
                 "--requestheader-username-headers=X-Remote-User",
                 "--requestheader-group-headers=X-Remote-Group",
                 "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                # Published with the above in kube-system/extension-apiserver-authentication,
+                # which aggregated apiservers read to authenticate requests.
+                f"--client-ca-file={pki / 'ca.crt'}",
             ]
         args.extend(self.extra_apiserver_args)
         return args

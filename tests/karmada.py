@@ -216,9 +216,29 @@ class Karmada:
             cluster,
         )
 
+    def _serving_cert(self, name: str, dns: str) -> tuple[Path, Path]:
+        """A serving cert from the control plane's CA for `dns` (the aggregator checks the
+        name <service>.<namespace>.svc) and 127.0.0.1."""
+        pki = self.cp.workdir / "pki"
+        key, csr, crt, ext = (self.dir / f"{name}.{x}" for x in ("key", "csr", "crt", "ext"))
+        ext.write_text(
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+            f"extendedKeyUsage=serverAuth\nsubjectAltName=DNS:{dns},DNS:localhost,IP:127.0.0.1\n"
+        )
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        for args in (
+            ["req", "-new", *ec, "-keyout", key, "-out", csr, "-subj", f"/CN={dns}"],
+            ["x509", "-req", "-in", csr, "-CA", pki / "ca.crt", "-CAkey", pki / "ca.key",
+             "-CAcreateserial", "-out", crt, "-days", "365", "-extfile", ext],
+        ):  # fmt: skip
+            subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+        return crt, key
+
     def _start_aggregated_apiserver(self) -> None:
         port = free_port()
-        pki = self.cp.workdir / "pki"
+        crt, key = self._serving_cert(
+            "aggregated-apiserver", "karmada-aggregated-apiserver.karmada-system.svc"
+        )
         self._spawn(
             "aggregated-apiserver",
             f"--kubeconfig={self.kubeconfig}",
@@ -228,8 +248,8 @@ class Karmada:
             f"--etcd-prefix=/{self.control}-aggregated",
             "--bind-address=127.0.0.1",
             f"--secure-port={port}",
-            f"--tls-cert-file={pki / 'serving.crt'}",
-            f"--tls-private-key-file={pki / 'serving.key'}",
+            f"--tls-cert-file={crt}",
+            f"--tls-private-key-file={key}",
             "--audit-log-maxage=0",
         )
         self._namespace("karmada-system")

@@ -461,8 +461,6 @@ def test_article_manual_flow_karmadas_import_filled_and_stable(
 
     ip, imp = eventually("Karmada's import in member2 filled with derived-serve's IP", settled, 120)
     assert "clusterset.io/managed" not in (imp["metadata"].get("labels") or {})
-    services = _get(cp, "member2", "/api/v1/namespaces/default/services")["items"]
-    ours = [s for s in services if (s["metadata"].get("labels") or {}).get("clusterset.io/managed")]
     eventually(
         "no second derived Service in member2",
         lambda: (
@@ -474,7 +472,6 @@ def test_article_manual_flow_karmadas_import_filled_and_stable(
         ),
         timeout=30,
     )
-    del ours
     # kube-proxy's view: every slice feeding derived-serve is Karmada's imported-*; ours feed
     # DNS only (no endpoint reaches the data path twice).
     slices = _get(
@@ -487,6 +484,19 @@ def test_article_manual_flow_karmadas_import_filled_and_stable(
     assert all(not (s["metadata"]["labels"]).get("clusterset.io/managed") for s in slices)
     addresses = [a for s in slices for e in s["endpoints"] for a in e["addresses"]]
     assert addresses == ["10.244.1.5"]
+
+    def ours_dns_only() -> bool:
+        mcs = _get(
+            cp,
+            "member2",
+            "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
+            "?labelSelector=multicluster.kubernetes.io%2Fservice-name%3Dserve",
+        )["items"]
+        return bool(mcs) and all(
+            "kubernetes.io/service-name" not in s["metadata"]["labels"] for s in mcs
+        )
+
+    eventually("clusterset's MCS slices in member2 feed DNS only", ours_dns_only, timeout=30)
     # Stable: count the member object's versions over 60 s.
     seen = _versions(cp, "member2", imp_path, 60)
     print(f"\nmember2 ServiceImport versions in 60 s: {len(seen)} {seen}")
