@@ -32,6 +32,7 @@ import yaml
 from tests.conftest import ROOT, eventually
 from tests.controlplane import ControlPlane, free_port
 from tests.integration.servers import need, wait_answering
+from tests.integration.test_deploy import helm_binary
 from tests.integration.test_kube import process
 from tests.integration.test_kube_faults import Controller, controller
 from tests.karmada import Karmada, mcs_crds
@@ -158,10 +159,9 @@ def _crd_policies() -> list[tuple[str, dict[str, Any]]]:
 
 
 def _helm_template(*values: str) -> list[dict[str, Any]]:
-    helm = need("helm")
     out = subprocess.run(
         [
-            helm,
+            str(helm_binary()),
             "template",
             "clusterset",
             str(ROOT / "deploy" / "chart" / "clusterset"),
