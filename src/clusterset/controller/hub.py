@@ -45,8 +45,6 @@ class Hub:
         self.lease_namespace = lease_namespace
         self.lease_renew = lease_renew
         self.lease_duration = lease_duration
-        # When each source cluster was last reachable (for the in-process DNS of `run`).
-        self.last_seen: dict[ClusterId, float] = {}
         self._wake = asyncio.Event()
         self.members = {
             name: MemberCluster(name, api, mode=HUB, on_change=self._wake.set)
@@ -62,8 +60,6 @@ class Hub:
         self.errors = 0
         self.last_duration = 0.0
         self.durations: list[float] = []  # drained into a histogram by the metrics collector
-        self.last_desired: rd.Desired | None = None
-        self.last_state: ClusterSetState | None = None
 
     def observe(self) -> ClusterSetState:
         clusters: dict[ClusterId, ClusterState] = {}
@@ -139,7 +135,6 @@ class Hub:
         self.errors += 0 if ok else 1
         self.last_duration = time.perf_counter() - started
         self.durations.append(self.last_duration)
-        self.last_desired, self.last_state = desired, state
         if self.on_reconciled is not None:
             self.on_reconciled(desired, state)
         log.debug(
@@ -201,8 +196,6 @@ class Hub:
                 for name, m in self.members.items()
                 if name in self.ids and m.synced and m.reachable
             ]
-            for cid in reachable:
-                self.last_seen[cid] = now.timestamp()
             renewed = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             results = await asyncio.gather(
                 *(

@@ -81,10 +81,6 @@ LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 KARMADA_CLUSTERS = Resource(
     "cluster.karmada.io", "v1alpha1", "clusters", "Cluster", namespaced=False
 )
-BY_KIND = {
-    r.kind: r
-    for r in (SERVICES, NAMESPACES, ENDPOINT_SLICES, SERVICE_EXPORTS, SERVICE_IMPORTS, LEASES)
-}
 
 
 def load_contexts(

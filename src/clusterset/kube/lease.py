@@ -51,7 +51,6 @@ class LeaderElector:
         self.duration = duration
         self.renew_every = renew_every
         self.leading = asyncio.Event()
-        self.lost = asyncio.Event()
 
     def _body(self, have: dict[str, Any] | None, transitions: int) -> dict[str, Any]:
         now = micro_time(_now())
@@ -129,7 +128,6 @@ class LeaderElector:
             elif self.leading.is_set() and (_now() - last_ok).total_seconds() > self.duration:
                 log.error("leader election: lost the lease; stopping writes")
                 self.leading.clear()
-                self.lost.set()
                 return
             wait = (
                 self.renew_every

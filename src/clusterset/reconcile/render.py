@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from clusterset.model.conditions import Condition
 from clusterset.model.convert import (
     LABEL_K8S_SERVICE_NAME,
     LABEL_MANAGED_BY,
@@ -122,19 +121,6 @@ def endpoint_slice(s: EndpointSlice, derived: str | None) -> Obj:
         "ports": [_port(p) for p in s.ports],
         "endpoints": eps,
     }
-
-
-def conditions(conds: tuple[Condition, ...], *, time: str) -> list[Obj]:
-    return [
-        {
-            "type": c.type.value,
-            "status": c.status.value,
-            "reason": c.reason,
-            "message": c.message,
-            "lastTransitionTime": time,
-        }
-        for c in conds
-    ]
 
 
 def cluster_objects(cd: ClusterDesired) -> list[Obj]:
