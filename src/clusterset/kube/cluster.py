@@ -91,6 +91,8 @@ class MemberCluster:
         errors: list[str] = []
         live: set[tuple[str, str]] = set()
         for resource, informer in self.informers.items():
+            if informer.resource is k.LEASES:
+                continue  # liveness Leases are read by source_leases(), not converted
             for key, raw in informer.store.items():
                 ck = (resource, key)
                 live.add(ck)
