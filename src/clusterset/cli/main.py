@@ -47,7 +47,7 @@ from clusterset.reconcile import desired as rd
 from clusterset.reconcile.desired import Desired
 from clusterset.server.app import DnsOptions, DnsServer, ListenError, parse_listen
 from clusterset.server.forward import DEFAULT_ALLOW, parse_upstream
-from clusterset.server.http import HubCollector, OpsServer
+from clusterset.server.http import HubCollector, HubStats, OpsServer, reconcile_histogram
 from clusterset.zone import policy
 from clusterset.zone.records import ZoneSettings
 
@@ -519,18 +519,19 @@ def controller(
             name=lease_name,
             identity=identity or f"{socket.gethostname()}-{os.getpid()}",
         )
+    registry = CollectorRegistry()
     hub = Hub(
         apis,
         elector=elector,
         lease_namespace=source_lease_namespace,
         lease_duration=source_lease_duration,
         create_namespaces=create_namespaces,
+        on_duration=reconcile_histogram(registry).observe,
     )
+    registry.register(HubCollector(lambda: hub_stats(hub)))
     log.info("controller: %d member cluster(s): %s", len(apis), ", ".join(apis))
     ops = None
     if metrics_listen:
-        registry = CollectorRegistry()
-        registry.register(HubCollector(hub))
         ops = OpsServer(
             parse_listen(metrics_listen),
             registry,
@@ -562,6 +563,28 @@ def controller(
     import uvloop
 
     uvloop.run(main())
+
+
+def hub_stats(hub: Hub) -> HubStats:
+    """The hub's numbers for its metrics, read at scrape time."""
+    return HubStats(
+        objects={
+            (name, res): len(inf.store)
+            for name, m in hub.members.items()
+            for res, inf in m.informers.items()
+        },
+        restarts={
+            (name, res): inf.restarts
+            for name, m in hub.members.items()
+            for res, inf in m.informers.items()
+        },
+        synced={name: m.synced for name, m in hub.members.items()},
+        reachable={name: m.reachable for name, m in hub.members.items()},
+        reconciles=hub.reconciles,
+        errors=hub.errors,
+        last_duration=hub.last_duration,
+        leading=hub.elector is None or hub.elector.leading.is_set(),
+    )
 
 
 @app.command()

@@ -36,6 +36,7 @@ class Hub:
         resync: float = 60.0,
         debounce: float = 0.05,
         on_reconciled: Callable[[rd.Desired, ClusterSetState], None] | None = None,
+        on_duration: Callable[[float], None] | None = None,  # e.g. a Histogram's observe
         lease_namespace: str = "kube-system",
         lease_renew: float = 5.0,
         lease_duration: int = 30,
@@ -54,12 +55,12 @@ class Hub:
         self.resync = resync
         self.debounce = debounce
         self.on_reconciled = on_reconciled
+        self.on_duration = on_duration
         self.ids: dict[str, ClusterId] = {}
         self.observed = asyncio.Event()
         self.reconciles = 0
         self.errors = 0
         self.last_duration = 0.0
-        self.durations: list[float] = []  # drained into a histogram by the metrics collector
 
     def observe(self) -> ClusterSetState:
         clusters: dict[ClusterId, ClusterState] = {}
@@ -134,7 +135,8 @@ class Hub:
         self.reconciles += 1
         self.errors += 0 if ok else 1
         self.last_duration = time.perf_counter() - started
-        self.durations.append(self.last_duration)
+        if self.on_duration is not None:
+            self.on_duration(self.last_duration)
         if self.on_reconciled is not None:
             self.on_reconciled(desired, state)
         log.debug(
