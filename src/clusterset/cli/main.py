@@ -7,12 +7,12 @@ stderr and exit 2; nothing prints a traceback.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import ipaddress
 import logging
 import signal
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -249,14 +249,25 @@ async def _serve(server: DnsServer, views: AsyncIterator[ImportedView]) -> None:
     feed = asyncio.create_task(server.serve_views(views), name="zone-feed")
     stopper = asyncio.create_task(stop.wait(), name="stop")
     done, _ = await asyncio.wait({feed, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    if feed in done and feed.exception() is not None:
-        log.error("zone feed failed: %s", feed.exception())
+    failed = feed in done and feed.exception() is not None
+    if failed:
+        # Serving a zone nobody updates any more would hide the failure: say why once, go
+        # not-ready (lameduck) and exit non-zero, so that Kubernetes restarts the pod.
+        log.error("zone feed failed, exiting: %s", _why(feed.exception()))
     feed.cancel()
     stopper.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await feed
+    await asyncio.gather(feed, return_exceptions=True)  # its failure is logged above
     log.info("shutting down")
     await server.stop()
+    if failed:
+        raise SystemExit(1)
+
+
+def _why(exc: BaseException | None) -> str:
+    """One line for an exception, the leaves of a TaskGroup's ExceptionGroup included."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_why(e) for e in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _run_server(
@@ -411,11 +422,23 @@ async def _hub_views(apis: dict[str, KubeApi], cid: ClusterId) -> AsyncIterator[
     task = asyncio.create_task(hub.run(), name="hub")
     try:
         while True:
-            yield await queue.get()
+            got = asyncio.ensure_future(queue.get())
+            await asyncio.wait({got, task}, return_when=asyncio.FIRST_COMPLETED)
+            if not got.done():
+                got.cancel()
+                # hub.run never returns on its own: the controller died (the caller logs why).
+                why = "cancelled" if task.cancelled() else _why(task.exception())
+                raise HubStopped(f"the hub controller stopped: {why}")
+            yield got.result()
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        if not task.done():
+            task.cancel()
+        # Its failure, if any, was raised above as HubStopped.
+        await asyncio.gather(task, return_exceptions=True)
+
+
+class HubStopped(RuntimeError):
+    """The hub controller of `run --kubeconfig` ended: the zone would go stale."""
 
 
 KubeconfigOpt = Annotated[
@@ -520,6 +543,7 @@ def controller(
             identity=identity or f"{socket.gethostname()}-{os.getpid()}",
         )
     registry = CollectorRegistry()
+    ended = threading.Event()  # the hub stopped (or is stopping): /ready answers 503
     hub = Hub(
         apis,
         elector=elector,
@@ -535,7 +559,7 @@ def controller(
         ops = OpsServer(
             parse_listen(metrics_listen),
             registry,
-            ready=lambda: all(m.synced for m in hub.members.values()),
+            ready=lambda: not ended.is_set() and all(m.synced for m in hub.members.values()),
         )
         ops.start()
 
@@ -547,10 +571,12 @@ def controller(
         task = asyncio.create_task(hub.run(), name="hub")
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        ended.set()
+        if task in done:  # hub.run never returns on its own: say why it stopped, once
+            log.error("controller stopped, exiting: %s", _why(task.exception()))
         task.cancel()
         stopper.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        await asyncio.gather(task, return_exceptions=True)  # its failure is logged above
         if elector is not None:
             await elector.release()
         for api in apis.values():

@@ -102,8 +102,11 @@ class Hub:
         """One level-based pass over everything; True when every write succeeded."""
         started = time.perf_counter()
         state = self.observe()
-        aggregates = rd.aggregate_all(state)
-        desired = rd.reconcile(
+        # The pure passes run in a thread: on a big clusterset they take seconds, and on
+        # the loop they would delay leader-lease renewals and the watches.
+        aggregates = await asyncio.to_thread(rd.aggregate_all, state)
+        desired = await asyncio.to_thread(
+            rd.reconcile,
             state,
             ips=self.clusterset_ips(aggregates),
             aggregates=aggregates,
