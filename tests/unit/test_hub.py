@@ -18,7 +18,11 @@ from clusterset.kube.lease import LeaderElector
 from clusterset.reconcile import desired as rd
 from clusterset.server.http import HubCollector, reconcile_histogram
 
-RENEW_EVERY_50MS: dict[str, Any] = {"renew_every": 0.05}
+RENEW_EVERY_50MS: dict[str, Any] = {
+    "lease_duration": 1.0,
+    "renew_deadline": 0.8,
+    "retry_period": 0.05,
+}
 
 
 def test_every_reconcile_pass_lands_in_the_exported_histogram() -> None:

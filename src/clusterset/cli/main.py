@@ -38,7 +38,13 @@ from clusterset.controller.member import MemberFeed
 from clusterset.kube.api import ConfigError, KubeApi, load_contexts
 from clusterset.kube.cluster import SOURCE_LEASE_LABEL
 from clusterset.kube.karmada import members as karmada_members
-from clusterset.kube.lease import LeaderElector
+from clusterset.kube.lease import (
+    LEASE_DURATION,
+    RENEW_DEADLINE,
+    RETRY_PERIOD,
+    LeaderElector,
+    check_timing,
+)
 from clusterset.model.ids import ClusterId, InvalidName, cluster_id
 from clusterset.model.objects import IPFamily
 from clusterset.model.state import ClusterSetState, ImportedView
@@ -508,6 +514,17 @@ def controller(
         str | None, typer.Option(help="This replica's identity (default: hostname+pid).")
     ] = None,
     leader_elect: Annotated[bool, typer.Option(help="Elect a leader before writing.")] = True,
+    leader_elect_lease_duration: Annotated[
+        float,
+        typer.Option(help="Seconds a follower waits, from the last change it saw, to take over."),
+    ] = LEASE_DURATION,
+    leader_elect_renew_deadline: Annotated[
+        float,
+        typer.Option(help="Seconds within which the leader must renew, or it stops writing."),
+    ] = RENEW_DEADLINE,
+    leader_elect_retry_period: Annotated[
+        float, typer.Option(help="Seconds between acquire/renew attempts.")
+    ] = RETRY_PERIOD,
     source_lease_namespace: Annotated[
         str, typer.Option(help="Namespace of the per-source-cluster liveness Leases.")
     ] = "kube-system",
@@ -525,6 +542,14 @@ def controller(
 
     Example: clusterset controller --kubeconfig members.yaml --context member1 --context member2
     """
+    try:
+        check_timing(
+            lease_duration=leader_elect_lease_duration,
+            renew_deadline=leader_elect_renew_deadline,
+            retry_period=leader_elect_retry_period,
+        )
+    except ValueError as exc:
+        raise UsageProblem(str(exc)) from exc
     apis = _apis(kubeconfig, context, all_contexts, karmada_kubeconfig)
     if not apis:
         raise UsageProblem("no member clusters")
@@ -541,6 +566,9 @@ def controller(
             namespace=lease_namespace,
             name=lease_name,
             identity=identity or f"{socket.gethostname()}-{os.getpid()}",
+            lease_duration=leader_elect_lease_duration,
+            renew_deadline=leader_elect_renew_deadline,
+            retry_period=leader_elect_retry_period,
         )
     registry = CollectorRegistry()
     ended = threading.Event()  # the hub stopped (or is stopping): /ready answers 503

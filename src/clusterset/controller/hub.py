@@ -113,6 +113,8 @@ class Hub:
             create_namespaces=self.create_namespaces,
         )
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if not self._may_write():
+            return False
         ok = True
         # Members whose watches are down are skipped (their caches are stale, and writes
         # would only time out); the others are written at once, in parallel.
@@ -160,6 +162,13 @@ class Hub:
             tg.create_task(self._loop(), name="reconcile")
             tg.create_task(self._leases(), name="source-leases")
 
+    def _may_write(self) -> bool:
+        """Only a leader whose last renewal is within the renew deadline writes."""
+        if self.elector is None or self.elector.is_leading():
+            return True
+        log.warning("leader election: no longer the leader; nothing written")
+        return False
+
     async def _lead(self) -> None:
         assert self.elector is not None
         await self.elector.run()
@@ -202,6 +211,9 @@ class Hub:
                 if name in self.ids and m.synced and m.reachable
             ]
             renewed = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            if not self._may_write():
+                await asyncio.sleep(self.lease_renew)
+                continue
             results = await asyncio.gather(
                 *(
                     renew_source_leases(
