@@ -1,5 +1,5 @@
 """Lease timing flags that cannot work are refused at start: one line, exit 2
-(issue 11 item 16)."""
+(issue 11 items 16 and 19)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,16 @@ def clusterset(*args: str) -> subprocess.CompletedProcess[str]:
     ("args", "says"),
     [
         pytest.param(
+            ("dns", "--lease-grace", "5"),
+            "--lease-grace 5: shorter than the hub's renewal interval (10s",
+            id="grace-below-the-renewal-interval",
+        ),
+        pytest.param(
+            ("dns", "--lease-grace", "3", "--source-lease-duration", "16"),
+            "--lease-grace 3: shorter than the hub's renewal interval (4s",
+            id="grace-below-a-custom-interval",
+        ),
+        pytest.param(
             ("controller", "--kubeconfig", "K", "--leader-elect-renew-deadline", "20"),
             "--leader-elect-lease-duration (15s) must be greater than",
             id="renew-deadline-not-below-lease",
@@ -31,12 +41,19 @@ def clusterset(*args: str) -> subprocess.CompletedProcess[str]:
             "--leader-elect-renew-deadline (10s) must be greater than 1.2 x",
             id="retry-period-too-long",
         ),
+        pytest.param(
+            ("controller", "--kubeconfig", "K", "--source-lease-duration", "0"),
+            "--source-lease-duration 0: expected at least 1",
+            id="no-source-lease-duration",
+        ),
     ],
 )
 def test_impossible_lease_timing_is_one_line_and_exit_2(
     args: tuple[str, ...], says: str, tmp_path: Path
 ) -> None:
     args = tuple(str(tmp_path / "kubeconfig") if a == "K" else a for a in args)
+    if args[0] == "dns":
+        args = (*args, "--manifests", str(tmp_path))
     out = clusterset(*args)
     assert out.returncode == 2, out.stderr
     assert out.stderr.count("\n") == 1 and says in out.stderr, out.stderr

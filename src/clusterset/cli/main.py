@@ -42,8 +42,10 @@ from clusterset.kube.lease import (
     LEASE_DURATION,
     RENEW_DEADLINE,
     RETRY_PERIOD,
+    SOURCE_LEASE_DURATION,
     LeaderElector,
     check_timing,
+    source_renew_interval,
 )
 from clusterset.model.ids import ClusterId, InvalidName, cluster_id
 from clusterset.model.objects import IPFamily
@@ -131,13 +133,39 @@ LameduckOpt = Annotated[
     float, typer.Option("--lameduck", help="Seconds to keep answering after SIGTERM (/ready 503).")
 ]
 LeaseGraceOpt = Annotated[
-    float,
+    float | None,
     typer.Option(
         "--lease-grace",
-        help="Seconds after which a source cluster whose liveness Lease was not renewed "
-        "stops counting (0: ignore leases).",
+        help="Seconds after its Lease's renewTime that a source cluster still counts "
+        "(default: the Lease's own leaseDurationSeconds; 0: ignore leases). At least the "
+        "hub's renewal interval, a quarter of --source-lease-duration.",
+        show_default=False,
     ),
 ]
+SourceLeaseDurationOpt = Annotated[
+    int,
+    typer.Option(
+        "--source-lease-duration",
+        help="leaseDurationSeconds of the liveness Leases; the hub renews them every quarter "
+        "of it (give the controller and the DNS servers the same value).",
+    ),
+]
+
+
+def _source_leases(duration: int, grace: float | None) -> float:
+    """Check the liveness-Lease flags; the renewal interval they imply."""
+    if duration < 1:
+        raise UsageProblem(f"--source-lease-duration {duration}: expected at least 1")
+    interval = source_renew_interval(duration)
+    if grace is not None and (grace < 0 or 0 < grace < interval):
+        raise UsageProblem(
+            f"--lease-grace {grace:g}: shorter than the hub's renewal interval "
+            f"({interval:g}s, a quarter of --source-lease-duration {duration}): "
+            "answers would flap between renewals"
+        )
+    return interval
+
+
 QueryLogOpt = Annotated[
     bool, typer.Option("--log-queries", help="Log every query (slow; off by default).")
 ]
@@ -153,7 +181,7 @@ def _settings(
     ns: list[str] | None = None,
     *,
     unified: bool = False,
-    lease_grace: float = 0.0,
+    source_leases: bool = False,
 ) -> ZoneSettings:
     if not 0 <= ttl <= 3600:
         raise UsageProblem(f"--ttl {ttl}: expected 0-3600")
@@ -173,7 +201,7 @@ def _settings(
         default_policy=default_policy,
         ns_addresses=tuple(ns or ()),
         unified_zone="cluster.local" if unified else None,
-        lease_grace=lease_grace if lease_grace > 0 else None,
+        source_leases=source_leases,
     )
 
 
@@ -305,7 +333,8 @@ def dns(
     metrics_listen: MetricsOpt = None,
     lameduck: LameduckOpt = 0.0,
     log_queries: QueryLogOpt = False,
-    lease_grace: LeaseGraceOpt = 30.0,
+    lease_grace: LeaseGraceOpt = None,
+    source_lease_duration: SourceLeaseDurationOpt = SOURCE_LEASE_DURATION,
     source_lease_namespace: Annotated[
         str, typer.Option(help="Namespace where the hub keeps the source-cluster Leases.")
     ] = "kube-system",
@@ -316,8 +345,9 @@ def dns(
       clusterset dns --manifests DIR --listen 127.0.0.1:5300
       clusterset dns --kubeconfig ~/.kube/config --context member2 --listen 0.0.0.0:53
     """
+    _source_leases(source_lease_duration, lease_grace)
     settings = _settings(
-        zone, ttl, default_policy, ns_address, unified=unified, lease_grace=lease_grace
+        zone, ttl, default_policy, ns_address, unified=unified, source_leases=lease_grace != 0
     )
     options = _dns_options(
         settings,
@@ -342,6 +372,7 @@ def dns(
             KubeApi.from_config(name, config),
             cluster=cid,
             lease_namespace=source_lease_namespace,
+            lease_grace=lease_grace or None,
         )
         _run_server(options, lambda s: member.views())
         return
@@ -528,9 +559,7 @@ def controller(
     source_lease_namespace: Annotated[
         str, typer.Option(help="Namespace of the per-source-cluster liveness Leases.")
     ] = "kube-system",
-    source_lease_duration: Annotated[
-        int, typer.Option(help="leaseDurationSeconds written on the liveness Leases.")
-    ] = 30,
+    source_lease_duration: SourceLeaseDurationOpt = SOURCE_LEASE_DURATION,
     create_namespaces: Annotated[
         bool,
         typer.Option(help="Create a service's namespace where it is missing (remote-only use)."),
@@ -542,6 +571,7 @@ def controller(
 
     Example: clusterset controller --kubeconfig members.yaml --context member1 --context member2
     """
+    _source_leases(source_lease_duration, None)
     try:
         check_timing(
             lease_duration=leader_elect_lease_duration,

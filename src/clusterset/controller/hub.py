@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from clusterset.kube import api as k
 from clusterset.kube.cluster import HUB, MemberCluster
-from clusterset.kube.lease import LeaderElector
+from clusterset.kube.lease import SOURCE_LEASE_DURATION, LeaderElector, source_renew_interval
 from clusterset.kube.sink import apply_member, derived_ips, renew_source_leases
 from clusterset.model.ids import ClusterId, InvalidName, ServiceKey
 from clusterset.model.objects import ImportType
@@ -38,14 +38,13 @@ class Hub:
         on_reconciled: Callable[[rd.Desired, ClusterSetState], None] | None = None,
         on_duration: Callable[[float], None] | None = None,  # e.g. a Histogram's observe
         lease_namespace: str = "kube-system",
-        lease_renew: float = 5.0,
-        lease_duration: int = 30,
+        lease_duration: int = SOURCE_LEASE_DURATION,
         create_namespaces: bool = False,
     ) -> None:
         self.create_namespaces = create_namespaces
         self.lease_namespace = lease_namespace
-        self.lease_renew = lease_renew
         self.lease_duration = lease_duration
+        self.lease_renew = source_renew_interval(lease_duration)
         self._wake = asyncio.Event()
         self.members = {
             name: MemberCluster(name, api, mode=HUB, on_change=self._wake.set)
