@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -217,3 +220,60 @@ def test_a_leader_with_a_wrong_wall_clock_keeps_the_lease(control_plane: Control
 
     a, b = _run_pair(control_plane, "le-skew", scenario, wall_clock=an_hour_behind)
     assert a.writes and not b.writes
+
+
+def test_a_controller_that_loses_its_lease_says_why_once_and_exits_1(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """End to end (issue 11 items 3 and 16): another holder keeps the leader Lease fresh, the
+    controller cannot renew within its deadline, stops, logs why once and exits 1 (Kubernetes
+    restarts it; it then waits as a follower)."""
+    cp = control_plane
+    lease = "/apis/coordination.k8s.io/v1/namespaces/default/leases/le-stolen"
+    log = tmp_path / "controller.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "clusterset",
+                "controller",
+                *("--kubeconfig", str(cp.kubeconfig_path), "--context", "member1"),
+                *("--lease-namespace", "default", "--lease-name", "le-stolen"),
+                *("--identity", "ours", "--leader-elect-lease-duration", "3"),
+                *("--leader-elect-renew-deadline", "2", "--leader-elect-retry-period", "0.3"),
+            ],
+            stdout=out,
+            stderr=out,
+        )
+    try:
+
+        def holder() -> str:
+            status, body = cp.request("member1", "GET", lease)
+            return str(body["spec"].get("holderIdentity")) if status == 200 else ""
+
+        eventually("the controller leads", lambda: holder() == "ours", timeout=60)
+        stolen = time.monotonic()
+        while proc.poll() is None and time.monotonic() - stolen < 15:
+            status, body = cp.request("member1", "GET", lease)
+            if status == 200:
+                body["spec"]["holderIdentity"] = "thief"
+                body["spec"]["renewTime"] = dt.datetime.now(dt.UTC).strftime(
+                    "%Y-%m-%dT%H:%M:%S.%fZ"
+                )
+                cp.request("member1", "PUT", lease, body)  # a 409 just means: try again
+            time.sleep(0.2)
+        code = proc.wait(timeout=10)
+        exited_after = time.monotonic() - stolen
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = log.read_text(errors="replace")
+    errors = [line for line in output.splitlines() if line.startswith("E ")]
+    assert code == 1, output[-3000:]
+    assert exited_after < 2 + 0.3 + 3, f"exited {exited_after:.1f}s after the lease was taken"
+    assert "Traceback" not in output, output[-3000:]
+    assert len(errors) == 1, output[-3000:]
+    assert "controller stopped, exiting" in errors[0], errors
+    assert "lost the leader lease (not renewed within 2s)" in errors[0], errors

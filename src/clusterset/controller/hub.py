@@ -171,7 +171,9 @@ class Hub:
     async def _lead(self) -> None:
         assert self.elector is not None
         await self.elector.run()
-        raise RuntimeError("lost the leader lease")
+        raise RuntimeError(
+            f"lost the leader lease (not renewed within {self.elector.renew_deadline:g}s)"
+        )
 
     async def _loop(self) -> None:
         backoff = 0.5

@@ -203,7 +203,7 @@ class LeaderElector:
                 remaining = self._renewed_at + self.renew_deadline - loop.time()
                 if remaining <= 0:
                     self.leading.clear()
-                    log.error(
+                    log.warning(  # the caller exits with the error line
                         "leader election: not renewed within %.1fs; stopped leading",
                         self.renew_deadline,
                     )
