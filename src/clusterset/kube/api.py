@@ -100,12 +100,6 @@ def served_version(group: Obj, preferred: tuple[str, ...]) -> str | None:
     return next((v for v in preferred if v in served), None)
 
 
-BY_KIND = {
-    r.kind: r
-    for r in (SERVICES, NAMESPACES, ENDPOINT_SLICES, SERVICE_EXPORTS, SERVICE_IMPORTS, LEASES)
-}
-
-
 def load_contexts(
     path: Path, contexts: list[str] | None, *, all_contexts: bool = False
 ) -> dict[str, SingleConfig]:
