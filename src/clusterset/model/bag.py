@@ -58,7 +58,7 @@ def add_object(objs: Objects, obj: Any) -> None:
         svc = convert.service(obj)
         objs.services[svc.key] = svc
     elif group == "" and kind == "Namespace":
-        objs.namespaces.add(convert.metadata(obj, namespaced=False)[1])
+        objs.namespaces.add(convert.metadata(obj, namespaced=False, rule="label")[1])
     elif group == "about.k8s.io" and kind == "ClusterProperty":
         name, value = convert.cluster_property(obj)
         objs.properties[name] = value
