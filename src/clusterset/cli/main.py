@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import ipaddress
 import logging
@@ -34,13 +35,14 @@ from clusterset.kube.cluster import SOURCE_LEASE_LABEL
 from clusterset.kube.karmada import members as karmada_members
 from clusterset.kube.lease import LeaderElector
 from clusterset.manifests.load import SourceError
-from clusterset.model.ids import ClusterId, InvalidName, cluster_id
+from clusterset.model.ids import ClusterId, InvalidName, ServiceKey, cluster_id
 from clusterset.model.objects import IPFamily
 from clusterset.model.state import ClusterSetState, ImportedView
 from clusterset.reconcile import allocate
 from clusterset.reconcile import desired as rd
 from clusterset.reconcile.desired import Desired
-from clusterset.server.app import DnsOptions, DnsServer, ListenError, parse_listen
+from clusterset.server import probe
+from clusterset.server.app import DnsOptions, DnsServer, ListenError, compile_view, parse_listen
 from clusterset.server.forward import DEFAULT_ALLOW, parse_upstream
 from clusterset.server.http import HubCollector, OpsServer
 from clusterset.zone import policy
@@ -688,7 +690,25 @@ def resolve(
     observed = feed.observe()
     if cid not in observed.state.clusters:
         raise SourceError(f"--cluster {cid}: no such cluster under {manifests}")
-    output.resolve(feed.view(observed, cid), settings, name, qtype, explain=explain)
+    view = feed.view(observed, cid)
+    # As the server's first compile of this view: the clock now, and one round of probes.
+    failed = asyncio.run(_probe_once(view))
+    view = dataclasses.replace(view, now=time.time(), probe_failed=failed)
+    output.resolve(view, compile_view(view, settings), settings, name, qtype, explain=explain)
+
+
+async def _probe_once(view: ImportedView) -> frozenset[tuple[ServiceKey, ClusterId]]:
+    """The verdict of the server's first probe round: a cluster none of whose probed
+    endpoints accepts a connection fails."""
+    rounds = probe.targets(view)
+    results = await asyncio.gather(
+        *(asyncio.gather(*(probe.tcp_ok(a, p, t.timeout) for a, p in t.addresses)) for t in rounds)
+    )
+    return frozenset(
+        (t.key, t.cluster)
+        for t, rs in zip(rounds, results, strict=True)
+        if not any(ok for ok, _ in rs)
+    )
 
 
 @app.command()
