@@ -185,10 +185,11 @@ class ClusterSetFeed:
 
     def check(self, cluster: ClusterId) -> Observed:
         """The first read, strict: an unreadable folder or an unknown --cluster is fatal."""
-        observed = self.observe()
+        observed = self.observe(quiet=True)
         unreadable = [e for e in observed.errors if e.endswith(_UNREADABLE)]
         if unreadable:
-            raise SourceError(unreadable[0])
+            raise SourceError(unreadable[0].removesuffix(_UNREADABLE))
+        self.errors = _log_errors(observed.errors, [])
         if cluster not in observed.state.clusters:
             raise SourceError(
                 f"--cluster {cluster}: no folder under {self.root} has this cluster ID "
@@ -258,7 +259,9 @@ class ClusterSetFeed:
         self.ids, self.last = ids, last
         return clusters
 
-    def observe(self) -> Observed:
+    def observe(self, *, quiet: bool = False) -> Observed:
+        """Read every folder, allocate, reconcile; `quiet`: leave logging bad input to the
+        caller."""
         errors: list[str] = []
         clusters = self._read_folders(errors)
         state = ClusterSetState(clusters)
@@ -285,7 +288,8 @@ class ClusterSetFeed:
             if self.exhausted.get((cid, k)) != ranges:
                 log.error("%s in %s: no free ClusterSetIP left in %s", k, cid, ranges)
         self.exhausted = exhausted
-        self.errors = _log_errors(errors, self.errors)
+        if not quiet:
+            self.errors = _log_errors(errors, self.errors)
         result = desired.reconcile(state, ips=ips, aggregates=aggregates)
         if exhausted:
             result = _with_exhaustion(result, exhausted)

@@ -139,6 +139,7 @@ def save(path: Path, allocations: Mapping[ClusterId, Mapping[ServiceKey, tuple[s
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # as a plain write would leave it (mkstemp makes it 0600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(raw, f, indent=1, sort_keys=True)
             f.flush()
