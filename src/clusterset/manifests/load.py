@@ -97,8 +97,9 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 def _items(doc: Any) -> Iterator[tuple[str, Any]]:
     """Flatten `kind: List` (and *List kinds) into items with their index suffix."""
-    if isinstance(doc, Mapping) and str(doc.get("kind", "")).endswith("List") and "items" in doc:
-        for i, item in enumerate(doc.get("items") or []):
+    items = doc.get("items") if isinstance(doc, Mapping) else None
+    if isinstance(items, list) and str(doc.get("kind", "")).endswith("List"):
+        for i, item in enumerate(items):
             yield f".items[{i}]", item
     else:
         yield "", doc
@@ -214,6 +215,14 @@ class FolderReader:
                     add_object(one, item)
                 except convert.ObjectError as exc:
                     errors.append(f"{path}: document {slot}: {exc}")
+                    if slot in previous:
+                        current[slot] = previous[slot]
+                    continue
+                except Exception as exc:  # a conversion bug costs this object, not the folder
+                    errors.append(
+                        f"{path}: document {slot}: internal error converting it "
+                        f"({type(exc).__name__}: {str(exc)[:200]}); please report"
+                    )
                     if slot in previous:
                         current[slot] = previous[slot]
                     continue

@@ -50,8 +50,7 @@ def add_object(objs: Objects, obj: Any) -> None:
         se = convert.service_export(obj)
         objs.exports[se.key] = se
     elif group == "discovery.k8s.io" and kind == "EndpointSlice":
-        labels = (obj.get("metadata") or {}).get("labels") or {}
-        mcs = convert.LABEL_SERVICE_NAME in labels
+        mcs = convert.LABEL_SERVICE_NAME in convert.labels(obj)
         es = convert.endpoint_slice(obj, mcs=mcs)
         (objs.mcs_slices if mcs else objs.slices)[f"{es.namespace}/{es.name}"] = es
     elif group == "" and kind == "Service":

@@ -45,9 +45,18 @@ class ObjectError(ValueError):
         meta = obj.get("metadata") if isinstance(obj, Mapping) else None
         meta = meta if isinstance(meta, Mapping) else {}
         ns, name = meta.get("namespace"), meta.get("name", "?")
-        self.ref = f"{ns}/{name}" if ns else str(name)
-        self.field = field
-        super().__init__(f"{self.kind} {self.ref}: {field}: {problem}")
+        self.ref = _short(f"{ns}/{name}" if ns else str(name), 100)
+        self.field = _short(field, 200)
+        super().__init__(
+            f"{_short(self.kind, 60)} {self.ref}: {self.field}: {_short(problem, 300)}"
+        )
+
+
+def _short(text: str, limit: int) -> str:
+    """One printable line of at most about `limit` characters (error lines quote input)."""
+    if not text.isprintable():
+        text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def kind_of(obj: Raw) -> tuple[str, str]:
@@ -145,7 +154,8 @@ def _string_map(obj: Raw, path: str, *, labels: bool) -> dict[str, str]:
     return dict(raw)
 
 
-def _labels(obj: Raw, path: str = "metadata.labels") -> dict[str, str]:
+def labels(obj: Raw, path: str = "metadata.labels") -> dict[str, str]:
+    """metadata.labels, validated (strings, label syntax)."""
     return _string_map(obj, path, labels=True)
 
 
@@ -298,15 +308,15 @@ def _address(obj: Raw, where: str, a: Any, address_type: str) -> str:
 def endpoint_slice(obj: Raw, *, mcs: bool) -> EndpointSlice:
     """discovery.k8s.io/v1 EndpointSlice: MCS-labelled (mcs=True) or a local Service's."""
     ns, name = metadata(obj)
-    labels = _labels(obj)
+    found = labels(obj)
     label = LABEL_SERVICE_NAME if mcs else LABEL_K8S_SERVICE_NAME
-    service = labels.get(label)
+    service = found.get(label)
     if not service:
         raise ObjectError(obj, f"metadata.labels[{label}]", "required label is missing")
     source: ClusterId | None = None
-    if LABEL_SOURCE_CLUSTER in labels:
+    if LABEL_SOURCE_CLUSTER in found:
         try:
-            source = cluster_id(labels[LABEL_SOURCE_CLUSTER])
+            source = cluster_id(found[LABEL_SOURCE_CLUSTER])
         except InvalidName as exc:
             raise ObjectError(obj, f"metadata.labels[{LABEL_SOURCE_CLUSTER}]", str(exc)) from exc
     address_type = _get(obj, "addressType", str, default="IPv4") or "IPv4"
@@ -347,7 +357,7 @@ def endpoint_slice(obj: Raw, *, mcs: bool) -> EndpointSlice:
         ports=_ports(obj, "ports"),
         endpoints=tuple(endpoints),
         source_cluster=source,
-        managed_by=labels.get(LABEL_MANAGED_BY, ""),
+        managed_by=found.get(LABEL_MANAGED_BY, ""),
     )
 
 
