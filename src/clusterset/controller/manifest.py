@@ -90,6 +90,7 @@ class FolderFeed:
         self.root = root
         self.cluster = cluster
         self.reader = FolderReader(root)
+        self.reader.files()  # unreadable at start: SourceError, one line and exit 2
         self.generation = 0
         self.errors: list[str] = []
 
