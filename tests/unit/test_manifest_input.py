@@ -213,3 +213,10 @@ def test_duplicate_object_in_two_files_keeps_what_was_served(tmp_path: Path) -> 
     objs, errors = FolderReader(tmp_path).read()
     assert objs.services[ServiceKey("default", "serve")].cluster_ips == ("10.96.0.99",)
     assert len(errors) == 1
+
+
+def test_duplicate_object_in_one_file_first_document_wins(tmp_path: Path) -> None:
+    objs, errors = read(tmp_path, SERVICE + "---\n" + SERVICE.replace("10.96.0.10", "10.96.0.99"))
+    assert objs.services[ServiceKey("default", "serve")].cluster_ips == ("10.96.0.10",)
+    (line,) = errors
+    assert "document 1: Service default/serve: also defined in document 0" in line

@@ -228,7 +228,7 @@ class FolderReader:
                     continue
                 current[slot] = one
         self._good[path] = current
-        return _union(current), errors
+        return _union(current, errors, path), errors
 
 
 def _take(out: Objects, winner: Objects, kind: str, key: str) -> None:
@@ -249,10 +249,29 @@ def _doc_index(slot: str) -> int:
     return int(slot.split(".", 1)[0])
 
 
-def _union(parts: Mapping[str, Objects]) -> Objects:
+def _union(
+    parts: Mapping[str, Objects], errors: list[str] | None = None, path: Path | None = None
+) -> Objects:
+    """The documents of one file together; an object defined twice: the first document's
+    copy is used, and (with `errors`) one line names the later one."""
     out = Objects()
+    seen: dict[tuple[str, str], str] = {}
     for slot in sorted(parts, key=lambda s: (_doc_index(s), s)):
-        out.merge(parts[slot])
+        part = parts[slot]
+        for attr, kind in _KINDS:
+            mine: dict[Any, Any] = getattr(out, attr)
+            for key, value in getattr(part, attr).items():
+                ref = (kind, str(key))
+                first = seen.setdefault(ref, slot)
+                if first != slot:
+                    if errors is not None:
+                        errors.append(
+                            f"{path}: document {slot}: {kind} {key}: also defined in document "
+                            f"{first}, which is used; this copy is ignored"
+                        )
+                    continue
+                mine[key] = value
+        out.namespaces |= part.namespaces
     return out
 
 
