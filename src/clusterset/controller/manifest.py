@@ -162,6 +162,7 @@ class ClusterSetFeed:
         # Each folder's last readable content: an unreadable folder keeps serving it.
         self.last: dict[Path, ClusterState] = {}
         self.exhausted: dict[tuple[ClusterId, ServiceKey], str] = {}
+        self.unreadable: list[str] = []  # member folders the last read could not list
         self.allocations, problems = allocations.load(self.state_file, keep_aside=not read_only)
         for p in problems:
             log.error("%s", p)
@@ -187,9 +188,8 @@ class ClusterSetFeed:
     def check(self, cluster: ClusterId) -> Observed:
         """The first read, strict: an unreadable folder or an unknown --cluster is fatal."""
         observed = self.observe(quiet=True)
-        unreadable = [e for e in observed.errors if e.endswith(_UNREADABLE)]
-        if unreadable:
-            raise SourceError(unreadable[0].removesuffix(_UNREADABLE))
+        if self.unreadable:
+            raise SourceError(self.unreadable[0])
         self.errors = _log_errors(observed.errors, [])
         if cluster not in observed.state.clusters:
             raise SourceError(
@@ -203,16 +203,17 @@ class ClusterSetFeed:
         that held it keeps it, else the folder named like the ID, else the first by name."""
         found: dict[Path, ClusterState] = {}
         folders = self.folders()
+        self.unreadable = []
         for folder in folders:
             reader = self.readers.setdefault(folder, FolderReader(folder))
             try:
                 objs, errs = reader.read()
             except SourceError as exc:
+                self.unreadable.append(str(exc))
                 kept = self.last.get(folder)
                 errors.append(
                     f"{exc}; "
                     + (f"keeping its last good content ({kept.cluster})" if kept else "skipped")
-                    + _UNREADABLE
                 )
                 if kept is not None:
                     found[folder] = kept
@@ -321,10 +322,6 @@ class ClusterSetFeed:
                     "cluster %r: no folder under %s has this cluster ID", cluster, self.root
                 )
             yield self.view(observed, cluster)
-
-
-# Suffix of the error line of a folder that could not be read (fatal at start only).
-_UNREADABLE = " (unreadable)"
 
 
 def _families(ips: tuple[str, ...]) -> set[IPFamily]:
