@@ -101,6 +101,7 @@ def root(tmp_path: Path, listener: int) -> Path:
             "us",
             [
                 service("lf", "10.96.1.1", [("10.244.1.1", True)], LF),
+                service("plain", "10.96.1.9", [("10.244.1.9", True)], {}),
                 service(
                     "minready",
                     "10.96.1.2",
@@ -122,6 +123,7 @@ def root(tmp_path: Path, listener: int) -> Path:
             "eu",
             [
                 service("lf", "10.96.2.1", [("10.244.2.1", True)], LF),
+                service("plain", "10.96.2.9", [("10.244.2.9", True)], {}),
                 service(
                     "minready",
                     "10.96.2.2",
@@ -181,6 +183,8 @@ def resolved(root: Path, state: Path, name: str) -> list[str]:
             "member2",
             "--state-file",
             str(state),
+            "--default-policy",
+            "local-first",
         ],
         capture_output=True,
         text=True,
@@ -195,13 +199,22 @@ def test_every_policy_on_the_live_server_and_resolve_agrees(root: Path, tmp_path
     state = tmp_path / "alloc.json"
     expected = {
         "lf": ["10.96.2.1"],  # local copy healthy: its own ClusterIP
+        "plain": ["10.96.2.9"],  # no annotation: --default-policy local-first applies
         "foep": ["10.244.1.3", "10.244.1.4"],  # local not ready: member1's pod IPs
         "tiers": ["10.244.3.5"],  # same region (eu) first: member3, not member1
         "weights": ["10.244.1.6", "10.244.3.6"],  # both, in weighted order
         "probed": ["127.0.0.3"],  # member1's endpoint refuses connections
     }
     with clusterset(
-        "run", "--manifests", str(root), "--cluster", "member2", "--state-file", str(state)
+        "run",
+        "--manifests",
+        str(root),
+        "--cluster",
+        "member2",
+        "--state-file",
+        str(state),
+        "--default-policy",
+        "local-first",
     ) as (port, _):
         clusterset_ip = live(port, "minready")
         assert len(clusterset_ip) == 1 and clusterset_ip[0].startswith("10.250.")  # 1 of 2 < 2
