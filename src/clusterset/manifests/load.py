@@ -2,7 +2,10 @@
 
 Bad input never loses state: a document that fails to parse or convert is
 reported as one line (file, document index, kind/name, field) and the last
-good version of what that file held is kept.
+good version of what that file held is kept. A document is composed into YAML
+nodes and its expansion counted before anything is built, so an alias bomb costs
+a bounded walk, not gigabytes. One object defined twice (in two documents or two
+files) is one line and a deterministic winner.
 """
 
 from __future__ import annotations
