@@ -236,3 +236,16 @@ def test_flood_of_errors_is_summarised_and_only_changes_logged(
     f.observe()
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1 and "Bad_Name" in messages[0]
+
+
+def test_unwritable_state_file_is_said_once_and_retried(
+    root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    f = feed(root, blocker / "alloc.json")  # its parent is a file: every save fails
+    caplog.set_level(logging.WARNING)
+    for i in range(3):
+        (root / "member1" / f"extra{i}.yaml").write_text(exported(f"extra{i}"))
+        f.observe()
+    assert sum("cannot save" in r.getMessage() for r in caplog.records) == 1

@@ -167,15 +167,19 @@ class ClusterSetFeed:
         for p in problems:
             log.error("%s", p)
         self._dirty = bool(problems)
+        self._save_problem = ""
 
     def _save_state(self) -> None:
         if self.read_only:
             return
         try:
             allocations.save(self.state_file, self.allocations)
-            self._dirty = False
+            self._dirty, self._save_problem = False, ""
         except OSError as exc:
-            log.warning("cannot save ClusterSetIP allocations to %s: %s", self.state_file, exc)
+            self._dirty = True  # try again on the next pass; say so once
+            if str(exc) != self._save_problem:
+                log.warning("cannot save ClusterSetIP allocations to %s: %s", self.state_file, exc)
+            self._save_problem = str(exc)
 
     def folders(self) -> list[Path]:
         try:
