@@ -12,6 +12,7 @@ import pytest
 from clusterset.manifests.load import FolderReader
 from clusterset.model.bag import Objects
 from clusterset.model.ids import ServiceKey
+from clusterset.model.labels import LABEL_OWNED
 
 SERVICE = """\
 apiVersion: v1
@@ -220,3 +221,13 @@ def test_duplicate_object_in_one_file_first_document_wins(tmp_path: Path) -> Non
     assert objs.services[ServiceKey("default", "serve")].cluster_ips == ("10.96.0.10",)
     (line,) = errors
     assert "document 1: Service default/serve: also defined in document 0" in line
+
+
+def test_every_kind_of_bag_content_survives_the_file_union(tmp_path: Path) -> None:
+    owned = SERVICE.replace(
+        "metadata: {name: serve, namespace: default}",
+        f"metadata: {{name: serve, namespace: default, labels: {{{LABEL_OWNED}: 'true'}}}}",
+    )
+    objs, errors = read(tmp_path, owned + "---\n" + SLICE)
+    assert errors == []
+    assert objs.own_services == {ServiceKey("default", "serve")}

@@ -10,6 +10,7 @@ files) is one line and a deterministic winner.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -261,20 +262,24 @@ def _union(
     seen: dict[tuple[str, str], str] = {}
     for slot in sorted(parts, key=lambda s: (_doc_index(s), s)):
         part = parts[slot]
+        later: dict[str, set[Any]] = {}
         for attr, kind in _KINDS:
-            mine: dict[Any, Any] = getattr(out, attr)
-            for key, value in getattr(part, attr).items():
-                ref = (kind, str(key))
-                first = seen.setdefault(ref, slot)
-                if first != slot:
-                    if errors is not None:
-                        errors.append(
-                            f"{path}: document {slot}: {kind} {key}: also defined in document "
-                            f"{first}, which is used; this copy is ignored"
-                        )
+            for key in getattr(part, attr):
+                first = seen.setdefault((kind, str(key)), slot)
+                if first == slot:
                     continue
-                mine[key] = value
-        out.namespaces |= part.namespaces
+                later.setdefault(attr, set()).add(key)
+                if errors is not None:
+                    errors.append(
+                        f"{path}: document {slot}: {kind} {key}: also defined in document "
+                        f"{first}, which is used; this copy is ignored"
+                    )
+        if later:
+            part = copy.copy(part)  # the parsed document stays as it was (it is cached)
+            for attr, keys in later.items():
+                kept = {k: v for k, v in getattr(part, attr).items() if k not in keys}
+                setattr(part, attr, kept)
+        out.merge(part)
     return out
 
 
