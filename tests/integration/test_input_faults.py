@@ -42,6 +42,8 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 def world() -> Iterator[Path]:
     """A copy of examples/clusters that a non-root user can read and write (outside the
     root-only pytest tmp dir), with the state file beside it."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        raise AssertionError("needs root and setpriv to run as uid 65534 (CI runs as root)")
     base = Path(tempfile.mkdtemp(prefix="clusterset-faults-"))
     shutil.copytree(ROOT / "examples" / "clusters", base / "clusters")
     for p in [base, *base.rglob("*")]:
