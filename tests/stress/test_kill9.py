@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.servers import clusterset, query
+from tests.integration.servers import clusterset, free_port, query, wait_answering
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 KILLS = 20
@@ -88,8 +88,9 @@ def test_kill_9_at_random_points_never_moves_a_surviving_allocation(tmp_path: Pa
     first: dict[str, str] = {}
     for kill in range(KILLS):
         log = tempfile.TemporaryFile()
+        port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "clusterset", "run", *flags, "--listen", "127.0.0.1:0"],
+            [sys.executable, "-m", "clusterset", "run", *flags, "--listen", f"127.0.0.1:{port}"],
             stdout=log,
             stderr=log,
         )
@@ -101,7 +102,11 @@ def test_kill_9_at_random_points_never_moves_a_surviving_allocation(tmp_path: Pa
 
         t = threading.Thread(target=editor)
         t.start()
-        time.sleep(rng.uniform(0.3, 2.0))  # before, during or after start-up and saves
+        # Half the kills land during start-up (whatever the machine's load), half while it
+        # serves and saves the editor's changes.
+        if rng.random() < 0.5:
+            wait_answering(port, proc)
+        time.sleep(rng.uniform(0.0, 1.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         stop.set()
