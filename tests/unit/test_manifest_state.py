@@ -3,14 +3,17 @@ state file, a second writer, an exhausted range or a duplicated folder must neve
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from clusterset.controller import manifest
 from clusterset.controller.manifest import MAX_ERROR_LINES, ClusterSetFeed
 from clusterset.manifests import allocations
 from clusterset.manifests.load import SourceError
@@ -249,3 +252,30 @@ def test_unwritable_state_file_is_said_once_and_retried(
         (root / "member1" / f"extra{i}.yaml").write_text(exported(f"extra{i}"))
         f.observe()
     assert sum("cannot save" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_bug_while_reading_costs_one_pass_not_the_feed(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def three_changes(paths: object, *, stop: object = None) -> AsyncIterator[None]:
+        for _ in range(3):
+            yield None
+
+    monkeypatch.setattr(manifest, "changes", three_changes)
+    f = feed(root, tmp_path / "alloc.json")
+    real, calls = f.observe, []
+
+    def flaky() -> manifest.Observed:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        return real()
+
+    monkeypatch.setattr(f, "observe", flaky)
+
+    async def collect() -> list[object]:
+        return [v async for v in f.views(ClusterId("member2"))]
+
+    caplog.set_level(logging.ERROR)
+    assert len(asyncio.run(collect())) == 2
+    assert any("internal error" in r.getMessage() for r in caplog.records)

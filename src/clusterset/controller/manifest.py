@@ -75,6 +75,12 @@ class _Outage:
             log.error("%s; serving the last good zone", problem)
         self.problem = problem
 
+    def bug(self, exc: Exception) -> None:
+        problem = f"internal error reading the folders ({type(exc).__name__}: {exc}); please report"
+        if problem != self.problem:
+            log.exception("%s; serving the last good zone", problem)
+        self.problem = problem
+
     def ok(self) -> None:
         if self.problem is not None:
             log.info("source readable again (was: %s)", self.problem)
@@ -116,6 +122,9 @@ class FolderFeed:
                 view = await asyncio.to_thread(self.snapshot)
             except SourceError as exc:
                 outage.failed(str(exc))
+                continue
+            except Exception as exc:  # a bug must not stop DNS: keep the zone we have
+                outage.bug(exc)
                 continue
             outage.ok()
             yield view
@@ -319,6 +328,9 @@ class ClusterSetFeed:
                 observed = await asyncio.to_thread(self.observe)
             except SourceError as exc:
                 outage.failed(str(exc))
+                continue
+            except Exception as exc:  # a bug must not stop DNS: keep the zone we have
+                outage.bug(exc)
                 continue
             outage.ok()
             if cluster not in observed.state.clusters:
