@@ -7,6 +7,7 @@ stderr and exit 2; nothing prints a traceback.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import ipaddress
 import logging
@@ -27,13 +28,7 @@ from typer._click import exceptions as click
 from clusterset import __version__, logs
 from clusterset.cli import output
 from clusterset.controller.hub import Hub
-from clusterset.controller.manifest import (
-    ClusterSetFeed,
-    FolderFeed,
-    Observed,
-    SourceError,
-    next_generation,
-)
+from clusterset.controller.manifest import ClusterSetFeed, FolderFeed, Observed, next_generation
 from clusterset.controller.member import MemberFeed
 from clusterset.kube.api import ConfigError, KubeApi, load_contexts
 from clusterset.kube.cluster import SOURCE_LEASE_LABEL
@@ -48,13 +43,15 @@ from clusterset.kube.lease import (
     check_timing,
     source_renew_interval,
 )
-from clusterset.model.ids import ClusterId, InvalidName, cluster_id
+from clusterset.manifests.load import SourceError
+from clusterset.model.ids import ClusterId, InvalidName, ServiceKey, cluster_id
 from clusterset.model.objects import IPFamily
 from clusterset.model.state import ClusterSetState, ImportedView
 from clusterset.reconcile import allocate
 from clusterset.reconcile import desired as rd
 from clusterset.reconcile.desired import Desired
-from clusterset.server.app import DnsOptions, DnsServer, ListenError, parse_listen
+from clusterset.server import probe
+from clusterset.server.app import DnsOptions, DnsServer, ListenError, compile_view, parse_listen
 from clusterset.server.forward import DEFAULT_ALLOW, parse_upstream
 from clusterset.server.http import HubCollector, HubStats, OpsServer, reconcile_histogram
 from clusterset.zone import policy
@@ -172,6 +169,14 @@ QueryLogOpt = Annotated[
 ]
 PolicyOpt = Annotated[
     str, typer.Option("--default-policy", help=f"Answer policy: {', '.join(policy.POLICIES)}.")
+]
+# Allocation flags: `run` and the read-only commands take the same, so they agree.
+DEFAULT_CIDR = "10.250.0.0/16"
+DEFAULT_CIDR_V6 = "fd63:6c75:7374::/112"
+CidrOpt = Annotated[str, typer.Option("--clusterset-cidr", help="ClusterSetIP range (IPv4).")]
+CidrV6Opt = Annotated[str, typer.Option("--clusterset-cidr-v6", help="ClusterSetIP range (IPv6).")]
+StateFileOpt = Annotated[
+    Path | None, typer.Option("--state-file", help="Where allocations persist.")
 ]
 
 
@@ -389,13 +394,9 @@ def run(
     zone: ZoneOpt = "clusterset.local",
     ttl: TtlOpt = 5,
     default_policy: PolicyOpt = policy.KEP,
-    clusterset_cidr: Annotated[
-        str, typer.Option(help="ClusterSetIP range (IPv4).")
-    ] = "10.250.0.0/16",
-    clusterset_cidr_v6: Annotated[
-        str, typer.Option(help="ClusterSetIP range (IPv6).")
-    ] = "fd63:6c75:7374::/112",
-    state_file: Annotated[Path | None, typer.Option(help="Where allocations persist.")] = None,
+    clusterset_cidr: CidrOpt = DEFAULT_CIDR,
+    clusterset_cidr_v6: CidrV6Opt = DEFAULT_CIDR_V6,
+    state_file: StateFileOpt = None,
     udp_threads: Annotated[int, typer.Option(help="UDP receive threads.")] = 1,
     unified: UnifiedOpt = False,
     upstream: UpstreamOpt = None,
@@ -438,6 +439,7 @@ def run(
         cidrs=_cidrs(clusterset_cidr, clusterset_cidr_v6),
         state_file=state_file,
     )
+    feed.check(cid)  # an unreadable folder or an unknown --cluster: one line, exit 2
     _run_server(options, lambda s: feed.views(cid))
 
 
@@ -519,11 +521,10 @@ def _apis(
 OutputOpt = Annotated[str, typer.Option("-o", "--output", help="table|wide|json|yaml")]
 
 
-def _feed(manifests: Path | None, state_file: Path | None = None) -> ClusterSetFeed:
+def _feed(manifests: Path | None, state_file: Path | None, v4: str, v6: str) -> ClusterSetFeed:
+    """What `run` with the same flags would compute; read-only: never writes the state file."""
     return ClusterSetFeed(
-        _need_manifests(manifests),
-        cidrs=_cidrs("10.250.0.0/16", "fd63:6c75:7374::/112"),
-        state_file=state_file,
+        _need_manifests(manifests), cidrs=_cidrs(v4, v6), state_file=state_file, read_only=True
     )
 
 
@@ -692,7 +693,9 @@ def hub_stats(hub: Hub) -> HubStats:
 def status(
     manifests: ManifestsOpt = None,
     output_format: OutputOpt = "table",
-    state_file: Annotated[Path | None, typer.Option(help="Where allocations persist.")] = None,
+    state_file: StateFileOpt = None,
+    clusterset_cidr: CidrOpt = DEFAULT_CIDR,
+    clusterset_cidr_v6: CidrV6Opt = DEFAULT_CIDR_V6,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
     all_contexts: AllContextsOpt = False,
@@ -712,7 +715,7 @@ def status(
         observed, leases = asyncio.run(_observe_clusters(apis))
         output.status(observed, output_format, leases=leases)
         return
-    observed = _feed(manifests, state_file).observe()
+    observed = _feed(manifests, state_file, clusterset_cidr, clusterset_cidr_v6).observe()
     output.status(observed, output_format)
 
 
@@ -775,13 +778,15 @@ async def _observe_clusters(apis: dict[str, KubeApi]) -> tuple[Observed, list[di
 def render(
     manifests: ManifestsOpt = None,
     cluster: Annotated[str, typer.Option(help="The consuming cluster.")] = "",
-    state_file: Annotated[Path | None, typer.Option(help="Where allocations persist.")] = None,
+    state_file: StateFileOpt = None,
+    clusterset_cidr: CidrOpt = DEFAULT_CIDR,
+    clusterset_cidr_v6: CidrV6Opt = DEFAULT_CIDR_V6,
 ) -> None:
     """Print, as YAML, the objects the controller would apply to one cluster."""
     if not cluster:
         raise UsageProblem("--cluster NAME is required")
     cid = _cluster(cluster)
-    observed = _feed(manifests, state_file).observe()
+    observed = _feed(manifests, state_file, clusterset_cidr, clusterset_cidr_v6).observe()
     if cid not in observed.desired.clusters:
         raise SourceError(f"--cluster {cid}: no such cluster under {manifests}")
     output.render(observed, cid)
@@ -797,7 +802,9 @@ def resolve(
     zone: ZoneOpt = "clusterset.local",
     ttl: TtlOpt = 5,
     default_policy: PolicyOpt = policy.KEP,
-    state_file: Annotated[Path | None, typer.Option(help="Where allocations persist.")] = None,
+    state_file: StateFileOpt = None,
+    clusterset_cidr: CidrOpt = DEFAULT_CIDR,
+    clusterset_cidr_v6: CidrV6Opt = DEFAULT_CIDR_V6,
     unified: UnifiedOpt = False,
 ) -> None:
     """Answer NAME as the DNS server would for --cluster, and optionally explain it."""
@@ -805,11 +812,29 @@ def resolve(
         raise UsageProblem("--cluster NAME is required")
     cid = _cluster(cluster)
     settings = _settings(zone, ttl, default_policy, unified=unified)
-    feed = _feed(manifests, state_file)
+    feed = _feed(manifests, state_file, clusterset_cidr, clusterset_cidr_v6)
     observed = feed.observe()
     if cid not in observed.state.clusters:
         raise SourceError(f"--cluster {cid}: no such cluster under {manifests}")
-    output.resolve(feed.view(observed, cid), settings, name, qtype, explain=explain)
+    view = feed.view(observed, cid)
+    # As the server's first compile of this view: the clock now, and one round of probes.
+    failed = asyncio.run(_probe_once(view))
+    view = dataclasses.replace(view, now=time.time(), probe_failed=failed)
+    output.resolve(view, compile_view(view, settings), settings, name, qtype, explain=explain)
+
+
+async def _probe_once(view: ImportedView) -> frozenset[tuple[ServiceKey, ClusterId]]:
+    """The verdict of the server's first probe round: a cluster none of whose probed
+    endpoints accepts a connection fails."""
+    rounds = probe.targets(view)
+    results = await asyncio.gather(
+        *(asyncio.gather(*(probe.tcp_ok(a, p, t.timeout) for a, p in t.addresses)) for t in rounds)
+    )
+    return frozenset(
+        (t.key, t.cluster)
+        for t, rs in zip(rounds, results, strict=True)
+        if not any(ok for ok, _ in rs)
+    )
 
 
 @app.command()

@@ -340,9 +340,11 @@ def _service(
         _headless(recs, name, sel, ttl)
         return
     recs.exist(name)
-    for ip in sel.addresses:
+    # `failover: endpoints` selects remote endpoints instead of the ClusterSetIP.
+    addrs = sel.addresses or _dedupe_addresses(sel)
+    for ip in addrs:
         recs.add(name, _rdtype_of(ip), RR(name, ttl, _addr_rdata(ip)))
-    addrs = tuple(sel.addresses)
+    _rotate(recs, name, sel)
     # No address: the names exist (NODATA), but SRV would point at a target that does not resolve.
     bare = [_Target(name, p.port, addrs) for p in imp.ports for _ in addrs]
     _srv(recs, name, bare, len(bare))
