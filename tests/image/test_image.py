@@ -15,6 +15,7 @@ import re
 import shutil
 import struct
 import subprocess
+import tarfile
 import tomllib
 import uuid
 from collections.abc import Iterator
@@ -71,12 +72,15 @@ def image() -> str:
     dns = deployment("clusterset.yaml", "dns")
     ref = str(dns["spec"]["template"]["spec"]["containers"][0]["image"])
     assert ref == f"ghcr.io/clusterset/clusterset:{VERSION}"
-    build = [str(ROOT / "scripts/build-image"), "--base", "debian", "--tag", ref]
-    done = subprocess.run(
-        [*build, "--storage", str(STORAGE)], text=True, capture_output=True, check=False
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
+    build_image("--tag", ref)
     return ref
+
+
+def build_image(*args: str) -> None:
+    """scripts/build-image on the Debian-made base, in the tier's own buildah storage."""
+    cmd = [str(ROOT / "scripts/build-image"), "--base", "debian", "--storage", str(STORAGE)]
+    done = subprocess.run([*cmd, *args], text=True, capture_output=True, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
 
 
 @pytest.fixture(scope="module")
@@ -358,3 +362,21 @@ def test_image_contents(rootfs: Path) -> None:
     assert with_caps == {interpreter}
     fcap: Any = os.getxattr(interpreter, "security.capability")
     assert fcap == NET_BIND_SERVICE_FCAP
+
+
+def test_the_archive_users_load_keeps_the_file_capability(image: str, tmp_path: Path) -> None:
+    """`--archive` (docker load, kind load image-archive; `buildah push` writes the same layers)
+    carries the capability as a PAX xattr record: what a registry or a node gets."""
+    archive = tmp_path / "image.tar"
+    build_image("--tag", image, "--archive", str(archive))
+    found = {}
+    with tarfile.open(archive) as outer:
+        (manifest,) = json.load(outer.extractfile("manifest.json"))  # type: ignore[arg-type]
+        assert manifest["RepoTags"] == [image]
+        for layer in manifest["Layers"]:
+            with tarfile.open(fileobj=outer.extractfile(layer)) as tar:
+                for member in tar:
+                    if member.name == "usr/bin/python3.11":
+                        found[layer] = member.pax_headers.get("SCHILY.xattr.security.capability")
+    # The interpreter's last version (the top layer) is the one with the capability.
+    assert found[manifest["Layers"][-1]] == NET_BIND_SERVICE_FCAP.decode("latin-1")
