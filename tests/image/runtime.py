@@ -4,9 +4,9 @@ containerd's CRI plugin writes for the chart's pod and container securityContext
 
 What is emulated, and what is not:
 - capabilities: containerd computes one list (its defaults, minus `drop`, plus `add`; `drop:
-  [ALL]` empties it) and writes it as the bounding, effective and permitted sets; the
-  inheritable and ambient sets stay empty (containerd's WithCapabilities). runc then sets them
-  on the process it execs as the pod's uid.
+  [ALL]`, all the chart uses, empties it) and writes it as the bounding, effective and
+  permitted sets; the inheritable and ambient sets stay empty (containerd's WithCapabilities).
+  runc then sets them on the process it execs as the pod's uid.
 - allowPrivilegeEscalation: false → noNewPrivileges; readOnlyRootFilesystem → a read-only root;
   runAsUser/runAsGroup/fsGroup → uid, gid, supplementary group; an emptyDir → a tmpfs.
 - containerd's default mounts, masked and read-only paths.
@@ -23,23 +23,6 @@ from typing import Any
 
 Obj = dict[str, Any]
 
-# containerd's default capabilities of a container (pkg/oci defaultUnixCaps), before drop/add.
-CONTAINERD_DEFAULT_CAPS = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-]
 MASKED = [
     "/proc/acpi",
     "/proc/asound",
@@ -56,14 +39,11 @@ READONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trig
 
 
 def capabilities(security_context: Obj) -> list[str]:
-    """The one list containerd writes as bounding = effective = permitted."""
+    """The one list containerd writes as bounding = effective = permitted: its defaults minus
+    `drop`, plus `add`. Only `drop: [ALL]` is emulated (what the chart sets), which leaves `add`."""
     caps = security_context.get("capabilities") or {}
-    drop = {c.upper() for c in caps.get("drop") or []}
-    result = [] if "ALL" in drop else [c for c in CONTAINERD_DEFAULT_CAPS if c[4:] not in drop]
-    for c in caps.get("add") or []:
-        if f"CAP_{c.upper()}" not in result:
-            result.append(f"CAP_{c.upper()}")
-    return result
+    assert [c.upper() for c in caps.get("drop") or []] == ["ALL"], caps
+    return [f"CAP_{c.upper()}" for c in caps.get("add") or []]
 
 
 def oci_spec(
