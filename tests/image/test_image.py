@@ -15,6 +15,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 import tarfile
 import tomllib
 import uuid
@@ -244,6 +245,13 @@ def test_dns_answers_dig_on_port_53_under_the_charts_security_context(
 
         assert eventually("an answer from the container on port 53", answered) == ADDRESS
         assert dig(netns, "+tcp") == ADDRESS
+        # The kubelet's probes, as the chart configures them.
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        for probe in ("readinessProbe", "livenessProbe"):
+            get = container[probe]["httpGet"]
+            url = f"http://127.0.0.1:{ports[get['port']]}{get['path']}"
+            code = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).status)"
+            assert in_netns(netns, sys.executable, "-c", code, url).stdout.strip() == "200", url
         # The process really is what the chart asks for: uid/gid 65532, only
         # NET_BIND_SERVICE (bit 10) bounding, permitted and effective, no_new_privs.
         pid = json.loads(runc(state, "state", cid).stdout)["pid"]
