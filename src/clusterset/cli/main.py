@@ -714,6 +714,54 @@ def corefile(
     output.corefile(settings.zone, target, ttl, namespace, configmap)
 
 
+@app.command()
+def check(
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="YAML with the ServiceExport (and optionally its Service)."),
+    ] = None,
+    service: Annotated[
+        str | None, typer.Option("--service", help="NAMESPACE/NAME to export (instead of FILE).")
+    ] = None,
+    cluster: Annotated[str, typer.Option(help="The cluster that would export it.")] = "",
+    manifests: ManifestsOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    all_contexts: AllContextsOpt = False,
+    karmada_kubeconfig: KarmadaOpt = None,
+    output_format: Annotated[str, typer.Option("-o", "--output", help="text|json|yaml")] = "text",
+) -> None:
+    """Pre-flight: what exporting a service would change (merged ServiceImport before/after,
+    who reports Conflict and which export wins, each consumer's DNS answer). Exit 0: no
+    conflict; 1: it would conflict; 2: bad input.
+
+    Examples:
+      clusterset check --manifests examples/clusters --cluster member2 --service default/web
+      clusterset check export.yaml --kubeconfig K --all-contexts --cluster member2 -o json
+    """
+    from clusterset.cli import check as preflight_check
+
+    if output_format not in ("text", "json", "yaml"):
+        raise UsageProblem(f"-o {output_format!r}: expected text, json or yaml")
+    if not cluster:
+        raise UsageProblem("--cluster NAME is required")
+    if (file is None) == (service is None):
+        raise UsageProblem("give either a ServiceExport FILE or --service NAMESPACE/NAME")
+    if kubeconfig is not None or karmada_kubeconfig is not None:
+        if manifests is not None:
+            raise UsageProblem("--manifests and --kubeconfig are exclusive")
+        apis = _apis(kubeconfig, context, all_contexts, karmada_kubeconfig)
+        state, ips, ids = asyncio.run(preflight_check.observe_clusters(apis))
+        cid = ids.get(cluster, ClusterId(cluster))
+    else:
+        state, ips = preflight_check.observe_manifests(_feed(manifests))
+        cid = _cluster(cluster)
+    code = preflight_check.run(
+        state, ips, cluster=cid, file=file, service=service, output=output_format
+    )
+    raise SystemExit(code)
+
+
 def main() -> None:
     """Entry point: usage problems and unreadable sources are one line and exit code 2."""
     command = typer.main.get_command(app)
