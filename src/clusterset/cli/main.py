@@ -762,6 +762,99 @@ def check(
     raise SystemExit(code)
 
 
+@app.command("wire-dns")
+def wire_dns(
+    kubeconfig: KubeconfigOpt = None,
+    context: Annotated[str | None, typer.Option("--context", help="kubeconfig context.")] = None,
+    server: Annotated[
+        str, typer.Option("--server", help="ClusterIP (or IP[:PORT]) of clusterset dns.")
+    ] = "",
+    zone: ZoneOpt = "clusterset.local",
+    ttl: TtlOpt = 5,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the diff; change nothing.")
+    ] = False,
+    undo: Annotated[
+        bool, typer.Option("--undo", help="Restore the Corefile saved by the first wiring.")
+    ] = False,
+    canary_server: Annotated[
+        str | None,
+        typer.Option(
+            help="IP[:PORT] where the canary reaches clusterset dns from here "
+            "(e.g. a port-forward; default --server)."
+        ),
+    ] = None,
+    probe: Annotated[
+        str | None,
+        typer.Option(
+            help="IP[:PORT] of the cluster DNS to watch after applying "
+            "(default: the kube-dns Service's ClusterIP)."
+        ),
+    ] = None,
+    grace: Annotated[
+        float, typer.Option(help="Seconds of watching real answers before keeping the change.")
+    ] = 60.0,
+    coredns: Annotated[
+        str | None,
+        typer.Option(help="CoreDNS binary for the canary (default: peers cache, then $PATH)."),
+    ] = None,
+) -> None:
+    """Wire the cluster's DNS (CoreDNS, and NodeLocal DNSCache if present) to clusterset dns:
+    canary on loopback with the real CoreDNS, server-side apply keeping the previous
+    Corefile, then watch real answers and roll back by itself. Exit 1 when it stopped or
+    rolled back.
+
+    Examples:
+      clusterset wire-dns --kubeconfig K --context member2 --server 10.96.0.53 --dry-run
+      clusterset wire-dns --kubeconfig K --context member2 --server 10.96.0.53
+      clusterset wire-dns --kubeconfig K --context member2 --undo
+    """
+    from clusterset.cli import wiredns
+
+    if kubeconfig is None:
+        raise UsageProblem("--kubeconfig is required")
+    if not undo and not server:
+        raise UsageProblem("--server IP is required (the ClusterIP of the clusterset-dns Service)")
+    if grace < 0:
+        raise UsageProblem("--grace must be >= 0")
+    target = ""
+    if server:
+        try:
+            host, port = parse_upstream(server)
+        except ValueError as exc:
+            raise UsageProblem(f"--server {server!r}: expected IP[:PORT]") from exc
+        target = f"{host}:{port}" if port != 53 else host
+    canary_target = ""
+    if canary_server:
+        try:
+            host, port = parse_upstream(canary_server)
+        except ValueError as exc:
+            raise UsageProblem(f"--canary-server {canary_server!r}: expected IP[:PORT]") from exc
+        canary_target = f"{host}:{port}"
+    probe_addr = None
+    if probe:
+        try:
+            probe_addr = parse_upstream(probe)
+        except ValueError as exc:
+            raise UsageProblem(f"--probe {probe!r}: expected IP[:PORT]") from exc
+    settings = _settings(zone, ttl, policy.KEP)
+    name, config = next(iter(load_contexts(kubeconfig, [context] if context else None).items()))
+    options = wiredns.Options(
+        kubeconfig=str(kubeconfig),
+        context=name,
+        server=target,
+        zone=settings.zone,
+        ttl=ttl,
+        dry_run=dry_run,
+        undo=undo,
+        canary_server=canary_target,
+        probe=probe_addr,
+        grace=grace,
+        coredns=coredns,
+    )
+    raise SystemExit(asyncio.run(wiredns.run(KubeApi.from_config(name, config), options)))
+
+
 def main() -> None:
     """Entry point: usage problems and unreadable sources are one line and exit code 2."""
     command = typer.main.get_command(app)
