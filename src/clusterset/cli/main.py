@@ -496,6 +496,23 @@ def controller(
         typer.Option(help="Create a service's namespace where it is missing (remote-only use)."),
     ] = False,
     metrics_listen: MetricsOpt = None,
+    webhook_listen: Annotated[
+        str | None,
+        typer.Option(help="HOST:PORT of the validating admission webhook (HTTPS; off if unset)."),
+    ] = None,
+    webhook_cert_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder with the webhook's tls.crt, tls.key (and ca.crt)."),
+    ] = None,
+    webhook_config: Annotated[
+        str | None,
+        typer.Option(
+            help="ValidatingWebhookConfiguration whose caBundle the hub keeps in every member."
+        ),
+    ] = None,
+    deny_conflicts: Annotated[
+        bool, typer.Option(help="Deny (not only warn about) exports that would conflict.")
+    ] = False,
 ) -> None:
     """Hub mode: watch every member and write ServiceImports, derived Services, MCS
     EndpointSlices and ServiceExport conditions into each.
@@ -505,6 +522,17 @@ def controller(
     apis = _apis(kubeconfig, context, all_contexts, karmada_kubeconfig)
     if not apis:
         raise UsageProblem("no member clusters")
+    webhook_args = None
+    if webhook_listen:
+        from clusterset.controller import admission
+
+        if webhook_cert_dir is None:
+            raise UsageProblem("--webhook-listen needs --webhook-cert-dir (tls.crt, tls.key)")
+        try:
+            certs = admission.CertFiles(webhook_cert_dir)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise UsageProblem(f"--webhook-cert-dir {webhook_cert_dir}: {exc}") from exc
+        webhook_args = (*parse_listen(webhook_listen), certs)
     elector = None
     if leader_elect:
         lease_api = apis.get(lease_context or next(iter(apis)))
@@ -545,9 +573,29 @@ def controller(
             loop.add_signal_handler(sig, stop.set)
         task = asyncio.create_task(hub.run(), name="hub")
         stopper = asyncio.create_task(stop.wait())
+        webhook = None
+        if webhook_args is not None:
+            from clusterset.controller import admission
+
+            host, port, certs = webhook_args
+            webhook = asyncio.create_task(
+                admission.run(
+                    hub,
+                    host=host,
+                    port=port,
+                    certs=certs,
+                    config_name=webhook_config,
+                    deny=deny_conflicts,
+                ),
+                name="admission",
+            )
         done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         task.cancel()
         stopper.cancel()
+        if webhook is not None:
+            webhook.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await webhook
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
         if elector is not None:
