@@ -868,21 +868,21 @@ def wire_dns(
     target = ""
     if server:
         try:
-            host, port = parse_upstream(server)
+            host, port = wiredns.parse_address(server)
         except ValueError as exc:
             raise UsageProblem(f"--server {server!r}: expected IP[:PORT]") from exc
-        target = f"{host}:{port}" if port != 53 else host
+        target = wiredns.forward_target(host, port)
     canary_target = ""
     if canary_server:
         try:
-            host, port = parse_upstream(canary_server)
+            host, port = wiredns.parse_address(canary_server)
         except ValueError as exc:
             raise UsageProblem(f"--canary-server {canary_server!r}: expected IP[:PORT]") from exc
-        canary_target = f"{host}:{port}"
+        canary_target = wiredns.forward_target(host, port)
     probe_addr = None
     if probe:
         try:
-            probe_addr = parse_upstream(probe)
+            probe_addr = wiredns.parse_address(probe)
         except ValueError as exc:
             raise UsageProblem(f"--probe {probe!r}: expected IP[:PORT]") from exc
     settings = _settings(zone, ttl, policy.KEP)

@@ -6,6 +6,7 @@ Exit 0: wired (or already wired, or undone, or a dry run); 1: stopped or rolled 
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from clusterset.kube import wiredns as w
@@ -26,6 +27,28 @@ class Options:
     grace: float = 60.0
     interval: float = 1.0
     coredns: str | None = None
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """IP, IP:PORT, IPv6 or [IPv6]:PORT; ValueError otherwise."""
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest.removeprefix(":") or "53"
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    else:
+        host, port = value, "53"
+    ipaddress.ip_address(host)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad port {port!r}")
+    return host, int(port)
+
+
+def forward_target(host: str, port: int) -> str:
+    """A CoreDNS `forward` target: IP, IP:PORT, or [IPv6]:PORT (a bare v6:PORT is ambiguous)."""
+    if port == 53:
+        return host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def say(line: str) -> None:
