@@ -841,7 +841,7 @@ def wire_dns(
     ] = None,
     grace: Annotated[
         float, typer.Option(help="Seconds of watching real answers before keeping the change.")
-    ] = 60.0,
+    ] = 120.0,
     coredns: Annotated[
         str | None,
         typer.Option(help="CoreDNS binary for the canary (default: peers cache, then $PATH)."),

@@ -24,7 +24,7 @@ class Options:
     undo: bool = False
     canary_server: str = ""  # where the canary reaches clusterset dns ("" = server)
     probe: tuple[str, int] | None = None  # the cluster DNS to watch (None: kube-dns ClusterIP)
-    grace: float = 60.0
+    grace: float = 120.0
     interval: float = 1.0
     coredns: str | None = None
 
