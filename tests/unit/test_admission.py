@@ -14,9 +14,8 @@ STATE = clusterset(
     cluster("a", services=(service(),), exports=(export(created=1.0),)),
     cluster("b", services=(service(ports=(port(8080, "http"),)),)),
 )
-VIEW = View(
-    STATE, {(A, KEY): ("10.250.0.1",), (B, KEY): ("10.250.0.1",)}, {"ctx-a": A, "ctx-b": B}, True
-)
+IPS = {(A, KEY): ("10.250.0.1",), (B, KEY): ("10.250.0.1",)}
+VIEW = View(STATE, {"ctx-a": A, "ctx-b": B}, True, lambda: IPS)
 
 
 def body(kind: str, obj: dict[str, Any], operation: str = "CREATE") -> dict[str, Any]:
@@ -68,7 +67,7 @@ def test_service_change_of_an_exported_service_is_checked() -> None:
         cluster("a", services=(service(),), exports=(export(created=1.0),)),
         cluster("b", services=(service(),), exports=(export(created=2.0),)),
     )
-    view = View(both, VIEW.ips, VIEW.ids, True)
+    view = View(both, VIEW.ids, True, VIEW.ips)
     svc = {
         "apiVersion": "v1",
         "kind": "Service",
@@ -85,14 +84,19 @@ def test_service_change_of_an_exported_service_is_checked() -> None:
 
 def test_service_of_an_unexported_name_is_not_checked() -> None:
     svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc", "namespace": "ns"}}
-    r = review(body("Service", svc), "ctx-b", VIEW, deny=True, now=2e9)["response"]
+
+    def no_ips() -> Any:
+        raise AssertionError("ClusterSetIPs computed for a Service nobody exports")
+
+    view = View(STATE, VIEW.ids, True, no_ips)
+    r = review(body("Service", svc), "ctx-b", view, deny=True, now=2e9)["response"]
     assert r == {"uid": "u-1", "allowed": True}
 
 
 def test_unknown_member_and_unsynced_hub_allow_with_a_warning() -> None:
     r = review(body("ServiceExport", EXPORT), "nope", VIEW, deny=True, now=2e9)["response"]
     assert r["allowed"] is True and "unknown member 'nope'" in r["warnings"][0]
-    unsynced = View(STATE, VIEW.ips, VIEW.ids, False)
+    unsynced = View(STATE, VIEW.ids, False, VIEW.ips)
     r = review(body("ServiceExport", EXPORT), "ctx-b", unsynced, deny=True, now=2e9)["response"]
     assert r["allowed"] is True and "not synced" in r["warnings"][0]
 

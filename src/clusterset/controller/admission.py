@@ -42,21 +42,22 @@ IPs = Mapping[tuple[ClusterId, ServiceKey], tuple[str, ...]]
 
 @dataclass(frozen=True, slots=True)
 class View:
-    """What a decision needs from the hub: state, ClusterSetIPs, member name -> cluster ID."""
+    """What a decision needs from the hub: state, member name -> cluster ID, and today's
+    ClusterSetIPs (computed only when a check runs: most Services are not exported)."""
 
     state: ClusterSetState
-    ips: IPs
     ids: Mapping[str, ClusterId]
     synced: bool
+    ips: Callable[[], IPs]
 
 
 def hub_view(hub: Hub) -> View:
     state = hub.observe()
     return View(
         state,
-        hub.clusterset_ips(rd.aggregate_all(state)),
         dict(hub.ids),
         all(m.synced for m in hub.members.values()),
+        lambda: hub.clusterset_ips(rd.aggregate_all(state)),
     )
 
 
@@ -128,7 +129,7 @@ def decide(
         key=key,
         export=export,
         service=service,
-        ips=view.ips,
+        ips=view.ips(),
         answer=_answer,
     )
     warnings = finding.warnings()
