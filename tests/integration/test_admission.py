@@ -235,3 +235,106 @@ def test_check_reads_real_clusters(world: tuple[ControlPlane, Path]) -> None:
     # ClusterSetIP answers come from the derived Services the hub made in each member.
     answers = {a["consumer"]: a for a in out["answers"]}
     assert answers["member2"]["before"][0].startswith("A 10.97.")
+
+
+# -- the chart's pieces ------------------------------------------------------------------------
+
+HUB_VALUES = [
+    "--set",
+    "controller.enabled=true",
+    "--set",
+    "dns.enabled=false",
+    "--set",
+    "admission.enabled=true",
+]
+MEMBER_VALUES = [
+    "--set", "memberRBAC.enabled=true", "--set", "admission.enabled=true",
+    "--set", "admission.clusterName=member2",
+    "--set", "admission.url=https://hub.example.com:8443/",
+]  # fmt: skip
+
+
+def test_chart_member_side_registers_the_webhook_with_failure_policy_ignore(
+    control_plane: ControlPlane,
+) -> None:
+    from tests.integration.test_deploy import one, render, rules
+
+    objs = render(*MEMBER_VALUES)
+    vwc = one(objs, "ValidatingWebhookConfiguration", "clusterset-preflight")
+    (hook,) = vwc["webhooks"]
+    assert hook["failurePolicy"] == "Ignore"
+    assert hook["sideEffects"] == "None"
+    assert hook["clientConfig"] == {"url": "https://hub.example.com:8443/validate/member2"}
+    assert hook["namespaceSelector"]["matchExpressions"][0]["values"] == ["kube-system"]
+    assert {(r["apiGroups"][0], r["resources"][0]) for r in hook["rules"]} == {
+        ("multicluster.x-k8s.io", "serviceexports"),
+        ("", "services"),
+    }
+    role = one(objs, "ClusterRole", "clusterset-hub")
+    assert rules(role)[("admissionregistration.k8s.io", "validatingwebhookconfigurations")] == {
+        "get",
+        "update",
+    }
+    assert any(r.get("resourceNames") == ["clusterset-preflight"] for r in role["rules"])
+    # The real apiserver accepts the configuration as rendered (server-side dry run).
+    status, body = control_plane.request("member1", "POST", f"{VWC_PATH}?dryRun=All", vwc)
+    assert status == 201, body
+    # Same cluster as the hub: the Service, with the path.
+    local = one(render(*MEMBER_VALUES[:-2]), "ValidatingWebhookConfiguration")
+    assert local["webhooks"][0]["clientConfig"]["service"] == {
+        "name": "clusterset-admission", "namespace": "clusterset", "port": 443, "path": "/validate/member2",
+    }  # fmt: skip
+
+
+def test_chart_member_side_needs_the_cluster_name() -> None:
+    from tests.integration.test_deploy import helm
+
+    proc = helm("template", "clusterset", "deploy/chart/clusterset", "--set", "memberRBAC.enabled=true",
+                "--set", "admission.enabled=true", ok=False)  # fmt: skip
+    assert proc.returncode != 0
+    assert "admission.clusterName" in proc.stderr
+
+
+def test_chart_hub_side_serves_a_certificate_the_controller_loads(tmp_path: Path) -> None:
+    import base64
+
+    from clusterset.controller.admission import CertFiles
+    from tests.integration.test_deploy import container, deployment, expand, one, render
+
+    objs = render(*HUB_VALUES)
+    args = container(deployment(objs, "controller"))["args"]
+    assert "--webhook-listen=0.0.0.0:9443" in args
+    assert "--webhook-cert-dir=/etc/clusterset/webhook" in args
+    assert "--webhook-config=clusterset-preflight" in args
+    assert "--deny-conflicts" not in args
+    proc = subprocess.run([sys.executable, "-m", "clusterset", *expand(args, {"POD_NAME": "p"}), "--help"],
+                          capture_output=True, text=True, check=False, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    svc = one(objs, "Service", "clusterset-admission")
+    assert svc["spec"]["ports"] == [
+        {"name": "https", "port": 443, "targetPort": "webhook", "protocol": "TCP"}
+    ]
+    secret = one(objs, "Secret", "clusterset-admission-tls")
+    for key in ("tls.crt", "tls.key", "ca.crt"):
+        (tmp_path / key).write_bytes(base64.b64decode(secret["data"][key]))
+    CertFiles(tmp_path)  # Python's ssl loads the pair helm generated
+    verify = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(tmp_path / "ca.crt"), str(tmp_path / "tls.crt")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    text = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(tmp_path / "tls.crt")],
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "DNS:clusterset-admission.clusterset.svc" in text
+    managed = render(
+        *HUB_VALUES,
+        "--set",
+        "admission.certs=cert-manager",
+        "--set",
+        "admission.denyConflicts=true",
+    )
+    cert = one(managed, "Certificate", "clusterset-admission")
+    assert cert["spec"]["secretName"] == "clusterset-admission-tls"
+    assert one(managed, "Issuer")["spec"] == {"selfSigned": {}}
+    assert [o for o in managed if o["kind"] == "Secret"] == []
+    assert "--deny-conflicts" in container(deployment(managed, "controller"))["args"]
