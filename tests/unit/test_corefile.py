@@ -150,6 +150,7 @@ def test_loopback_rewrites_ports_binds_and_own_port_plugins() -> None:
 
 def test_loopback_gives_the_kubernetes_plugin_a_kubeconfig() -> None:
     out = cf.loopback(KUBEADM, port=5399, kubeconfig="/tmp/k", context="member1", reload="2s 1s")
+    assert out.startswith(".:5399 {\n    bind 127.0.0.1\n")  # never every address
     assert (
         "    kubernetes cluster.local in-addr.arpa ip6.arpa {\n        kubeconfig /tmp/k member1\n"
         in out

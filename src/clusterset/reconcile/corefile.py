@@ -7,7 +7,7 @@ its zone name: a hand-written `clusterset.local` block is reported, not overwrit
 
 `loopback` rewrites a Corefile so that the real CoreDNS binary can run it on one
 loopback port (the canary, and the tests' stand-in for the kubelet's volume sync):
-listen ports and `bind` addresses become 127.0.0.1:PORT, the plugins that open their
+listen ports become PORT and every block binds 127.0.0.1 only, the plugins that open their
 own ports (health, ready, prometheus) are dropped, and the kubernetes plugin is given
 the kubeconfig to watch the real cluster from outside it.
 """
@@ -212,8 +212,11 @@ def loopback(
     drop: set[int] = set()
     replace: dict[int, str] = {}
     for b in parse(text):
+        found = directives(text, b)
         replace[b.start] = " ".join(_on_port(k, port) for k in b.keys) + " {"
-        for first, last, name in directives(text, b):
+        if not any(name == "bind" for _, _, name in found):
+            replace[b.start] += "\n    bind 127.0.0.1"  # else CoreDNS listens on every address
+        for first, last, name in found:
             indent = lines[first][: len(lines[first]) - len(lines[first].lstrip())]
             if name in _OWN_PORTS:
                 drop.update(range(first, last + 1))
