@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from clusterset.controller.hub import Hub
+from clusterset.kube.webhook import ensure_ca_bundle
 from clusterset.model import convert
 from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.objects import ServiceExport
@@ -243,7 +244,8 @@ class AdmissionServer:
             return False
         self.reviews += 1
         resp = out["response"]
-        log.info(
+        log.log(
+            logging.INFO if resp.get("warnings") or not resp["allowed"] else logging.DEBUG,
             "admission %s %s: allowed=%s warnings=%d",
             member,
             resp.get("uid"),
@@ -275,24 +277,31 @@ async def run(
     config_name: str | None,
     deny: bool,
     interval: float = 30.0,
-    started: Callable[[AdmissionServer], None] | None = None,  # None for production
 ) -> None:
     """Serve the webhook until cancelled; keep certificates and members' caBundles fresh."""
-    from clusterset.kube.webhook import ensure_ca_bundle
-
     server = AdmissionServer(lambda: hub_view(hub), host=host, port=port, certs=certs, deny=deny)
     await server.start()
-    if started is not None:
-        started(server)
+    missing: set[str] = set()  # members already told they lack the configuration
     try:
         while True:
             if config_name:
                 ca = server.certs.ca_bundle()
                 for m in hub.members.values():
                     try:
-                        await ensure_ca_bundle(m.api, config_name, ca)
+                        found = await ensure_ca_bundle(m.api, config_name, ca)
                     except Exception as exc:  # one unreachable member must not stop the others
                         log.warning("%s: cannot update the webhook caBundle: %s", m.name, exc)
+                        continue
+                    if found is None and m.name not in missing:
+                        log.warning(
+                            "%s: no ValidatingWebhookConfiguration %s: the webhook is not "
+                            "registered there",
+                            m.name,
+                            config_name,
+                        )
+                        missing.add(m.name)
+                    elif found is not None:
+                        missing.discard(m.name)
             await asyncio.sleep(interval)
             try:
                 if server.certs.reload():
