@@ -338,3 +338,10 @@ def test_chart_hub_side_serves_a_certificate_the_controller_loads(tmp_path: Path
     assert one(managed, "Issuer")["spec"] == {"selfSigned": {}}
     assert [o for o in managed if o["kind"] == "Secret"] == []
     assert "--deny-conflicts" in container(deployment(managed, "controller"))["args"]
+
+
+@pytest.mark.parametrize("values", [HUB_VALUES, MEMBER_VALUES], ids=["hub", "member"])
+def test_chart_lints_with_the_webhook(values: list[str]) -> None:
+    from tests.integration.test_deploy import CHART, helm
+
+    helm("lint", "--strict", str(CHART), *values)
