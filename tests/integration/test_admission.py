@@ -10,10 +10,12 @@ CA into the configuration's caBundle itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -26,7 +28,7 @@ import pytest
 from tests.conftest import eventually
 from tests.controlplane import ControlPlane
 from tests.integration.servers import free_port
-from tests.integration.test_kube import MCS, apply, get, process
+from tests.integration.test_kube import MCS, apply, get
 
 pytestmark = [pytest.mark.kube, pytest.mark.timeout(300)]
 NS = "preflight"
@@ -146,24 +148,25 @@ def world(
             cp.request(member, "DELETE", f"/api/v1/namespaces/{NS}")
 
 
-def controller(cp: ControlPlane, certs: Path, *extra: str) -> Any:
-    return process(
-        "controller",
-        "--kubeconfig",
-        str(cp.kubeconfig_path),
-        "--context",
-        "member1",
-        "--context",
-        "member2",
-        "--no-leader-elect",
-        "--webhook-listen",
-        f"127.0.0.1:{PORT}",
-        "--webhook-cert-dir",
-        str(certs),
-        "--webhook-config",
-        VWC,
-        *extra,
-    )
+@contextlib.contextmanager
+def controller(cp: ControlPlane, certs: Path, *extra: str) -> Iterator[None]:
+    """The hub with its webhook; its output must hold no traceback (shutdown included)."""
+    args = [
+        "controller", "--kubeconfig", str(cp.kubeconfig_path),
+        "--context", "member1", "--context", "member2", "--no-leader-elect",
+        "--webhook-listen", f"127.0.0.1:{PORT}", "--webhook-cert-dir", str(certs),
+        "--webhook-config", VWC, *extra,
+    ]  # fmt: skip
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen([sys.executable, "-m", "clusterset", *args], stdout=log, stderr=log)
+        try:
+            yield
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+            log.seek(0)
+            output = log.read().decode(errors="replace")
+        assert "Traceback" not in output, output[-4000:]
 
 
 def test_conflicting_export_gets_the_warning_then_the_apiserver_survives_the_webhook(

@@ -186,7 +186,7 @@ class AdmissionServer:
         self.certs = certs
         self.deny = deny
         self.server: asyncio.Server | None = None
-        self.reviews = 0
+        self.writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(
@@ -198,16 +198,24 @@ class AdmissionServer:
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close()
+            for w in list(self.writers):  # kept-alive connections: wait_closed waits for them
+                w.close()
             with contextlib.suppress(Exception):
                 await self.server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.add(writer)
         try:
             while await self._one(reader, writer):
                 pass
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, ValueError):
             pass
+        except asyncio.CancelledError:
+            # Shutdown cancels kept-alive connections; asyncio's start_server callback would
+            # log the cancellation as an error with a traceback. The connection just ends.
+            pass
         finally:
+            self.writers.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -242,7 +250,6 @@ class AdmissionServer:
         except (ValueError, AttributeError) as exc:
             await self._send(writer, 400, {"error": f"not an AdmissionReview: {exc}"}, close=True)
             return False
-        self.reviews += 1
         resp = out["response"]
         log.log(
             logging.INFO if resp.get("warnings") or not resp["allowed"] else logging.DEBUG,
