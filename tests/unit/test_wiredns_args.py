@@ -34,3 +34,21 @@ def test_bad_server_is_exit_2_before_anything_is_read(value: str, tmp_path) -> N
     )  # fmt: skip
     assert r.returncode == 2
     assert r.stderr.strip() == f"clusterset: error: --server {value!r}: expected IP[:PORT]"
+
+
+def test_an_unreachable_apiserver_is_one_line_and_exit_1(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.integration.servers import free_port
+
+    kubeconfig = tmp_path / "k"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        f"clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{free_port()}'}}}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\nusers: [{name: u, user: {token: t}}]\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "clusterset", "wire-dns", "--kubeconfig", str(kubeconfig), "--server", "10.96.0.53"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    assert r.stdout.startswith("wire-dns: c: the API call failed: ConnectError")

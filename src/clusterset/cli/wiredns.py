@@ -61,6 +61,9 @@ async def run(api: KubeApi, opts: Options) -> int:
     except w.WireError as exc:
         say(str(exc))
         return 1
+    except w.API_ERRORS as exc:
+        say(f"{api.name}: the API call failed: {type(exc).__name__}: {exc}")
+        return 1
     finally:
         await api.close()
 
@@ -117,7 +120,14 @@ async def _run(api: KubeApi, opts: Options) -> int:
         return 0
     say(f"grace failed: {failure}")
     for t in changed:
-        await w.apply(api, t, t.corefile, keep_previous=t.previous is not None)
+        try:
+            await w.apply(api, t, t.corefile, keep_previous=t.previous is not None)
+        except w.API_ERRORS as exc:
+            say(
+                f"ROLLBACK FAILED for ConfigMap {w.NAMESPACE}/{t.name} ({exc}): "
+                "run wire-dns --undo, or restore it from the annotation by hand"
+            )
+            continue
         say(f"rolled back ConfigMap {w.NAMESPACE}/{t.name} to its previous Corefile")
     return 1
 

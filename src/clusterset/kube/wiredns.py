@@ -36,6 +36,7 @@ import dns.exception
 import dns.message
 import dns.rcode
 import dns.rdatatype
+import httpx2 as httpx
 
 from clusterset.kube.api import ApiError, KubeApi, Obj
 from clusterset.reconcile import corefile as cf
@@ -56,6 +57,10 @@ DISCARD = "127.0.0.1:9"
 
 class WireError(Exception):
     """wire-dns stopped; the message says why and what was (not) changed. Exit 1."""
+
+
+# What a call to the cluster's API can raise: an answer of the apiserver, or no answer.
+API_ERRORS = (ApiError, httpx.HTTPError)
 
 
 @dataclass(frozen=True, slots=True)
