@@ -52,6 +52,8 @@ def test_a_file_with_a_new_service_and_its_export(tmp_path: Path) -> None:
         "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\n"
         "spec: {clusterIP: None, ports: [{name: http, port: 80}]}\n---\n"
         "apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\n"
+        "metadata: {name: web, namespace: default}\n---\n"
+        "apiVersion: policy.karmada.io/v1alpha1\nkind: PropagationPolicy\n"
         "metadata: {name: web, namespace: default}\n"
     )
     r = check(str(f), "--cluster", "member2", "-o", "yaml", tmp=tmp_path)
@@ -68,6 +70,10 @@ def test_a_file_with_a_new_service_and_its_export(tmp_path: Path) -> None:
         (("--cluster", "member2"), "give either a ServiceExport FILE or --service"),
         (("--cluster", "member2", "--service", "default/web", "-o", "xml"), "-o 'xml'"),
         (("/nonexistent.yaml", "--cluster", "member2"), "/nonexistent.yaml: unreadable"),
+        (
+            (str(SEED / "member1" / "cluster.yaml"), "--cluster", "member2"),
+            "exactly one ServiceExport, found 0",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

@@ -42,7 +42,9 @@ def read_proposal(path: Path) -> tuple[ServiceExport, Service | None, bool]:
         raise SourceError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from exc
     objs = Objects()
     stamped = False
-    for i, doc in enumerate(d for d in docs if d is not None):
+    for i, doc in enumerate(docs):
+        if not isinstance(doc, dict) or convert.kind_of(doc)[1] not in ("Service", "ServiceExport"):
+            continue  # a bundle also holds Deployments, policies...: only these two matter
         try:
             add_object(objs, doc)
         except convert.ObjectError as exc:
