@@ -194,6 +194,11 @@ def test_dry_run_apply_idempotent_undo(
     assert "already wired" in r.stdout
     assert corefile_of(cp, "coredns")[1]["resourceVersion"] == version
 
+    r = wire_dns(cp, "--undo", "--dry-run")
+    assert r.returncode == 0
+    assert f"-    forward . {server}\n" in r.stdout
+    assert corefile_of(cp, "coredns")[1]["resourceVersion"] == version
+
     r = wire_dns(cp, "--undo")
     assert r.returncode == 0, r.stdout
     text, meta = corefile_of(cp, "coredns")
