@@ -83,6 +83,7 @@ def test_service_change_of_an_exported_service_is_checked() -> None:
 
 
 def test_service_of_an_unexported_name_is_not_checked() -> None:
+    # No ports: a Service the converter refuses, but nobody exports it: not even read.
     svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc", "namespace": "ns"}}
 
     def no_ips() -> Any:

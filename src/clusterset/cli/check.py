@@ -18,8 +18,9 @@ from typing import Any
 import yaml
 
 from clusterset.controller.hub import Hub
-from clusterset.controller.manifest import ClusterSetFeed, SourceError
+from clusterset.controller.manifest import ClusterSetFeed
 from clusterset.kube.api import KubeApi
+from clusterset.manifests.load import SourceError
 from clusterset.model import convert
 from clusterset.model.bag import Objects, add_object
 from clusterset.model.ids import ClusterId, ServiceKey
@@ -84,7 +85,7 @@ async def observe_clusters(
                 f"clusters not reachable within {within:g}s: {', '.join(late)}"
             ) from exc
         state = hub.observe()
-        return state, hub.clusterset_ips(rd.aggregate_all(state)), dict(hub.ids)
+        return state, hub.clusterset_ips(state, rd.aggregate_all(state)), dict(hub.ids)
     finally:
         for t in tasks:
             t.cancel()

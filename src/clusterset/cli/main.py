@@ -928,6 +928,9 @@ def check(
     all_contexts: AllContextsOpt = False,
     karmada_kubeconfig: KarmadaOpt = None,
     output_format: Annotated[str, typer.Option("-o", "--output", help="text|json|yaml")] = "text",
+    state_file: StateFileOpt = None,
+    clusterset_cidr: CidrOpt = DEFAULT_CIDR,
+    clusterset_cidr_v6: CidrV6Opt = DEFAULT_CIDR_V6,
 ) -> None:
     """Pre-flight: what exporting a service would change (merged ServiceImport before/after,
     who reports Conflict and which export wins, each consumer's DNS answer). Exit 0: no
@@ -952,7 +955,8 @@ def check(
         state, ips, ids = asyncio.run(preflight_check.observe_clusters(apis))
         cid = ids.get(cluster, ClusterId(cluster))
     else:
-        state, ips = preflight_check.observe_manifests(_feed(manifests))
+        feed = _feed(manifests, state_file, clusterset_cidr, clusterset_cidr_v6)
+        state, ips = preflight_check.observe_manifests(feed)
         cid = _cluster(cluster)
     code = preflight_check.run(
         state, ips, cluster=cid, file=file, service=service, output=output_format

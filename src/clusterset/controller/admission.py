@@ -58,7 +58,7 @@ def hub_view(hub: Hub) -> View:
         state,
         dict(hub.ids),
         all(m.synced for m in hub.members.values()),
-        lambda: hub.clusterset_ips(rd.aggregate_all(state)),
+        lambda: hub.clusterset_ips(state, rd.aggregate_all(state)),
     )
 
 
@@ -116,10 +116,10 @@ def decide(
                 )
             key, service = export.key, None
         elif kind == "Service":
-            svc = convert.service(obj)
-            key, export, service = svc.key, None, svc
+            key = ServiceKey(*convert.metadata(obj))
             if key not in view.state.clusters[cid].exports:
-                return True, [], ""  # not exported: nothing to check
+                return True, [], ""  # not exported: nothing to check (nor to convert)
+            export, service = None, convert.service(obj)
         else:
             return True, [], ""
     except convert.ObjectError as exc:
