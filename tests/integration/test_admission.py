@@ -301,13 +301,23 @@ def test_chart_member_side_registers_the_webhook_with_failure_policy_ignore(
     }  # fmt: skip
 
 
-def test_chart_member_side_needs_the_cluster_name() -> None:
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            ["--set", "memberRBAC.enabled=true", "--set", "admission.enabled=true"],
+            "admission.clusterName",
+        ),
+        ([*HUB_VALUES, "--set", "admission.certs=secret"], "admission.existingSecret"),
+    ],
+    ids=["member-without-cluster-name", "own-secret-without-its-name"],
+)
+def test_chart_refuses_incomplete_values(values: list[str], message: str) -> None:
     from tests.integration.test_deploy import helm
 
-    proc = helm("template", "clusterset", "deploy/chart/clusterset", "--set", "memberRBAC.enabled=true",
-                "--set", "admission.enabled=true", ok=False)  # fmt: skip
+    proc = helm("template", "clusterset", "deploy/chart/clusterset", *values, ok=False)
     assert proc.returncode != 0
-    assert "admission.clusterName" in proc.stderr
+    assert message in proc.stderr
 
 
 def test_chart_hub_side_serves_a_certificate_the_controller_loads(tmp_path: Path) -> None:
