@@ -1058,7 +1058,7 @@ def test_reference_documents_every_flag_annotation_and_condition() -> None:
             opts = (*param.opts, *param.secondary_opts)
             missing += [f"{name}: {opt}" for opt in opts if f"`{opt}`" not in section]
             envvar = param.envvar or (
-                f"CLUSTERSET_{name.upper()}_{(param.name or '').upper()}"
+                f"CLUSTERSET_{name.upper().replace('-', '_')}_{(param.name or '').upper()}"
                 if command is not root
                 else f"CLUSTERSET_{(param.name or '').upper()}"
             )

@@ -202,9 +202,17 @@ class KubeApi:
                     raise ApiError(code, obj.get("message", ""), path=path)
                 yield etype, obj
 
-    async def apply(self, path: str, obj: Obj, *, force: bool = True, dry_run: bool = False) -> Obj:
-        """Server-side apply under our field manager."""
-        params = {"fieldManager": FIELD_MANAGER, "force": "true" if force else "false"}
+    async def apply(
+        self,
+        path: str,
+        obj: Obj,
+        *,
+        force: bool = True,
+        dry_run: bool = False,
+        field_manager: str = FIELD_MANAGER,
+    ) -> Obj:
+        """Server-side apply under our field manager (or another of ours, e.g. wire-dns's)."""
+        params = {"fieldManager": field_manager, "force": "true" if force else "false"}
         if dry_run:
             params["dryRun"] = "All"
         return await self._request(
