@@ -50,6 +50,7 @@ from clusterset.server.forward import DEFAULT_ALLOW, parse_upstream
 from clusterset.server.http import HubCollector, OpsServer
 from clusterset.zone import policy
 from clusterset.zone.records import ZoneSettings
+from clusterset.zone.wire import UDP_PAYLOAD
 
 log = logging.getLogger("clusterset")
 
@@ -135,6 +136,13 @@ LeaseGraceOpt = Annotated[
 QueryLogOpt = Annotated[
     bool, typer.Option("--log-queries", help="Log every query (slow; off by default).")
 ]
+UdpSizeOpt = Annotated[
+    int,
+    typer.Option(
+        "--udp-size",
+        help="Largest UDP reply in bytes, whatever size the client advertises (TC above it).",
+    ),
+]
 PolicyOpt = Annotated[
     str, typer.Option("--default-policy", help=f"Answer policy: {', '.join(policy.POLICIES)}.")
 ]
@@ -182,6 +190,7 @@ def _dns_options(
     metrics_listen: str | None = None,
     lameduck: float = 0.0,
     log_queries: bool = False,
+    udp_size: int = UDP_PAYLOAD,
 ) -> DnsOptions:
     if unified and not upstream:
         raise UsageProblem("--unified-cluster-local needs --upstream IP[:PORT] (the cluster DNS)")
@@ -192,7 +201,7 @@ def _dns_options(
         try:
             up = parse_upstream(upstream)
         except ValueError as exc:
-            raise UsageProblem(f"--upstream {upstream!r}: expected IP[:PORT]") from exc
+            raise UsageProblem(f"--upstream {upstream!r}: {exc}") from exc
     nets = tuple(allow) if allow else DEFAULT_ALLOW
     for n in nets:
         try:
@@ -202,7 +211,9 @@ def _dns_options(
     if udp_threads < 1:
         raise UsageProblem("--udp-threads must be at least 1")
     if metrics_listen is not None:
-        parse_listen(metrics_listen)
+        parse_listen(metrics_listen, "--metrics-listen")
+    if not 512 <= udp_size <= 65535:
+        raise UsageProblem(f"--udp-size {udp_size}: expected 512-65535")
     if lameduck < 0:
         raise UsageProblem("--lameduck must be >= 0")
     return DnsOptions(
@@ -214,6 +225,7 @@ def _dns_options(
         metrics_listen=metrics_listen,
         lameduck=lameduck,
         log_queries=log_queries,
+        udp_size=udp_size,
     )
 
 
@@ -288,6 +300,7 @@ def dns(
     metrics_listen: MetricsOpt = None,
     lameduck: LameduckOpt = 0.0,
     log_queries: QueryLogOpt = False,
+    udp_size: UdpSizeOpt = UDP_PAYLOAD,
     lease_grace: LeaseGraceOpt = 30.0,
     source_lease_namespace: Annotated[
         str, typer.Option(help="Namespace where the hub keeps the source-cluster Leases.")
@@ -312,6 +325,7 @@ def dns(
         metrics_listen=metrics_listen,
         lameduck=lameduck,
         log_queries=log_queries,
+        udp_size=udp_size,
     )
     cid = _cluster(cluster) if cluster else None
     if kubeconfig is not None:
@@ -358,6 +372,7 @@ def run(
     metrics_listen: MetricsOpt = None,
     lameduck: LameduckOpt = 0.0,
     log_queries: QueryLogOpt = False,
+    udp_size: UdpSizeOpt = UDP_PAYLOAD,
 ) -> None:
     """Controller + DNS in one process over ROOT/<cluster>/ folders.
 
@@ -377,6 +392,7 @@ def run(
         metrics_listen=metrics_listen,
         lameduck=lameduck,
         log_queries=log_queries,
+        udp_size=udp_size,
     )
     if kubeconfig is not None or karmada_kubeconfig is not None:
         if manifests is not None:
@@ -532,7 +548,7 @@ def controller(
         registry = CollectorRegistry()
         registry.register(HubCollector(hub))
         ops = OpsServer(
-            parse_listen(metrics_listen),
+            parse_listen(metrics_listen, "--metrics-listen"),
             registry,
             ready=lambda: all(m.synced for m in hub.members.values()),
         )
