@@ -129,10 +129,8 @@ def test_edit_shows_within_one_second_without_dropped_queries(folder: Path, serv
     def hammer() -> None:
         while not stop.is_set():
             try:
-                try:
-                    r = query(server, "serve.default.svc.clusterset.local", timeout=0.5)
-                except dns.exception.Timeout:  # CPU starvation on a busy 2-core box: ask again
-                    r = query(server, "serve.default.svc.clusterset.local", timeout=3)
+                # One try each: a query not answered within 3 s counts as dropped.
+                r = query(server, "serve.default.svc.clusterset.local", timeout=3)
                 if r.rcode() != dns.rcode.NOERROR or not r.answer:
                     failures.append(dns.rcode.to_text(r.rcode()))
                 else:
@@ -158,11 +156,8 @@ def test_edit_shows_within_one_second_without_dropped_queries(folder: Path, serv
         stop.set()
         t.join()
     assert failures == []
-    assert {"10.250.1.1", "10.250.1.2", "10.250.1.3"} <= answers | {"10.250.1.1", "10.250.1.2"}
-    assert (
-        "10.250.1.3" in answers
-        or query(server, "serve.default.svc.clusterset.local").answer[0][0].address == "10.250.1.3"
-    )
+    assert answers <= {"10.250.0.10", "10.250.1.1", "10.250.1.2", "10.250.1.3"}
+    assert query(server, "serve.default.svc.clusterset.local").answer[0][0].address == "10.250.1.3"
 
 
 def test_bad_edit_keeps_serving_last_good(folder: Path, server: int) -> None:

@@ -1,8 +1,9 @@
 """UDP: blocking recvfrom/sendto loops in threads.
 
-Measured on this kind of machine (bench/dns_qps.py): a blocking loop answered ~144k
-QPS against ~124k for uvloop and ~90k for default asyncio, so UDP does not
-go through the event loop. `respond` holds the GIL only for a few µs.
+UDP does not go through the event loop: a blocking loop costs one recvfrom and one
+sendto per query and no callback machinery (`bench/dns_qps.py --floor` compares this
+server with a bare loop around `respond`; figures in bench/README.md). `respond`
+holds the GIL only for a few µs.
 """
 
 from __future__ import annotations
