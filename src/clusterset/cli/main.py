@@ -37,6 +37,7 @@ from clusterset.controller.manifest import (
 from clusterset.controller.member import MemberFeed
 from clusterset.kube.api import ConfigError, KubeApi, load_contexts
 from clusterset.kube.cluster import SOURCE_LEASE_LABEL
+from clusterset.kube.karmada import control_api as karmada_control_api
 from clusterset.kube.karmada import members as karmada_members
 from clusterset.kube.lease import LeaderElector
 from clusterset.model.ids import ClusterId, InvalidName, cluster_id
@@ -489,7 +490,11 @@ def controller(
     all_contexts: AllContextsOpt = False,
     karmada_kubeconfig: KarmadaOpt = None,
     lease_context: Annotated[
-        str | None, typer.Option(help="Cluster holding the leader Lease (default: the first).")
+        str | None,
+        typer.Option(
+            help="Cluster holding the leader Lease (default: the first member; with "
+            "--karmada-kubeconfig, Karmada's control plane)."
+        ),
     ] = None,
     lease_namespace: Annotated[
         str, typer.Option(help="Namespace of the leader Lease.")
@@ -521,9 +526,20 @@ def controller(
     apis = _apis(kubeconfig, context, all_contexts, karmada_kubeconfig)
     if not apis:
         raise UsageProblem("no member clusters")
+    # With Karmada, the hub's own state (leader Lease, retention rules) lives in its
+    # control plane, and its ResourceBindings say which imports are Karmada's.
+    karmada = (
+        karmada_control_api(next(iter(load_contexts(karmada_kubeconfig, None).values())))
+        if karmada_kubeconfig is not None
+        else None
+    )
     elector = None
     if leader_elect:
-        lease_api = apis.get(lease_context or next(iter(apis)))
+        lease_api = (
+            karmada
+            if karmada is not None and lease_context is None
+            else apis.get(lease_context or next(iter(apis)))
+        )
         if lease_api is None:
             raise UsageProblem(f"--lease-context {lease_context!r}: not one of the members")
         import os
@@ -541,6 +557,7 @@ def controller(
         lease_namespace=source_lease_namespace,
         lease_duration=source_lease_duration,
         create_namespaces=create_namespaces,
+        karmada=karmada,
     )
     log.info("controller: %d member cluster(s): %s", len(apis), ", ".join(apis))
     ops = None
@@ -568,7 +585,7 @@ def controller(
             await task
         if elector is not None:
             await elector.release()
-        for api in apis.values():
+        for api in [*apis.values(), *([karmada] if karmada is not None else [])]:
             await api.close()
         if ops is not None:
             ops.stop()
@@ -622,7 +639,9 @@ async def _observe_clusters(apis: dict[str, KubeApi]) -> tuple[Observed, list[di
             raise SourceError(f"clusters not reachable within 30s: {', '.join(late)}") from exc
         state = hub.observe()
         aggregates = rd.aggregate_all(state)
-        desired = rd.reconcile(state, ips=hub.clusterset_ips(aggregates), aggregates=aggregates)
+        desired = rd.reconcile(
+            state, ips=hub.clusterset_ips(state, aggregates), aggregates=aggregates
+        )
         leases = []
         now = time.time()
         for name, m in hub.members.items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -16,6 +17,7 @@ from collections.abc import Callable
 
 from clusterset.kube import api as k
 from clusterset.kube.cluster import HUB, MemberCluster
+from clusterset.kube.karmada import KarmadaControl
 from clusterset.kube.lease import LeaderElector
 from clusterset.kube.sink import apply_member, derived_ips, renew_source_leases
 from clusterset.model.ids import ClusterId, InvalidName, ServiceKey
@@ -40,6 +42,7 @@ class Hub:
         lease_renew: float = 5.0,
         lease_duration: int = 30,
         create_namespaces: bool = False,
+        karmada: k.KubeApi | None = None,
     ) -> None:
         self.create_namespaces = create_namespaces
         self.lease_namespace = lease_namespace
@@ -52,6 +55,8 @@ class Hub:
             name: MemberCluster(name, api, mode=HUB, on_change=self._wake.set)
             for name, api in apis.items()
         }
+        # The Karmada control plane, when members are Karmada's (--karmada-kubeconfig).
+        self.karmada = KarmadaControl(karmada, on_change=self._wake.set) if karmada else None
         self.elector = elector
         self.resync = resync
         self.debounce = debounce
@@ -67,12 +72,16 @@ class Hub:
 
     def observe(self) -> ClusterSetState:
         clusters: dict[ClusterId, ClusterState] = {}
+        placed = self.karmada.placed_imports() if self.karmada is not None else {}
         for name, m in self.members.items():
             try:
                 cs = m.cluster_state()
             except InvalidName as exc:
                 log.error("%s; cluster skipped", exc)
                 continue
+            if placed.get(name):
+                # Karmada places a ServiceImport template here: the import is Karmada's.
+                cs = dataclasses.replace(cs, foreign_imports=cs.foreign_imports | placed[name])
             if cs.cluster in clusters:
                 log.error(
                     "cluster %s: cluster ID %r is used by another member; skipped", name, cs.cluster
@@ -84,19 +93,18 @@ class Hub:
         return ClusterSetState(clusters)
 
     def clusterset_ips(
-        self, aggregates: dict[ServiceKey, Aggregate]
+        self, state: ClusterSetState, aggregates: dict[ServiceKey, Aggregate]
     ) -> dict[tuple[ClusterId, ServiceKey], tuple[str, ...]]:
-        """Each member's ClusterSetIPs: what its apiserver allocated to our derived Services."""
+        """Each member's ClusterSetIPs: what its apiserver allocated to the derived Services
+        (ours, or Karmada's derived-<svc> where Karmada made one)."""
         ips: dict[tuple[ClusterId, ServiceKey], tuple[str, ...]] = {}
-        wanted = {
-            key: rd.derived_name(key)
-            for key, agg in aggregates.items()
-            if agg.type is ImportType.CLUSTER_SET_IP
-        }
+        keys = [key for key, agg in aggregates.items() if agg.type is ImportType.CLUSTER_SET_IP]
         for name, m in self.members.items():
             cid = self.ids.get(name)
-            if cid is None:
+            if cid is None or cid not in state.clusters:
                 continue
+            theirs = state.clusters[cid].foreign_derived
+            wanted = {key: theirs.get(key) or rd.derived_name(key) for key in keys}
             for key, got in derived_ips(m, wanted).items():
                 ips[(cid, key)] = got
         return ips
@@ -108,7 +116,7 @@ class Hub:
         aggregates = rd.aggregate_all(state)
         desired = rd.reconcile(
             state,
-            ips=self.clusterset_ips(aggregates),
+            ips=self.clusterset_ips(state, aggregates),
             aggregates=aggregates,
             create_namespaces=self.create_namespaces,
         )
@@ -154,6 +162,8 @@ class Hub:
         async with asyncio.TaskGroup() as tg:
             for m in self.members.values():
                 tg.create_task(m.run(), name=f"member {m.name}")
+            if self.karmada is not None:
+                tg.create_task(self.karmada.run(), name="karmada")
             if self.elector is not None:
                 tg.create_task(self._lead(), name="leader-election")
                 await self.elector.leading.wait()
@@ -174,6 +184,8 @@ class Hub:
             self._wake.clear()
             if not any(m.synced for m in self.members.values()):
                 continue
+            if self.karmada is not None and not self.karmada.bindings.synced.is_set():
+                continue  # Karmada's placements decide which imports are its own
             try:
                 ok = await self.reconcile_once()
             except Exception:

@@ -21,6 +21,12 @@ class ClusterState:
     namespaces: frozenset[str] = frozenset()
     synced: bool = True
     region: str = ""
+    # Imports another controller (Karmada) manages here, or is placing here: clusterset fills
+    # their spec.ips and never creates, overwrites or prunes them.
+    foreign_imports: frozenset[ServiceKey] = frozenset()
+    # The derived Service Karmada made here for an import (key -> Service name): its ClusterIP
+    # is the ClusterSetIP, and clusterset makes no second one.
+    foreign_derived: Mapping[ServiceKey, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
