@@ -96,7 +96,7 @@ def write_atomic(path: Path, text: str) -> None:
 class History:
     """What the churner wrote, and when (monotonic seconds)."""
 
-    written: list[float] = field(default_factory=list)  # written[v - 1]: when version v appeared
+    written: list[float] = field(default_factory=list)  # written[v - 1]: when v's write began
     tmp_added: dict[int, float] = field(default_factory=dict)
     tmp_removed: dict[int, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -107,16 +107,40 @@ class History:
             return bisect.bisect_right(self.written, t)
 
 
-class Churner(threading.Thread):
-    def __init__(self, member1: Path, every: float, history: History) -> None:
-        super().__init__(name="churner", daemon=True)
-        self.member1, self.every, self.history = member1, every, history
-        self.stop = threading.Event()
-        self.version = 0
+class FolderSource:
+    """The data as files under ROOT/member1, served by `clusterset run --cluster member2`."""
 
-    def write(self) -> None:
-        v = self.version + 1
-        m = self.member1
+    def __init__(self, tmp: Path) -> None:
+        self.root = tmp / "clusters"
+        self.m1 = self.root / "member1"
+        self.m1.mkdir(parents=True)
+        (self.root / "member2").mkdir()
+        (self.m1 / "cluster.yaml").write_text(CLUSTER.format(name="member1"))
+        (self.root / "member2" / "cluster.yaml").write_text(CLUSTER.format(name="member2"))
+        self.state_file = tmp / "alloc.json"
+
+    def setup(self) -> None:
+        serve = service_yaml(
+            "serve", ["10.244.1.5", "10.244.2.7"], headless=False, cluster_ip="10.96.1.1"
+        )
+        (self.m1 / "serve.yaml").write_text(serve)
+        (self.m1 / "db.yaml").write_text(
+            service_yaml("db", ["10.244.1.20", "10.244.2.21"], headless=True)
+        )
+
+    def server_args(self) -> list[str]:
+        return [
+            "run",
+            "--manifests",
+            str(self.root),
+            "--cluster",
+            "member2",
+            "--state-file",
+            str(self.state_file),
+        ]
+
+    def write(self, v: int) -> None:
+        m = self.m1
         write_atomic(m / "churn.yaml", service_yaml("churn", [churn_ip(v)], headless=True))
         write_atomic(
             m / f"tmp-{v}.yaml",
@@ -130,12 +154,132 @@ class Churner(threading.Thread):
         old = m / f"tmp-{v - KEEP_TMP}.yaml"
         if old.exists():
             old.unlink()
+
+    def close(self) -> None:
+        pass
+
+
+MCS = "/apis/multicluster.x-k8s.io/v1alpha1/namespaces/default/serviceimports"
+SLICES = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
+
+
+class ApiSource:
+    """The data as ServiceImports and MCS EndpointSlices in a real kube-apiserver (tests'
+    ControlPlane: etcd + kube-apiserver), served by `clusterset dns --kubeconfig` (member
+    mode, watches). Every version is written with server-side apply; tmp imports are
+    created and deleted."""
+
+    def __init__(self, tmp: Path) -> None:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.conftest import install_crds
+        from tests.controlplane import ControlPlane
+
+        (tmp / "cp").mkdir()
+        self.cp = ControlPlane(("member2",), workdir=tmp / "cp")
+        self.cp.start()
+        try:
+            install_crds(self.cp, "member2")
+        except BaseException:
+            self.cp.stop()
+            raise
+
+    def apply(self, path: str, obj: dict[str, object]) -> None:
+        status, body = self.cp.request(
+            "member2",
+            "PATCH",
+            f"{path}/{obj['metadata']['name']}?fieldManager=soak&force=true",  # type: ignore[index]
+            obj,
+            content_type="application/apply-patch+yaml",
+        )
+        if status not in (200, 201):
+            raise RuntimeError(f"apply {path}: {status} {body}")
+
+    def import_(self, name: str, ips: list[str] | None) -> None:
+        spec: dict[str, object] = {
+            "type": "ClusterSetIP" if ips else "Headless",
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+        }
+        if ips:
+            spec["ips"] = ips
+        self.apply(
+            MCS,
+            {
+                "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+                "kind": "ServiceImport",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": spec,
+            },
+        )
+
+    def slice(self, name: str, addresses: list[str]) -> None:
+        self.apply(
+            SLICES,
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": f"{name}-member1",
+                    "namespace": "default",
+                    "labels": {
+                        "multicluster.kubernetes.io/service-name": name,
+                        "multicluster.kubernetes.io/source-cluster": "member1",
+                        "endpointslice.kubernetes.io/managed-by": "controller.clusterset.io",
+                    },
+                },
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+                "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in addresses],
+            },
+        )
+
+    def setup(self) -> None:
+        self.import_("serve", ["10.250.0.10"])
+        self.import_("db", None)
+        self.slice("db", ["10.244.1.20", "10.244.2.21"])
+        self.import_("churn", None)
+
+    def server_args(self) -> list[str]:
+        return [
+            "dns",
+            "--kubeconfig",
+            str(self.cp.kubeconfig_path),
+            "--context",
+            "member2",
+            "--lease-grace",
+            "0",
+        ]
+
+    def write(self, v: int) -> None:
+        self.slice("churn", [churn_ip(v)])
+        self.import_(f"tmp-{v}", [f"10.250.{1 + v // 250 % 250}.{v % 250 + 1}"])
+        if v - KEEP_TMP > 0:
+            self.cp.request("member2", "DELETE", f"{MCS}/tmp-{v - KEEP_TMP}")
+
+    def close(self) -> None:
+        self.cp.stop()
+
+
+Source = FolderSource | ApiSource
+
+
+class Churner(threading.Thread):
+    def __init__(self, source: Source, every: float, history: History) -> None:
+        super().__init__(name="churner", daemon=True)
+        self.source, self.every, self.history = source, every, history
+        self.stop = threading.Event()
+        self.version = 0
+
+    def write(self) -> None:
+        v = self.version + 1
+        # From the moment the write starts it may be served (a watch can deliver the new
+        # object before the apiserver's reply to the write reaches us): recorded first.
         now = time.monotonic()
         with self.history.lock:
             self.history.written.append(now)
             self.history.tmp_added[v] = now
             if v - KEEP_TMP > 0:
                 self.history.tmp_removed[v - KEEP_TMP] = now
+        self.source.write(v)
         self.version = v
 
     def run(self) -> None:
@@ -194,7 +338,11 @@ class Verifier(threading.Thread):
                     self.verdicts.staleness.append(max(0.0, sent - superseded))
                     break
         if not ok:
-            self.verdicts.wrong.append(f"churn: {dns.rcode.to_text(r.rcode())} {ips}")
+            at = {v: round(t - sent, 3) for v, t in enumerate(written, 1) if abs(t - sent) < 3}
+            self.verdicts.wrong.append(
+                f"churn: {dns.rcode.to_text(r.rcode())} {ips} asked at 0, answered at "
+                f"{received - sent:.3f}; versions began (s from asking): {at}"
+            )
 
     def judge_tmp(self) -> None:
         v = self.history.version_at(time.monotonic())
@@ -320,23 +468,16 @@ def soak(
     rss_bound_mib: float = 32.0,
     seed: int = 11,
     keep: bool = False,
+    apiserver: bool = False,
 ) -> SoakReport:
     dnsperf = shutil.which("dnsperf")
     if dnsperf is None:
         raise RuntimeError("dnsperf is not installed (scripts/test installs it)")
     tmp = Path(tempfile.mkdtemp(prefix="clusterset-soak-"))
-    root = tmp / "clusters"
-    m1, m2 = root / "member1", root / "member2"
-    m1.mkdir(parents=True)
-    m2.mkdir()
-    (m1 / "cluster.yaml").write_text(CLUSTER.format(name="member1"))
-    (m2 / "cluster.yaml").write_text(CLUSTER.format(name="member2"))
-    (m1 / "serve.yaml").write_text(
-        service_yaml("serve", ["10.244.1.5", "10.244.2.7"], headless=False, cluster_ip="10.96.1.1")
-    )
-    (m1 / "db.yaml").write_text(service_yaml("db", ["10.244.1.20", "10.244.2.21"], headless=True))
+    source: Source = ApiSource(tmp) if apiserver else FolderSource(tmp)
+    source.setup()
     history = History()
-    churner = Churner(m1, churn_ms / 1000, history)
+    churner = Churner(source, churn_ms / 1000, history)
     churner.write()
     port = free_port()
     log = (tmp / "server.log").open("wb")
@@ -345,15 +486,9 @@ def soak(
             sys.executable,
             "-m",
             "clusterset",
-            "run",
-            "--manifests",
-            str(root),
-            "--cluster",
-            "member2",
+            *source.server_args(),
             "--listen",
             f"127.0.0.1:{port}",
-            "--state-file",
-            str(tmp / "alloc.json"),
         ],
         stdout=log,
         stderr=log,
@@ -448,6 +583,7 @@ def soak(
                 proc.kill()
                 proc.wait()
         log.close()
+        source.close()
         if failures or keep:
             print(f"server log kept in {tmp}", file=sys.stderr)
         else:
@@ -463,10 +599,15 @@ def main() -> None:
     ap.add_argument("--rss-bound", type=float, default=32.0, help="MiB of RSS growth allowed")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument(
+        "--apiserver",
+        action="store_true",
+        help="churn objects in a real kube-apiserver under `clusterset dns --kubeconfig`",
+    )
     args = ap.parse_args()
     print(
-        f"soak: {args.duration:.0f} s of dnsperf at {args.rate} qps, "
-        f"a new data version every {args.churn_ms:.0f} ms"
+        f"soak: {args.duration:.0f} s of dnsperf at {args.rate} qps, a new data version every "
+        f"{args.churn_ms:.0f} ms ({'kube-apiserver' if args.apiserver else 'manifest folder'})"
     )
     r = soak(
         args.duration,
@@ -476,6 +617,7 @@ def main() -> None:
         rss_bound_mib=args.rss_bound,
         seed=args.seed,
         keep=args.keep,
+        apiserver=args.apiserver,
     )
     print(r.summary())
     if r.failures:
