@@ -400,3 +400,35 @@ def test_many_clients_sharing_slots_are_all_answered(folder: Path) -> None:
         finally:
             for s in hog:
                 s.close()
+
+
+def test_forwards_in_flight_are_coalesced_and_bounded_per_client() -> None:
+    """An upstream that never answers (a bare socket of the test): identical questions share
+    one upstream query, and one client cannot hold more than its share of forwards."""
+    from clusterset.server import forward
+
+    async def scenario() -> None:
+        upstream = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        upstream.bind(("127.0.0.1", 0))
+        fwd = Forwarder(upstream.getsockname(), timeout=30)
+        await fwd.start()
+        replies: list[bytes] = []
+        try:
+            same = dns.message.make_query("same.example.", "A").to_wire()
+            for port in range(3):
+                fwd._handle(same, ("127.0.0.1", 50000 + port), lambda d, a: replies.append(d))
+            assert fwd.forwarded == 1 and fwd.coalesced == 2
+            for i in range(forward.MAX_PER_CLIENT + 20):
+                q = dns.message.make_query(f"n{i}.example.", "A").to_wire()
+                fwd._handle(q, ("10.1.1.1", 53000), lambda d, a: replies.append(d))
+            assert fwd.forwarded == 1 + forward.MAX_PER_CLIENT
+            assert fwd.limited == 20 and len(replies) == 20
+            assert {dns.message.from_wire(r).rcode() for r in replies} == {dns.rcode.REFUSED}
+            other = dns.message.make_query("other.example.", "A").to_wire()
+            fwd._handle(other, ("10.1.1.2", 53000), lambda d, a: replies.append(d))
+            assert fwd.forwarded == 2 + forward.MAX_PER_CLIENT  # other clients still served
+        finally:
+            await fwd.stop()
+            upstream.close()
+
+    asyncio.run(scenario())

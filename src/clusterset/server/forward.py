@@ -410,15 +410,19 @@ class Forwarder:
         fkey = key + bytes([query[2] & 0x01, query[3] & 0x30])
         flight = self._flights.get(fkey)
         if flight is not None:
-            if len(flight.waiters) >= MAX_WAITERS or not self._admit(host):
-                self.limited += len(flight.waiters) >= MAX_WAITERS
-                send(refused(query), addr)
+            if len(flight.waiters) >= MAX_WAITERS:
+                self.limited += 1
+            elif self._admit(host):
+                self.coalesced += 1
+                flight.waiters.append(waiter)
                 return
-            self.coalesced += 1
-            flight.waiters.append(waiter)
+            send(refused(query), addr)
             return
-        if len(self._flights) >= MAX_IN_FLIGHT or not self._admit(host):
-            self.limited += len(self._flights) >= MAX_IN_FLIGHT
+        if len(self._flights) >= MAX_IN_FLIGHT:
+            self.limited += 1
+            send(refused(query), addr)
+            return
+        if not self._admit(host):
             send(refused(query), addr)
             return
         port = self._pick()
