@@ -14,3 +14,13 @@ def test_no_lost_or_wrong_answer_while_the_folder_changes_every_100_ms() -> None
     assert report.dnsperf["sent"] >= 2000 and report.dnsperf["lost"] == 0
     assert report.versions >= 60  # the data really changed ~10 times a second
     assert report.verdicts.checked > 200 and report.verdicts.wrong == []
+
+
+@pytest.mark.kube
+def test_no_lost_or_wrong_answer_while_apiserver_objects_change_every_100_ms() -> None:
+    """The same against a real kube-apiserver: member-mode `dns` follows its watches."""
+    report = soak(8, rate=300, churn_ms=100, window=2.0, rss_bound_mib=16, apiserver=True)
+    assert report.failures == []
+    assert report.dnsperf["sent"] >= 2000 and report.dnsperf["lost"] == 0
+    assert report.versions >= 40
+    assert report.verdicts.checked > 200 and report.verdicts.wrong == []
