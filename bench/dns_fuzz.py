@@ -17,6 +17,7 @@ and exits 1 on any failure. tests/stress/test_dns_fuzz.py runs a short form.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import select
@@ -80,6 +81,8 @@ NAMES = [
     "dns-version",
     "",
     "x.y.z.serve.default.svc",
+    "kubernetes.default.svc.cluster.local.",  # out of the zone: REFUSED, or forwarded (--unified)
+    "nope.default.svc.cluster.local.",
 ]
 TYPES = ["A", "AAAA", "SRV", "TXT", "SOA", "NS", "ANY", "PTR", "CNAME", "HTTPS", 97, 0, 65535]
 GOLDEN = [
@@ -93,6 +96,20 @@ GOLDEN = [
     ("dns-version", "TXT"),
     ("", "SOA"),
 ]
+
+
+UNIFIED_GOLDEN = [  # forwarded to knotd playing kube-dns (--unified)
+    ("kubernetes.default.svc.cluster.local.", "A"),
+    ("nope.default.svc.cluster.local.", "A"),
+]
+KUBE_DNS_ZONE = """\
+$ORIGIN cluster.local.
+$TTL 30
+@ IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 30
+@ IN NS ns.dns.cluster.local.
+ns.dns IN A 127.0.0.1
+kubernetes.default.svc IN A 10.97.0.1
+"""
 
 
 def write_folder(root: Path, endpoints: int = 60) -> Path:
@@ -112,7 +129,7 @@ def corpus(rng: random.Random) -> list[bytes]:
     out = []
     for name in NAMES:
         for rdtype in TYPES:
-            qname = (name + "." if name else "") + ZONE
+            qname = name if name.endswith(".") else (name + "." if name else "") + ZONE
             for edns in (None, 0, 1):
                 q = dns.message.make_query(qname, rdtype, use_edns=edns)
                 if edns is not None:
@@ -176,6 +193,7 @@ class Report:
     probes_lost: int = 0
     server_received: int = 0  # UDP + TCP messages the server counted
     server_dropped: int = 0
+    server_forwarded: int = 0
     failures: list[str] = field(default_factory=list)
     rss_before_kib: int = 0
     rss_after_kib: int = 0
@@ -209,15 +227,22 @@ def free_port() -> int:
 
 
 def ask(port: int, name: str, rdtype: str, *, tcp: bool = False) -> str:
-    """The reply as comparable text: rcode, flags, and every section (case-folded)."""
-    q = dns.message.make_query((name + "." if name else "") + ZONE, rdtype, use_edns=0)
+    """The reply as comparable text: rcode, flags, and every section's records (case-folded,
+    without TTLs: forwarded answers age in the cache). Names ending in a dot are absolute;
+    others are relative to the zone."""
+    qname = name if name.endswith(".") else (name + "." if name else "") + ZONE
+    q = dns.message.make_query(qname, rdtype, use_edns=0)
     r = (dns.query.tcp if tcp else dns.query.udp)(q, "127.0.0.1", port=port, timeout=2)
-    sections = [sorted(str(rrset).lower().splitlines()) for rrset in r.answer + r.additional]
-    return f"{dns.rcode.to_text(r.rcode())} {r.flags & ~dns.flags.TC} {sorted(sections)}"
+    sections = sorted(
+        f"{rrset.name.to_text().lower()} {rrset.rdtype} {sorted(rd.to_text().lower() for rd in rrset)}"
+        for rrset in r.answer + r.additional
+    )
+    return f"{dns.rcode.to_text(r.rcode())} {r.flags & ~dns.flags.TC} {sections}"
 
 
-def golden(port: int, *, tcp: bool = False) -> dict[tuple[str, str], str]:
-    return {(n, t): ask(port, n, t, tcp=tcp) for n, t in GOLDEN}
+def golden(port: int, *, tcp: bool = False, unified: bool = False) -> dict[tuple[str, str], str]:
+    names = GOLDEN + (UNIFIED_GOLDEN if unified else [])
+    return {(n, t): ask(port, n, t, tcp=tcp) for n, t in names}
 
 
 def wait_answering(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
@@ -237,12 +262,14 @@ def wait_answering(port: int, proc: subprocess.Popen[bytes], timeout: float = 20
 class Server:
     """`clusterset dns` on a generated folder, on a free loopback port."""
 
-    def __init__(self, folder: Path, log: Path) -> None:
+    def __init__(self, folder: Path, log: Path, upstream: int | None = None) -> None:
         self.port = free_port()
         self.log = log.open("wb")
         self.metrics = free_port()
         argv = ["dns", "--manifests", str(folder), "--listen", f"127.0.0.1:{self.port}"]
         argv += ["--metrics-listen", f"127.0.0.1:{self.metrics}"]
+        if upstream is not None:
+            argv += ["--unified-cluster-local", "--upstream", f"127.0.0.1:{upstream}"]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "clusterset", *argv],
             stdout=self.log,
@@ -314,15 +341,28 @@ def fuzz(
     check_every: int = 20000,
     keep: bool = False,
     progress: bool = False,
+    unified: bool = False,
 ) -> Report:
     rng = random.Random(seed)
     tmp = Path(tempfile.mkdtemp(prefix="clusterset-fuzz-"))
     report = Report()
-    server = Server(write_folder(tmp), tmp / "server.log")
+    stack = contextlib.ExitStack()
+    upstream = None
+    if unified:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.integration.servers import knotd_serving
+
+        (tmp / "knot").mkdir()
+        upstream = stack.enter_context(knotd_serving("cluster.local", KUBE_DNS_ZONE, tmp / "knot"))
+    try:
+        server = Server(write_folder(tmp), tmp / "server.log", upstream)
+    except BaseException:
+        stack.close()
+        raise
     try:
         port, pid = server.port, server.proc.pid
-        want = golden(port)
-        want_tcp = golden(port, tcp=True)
+        want = golden(port, unified=unified)
+        want_tcp = golden(port, tcp=True, unified=unified)
         seeds = corpus(rng)
         for q in seeds:  # warm up: every valid shape answered once, memo filled
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -370,7 +410,7 @@ def fuzz(
                 if server.proc.poll() is not None:
                     report.failures.append(f"server exited ({server.proc.returncode}) at {i}")
                     break
-                name, rdtype = GOLDEN[report.checks % len(GOLDEN)]
+                name, rdtype = list(want)[report.checks % len(want)]
                 got = _try_ask(port, name, rdtype)
                 if got != want[(name, rdtype)]:
                     report.failures.append(f"after {i} packets, {name} {rdtype}: {got}")
@@ -386,6 +426,7 @@ def fuzz(
         report.rss_after_kib = rss_kib(pid)
         report.server_received = server.counter("clusterset_dns_requests_total")
         report.server_dropped = server.counter("clusterset_dns_dropped_total")
+        report.server_forwarded = server.counter("clusterset_dns_forwarded_total")
         report.rss_peak_kib = rss_kib(pid, "VmHWM")
         for (name, rdtype), text in want.items():
             got = _try_ask(port, name, rdtype)
@@ -401,6 +442,7 @@ def fuzz(
         return report
     finally:
         server.stop()
+        stack.close()
         if report.failures or keep:
             print(f"server log kept in {tmp}", file=sys.stderr)
         else:
@@ -424,8 +466,14 @@ def main() -> None:
     ap.add_argument("--tcp-share", type=float, default=0.05, help="fraction sent over TCP")
     ap.add_argument("--rss-bound", type=float, default=64.0, help="MiB of RSS growth allowed")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument(
+        "--unified",
+        action="store_true",
+        help="also forward: --unified-cluster-local with knotd playing kube-dns upstream",
+    )
     args = ap.parse_args()
-    print(f"fuzz: {args.count} packets, seed {args.seed}, {args.tcp_share:.0%} over TCP")
+    mode = " (unified mode: forwarding to knotd)" if args.unified else ""
+    print(f"fuzz: {args.count} packets, seed {args.seed}, {args.tcp_share:.0%} over TCP{mode}")
     r = fuzz(
         args.count,
         seed=args.seed,
@@ -433,6 +481,7 @@ def main() -> None:
         rss_bound_mib=args.rss_bound,
         keep=args.keep,
         progress=True,
+        unified=args.unified,
     )
     print(
         f"sent {r.sent} packets ({r.udp_sent} UDP, {r.tcp_sent} TCP over {r.tcp_reconnects} "
@@ -441,7 +490,7 @@ def main() -> None:
     )
     print(
         f"server counted {r.server_received} messages received, {r.server_dropped} dropped "
-        "(unanswerable: responses, short headers)"
+        f"(unanswerable: responses, short headers), {r.server_forwarded} forwarded upstream"
     )
     print(
         f"server RSS: before {r.rss_before_kib / 1024:.1f} MiB, after "

@@ -38,6 +38,26 @@ def test_cache_does_not_answer_another_type_with_the_same_lowercase_bytes() -> N
     assert cache.get(Cache.key(other, oend, oedns, odo), other, oend, now=1.0) is None
 
 
+def test_cache_hit_copies_rd_from_the_query() -> None:
+    """Found by bench/dns_fuzz.py --unified: a reply cached for an RD=0 query was handed to
+    RD=1 clients with RD clear."""
+    cache = Cache()
+    q = dns.message.make_query("example.com.", "A", use_edns=0)
+    q.flags = 0  # RD clear
+    reply = dns.message.make_response(q)
+    reply.answer.append(dns.rrset.from_text("example.com.", 60, "IN", "A", "192.0.2.1"))
+    qw = q.to_wire()
+    qend, edns, do = question_end(qw)
+    cache.put(Cache.key(qw, qend, edns, do), reply.to_wire(), now=0.0)
+    for flags in (dns.flags.RD, 0):
+        ask = dns.message.make_query("example.com.", "A", use_edns=0)
+        ask.flags = flags
+        aw = ask.to_wire()
+        hit = cache.get(Cache.key(aw, qend, edns, do), aw, qend, now=1.0)
+        assert hit is not None
+        assert dns.message.from_wire(hit).flags & dns.flags.RD == flags
+
+
 def test_cache_is_bounded_by_bytes() -> None:
     cache = Cache(max_bytes=50_000)
     for i in range(200):

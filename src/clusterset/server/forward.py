@@ -191,6 +191,7 @@ class Cache:
         age = int(now - e.stored)
         out = bytearray(e.reply)
         out[0:2] = query[0:2]
+        out[2] = (out[2] & 0xFE) | (query[2] & 0x01)  # RD is copied from the query (RFC 1035)
         out[12:qend] = query[12:qend]  # the client's case
         for off in e.offsets:
             (ttl,) = struct.unpack_from("!I", out, off)
