@@ -32,6 +32,7 @@ import yaml
 from tests.conftest import ROOT, eventually
 from tests.controlplane import ControlPlane, free_port
 from tests.integration.servers import need, wait_answering
+from tests.integration.test_deploy import helm_binary
 from tests.integration.test_kube import process
 from tests.integration.test_kube_faults import Controller, controller
 from tests.karmada import Karmada, mcs_crds
@@ -158,10 +159,9 @@ def _crd_policies() -> list[tuple[str, dict[str, Any]]]:
 
 
 def _helm_template(*values: str) -> list[dict[str, Any]]:
-    helm = need("helm")
     out = subprocess.run(
         [
-            helm,
+            str(helm_binary()),
             "template",
             "clusterset",
             str(ROOT / "deploy" / "chart" / "clusterset"),
@@ -571,3 +571,64 @@ def test_multiclusterservice_dispatch_is_not_member2s_own(
         )["items"]
         assert from_member2 == [], (m, from_member2)
     assert dig(deployed["dns_port"], "serve.default.svc.clusterset.local")
+
+
+def test_member_kubeconfig_mode_on_karmadas_v1alpha1_crds(tmp_path: Path) -> None:
+    """Without Karmada's proxy, on members holding only Karmada's v1alpha1 MCS CRDs (where
+    every v1beta1 watch used to get 404 and nothing was created): imports with spec.ips."""
+    with ControlPlane(("member1", "member2")) as cp:
+        for m in cp.cluster_names:
+            for crd in mcs_crds():
+                status, body = cp.request(
+                    m,
+                    "PATCH",
+                    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+                    f"{crd['metadata']['name']}?fieldManager=tests&force=true",
+                    crd,
+                    content_type="application/apply-patch+yaml",
+                )
+                assert status in (200, 201), body
+            eventually(
+                f"v1alpha1 served in {m}", lambda m=m: cp.request(m, "GET", MCS_ALPHA)[0] == 200
+            )
+        cp.request(
+            "member1",
+            "PATCH",
+            "/api/v1/namespaces/default/services/serve?fieldManager=tests&force=true",
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": NAME, "namespace": "default"},
+                "spec": {"ports": [{"port": 80, "protocol": "TCP"}], "selector": {"app": NAME}},
+            },
+            content_type="application/apply-patch+yaml",
+        )
+        _member1_endpoints(cp)
+        cp.request(
+            "member1",
+            "PATCH",
+            f"{MCS_ALPHA}/namespaces/default/serviceexports/serve?fieldManager=tests&force=true",
+            {
+                "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+                "kind": "ServiceExport",
+                "metadata": {"name": NAME, "namespace": "default"},
+            },
+            content_type="application/apply-patch+yaml",
+        )
+        with controller(
+            tmp_path / "controller.log",
+            "--kubeconfig",
+            str(cp.kubeconfig_path),
+            "--context",
+            "member1",
+            "--context",
+            "member2",
+        ) as ctl:
+
+            def imported() -> list[str] | None:
+                ctl.check_alive()
+                imp = _get(cp, "member2", f"{MCS_ALPHA}/namespaces/default/serviceimports/serve")
+                return ((imp or {}).get("spec") or {}).get("ips")
+
+            assert eventually("v1alpha1 import in member2 with ips", imported, timeout=60)
+            assert "multicluster.x-k8s.io/v1beta1" not in ctl.output(), ctl.output()[-2000:]

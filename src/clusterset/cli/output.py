@@ -145,9 +145,15 @@ def render(observed: Observed, cluster: ClusterId) -> None:
 
 
 def resolve(
-    view: ImportedView, settings: records.ZoneSettings, name: str, qtype: str, *, explain: bool
+    view: ImportedView,
+    zone: CompiledZone,
+    settings: records.ZoneSettings,
+    name: str,
+    qtype: str,
+    *,
+    explain: bool,
 ) -> None:
-    zone = CompiledZone(records.build(view, settings, serial=view.generation))
+    """Answer with `zone` (compiled as the server compiles it) through the server's `respond`."""
     try:
         rdtype = dns.rdatatype.from_text(qtype)
     except dns.rdatatype.UnknownRdatatype:

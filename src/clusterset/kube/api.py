@@ -100,12 +100,6 @@ def served_version(group: Obj, preferred: tuple[str, ...]) -> str | None:
     return next((v for v in preferred if v in served), None)
 
 
-BY_KIND = {
-    r.kind: r
-    for r in (SERVICES, NAMESPACES, ENDPOINT_SLICES, SERVICE_EXPORTS, SERVICE_IMPORTS, LEASES)
-}
-
-
 def load_contexts(
     path: Path, contexts: list[str] | None, *, all_contexts: bool = False
 ) -> dict[str, SingleConfig]:
@@ -208,9 +202,17 @@ class KubeApi:
                     raise ApiError(code, obj.get("message", ""), path=path)
                 yield etype, obj
 
-    async def apply(self, path: str, obj: Obj, *, force: bool = True, dry_run: bool = False) -> Obj:
-        """Server-side apply under our field manager."""
-        params = {"fieldManager": FIELD_MANAGER, "force": "true" if force else "false"}
+    async def apply(
+        self,
+        path: str,
+        obj: Obj,
+        *,
+        force: bool = True,
+        dry_run: bool = False,
+        field_manager: str = FIELD_MANAGER,
+    ) -> Obj:
+        """Server-side apply under our field manager (or another of ours, e.g. wire-dns's)."""
+        params = {"fieldManager": field_manager, "force": "true" if force else "false"}
         if dry_run:
             params["dryRun"] = "All"
         return await self._request(

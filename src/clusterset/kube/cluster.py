@@ -13,6 +13,7 @@ import httpx2 as httpx
 
 from clusterset.kube import api as k
 from clusterset.kube.informer import Informer
+from clusterset.kube.lease import SOURCE_LEASE_DURATION
 from clusterset.model import convert
 from clusterset.model.bag import Objects, add_object, group_slices, implied_namespaces
 from clusterset.model.ids import ClusterId, InvalidName, cluster_id
@@ -35,7 +36,9 @@ class MemberCluster:
         mode: str,
         on_change: Callable[[], None],
         lease_namespace: str = "kube-system",
+        lease_grace: float | None = None,  # None: each Lease's own leaseDurationSeconds
     ) -> None:
+        self.lease_grace = lease_grace
         self.name = name
         self.api = api
         self.mode = mode
@@ -135,6 +138,8 @@ class MemberCluster:
         errors: list[str] = []
         live: set[tuple[str, str]] = set()
         for resource, informer in self.informers.items():
+            if informer.resource is k.LEASES:
+                continue  # liveness Leases are read by source_leases(), not converted
             for key, raw in informer.store.items():
                 ck = (resource, key)
                 live.add(ck)
@@ -183,17 +188,22 @@ class MemberCluster:
         )
 
     def source_leases(self) -> dict[ClusterId, float]:
-        """Last renewal of each source cluster's liveness Lease (written here by the hub)."""
+        """When each source cluster's liveness Lease (written here by the hub) expires:
+        renewTime + leaseDurationSeconds, as for node Leases (or + the lease grace, if set)."""
         out: dict[ClusterId, float] = {}
         informer = self.informers.get("leases")
         for lease in informer.store.values() if informer is not None else ():
             labels = (lease.get("metadata") or {}).get("labels") or {}
-            renewed = (lease.get("spec") or {}).get("renewTime")
+            spec = lease.get("spec") or {}
             try:
                 cid = cluster_id(labels.get(SOURCE_LEASE_LABEL, ""))
-                out[cid] = datetime.fromisoformat(str(renewed).replace("Z", "+00:00")).timestamp()
-            except (InvalidName, ValueError):
+                renewed = datetime.fromisoformat(str(spec.get("renewTime")).replace("Z", "+00:00"))
+                valid = self.lease_grace or float(
+                    spec.get("leaseDurationSeconds") or SOURCE_LEASE_DURATION
+                )
+            except (InvalidName, ValueError, TypeError):
                 continue
+            out[cid] = renewed.timestamp() + valid
         return out
 
     def imported_view(self, cluster: ClusterId | None, generation: int) -> ImportedView:

@@ -76,8 +76,7 @@ def add_object(objs: Objects, obj: Any) -> None:
         se = convert.service_export(obj)
         objs.exports[se.key] = se
     elif group == "discovery.k8s.io" and kind == "EndpointSlice":
-        slice_labels = (obj.get("metadata") or {}).get("labels") or {}
-        mcs = convert.LABEL_SERVICE_NAME in slice_labels
+        mcs = convert.LABEL_SERVICE_NAME in convert.labels(obj)
         es = convert.endpoint_slice(obj, mcs=mcs)
         if mcs:
             objs.mcs_slices[f"{es.namespace}/{es.name}"] = es
@@ -95,7 +94,7 @@ def add_object(objs: Objects, obj: Any) -> None:
         if imported and labels.karmada_managed(meta):
             objs.karmada_derived_candidates[ServiceKey(svc.namespace, imported)] = svc.name
     elif group == "" and kind == "Namespace":
-        objs.namespaces.add(convert.metadata(obj, namespaced=False)[1])
+        objs.namespaces.add(convert.metadata(obj, namespaced=False, rule="label")[1])
     elif group == "about.k8s.io" and kind == "ClusterProperty":
         name, value = convert.cluster_property(obj)
         objs.properties[name] = value

@@ -64,8 +64,9 @@ class ImportedView:
     expired: frozenset[ClusterId] = frozenset()
     # When the edge saw the change this view reflects (for the change-to-answer metric).
     observed_at: float = 0.0
-    # Per-source-cluster liveness: last renewal (unix seconds) of each source's Lease, as
-    # written by the hub into this cluster. A source missing here has no lease (not expired).
+    # Per-source-cluster liveness: when (unix seconds) each source's Lease, as written by the
+    # hub into this cluster, expires: its renewTime + leaseDurationSeconds. A source missing
+    # here has no lease (not expired).
     leases: Mapping[ClusterId, float] = field(default_factory=dict)
     # (service, source cluster) pairs whose endpoints fail active probes.
     probe_failed: frozenset[tuple[ServiceKey, ClusterId]] = frozenset()

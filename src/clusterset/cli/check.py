@@ -1,0 +1,247 @@
+"""`clusterset check`: what exporting a service would change, before anyone exports it.
+
+The edge of `reconcile.preflight`: reads the proposed ServiceExport (a file, or
+`--service NS/NAME`), observes the clusterset (a manifests root or real clusters,
+read-only), and prints the Finding. Exit 0: no conflict; 1: it would conflict (or
+the export would be invalid); 2: bad input (raised as SourceError, one line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clusterset.controller.hub import Hub
+from clusterset.controller.manifest import ClusterSetFeed
+from clusterset.kube.api import KubeApi
+from clusterset.manifests.load import SourceError
+from clusterset.model import convert
+from clusterset.model.bag import Objects, add_object
+from clusterset.model.ids import ClusterId, ServiceKey
+from clusterset.model.objects import Service, ServiceExport
+from clusterset.model.state import ClusterSetState
+from clusterset.reconcile import desired as rd
+from clusterset.reconcile import preflight
+from clusterset.zone import lookup
+
+IPs = Mapping[tuple[ClusterId, ServiceKey], tuple[str, ...]]
+
+
+def read_proposal(path: Path) -> tuple[ServiceExport, Service | None, bool]:
+    """(export, its Service if the file has it, whether the export carries a timestamp)."""
+    try:
+        docs = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{path}: unreadable: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise SourceError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from exc
+    objs = Objects()
+    stamped = False
+    for i, doc in enumerate(docs):
+        if not isinstance(doc, dict) or convert.kind_of(doc)[1] not in ("Service", "ServiceExport"):
+            continue  # a bundle also holds Deployments, policies...: only these two matter
+        try:
+            add_object(objs, doc)
+        except convert.ObjectError as exc:
+            raise SourceError(f"{path}: document {i}: {exc}") from exc
+        if convert.kind_of(doc)[1] == "ServiceExport":
+            stamped = bool((doc.get("metadata") or {}).get("creationTimestamp"))
+    if len(objs.exports) != 1:
+        raise SourceError(f"{path}: expected exactly one ServiceExport, found {len(objs.exports)}")
+    export = next(iter(objs.exports.values()))
+    return export, objs.services.get(export.key), stamped
+
+
+def observe_manifests(feed: ClusterSetFeed) -> tuple[ClusterSetState, IPs]:
+    observed = feed.observe()
+    ips = {
+        (cid, key): imp.ips
+        for cid, cd in observed.desired.clusters.items()
+        for key, imp in cd.imports.items()
+    }
+    return observed.state, ips
+
+
+async def observe_clusters(
+    apis: dict[str, KubeApi], *, within: float = 30.0
+) -> tuple[ClusterSetState, IPs, dict[str, ClusterId]]:
+    """One read-only look at every member: state, today's ClusterSetIPs, context -> ID."""
+    hub = Hub(apis)
+    tasks = [asyncio.create_task(m.run(), name=f"check-{n}") for n, m in hub.members.items()]
+    try:
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(m.wait_synced() for m in hub.members.values())), within
+            )
+        except TimeoutError as exc:
+            late = [n for n, m in hub.members.items() if not m.synced]
+            raise SourceError(
+                f"clusters not reachable within {within:g}s: {', '.join(late)}"
+            ) from exc
+        state = hub.observe()
+        return state, hub.clusterset_ips(state, rd.aggregate_all(state)), dict(hub.ids)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for api in apis.values():
+            await api.close()
+
+
+def parse_service(value: str) -> ServiceKey:
+    ns, sep, name = value.partition("/")
+    if not sep or not ns or not name:
+        raise SourceError(f"--service {value!r}: expected NAMESPACE/NAME")
+    return ServiceKey(ns, name)
+
+
+def run(
+    state: ClusterSetState,
+    ips: IPs,
+    *,
+    cluster: ClusterId,
+    file: Path | None,
+    service: str | None,
+    output: str,
+    now: float | None = None,
+) -> int:
+    """Print the finding of one proposal; return the exit code (0 or 1)."""
+    if cluster not in state.clusters:
+        raise SourceError(f"--cluster {cluster}: not one of {', '.join(sorted(state.clusters))}")
+    observed = state.clusters[cluster]
+    when = time.time() if now is None else now
+    proposed_service: Service | None = None
+    if file is not None:
+        export, proposed_service, stamped = read_proposal(file)
+        if not stamped:
+            # Not created yet: it will be the youngest export (keep the time of an existing one).
+            old = observed.exports.get(export.key)
+            export = ServiceExport(
+                export.namespace,
+                export.name,
+                old.created if old is not None else when,
+                export.exported_labels,
+                export.exported_annotations,
+                export.annotations,
+            )
+    elif service is not None:
+        key = parse_service(service)
+        existing = observed.exports.get(key)
+        export = existing if existing is not None else ServiceExport(key.namespace, key.name, when)
+    else:
+        raise SourceError("give a ServiceExport FILE or --service NAMESPACE/NAME")
+    finding = preflight.check(
+        state,
+        cluster=cluster,
+        key=export.key,
+        export=export,
+        service=proposed_service,
+        ips=ips,
+        answer=lookup.service_answer,
+    )
+    emit(finding, output)
+    return 1 if finding.conflicting else 0
+
+
+def _summary(s: preflight.ImportSummary | None) -> dict[str, Any] | None:
+    if s is None:
+        return None
+    return {
+        "type": s.type,
+        "ports": list(s.ports),
+        "ipFamilies": list(s.ip_families),
+        "sessionAffinity": s.session_affinity,
+        "clusters": list(s.clusters),
+    }
+
+
+def data(finding: preflight.Finding) -> dict[str, Any]:
+    return {
+        "service": str(finding.key),
+        "cluster": finding.cluster,
+        "before": _summary(finding.before),
+        "after": _summary(finding.after),
+        "winner": finding.winner,
+        "invalid": finding.invalid or None,
+        "conflicts": [
+            {
+                "cluster": c.cluster,
+                "reasons": list(c.reasons),
+                "message": c.message,
+                "winner": c.winner,
+            }
+            for c in finding.conflicts
+        ],
+        "droppedPorts": list(finding.dropped_ports),
+        "answers": [
+            {
+                "consumer": a.consumer,
+                "changed": a.changed,
+                "before": list(a.before),
+                "after": list(a.after),
+            }
+            for a in finding.answers
+        ],
+        "conflicting": finding.conflicting,
+    }
+
+
+def _cell(s: preflight.ImportSummary | None, field: str) -> str:
+    if s is None:
+        return "(no ServiceImport)" if field == "type" else "-"
+    value = getattr(s, field)
+    return ",".join(value) if isinstance(value, tuple) else str(value)
+
+
+def emit(finding: preflight.Finding, output: str) -> None:
+    if output == "json":
+        print(json.dumps(data(finding), indent=2))
+        return
+    if output == "yaml":
+        print(yaml.safe_dump(data(finding), sort_keys=False), end="")
+        return
+    f = finding
+    print(f"Exporting {f.key} from {f.cluster}")
+    print()
+    print(f"  {'ServiceImport ' + str(f.key):<32}{'before':<28}after")
+    for label, field in (
+        ("type", "type"),
+        ("ports", "ports"),
+        ("ipFamilies", "ip_families"),
+        ("sessionAffinity", "session_affinity"),
+        ("clusters", "clusters"),
+    ):
+        old, new = _cell(f.before, field), _cell(f.after, field)
+        mark = "" if old == new else "   (changes)"
+        print(f"  {label:<32}{old:<28}{new}{mark}")
+    print()
+    if f.dropped_ports:
+        print(
+            f"Ports of {f.cluster}'s Service left out of the merged ServiceImport: "
+            f"{', '.join(f.dropped_ports)}"
+        )
+    if f.invalid:
+        print(f"Invalid: the export in {f.cluster} would be {f.invalid}")
+    if f.conflicts:
+        print(f"Conflict (KEP-1645: the oldest export wins, here {f.winner}'s):")
+        for c in f.conflicts:
+            print(f"  {c.cluster}: Conflict=True {','.join(c.reasons)}: {c.message}")
+    elif not f.invalid:
+        print("No conflict.")
+    print()
+    print(f"DNS answer of {f.key.name}.{f.key.namespace}.svc.clusterset.local:")
+    for a in f.answers:
+        if a.changed:
+            print(f"  {a.consumer}: changes")
+            print(f"    before: {'; '.join(a.before)}")
+            print(f"    after:  {'; '.join(a.after)}")
+        else:
+            print(f"  {a.consumer}: unchanged ({'; '.join(a.after)})")
+    print()
+    print("result: would conflict (exit 1)" if f.conflicting else "result: ok (exit 0)")

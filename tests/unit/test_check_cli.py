@@ -1,0 +1,85 @@
+"""`clusterset check` end to end over the seed manifests: exit codes 0/1/2 and -o json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED = ROOT / "examples" / "clusters"
+
+
+def check(*args: str, tmp: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clusterset", "check", "--manifests", str(SEED), *args],
+        capture_output=True,
+        text=True,
+        env={"XDG_STATE_HOME": str(tmp), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+        check=False,
+    )
+
+
+def test_seed_web_port_conflict_exits_1_naming_member1(tmp_path: Path) -> None:
+    r = check("--cluster", "member2", "--service", "default/web", "-o", "json", tmp=tmp_path)
+    assert r.returncode == 1, r.stderr
+    out = json.loads(r.stdout)
+    assert out["before"]["clusters"] == ["member1"]
+    assert out["after"]["clusters"] == ["member1", "member2"]
+    assert out["after"]["ports"] == ["http:80/TCP"]
+    assert out["droppedPorts"] == ["http:8080/TCP"]
+    assert {(c["cluster"], c["winner"]) for c in out["conflicts"]} == {
+        ("member1", "member1"),
+        ("member2", "member1"),
+    }
+    assert all(c["reasons"] == ["PortConflict"] for c in out["conflicts"])
+    assert [a["changed"] for a in out["answers"]] == [False, False]
+
+
+def test_no_conflict_exits_0(tmp_path: Path) -> None:
+    r = check("--cluster", "member1", "--service", "default/serve", tmp=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "No conflict." in r.stdout
+
+
+def test_a_file_with_a_new_service_and_its_export(tmp_path: Path) -> None:
+    f = tmp_path / "api.yaml"
+    f.write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\n"
+        "spec: {clusterIP: None, ports: [{name: http, port: 80}]}\n---\n"
+        "apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\n"
+        "metadata: {name: web, namespace: default}\n---\n"
+        "apiVersion: policy.karmada.io/v1alpha1\nkind: PropagationPolicy\n"
+        "metadata: {name: web, namespace: default}\n"
+    )
+    r = check(str(f), "--cluster", "member2", "-o", "yaml", tmp=tmp_path)
+    assert r.returncode == 1
+    assert "TypeConflict" in r.stdout
+    assert "winner: member1" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--cluster", "member2", "--service", "web"), "expected NAMESPACE/NAME"),
+        (("--cluster", "nope", "--service", "default/web"), "--cluster nope: not one of"),
+        (("--cluster", "member2"), "give either a ServiceExport FILE or --service"),
+        (("--cluster", "member2", "--service", "default/web", "-o", "xml"), "-o 'xml'"),
+        (("/nonexistent.yaml", "--cluster", "member2"), "/nonexistent.yaml: unreadable"),
+        (
+            (str(SEED / "member1" / "cluster.yaml"), "--cluster", "member2"),
+            "exactly one ServiceExport, found 0",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    r = check(*args, tmp=tmp_path)
+    assert r.returncode == 2
+    assert message in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
