@@ -56,6 +56,7 @@ from clusterset.server.forward import DEFAULT_ALLOW, parse_upstream
 from clusterset.server.http import HubCollector, HubStats, OpsServer, reconcile_histogram
 from clusterset.zone import policy
 from clusterset.zone.records import ZoneSettings
+from clusterset.zone.wire import UDP_PAYLOAD
 
 log = logging.getLogger("clusterset")
 
@@ -167,6 +168,13 @@ def _source_leases(duration: int, grace: float | None) -> float:
 QueryLogOpt = Annotated[
     bool, typer.Option("--log-queries", help="Log every query (slow; off by default).")
 ]
+UdpSizeOpt = Annotated[
+    int,
+    typer.Option(
+        "--udp-size",
+        help="Largest UDP reply in bytes, whatever size the client advertises (TC above it).",
+    ),
+]
 PolicyOpt = Annotated[
     str, typer.Option("--default-policy", help=f"Answer policy: {', '.join(policy.POLICIES)}.")
 ]
@@ -222,6 +230,7 @@ def _dns_options(
     metrics_listen: str | None = None,
     lameduck: float = 0.0,
     log_queries: bool = False,
+    udp_size: int = UDP_PAYLOAD,
 ) -> DnsOptions:
     if unified and not upstream:
         raise UsageProblem("--unified-cluster-local needs --upstream IP[:PORT] (the cluster DNS)")
@@ -232,7 +241,7 @@ def _dns_options(
         try:
             up = parse_upstream(upstream)
         except ValueError as exc:
-            raise UsageProblem(f"--upstream {upstream!r}: expected IP[:PORT]") from exc
+            raise UsageProblem(f"--upstream {upstream!r}: {exc}") from exc
     nets = tuple(allow) if allow else DEFAULT_ALLOW
     for n in nets:
         try:
@@ -242,7 +251,9 @@ def _dns_options(
     if udp_threads < 1:
         raise UsageProblem("--udp-threads must be at least 1")
     if metrics_listen is not None:
-        parse_listen(metrics_listen)
+        parse_listen(metrics_listen, "--metrics-listen")
+    if not 512 <= udp_size <= 65535:
+        raise UsageProblem(f"--udp-size {udp_size}: expected 512-65535")
     if lameduck < 0:
         raise UsageProblem("--lameduck must be >= 0")
     return DnsOptions(
@@ -254,6 +265,7 @@ def _dns_options(
         metrics_listen=metrics_listen,
         lameduck=lameduck,
         log_queries=log_queries,
+        udp_size=udp_size,
     )
 
 
@@ -339,6 +351,7 @@ def dns(
     metrics_listen: MetricsOpt = None,
     lameduck: LameduckOpt = 0.0,
     log_queries: QueryLogOpt = False,
+    udp_size: UdpSizeOpt = UDP_PAYLOAD,
     lease_grace: LeaseGraceOpt = None,
     source_lease_duration: SourceLeaseDurationOpt = SOURCE_LEASE_DURATION,
     source_lease_namespace: Annotated[
@@ -365,6 +378,7 @@ def dns(
         metrics_listen=metrics_listen,
         lameduck=lameduck,
         log_queries=log_queries,
+        udp_size=udp_size,
     )
     cid = _cluster(cluster) if cluster else None
     if kubeconfig is not None:
@@ -408,6 +422,7 @@ def run(
     metrics_listen: MetricsOpt = None,
     lameduck: LameduckOpt = 0.0,
     log_queries: QueryLogOpt = False,
+    udp_size: UdpSizeOpt = UDP_PAYLOAD,
 ) -> None:
     """Controller + DNS in one process over ROOT/<cluster>/ folders.
 
@@ -427,6 +442,7 @@ def run(
         metrics_listen=metrics_listen,
         lameduck=lameduck,
         log_queries=log_queries,
+        udp_size=udp_size,
     )
     if kubeconfig is not None or karmada_kubeconfig is not None:
         if manifests is not None:
@@ -661,7 +677,7 @@ def controller(
     ops = None
     if metrics_listen:
         ops = OpsServer(
-            parse_listen(metrics_listen),
+            parse_listen(metrics_listen, "--metrics-listen"),
             registry,
             ready=lambda: not ended.is_set() and all(m.synced for m in hub.members.values()),
         )

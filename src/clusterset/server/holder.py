@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from clusterset.zone.wire import CompiledZone
@@ -18,23 +20,49 @@ class Counters:
     dropped: int = 0
     truncated: int = 0
     forwarded: int = 0
+    tcp_evicted: int = 0  # idle TCP connections closed to make room for a new one
+    tcp_rejected: int = 0  # TCP connections refused: every slot busy mid-query
     rcodes: list[int] = field(default_factory=lambda: [0] * 24)
+
+
+# Seconds between collections that also look at frozen objects. A full pass over a
+# 5,500-service zone (~340k objects) holds the GIL for ~0.1 s on an idle core (~1 s on
+# this 2-core box under a load of 18): cheap at this interval, a stall on every swap.
+FULL_COLLECT_EVERY = 30.0
 
 
 class ZoneHolder:
     """Swapped whole: readers take `holder.zone` once per query and never see half a zone."""
 
-    __slots__ = ("counters", "generation", "origin", "zone")
+    __slots__ = ("_clock", "_full_at", "counters", "generation", "origin", "zone")
 
-    def __init__(self, origin: bytes) -> None:
+    def __init__(
+        self,
+        origin: bytes,
+        *,
+        clock: Callable[[], float] = time.monotonic,  # injectable for tests
+    ) -> None:
         self.origin = origin
         self.zone: CompiledZone | None = None
         self.generation = 0
         self.counters = Counters()
+        self._clock = clock
+        self._full_at = float("-inf")
 
     def swap(self, zone: CompiledZone) -> None:
+        """Install `zone`; keep the collector off the hot path by freezing what is alive.
+
+        Frozen objects are never collected, so cyclic garbage of earlier zones would stay
+        forever: at most every FULL_COLLECT_EVERY seconds everything is thawed and a full
+        collection runs before freezing again, so such garbage lives at most that long.
+        """
         self.zone = zone
         self.generation += 1
-        # Keep the collector off the hot path: the new zone's objects are long-lived.
-        gc.collect(1)
+        now = self._clock()
+        if now - self._full_at >= FULL_COLLECT_EVERY:
+            self._full_at = now
+            gc.unfreeze()
+            gc.collect()
+        else:
+            gc.collect(1)
         gc.freeze()

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from clusterset.server.errors import ListenError
 from clusterset.server.holder import ZoneHolder
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,15 @@ class DnsCollector(Collector):
         yield CounterMetricFamily(
             "clusterset_dns_truncated", "UDP responses with TC set.", value=c.truncated
         )
+        tcp = CounterMetricFamily(
+            "clusterset_dns_tcp_closed",
+            "TCP connections closed for want of a slot: idle ones evicted, or new ones "
+            "rejected while every slot was mid-query.",
+            labels=["reason"],
+        )
+        tcp.add_metric(["evicted"], c.tcp_evicted)
+        tcp.add_metric(["rejected"], c.tcp_rejected)
+        yield tcp
         yield CounterMetricFamily(
             "clusterset_dns_forwarded",
             "Queries handed to the upstream (unified mode).",
@@ -98,6 +108,21 @@ class DnsCollector(Collector):
                 "Upstream queries that timed out.",
                 value=self.forwarder.timeouts,
             )
+            yield CounterMetricFamily(
+                "clusterset_dns_forward_mismatched",
+                "Upstream replies dropped: wrong source, unknown ID or another question.",
+                value=self.forwarder.mismatched,
+            )
+            yield CounterMetricFamily(
+                "clusterset_dns_forward_limited",
+                "Forwards REFUSED because too many were in flight (per client or in total).",
+                value=self.forwarder.limited,
+            )
+            yield CounterMetricFamily(
+                "clusterset_dns_forward_coalesced",
+                "Queries that joined an identical upstream query already in flight.",
+                value=self.forwarder.coalesced,
+            )
 
 
 class _Quiet(WSGIRequestHandler):
@@ -135,9 +160,14 @@ class OpsServer:
             start("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found"]
 
-        self.httpd = make_server(
-            listen[0], listen[1], app, server_class=_ThreadingWSGIServer, handler_class=_Quiet
-        )
+        try:
+            self.httpd = make_server(
+                listen[0], listen[1], app, server_class=_ThreadingWSGIServer, handler_class=_Quiet
+            )
+        except OSError as exc:
+            raise ListenError(
+                f"--metrics-listen {listen[0]}:{listen[1]}: {exc.strerror or exc}"
+            ) from exc
         self.address = self.httpd.server_address[:2]
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, name="ops-http", daemon=True

@@ -14,7 +14,7 @@ import threading
 
 from clusterset.server.forward import Forwarder
 from clusterset.server.holder import ZoneHolder
-from clusterset.zone.wire import respond
+from clusterset.zone.wire import UDP_PAYLOAD, respond
 
 log = logging.getLogger(__name__)
 _TC_BIT = 0x02
@@ -29,8 +29,10 @@ class UdpServer:
         threads: int = 1,
         forwarder: Forwarder | None = None,
         log_queries: bool = False,
+        udp_size: int = UDP_PAYLOAD,
     ) -> None:
         self.log_queries = log_queries
+        self.udp_size = udp_size
         self.sock = sock
         self.holder = holder
         self.forwarder = forwarder
@@ -50,6 +52,7 @@ class UdpServer:
         recvfrom, sendto = sock.recvfrom, sock.sendto
         forwarder = self.forwarder
         forward = forwarder is not None
+        udp_size = self.udp_size
         while True:
             try:
                 query, addr = recvfrom(65535)
@@ -61,7 +64,9 @@ class UdpServer:
                 return
             counters.queries_udp += 1
             try:
-                reply = respond(holder.zone, holder.origin, query, forward=forward)
+                reply = respond(
+                    holder.zone, holder.origin, query, forward=forward, udp_size=udp_size
+                )
             except Exception:  # a bug must cost one query, never the server
                 log.exception("dns: internal error answering a %d-byte query", len(query))
                 counters.dropped += 1

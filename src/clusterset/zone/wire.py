@@ -47,17 +47,23 @@ BADVERS = 16
 OPT = 41
 AXFR = 252
 IXFR = 251
-UDP_PAYLOAD = 1232  # what we advertise (DNS flag day 2020)
+UDP_PAYLOAD = 1232  # default largest UDP reply, and what we advertise (DNS flag day 2020)
 _RR_OVERHEAD = 10
 
-_OPT_RR = {
-    do: b"\x00\x00\x29"
-    + struct.pack("!H", UDP_PAYLOAD)
-    + b"\x00\x00"
-    + (b"\x80" if do else b"\x00")
-    + b"\x00\x00\x00"
-    for do in (False, True)
-}
+
+def _opt(udp_size: int, do: bool) -> bytes:
+    """Our OPT RR: version 0, no options, the DO bit echoed, `udp_size` advertised."""
+    return b"\x00\x00\x29" + struct.pack("!HBBBBH", udp_size, 0, 0, 0x80 if do else 0, 0, 0)
+
+
+_OPT_RR = {(size, do): _opt(size, do) for size in (UDP_PAYLOAD,) for do in (False, True)}
+
+
+def _opt_rr(udp_size: int, do: bool) -> bytes:
+    opt = _OPT_RR.get((udp_size, do))
+    if opt is None:
+        opt = _OPT_RR[(udp_size, do)] = _opt(udp_size, do)
+    return opt
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +143,8 @@ class CompiledZone:
     ) -> None:
         self.records = records
         self.synced = synced
-        self.memo_udp: dict[bytes, bytes] = {}
-        self.memo_tcp: dict[bytes, bytes] = {}
+        self.memo_udp = Memo()
+        self.memo_tcp = Memo()
         self.origin = records.origin
         self.origin_wire = name_wire(records.origin)
         self.serial = records.serial
@@ -188,6 +194,11 @@ def _prebuild(name: dns.name.Name, rdtype: int, answer: list[RR], additional: li
     ends: list[tuple[int, int]] = []
     counts = {dns.renderer.ANSWER: 0, dns.renderer.ADDITIONAL: 0}
     for section, rrs in ((dns.renderer.ANSWER, answer), (dns.renderer.ADDITIONAL, additional)):
+        if section == dns.renderer.ADDITIONAL:
+            # Glue owners must be byte for byte the SRV/NS targets (lowercase, as CoreDNS
+            # writes them), not pointers into the question, which echoes the client's case.
+            for suffix in [k for k, at in r.compress.items() if at < start]:
+                del r.compress[suffix]
         for rr in rrs:
             rrset = dns.rrset.RRset(rr.name, dns.rdataclass.IN, rr.rdata.rdtype)
             rrset.update_ttl(rr.ttl)
@@ -283,12 +294,16 @@ def respond(
     *,
     tcp: bool = False,
     forward: bool = False,
+    udp_size: int = UDP_PAYLOAD,
 ) -> bytes | None:
     """The reply to one query packet; None to drop it; FORWARD (empty) to forward it.
 
     `zone` is None until the first load: in-zone names then get SERVFAIL, never NXDOMAIN.
     With `forward`, names outside the zone that the zone does not answer are FORWARD
     instead of REFUSED (the unified cluster.local mode, in front of the cluster DNS).
+    A UDP reply is at most the client's EDNS payload size and never more than `udp_size`
+    (above it: TC), whatever the client advertises, so we never amplify beyond our own
+    limit. `udp_size` is one server's setting: the zone's memo assumes it does not change.
     """
     n = len(query)
     if n < 12 or query[2] & _QR:
@@ -313,15 +328,16 @@ def respond(
                 if query[qend + 1 : qend + 3] == b"\x00\x29" and query[qend + 6] == 0:
                     rdlen = (query[qend + 9] << 8) | query[qend + 10]
                     if qend + 11 + rdlen == n:
-                        opt = _OPT_RR[query[qend + 7] >= 0x80]
+                        opt = _opt_rr(udp_size, query[qend + 7] >= 0x80)
                         if not tcp:
                             limit = max(512, (query[qend + 3] << 8) | query[qend + 4])
+                            limit = min(limit, max(512, udp_size))
             elif ar == b"\x00\x00" and qend == n:
                 opt = b""
             else:
-                return _slow(zone, origin, query, tcp=tcp, forward=forward)
+                return _slow(zone, origin, query, tcp=tcp, forward=forward, udp_size=udp_size)
             if ar == b"\x00\x01" and not opt:
-                return _slow(zone, origin, query, tcp=tcp, forward=forward)
+                return _slow(zone, origin, query, tcp=tcp, forward=forward, udp_size=udp_size)
             if zone is not None:
                 p = zone.answers.get(query[12 : j + 3].lower())
                 if p is not None:
@@ -344,16 +360,37 @@ def respond(
             if memo is not None and resp:
                 _remember(memo, query, resp)
             return resp
-    return _slow(zone, origin, query, tcp=tcp, forward=forward)
+    return _slow(zone, origin, query, tcp=tcp, forward=forward, udp_size=udp_size)
 
 
-MEMO_MAX = 50000
+MEMO_BYTES = 8 << 20  # per zone and transport
+MEMO_LARGEST = 1232  # larger replies are spliced anew: the copy costs more than the lookup saves
+_MEMO_ENTRY = 120  # two bytes objects and a dict slot, besides their contents
 
 
-def _remember(memo: dict[bytes, bytes], query: bytes, resp: bytes) -> None:
-    if len(memo) >= MEMO_MAX:
-        memo.clear()  # bounded: random names cannot grow it without limit
+class Memo(dict[bytes, bytes]):
+    """Replies already given in one zone generation, by query bytes after the ID.
+
+    Bounded by bytes, not entries: every 0x20 case variant of a name is its own key,
+    so a client chooses how many keys there are. Threads race on `size` benignly.
+    """
+
+    __slots__ = ("size",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.size = 0
+
+
+def _remember(memo: Memo, query: bytes, resp: bytes) -> None:
+    if len(resp) > MEMO_LARGEST:
+        return
+    cost = len(query) + len(resp) + _MEMO_ENTRY
+    if memo.size + cost > MEMO_BYTES:
+        memo.clear()  # start over: cheaper than LRU bookkeeping on the hot path
+        memo.size = 0
     memo[query[2:]] = resp[2:]
+    memo.size += cost
 
 
 def _negative(
@@ -399,7 +436,13 @@ def _negative(
 
 
 def _slow(
-    zone: CompiledZone | None, origin: bytes, query: bytes, *, tcp: bool, forward: bool = False
+    zone: CompiledZone | None,
+    origin: bytes,
+    query: bytes,
+    *,
+    tcp: bool,
+    forward: bool = False,
+    udp_size: int = UDP_PAYLOAD,
 ) -> bytes | None:
     """Everything unusual: validated fully with dnspython; answers FORMERR/NOTIMP/BADVERS."""
     qend = _walk(query)
@@ -415,7 +458,7 @@ def _slow(
         return _error(query, qend if has_q else 12, FORMERR)
     opt = b""
     if msg.edns >= 0:
-        opt = _OPT_RR[bool(msg.ednsflags & 0x8000)]
+        opt = _opt_rr(udp_size, bool(msg.ednsflags & 0x8000))
         if msg.edns > 0:
             return _error(query, qend, BADVERS, opt)
     if msg.opcode() != dns.opcode.QUERY:
@@ -435,7 +478,7 @@ def _slow(
     wire = canon.to_wire()
     if wire == query:
         return _error(query, qend, FORMERR, opt)
-    reply = respond(zone, origin, wire, tcp=tcp, forward=forward)
+    reply = respond(zone, origin, wire, tcp=tcp, forward=forward, udp_size=udp_size)
     if reply == FORWARD:
         return FORWARD
     if reply is not None and wire[:12] != query[:12]:
