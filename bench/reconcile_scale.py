@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _synth
 
 GIB = 1 << 30
-PHASES = ("state", "aggregate", "allocate", "reconcile", "records", "compile")
+PHASES = ("state", "aggregate", "allocate", "reconcile", "zone")
 
 
 def peak_rss() -> int:
@@ -150,25 +150,57 @@ class Phases:
         self._t = time.perf_counter()
 
 
-def zone_phases(p: Phases, desired_: Any, state: Any) -> None:
-    from clusterset.zone import records
-    from clusterset.zone.wire import CompiledZone
+def zone_phases(p: Phases, desired_: Any, state: Any, edits: int) -> None:
+    """Cold build of one consumer's zone, then `edits` incremental builds, each after one
+    headless service's slice changed (as a rewritten slice file does)."""
+    import dataclasses
+    import statistics
+
+    from clusterset.server.app import compile_view
+    from clusterset.zone import encode, records
 
     cid = sorted(state.clusters)[0]
     view = desired_.view(cid, state, 1)
-    recs = records.build(view, records.ZoneSettings(), serial=1)
-    p.out["zone_names"] = len(recs.names)
-    p.out["zone_answers"] = len(recs.answers)
-    p.out["zone_warnings"] = len(recs.warnings)
-    p.out["zone_rrs"] = sum(len(a.answer) + len(a.additional) for a in recs.answers.values())
-    p.done("records")
     try:
-        zone = CompiledZone(recs)
+        zone = compile_view(view, records.ZoneSettings())
     except Exception as exc:
-        p.fail("compile", exc)
+        p.fail("zone", exc)
         return
-    p.out["wire_bytes"] = sum(len(a.body) for a in zone.answers.values())
-    p.done("compile")
+    p.out["zone_names"] = len(zone.names)
+    p.out["zone_answers"] = len(zone.answers)
+    p.out["zone_warnings"] = len(zone.state.warnings)
+    prebuilt = [
+        b
+        for a in zone.answers.values()
+        for b in (a.items if isinstance(a, encode.Rotation) else (a,))
+    ]
+    p.out["zone_rrs"] = sum(b.counts[0] + b.counts[2] for b in prebuilt)
+    p.out["wire_bytes"] = sum(len(b.body) for b in prebuilt)
+    p.done("zone")
+    headless = [k for k, i in view.imports.items() if i.type.value == "Headless"]
+    times = []
+    for n in range(edits):
+        key = headless[n % len(headless)]
+        old = view.slices[key]
+        first = old[0]
+        ep = first.endpoints[0]
+        flipped = dataclasses.replace(ep, ready=not ep.is_ready)
+        changed = dataclasses.replace(first, endpoints=(flipped, *first.endpoints[1:]))
+        view = dataclasses.replace(
+            view,
+            slices={**view.slices, key: (changed, *old[1:])},
+            generation=view.generation + 1,
+        )
+        t0 = time.perf_counter()
+        zone = compile_view(view, records.ZoneSettings(), zone)
+        times.append(time.perf_counter() - t0)
+        assert zone.state.rebuilt == 1
+    if times:
+        p.out["edit_ms"] = {
+            "p50": statistics.median(times) * 1e3,
+            "p99": sorted(times)[min(len(times) - 1, int(0.99 * len(times)))] * 1e3,
+        }
+    p._t = time.perf_counter()
 
 
 def allocate_all(state: Any, aggregates: Any) -> dict[Any, tuple[str, ...]]:
@@ -203,7 +235,7 @@ def child_memory(args: argparse.Namespace) -> dict[str, Any]:
     d = desired.reconcile(state, ips=ips, aggregates=aggregates)
     p.out["imports_total"] = sum(len(c.imports) for c in d.clusters.values())
     p.done("reconcile")
-    zone_phases(p, d, state)
+    zone_phases(p, d, state, args.edits)
     return p.out
 
 
@@ -251,7 +283,7 @@ def child_yaml(args: argparse.Namespace) -> dict[str, Any]:
         observed = feed.observe()
         p.out["errors"] = len(observed.errors)
         p.done("observe")
-        zone_phases(p, observed.desired, observed.state)
+        zone_phases(p, observed.desired, observed.state, args.edits)
         return p.out
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -281,6 +313,12 @@ def main() -> int:
     ap.add_argument("--headless", type=int, default=20, help="percent of headless services")
     ap.add_argument("--yaml-clusters", type=int, default=10, help="0 to skip the YAML load path")
     ap.add_argument(
+        "--edits",
+        type=int,
+        default=50,
+        help="incremental zone builds timed after the cold one (one slice change each)",
+    )
+    ap.add_argument(
         "--profile",
         type=Path,
         default=None,
@@ -300,6 +338,7 @@ def main() -> int:
     common = [
         "--services", str(args.services), "--endpoints", str(args.endpoints),
         "--fraction", str(args.fraction), "--headless", str(args.headless),
+        "--edits", str(args.edits),
     ]  # fmt: skip
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)

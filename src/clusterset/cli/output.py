@@ -17,7 +17,7 @@ from clusterset.controller.manifest import Observed
 from clusterset.model.ids import ClusterId
 from clusterset.model.state import ImportedView
 from clusterset.reconcile import render as rendering
-from clusterset.zone import records, schema
+from clusterset.zone import build, records, schema
 from clusterset.zone.wire import FORWARD, CompiledZone, respond
 
 
@@ -147,7 +147,7 @@ def render(observed: Observed, cluster: ClusterId) -> None:
 def resolve(
     view: ImportedView, settings: records.ZoneSettings, name: str, qtype: str, *, explain: bool
 ) -> None:
-    zone = CompiledZone(records.build(view, settings, serial=view.generation))
+    zone = CompiledZone(build.build(view, settings, serial=view.generation))
     try:
         rdtype = dns.rdatatype.from_text(qtype)
     except dns.rdatatype.UnknownRdatatype:
@@ -165,7 +165,7 @@ def resolve(
         print(dns.message.from_wire(reply).to_text())
     if explain:
         print()
-        print(schema.explain(view, zone.records, name, unified_zone=settings.unified_zone))
+        print(schema.explain(view, zone.state, name, unified_zone=settings.unified_zone))
 
 
 def corefile(zone: str, server: str, ttl: int, namespace: str, configmap: str) -> None:

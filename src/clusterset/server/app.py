@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
-import dns.name
 from prometheus_client import CollectorRegistry, Histogram
 
 from clusterset.model.ids import ClusterId, ServiceKey
@@ -22,8 +21,9 @@ from clusterset.server.http import DnsCollector, OpsServer
 from clusterset.server.probe import Prober
 from clusterset.server.tcp import TcpServer
 from clusterset.server.udp import UdpServer
-from clusterset.zone import records
-from clusterset.zone.wire import CompiledZone, name_wire
+from clusterset.zone import build, records
+from clusterset.zone.encode import name_from_text
+from clusterset.zone.wire import CompiledZone
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +77,16 @@ class DnsOptions:
     metrics_listen: str | None = None  # HOST:PORT for /metrics, /health, /ready
     lameduck: float = 0.0  # seconds to keep answering after SIGTERM while /ready says 503
     log_queries: bool = False
+    # Safety net of the incremental build: a full rebuild at least this often (seconds).
+    full_rebuild_every: float = 600.0
 
 
 def compile_view(
-    view: ImportedView, settings: records.ZoneSettings, reuse: CompiledZone | None = None
+    view: ImportedView, settings: records.ZoneSettings, previous: CompiledZone | None = None
 ) -> CompiledZone:
-    built = reuse.built if reuse is not None and reuse.synced else None
-    return CompiledZone(records.build(view, settings, serial=view.generation), reuse=built)
+    """The zone of `view`; only the services whose inputs changed since `previous` are built."""
+    state = previous.state if previous is not None and previous.synced else None
+    return CompiledZone(build.build(view, settings, serial=view.generation, previous=state))
 
 
 class DnsServer:
@@ -91,10 +94,10 @@ class DnsServer:
 
     def __init__(self, options: DnsOptions) -> None:
         self.options = options
-        self.holder = ZoneHolder(name_wire(dns.name.from_text(options.settings.zone)))
+        self.holder = ZoneHolder(name_from_text(options.settings.zone.lower()))
         # Until the first load: SERVFAIL (with the zone's SOA) for every in-zone name.
         self.holder.zone = CompiledZone(
-            records.build(ImportedView(None, {}, {}, frozenset()), options.settings, serial=0),
+            build.build(ImportedView(None, {}, {}, frozenset()), options.settings, serial=0),
             synced=False,
         )
         host, port = parse_listen(options.listen)
@@ -153,7 +156,11 @@ class DnsServer:
 
         The clock is read here, not in the pure core: each view gets `now`, the health
         history (`tracks`) that the previous compile produced, and the probe verdicts.
+        Compiles are incremental (only services whose inputs changed); a full rebuild runs
+        every `full_rebuild_every` seconds as the safety net.
         """
+        every = self.options.full_rebuild_every
+        full_due = time.monotonic()  # the first compile is a full one anyway
         latest: ImportedView | None = None
         tracks: Mapping[tuple[ServiceKey, ClusterId], Track] = {}
         wake_at: float | None = None
@@ -168,7 +175,10 @@ class DnsServer:
                 if pending is None:
                     pending = asyncio.ensure_future(anext(it))
                 poked = asyncio.ensure_future(poke.wait())
-                timeout = None if wake_at is None else max(0.0, wake_at - time.time())
+                timeout = max(0.0, full_due - time.monotonic()) if latest is not None else None
+                if wake_at is not None:
+                    wake = max(0.0, wake_at - time.time())
+                    timeout = wake if timeout is None else min(timeout, wake)
                 done, _ = await asyncio.wait(
                     {pending, poked}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -188,9 +198,13 @@ class DnsServer:
                 )
                 # Compile off the event loop so TCP and the feed stay responsive on big zones.
                 started = time.perf_counter()
+                full = time.monotonic() >= full_due
                 try:
                     zone = await asyncio.to_thread(
-                        compile_view, view, self.options.settings, self.holder.zone
+                        compile_view,
+                        view,
+                        self.options.settings,
+                        None if full else self.holder.zone,
                     )
                 except Exception:  # a bug must not take DNS down: keep the zone we have
                     log.exception(
@@ -200,7 +214,9 @@ class DnsServer:
                     wake_at = None
                     continue
                 self.compile_seconds.observe(time.perf_counter() - started)
-                tracks, wake_at = zone.records.tracks, zone.records.wake_at
+                if full:
+                    full_due = time.monotonic() + every
+                tracks, wake_at = zone.state.tracks, zone.state.wake_at
                 self._install(zone, view)
         finally:
             probing.cancel()
@@ -211,15 +227,17 @@ class DnsServer:
         self.holder.swap(zone)
         if view.observed_at:
             self.change_latency.observe(max(0.0, time.time() - view.observed_at))
-        for w in zone.records.warnings:
+        for w in zone.state.warnings:
             log.warning("zone: %s", w)
         for cb in self.on_swap:
             cb(zone, view)
         log.debug(
-            "dns: zone generation %d loaded (%d names, %d answers)",
+            "dns: zone generation %d loaded (%d names, %d answers; %d of %d services rebuilt)",
             self.holder.generation,
             len(zone.names),
             len(zone.answers),
+            zone.state.rebuilt,
+            len(zone.state.fragments),
         )
 
     async def stop(self) -> None:
