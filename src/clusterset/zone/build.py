@@ -33,11 +33,13 @@ from clusterset.model.objects import EndpointSlice, ImportType, ServiceImport, S
 from clusterset.model.state import ImportedView, Track
 from clusterset.zone import policy
 from clusterset.zone.encode import (
+    AAAA,
     NS,
     RR,
     SOA,
     SRV,
     TXT,
+    A,
     NameProblem,
     Prebuilt,
     Rotation,
@@ -53,6 +55,7 @@ TrackKey = tuple[ServiceKey, ClusterId]
 _SRV3 = struct.Struct("!HHH")
 _FAR_PAST = float("-inf")
 _NONE: frozenset[ClusterId] = frozenset()
+_TYPE_WIRE = {t: t.to_bytes(2, "big") for t in (A, NS, SOA, TXT, AAAA, SRV)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +139,7 @@ class _Builder:
         self.names[name] = None
 
     def answer(self, name: bytes, rdtype: int) -> tuple[list[RR], list[RR]]:
-        key = name + rdtype.to_bytes(2, "big")
+        key = name + _TYPE_WIRE[rdtype]
         got = self.answers.get(key)
         if got is None:
             got = self.answers[key] = ([], [])
@@ -418,13 +421,17 @@ def _srv(b: _Builder, owner: bytes, targets: list[tuple[bytes, int, tuple[str, .
     ttl = b.ttl
     seen: set[tuple[bytes, int]] = set()
     glue_seen: set[tuple[bytes, str]] = set()
+    if not targets:
+        return
+    b.names[owner] = None
+    answer, additional = b.answer(owner, SRV)
+    pack = _SRV3.pack
     for target, port, addrs in targets:
         if (target, port) not in seen:
             seen.add((target, port))
-            b.add(owner, SRV, (owner, SRV, ttl, (), _SRV3.pack(0, weight, port) + target))
+            answer.append((owner, SRV, ttl, (), pack(0, weight, port) + target))
         # Glue is de-duplicated by (target, address), not by SRV: two endpoints sharing a
         # hostname give one SRV and both addresses (CoreDNS does the same).
-        additional = b.answer(owner, SRV)[1]
         for a in addrs:
             if (target, a) not in glue_seen:
                 glue_seen.add((target, a))
@@ -523,8 +530,8 @@ def _rotate(b: _Builder, name: bytes, sel: policy.Selection) -> None:
     """Record the alternative answer orders of `name` (round-robin among equals)."""
     if not sel.rotations:
         return
-    for rdtype in (1, 28):  # A, AAAA
-        key = name + rdtype.to_bytes(2, "big")
+    for rdtype in (A, AAAA):
+        key = name + _TYPE_WIRE[rdtype]
         base = b.answers.get(key)
         if base is None:
             continue
