@@ -63,8 +63,11 @@ EXPECT = {
 def answer_set(
     sock: socket.socket, port: int, timeout: float = 0.05, qname: str = QNAME
 ) -> frozenset[str] | None:
-    """One UDP query; replies to earlier (timed-out) queries are skipped by ID."""
-    q = dns.message.make_query(qname, "A", use_edns=False)
+    """One UDP query; replies to earlier (timed-out) queries are skipped by ID.
+
+    EDNS0 with a 65,000-octet payload: a headless answer of a fleet (100 addresses) does not
+    fit the 512 octets of plain DNS and would come back truncated."""
+    q = dns.message.make_query(qname, "A", use_edns=0, payload=65000)
     sock.sendto(q.to_wire(), ("127.0.0.1", port))
     deadline = time.perf_counter() + timeout
     while True:

@@ -180,7 +180,8 @@ def zone_phases(p: Phases, desired_: Any, state: Any, edits: int) -> None:
     gc.collect(1)
     gc.freeze()
     headless = [k for k, i in view.imports.items() if i.type.value == "Headless"]
-    times = []
+    times: list[float] = []
+    cpu: list[float] = []
     for n in range(edits):
         key = headless[n % len(headless)]
         old = view.slices[key]
@@ -193,9 +194,10 @@ def zone_phases(p: Phases, desired_: Any, state: Any, edits: int) -> None:
             slices={**view.slices, key: (changed, *old[1:])},
             generation=view.generation + 1,
         )
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         zone = compile_view(view, records.ZoneSettings(), zone)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         assert zone.state.rebuilt == 1
         gc.collect(1)  # as the server's ZoneHolder.swap does after each swap
         gc.freeze()
@@ -203,6 +205,8 @@ def zone_phases(p: Phases, desired_: Any, state: Any, edits: int) -> None:
         p.out["edit_ms"] = {
             "p50": statistics.median(times) * 1e3,
             "p99": sorted(times)[min(len(times) - 1, int(0.99 * len(times)))] * 1e3,
+            "cpu_p50": statistics.median(cpu) * 1e3,
+            "cpu_p99": sorted(cpu)[min(len(cpu) - 1, int(0.99 * len(cpu)))] * 1e3,
         }
     p._t = time.perf_counter()
 
@@ -426,7 +430,8 @@ def main() -> int:
                     f"one headless slice change -> zone rebuilt ({clusters} clusters, in memory, "
                     "after the cold build)",
                     "a full compile (the compile column above)",
-                    f"p50 {edit['p50']:.1f} ms, p99 {edit['p99']:.1f} ms",
+                    f"p50 {edit['p50']:.1f} ms, p99 {edit['p99']:.1f} ms wall; CPU p50 "
+                    f"{edit['cpu_p50']:.1f} ms, p99 {edit['cpu_p99']:.1f} ms",
                     "part of the edit p99 < 50 ms",
                 )
             )
