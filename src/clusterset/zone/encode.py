@@ -189,7 +189,7 @@ def prebuild(qname: bytes, qtype: int, answer: Sequence[RR], additional: Sequenc
             # One record at the question's name (every A/AAAA of an endpoint name, most
             # ClusterSetIP answers): the owner is a pointer to the question, nothing else.
             body = b"\xc0\x0c" + _RR_HEAD.pack(rdtype, 1, ttl, len(raw)) + raw
-            return Prebuilt(headers(NOERROR, 1, 0, 0), body, _single_end(len(body)), (1, 0, 0))
+            return Prebuilt(headers(NOERROR, 1, 0, 0), body, _single_end(len(body)), _counts(1, 0))
     table: dict[bytes, int] = {}
     i = 0
     while qname[i]:
@@ -224,13 +224,29 @@ def prebuild(qname: bytes, qtype: int, answer: Sequence[RR], additional: Sequenc
                 # due to ... response size limit"). Names remembered past here are never used.
                 del out[start:]
                 an, ar = counts[1], counts[3]
-                return Prebuilt(headers(NOERROR, an, 0, ar), bytes(out), tuple(ends), (an, 0, ar))
+                return Prebuilt(
+                    headers(NOERROR, an, 0, ar), bytes(out), tuple(ends), _counts(an, ar)
+                )
             counts[section] += 1
-            ends.append((len(out), section))
+            end = len(out)
+            pair = _PAIRS.get(end * 4 + section)
+            if pair is None:
+                pair = _PAIRS[end * 4 + section] = (end, section)
+            ends.append(pair)
     an, ar = counts[1], counts[3]
-    return Prebuilt(headers(NOERROR, an, 0, ar), bytes(out), tuple(ends), (an, 0, ar))
+    return Prebuilt(headers(NOERROR, an, 0, ar), bytes(out), tuple(ends), _counts(an, ar))
+
+
+@functools.lru_cache(maxsize=4096)
+def _counts(an: int, ar: int) -> tuple[int, int, int]:
+    return (an, 0, ar)
 
 
 @functools.lru_cache(maxsize=1024)
 def _single_end(length: int) -> tuple[tuple[int, int], ...]:
     return ((length, 1),)
+
+
+# (RR end offset, section) pairs shared by every answer: they were the biggest part of a
+# zone's memory (a tuple per RR). Bounded by construction: offsets < 64 KiB, two sections.
+_PAIRS: dict[int, tuple[int, int]] = {}
