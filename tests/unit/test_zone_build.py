@@ -314,3 +314,22 @@ def test_wire_labels_are_lowercase_and_checked() -> None:
         encode.labels_wire(["a" * 63] * 4, b"\x00")
     with pytest.raises(encode.EmptyLabel):
         encode.labels_wire(["a", ""], b"\x00")
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("10.0.0.1", (1, b"\x0a\x00\x00\x01")),
+        ("255.255.255.255", (1, b"\xff" * 4)),
+        ("fd00::1", (28, b"\xfd" + b"\x00" * 14 + b"\x01")),
+        ("::ffff:10.0.0.1", (28, b"\x00" * 10 + b"\xff\xff\x0a\x00\x00\x01")),
+    ],
+)
+def test_addresses_pack_as_dnspython_does(text: str, want: tuple[int, bytes]) -> None:
+    assert encode.address(text) == want
+
+
+@pytest.mark.parametrize("text", ["010.0.0.1", "1.2.3.256", "1.2.3", "1.2.3.4.5", "-1.2.3.4", "x"])
+def test_addresses_that_are_not_canonical_literals_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        encode.address(text)
