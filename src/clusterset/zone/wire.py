@@ -17,7 +17,7 @@ odd cases (EDNS errors, truncation, malformed packets) take a slower branch.
 from __future__ import annotations
 
 import struct
-from collections.abc import Set
+from collections.abc import Collection
 
 import dns.message
 import dns.opcode
@@ -80,7 +80,7 @@ class CompiledZone:
         self.memo_tcp: dict[bytes, bytes] = {}
         self.origin_wire = state.origin
         self.serial = state.serial
-        self.names: Set[bytes] = state.names
+        self.names: Collection[bytes] = state.names  # `in` and len() only
         self.answers: dict[bytes, Prebuilt | Rotation] = state.answers if synced else {}
         # Negative answers: one SOA in authority whose owner (and MNAME/RNAME suffix) points
         # at the zone inside the client's question, so it echoes the client's case.
