@@ -184,7 +184,8 @@ class DnsServer:
                 )
                 poked.cancel()
                 poke.clear()
-                if pending in done:
+                fresh = pending in done
+                if fresh:
                     try:
                         latest = pending.result()
                     except StopAsyncIteration:
@@ -194,7 +195,13 @@ class DnsServer:
                 if latest is None:
                     continue
                 view = dataclasses.replace(
-                    latest, now=time.time(), tracks=tracks, probe_failed=prober.failed
+                    latest,
+                    now=time.time(),
+                    tracks=tracks,
+                    probe_failed=prober.failed,
+                    # Only a new view times a change: a timer's recompile (hysteresis, probes,
+                    # resync) of the same view must not add its age to the histogram.
+                    observed_at=latest.observed_at if fresh else 0.0,
                 )
                 # Compile off the event loop so TCP and the feed stay responsive on big zones.
                 started = time.perf_counter()
