@@ -333,3 +333,39 @@ def test_addresses_pack_as_dnspython_does(text: str, want: tuple[int, bytes]) ->
 def test_addresses_that_are_not_canonical_literals_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         encode.address(text)
+
+
+def test_warnings_are_new_only_for_what_was_built() -> None:
+    long = ServiceKey("ns0", "s" * 63)
+    ok = ServiceKey("ns0", "fine")
+    slices = {
+        k: (
+            EndpointSlice(
+                "ns0",
+                f"{k.name[:20]}-c1",
+                k.name,
+                ports=(PORTS[4],),  # its SRV owner label is 64 octets: a warning
+                endpoints=(Endpoint(("10.1.0.1",), hostname="h"),),
+                source_cluster=ClusterId("c1"),
+            ),
+        )
+        for k in (long, ok)
+    }
+    v = ImportedView(
+        cluster=None,
+        imports={k: ServiceImport("ns0", k.name, ImportType.HEADLESS) for k in (long, ok)},
+        slices=slices,
+        namespaces=frozenset({"ns0", "n" * 64}),
+    )
+    first = build.build(v, ZoneSettings(), serial=1)
+    assert len(first.new_warnings) == 3 and sorted(first.new_warnings) == sorted(first.warnings)
+    touched = dataclasses.replace(
+        v, imports={**v.imports, ok: dataclasses.replace(v.imports[ok], ips=())}
+    )
+    assert build.build(touched, ZoneSettings(), serial=2, previous=first).new_warnings == []
+    changed = dataclasses.replace(
+        v, imports={**v.imports, ok: dataclasses.replace(v.imports[ok], labels=(("a", "b"),))}
+    )
+    again = build.build(changed, ZoneSettings(), serial=3, previous=first)
+    assert again.new_warnings == [w for w in first.warnings if "ns0/fine" in w]
+    assert again.warnings == first.warnings

@@ -234,7 +234,7 @@ class DnsServer:
         self.holder.swap(zone)
         if view.observed_at:
             self.change_latency.observe(max(0.0, time.time() - view.observed_at))
-        for w in zone.state.warnings:
+        for w in zone.state.new_warnings:  # a service's warning is logged when it is built
             log.warning("zone: %s", w)
         for cb in self.on_swap:
             cb(zone, view)

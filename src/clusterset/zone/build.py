@@ -98,6 +98,9 @@ class ZoneState:
     warned: dict[ServiceKey, tuple[str, ...]] = field(default_factory=dict)
     lease_wake: float | None = None
     rebuilt: int = 0  # fragments built by this build (the rest were reused)
+    # Warnings of what this build built (the zone's own ones when they changed): what the
+    # server logs, so a fleet's standing warnings are not logged again at every edit.
+    new_warnings: list[str] = field(default_factory=list)
 
     @property
     def wake_at(self) -> float | None:
@@ -239,6 +242,8 @@ def build(
         )
     state.names.update(dict.fromkeys(base.names))
     state.answers.update(base_answers)
+    if not reuse or previous is None or previous.base.warnings != base.warnings:
+        state.new_warnings.extend(base.warnings)
 
     failing: dict[ServiceKey, frozenset[ClusterId]] = {}
     for k, c in view.probe_failed:
@@ -282,6 +287,7 @@ def build(
             state.wakes[key] = frag.wake_at
         if frag.warnings:
             state.warned[key] = frag.warnings
+            state.new_warnings.extend(frag.warnings)
     if len(fragments) != present:  # services gone (or their namespace): drop their answers
         for key in [k for k in fragments if k not in view.imports or k.namespace not in namespaces]:
             _drop(state, fragments.pop(key), key)
