@@ -5,23 +5,25 @@
 #   ${CLUSTERSET_CACHE:-$HOME/.cache/clusterset}/bin/mcs-conformance.test
 #
 # with a mcs-conformance.test.version stamp; a binary whose stamp matches is not
-# rebuilt. Never commit it. The binary is built from a tiny module that requires
-# the conformance module and runs its specs (the way implementations such as
-# Cilium embed the suite), so the conformance module's own `replace
-# sigs.k8s.io/mcs-api => ..` does not apply and sigs.k8s.io/mcs-api comes from
-# the module proxy at the version the conformance module requires.
+# rebuilt. Never commit it. The binary is built from a tiny wrapper module that requires
+# the conformance module and runs its specs (the way implementations such as Cilium embed
+# the suite).
 #
-# Source of the conformance module: the Go module proxy only
-# (sigs.k8s.io/mcs-api/conformance@$MCS_CONFORMANCE_VERSION). A proxy that does not
-# carry the nested module makes this script exit 3 ("not available here"); the test
-# then says so instead of running.
+# Source of the conformance module: the snapshot
+# ../shared/third_party/mcs-api-conformance-$VERSION.tar.gz (the nested module is not
+# tagged, so no module proxy serves it), unpacked under the cache and used through a
+# `replace`. Its dependencies come from the Go module proxy, with sigs.k8s.io/mcs-api
+# pinned at $VERSION in the wrapper (left alone, `go mod tidy` picks a newer one). Without
+# the snapshot the script exits 3 ("not available here").
 #
 # Usage: scripts/build-mcs-conformance.sh [--force]
-# Env:   MCS_CONFORMANCE_VERSION (default v0.5.0), CLUSTERSET_CACHE, GO
+# Env:   MCS_CONFORMANCE_VERSION (default v0.5.0), MCS_CONFORMANCE_ARCHIVE, CLUSTERSET_CACHE, GO
 set -euo pipefail
 
 VERSION="${MCS_CONFORMANCE_VERSION:-v0.5.0}"
 MODULE=sigs.k8s.io/mcs-api/conformance
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+ARCHIVE="${MCS_CONFORMANCE_ARCHIVE:-$ROOT/../shared/third_party/mcs-api-conformance-$VERSION.tar.gz}"
 CACHE="${CLUSTERSET_CACHE:-$HOME/.cache/clusterset}"
 BIN="$CACHE/bin"
 SRC="$CACHE/src"
@@ -32,7 +34,7 @@ for arg in "$@"; do
     case "$arg" in
         --force) force=1 ;;
         -h | --help)
-            sed -n '2,21p' "$0"
+            sed -n '2,20p' "$0"
             exit 0
             ;;
         *)
@@ -60,7 +62,11 @@ export GOFLAGS="-mod=mod -buildvcs=false"
 
 log() { printf '[build-mcs-conformance %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-stamp="$MODULE $VERSION"
+if [[ ! -f "$ARCHIVE" ]]; then
+    echo "build-mcs-conformance: no snapshot of $MODULE at $ARCHIVE" >&2
+    exit 3
+fi
+stamp="$MODULE $VERSION $(sha256sum "$ARCHIVE" | cut -d' ' -f1)"
 if [[ "$force" == 0 && -x "$BIN/$NAME" && -f "$BIN/$NAME.version" &&
     "$(cat "$BIN/$NAME.version")" == "$stamp" ]]; then
     log "$NAME $VERSION is up to date"
@@ -71,28 +77,21 @@ start=$(date +%s)
 mkdir -p "$BIN" "$SRC"
 dir="$SRC/mcs-conformance"
 rm -rf "$dir"
-mkdir -p "$dir"
-
-replace=""
-log "$MODULE $VERSION: asking the module proxy"
-if (cd "$dir" && GOFLAGS="" "$GO" mod download -json "$MODULE@$VERSION" >"$dir/download.json" 2>&1) &&
-    ! grep -q '"Error"' "$dir/download.json"; then
-    log "$MODULE $VERSION: from the module proxy"
-else
-    sed -n 's/^[[:space:]]*"Error": "\(.*\)",\{0,1\}$/\1/p' "$dir/download.json" >&2 || true
-    echo "build-mcs-conformance: $MODULE@$VERSION is not on the module proxy here" >&2
-    exit 3
-fi
-rm -f "$dir/download.json"
+mkdir -p "$dir/src"
+tar -xzf "$ARCHIVE" -C "$dir/src" --strip-components=1
+log "$MODULE $VERSION: from $(basename "$ARCHIVE")"
 
 cat >"$dir/go.mod" <<EOF
 module clusterset.invalid/peers/mcs-conformance
 
 go 1.23.0
 
-require $MODULE $VERSION
+require (
+	$MODULE $VERSION
+	sigs.k8s.io/mcs-api $VERSION
+)
 
-$replace
+replace $MODULE => ./src/conformance
 EOF
 
 # The suite's specs register themselves when the package is imported; its flags
@@ -118,9 +117,7 @@ func TestConformance(t *testing.T) {
 EOF
 
 log "$MODULE $VERSION: go test -c"
-if ! (cd "$dir" && "$GO" mod tidy); then
-    log "go mod tidy failed; go test -c resolves what it needs itself (-mod=mod)"
-fi
+(cd "$dir" && "$GO" mod tidy)
 (cd "$dir" && "$GO" test -c -trimpath -ldflags "-s -w" -o "$BIN/$NAME.tmp" .)
 mv -f "$BIN/$NAME.tmp" "$BIN/$NAME"
 printf '%s\n' "$stamp" >"$BIN/$NAME.version"

@@ -5,15 +5,19 @@
 #   coredns         github.com/coredns/coredns (stock build, kubernetes plugin)
 #   helm            helm.sh/helm/v3 (only with --with-helm)
 #   mcs-conformance.test  sigs.k8s.io/mcs-api/conformance, the mcs-api conformance
-#                   suite as a Ginkgo test binary (scripts/build-mcs-conformance.sh;
-#                   not with --without-mcs-conformance)
+#                   suite as a Ginkgo test binary, from ../shared/third_party
+#                   (scripts/build-mcs-conformance.sh; not with --without-mcs-conformance)
+#   karmada-*       Karmada v1.18.2's aggregated-apiserver, controller-manager, scheduler
+#                   and webhook, from ../shared/third_party (scripts/build-karmada.sh;
+#                   not with --without-karmada)
 #
 # Binaries go to ${CLUSTERSET_CACHE:-$HOME/.cache/clusterset}/bin/, each with a
 # <name>.version stamp; a binary whose stamp matches is not rebuilt. Go's own
 # module and build caches stay at their default places (outside the repo), so
 # a second build after a version bump is fast. Never commit these binaries.
 #
-# Usage: scripts/build-peers.sh [--with-helm] [--without-mcs-conformance] [--force]
+# Usage: scripts/build-peers.sh [--with-helm] [--without-mcs-conformance] [--without-karmada]
+#                               [--force]
 # Env:   K8S_VERSION, COREDNS_VERSION, HELM_VERSION, CLUSTERSET_CACHE, GO,
 #        MCS_CONFORMANCE_VERSION (see scripts/build-mcs-conformance.sh)
 set -euo pipefail
@@ -28,14 +32,16 @@ SRC="$CACHE/src"
 
 with_helm=0
 with_mcs_conformance=1
+with_karmada=1
 force=0
 for arg in "$@"; do
     case "$arg" in
         --with-helm) with_helm=1 ;;
         --without-mcs-conformance) with_mcs_conformance=0 ;;
+        --without-karmada) with_karmada=0 ;;
         --force) force=1 ;;
         -h | --help)
-            sed -n '2,18p' "$0"
+            sed -n '2,22p' "$0"
             exit 0
             ;;
         *)
@@ -209,12 +215,13 @@ timed coredns go_install coredns github.com/coredns/coredns "$COREDNS_VERSION" g
 if [[ "$with_helm" == 1 ]]; then
     timed helm go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" helm.sh/helm/v3
 fi
+extra_args=()
+[[ "$force" == 1 ]] && extra_args+=(--force)
 if [[ "$with_mcs_conformance" == 1 ]]; then
-    conformance_args=()
-    [[ "$force" == 1 ]] && conformance_args+=(--force)
-    # Optional: where the module proxy lacks the conformance module, its test says so.
-    GO="$GO" "$(dirname "$0")/build-mcs-conformance.sh" "${conformance_args[@]}" ||
-        log "mcs-api conformance suite not buildable here (module not on the proxy)"
+    GO="$GO" "$(dirname "$0")/build-mcs-conformance.sh" "${extra_args[@]}"
+fi
+if [[ "$with_karmada" == 1 ]]; then
+    GO="$GO" "$(dirname "$0")/build-karmada.sh" "${extra_args[@]}"
 fi
 log "all peers ready in $(($(date +%s) - total_start)) s"
 for f in "$BIN"/*.version; do

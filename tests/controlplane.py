@@ -156,6 +156,7 @@ class ControlPlane:
         keep_workdir: bool = False,
         extra_apiserver_args: Sequence[str] = (),
         start_timeout: float = 90.0,
+        aggregators: Sequence[str] = (),
     ) -> None:
         if not clusters:
             raise ValueError("at least one cluster")
@@ -166,6 +167,8 @@ class ControlPlane:
         self.cluster_names: list[str] = list(clusters)
         self.watch_cache = watch_cache
         self.extra_apiserver_args = list(extra_apiserver_args)
+        # Clusters whose apiserver fronts aggregated apiservers (Karmada's): front-proxy flags.
+        self.aggregators = frozenset(aggregators)
         self.start_timeout = start_timeout
         self.keep_workdir = keep_workdir or bool(os.environ.get("CLUSTERSET_KEEP_CONTROLPLANE"))
         self._own_workdir = workdir is None
@@ -279,6 +282,12 @@ class ControlPlane:
     def ssl_context(self) -> ssl.SSLContext:
         """An SSL context that trusts the apiservers' CA."""
         return ssl.create_default_context(cafile=str(self.ca_path))
+
+    def context_kubeconfig(self, name: str, token: str | None = None) -> Path:
+        """A kubeconfig with the one context ``name`` (admin unless ``token`` is given)."""
+        path = self.workdir / f"kubeconfig-{name}-{secrets.token_hex(3)}"
+        self._write_kubeconfig(path, token or self.admin_token, "admin", only=name)
+        return path
 
     def user_kubeconfig(self, user_token: str | None = None) -> Path:
         """A kubeconfig like :attr:`kubeconfig_path` that authenticates with
@@ -406,6 +415,30 @@ class ControlPlane:
              "-extfile", "serving.ext"],
             cwd=pki,
         )  # fmt: skip
+        # The aggregation layer's front proxy: its own CA and the client cert the apiserver
+        # presents to aggregated apiservers (CN front-proxy-client, as kubeadm names it).
+        _run(
+            [openssl, "req", "-x509", *ec, "-keyout", "front-proxy-ca.key",
+             "-out", "front-proxy-ca.crt", "-days", "3650", "-subj", "/CN=front-proxy-ca",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+            cwd=pki,
+        )  # fmt: skip
+        _run(
+            [openssl, "req", "-new", *ec, "-keyout", "front-proxy-client.key",
+             "-out", "front-proxy-client.csr", "-subj", "/CN=front-proxy-client"],
+            cwd=pki,
+        )  # fmt: skip
+        (pki / "client.ext").write_text(
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+            "extendedKeyUsage=clientAuth\n"
+        )
+        _run(
+            [openssl, "x509", "-req", "-in", "front-proxy-client.csr",
+             "-CA", "front-proxy-ca.crt", "-CAkey", "front-proxy-ca.key", "-CAcreateserial",
+             "-out", "front-proxy-client.crt", "-days", "3650", "-extfile", "client.ext"],
+            cwd=pki,
+        )  # fmt: skip
         _run([openssl, "genrsa", "-out", "sa.key", "2048"], cwd=pki)
         _run([openssl, "rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"], cwd=pki)
 
@@ -478,6 +511,19 @@ class ControlPlane:
         ]
         if not self.watch_cache:
             args.append("--watch-cache=false")
+        if c.name in self.aggregators:
+            args += [
+                f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+                f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+                f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                # Published with the above in kube-system/extension-apiserver-authentication,
+                # which aggregated apiservers read to authenticate requests.
+                f"--client-ca-file={pki / 'ca.crt'}",
+            ]
         args.extend(self.extra_apiserver_args)
         return args
 
@@ -516,21 +562,23 @@ class ControlPlane:
             f"last lines of {c.log}:\n{_tail(c.log)}"
         )
 
-    def _write_kubeconfig(self, path: Path, token: str, user: str) -> None:
+    def _write_kubeconfig(self, path: Path, token: str, user: str, only: str = "") -> None:
         ca = base64.b64encode(self.ca_path.read_bytes()).decode()
+        names = [only] if only else list(self._clusters)
         config = {
             "apiVersion": "v1",
             "kind": "Config",
             "preferences": {},
             "clusters": [
-                {"name": n, "cluster": {"server": c.url, "certificate-authority-data": ca}}
-                for n, c in self._clusters.items()
+                {
+                    "name": n,
+                    "cluster": {"server": self._clusters[n].url, "certificate-authority-data": ca},
+                }
+                for n in names
             ],
             "users": [{"name": user, "user": {"token": token}}],
-            "contexts": [
-                {"name": n, "context": {"cluster": n, "user": user}} for n in self._clusters
-            ],
-            "current-context": self.cluster_names[0],
+            "contexts": [{"name": n, "context": {"cluster": n, "user": user}} for n in names],
+            "current-context": names[0],
         }
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         path.chmod(0o600)

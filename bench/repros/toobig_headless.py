@@ -1,6 +1,7 @@
-"""Repro: one headless service with >= ~678 ready endpoints makes the zone compile raise
-dns.exception.TooBig (zone/wire.py _prebuild), and `clusterset dns` / `run` exit 1 with a
-traceback (server/app.py serve_views lets it escape; cli/main.py _serve shuts down).
+"""Repro of a fixed problem (bench/README.md, problem 1): one headless service with >= ~678
+ready endpoints made the zone compile raise dns.exception.TooBig (zone/wire.py _prebuild).
+Since 9ecd4d7 the answer is cut to what fits and this prints nothing; a line
+"first failing size" would mean the problem is back.
 
     .venv/bin/python bench/repros/toobig_headless.py
 """

@@ -1,9 +1,7 @@
-"""Repro: an edit made just after `clusterset run` first answers is never picked up.
-
-manifests/watch.py `changes` yields once, the consumer then reads every folder
-(controller/manifest.py ClusterSetFeed.views -> observe, seconds on a few hundred files),
-and only then does watchfiles.awatch start watching: a change in between is lost until
-some later, unrelated change.
+"""Repro of a fixed problem (bench/README.md, problem 2): an edit made just after
+`clusterset run` first answered was never picked up, because watchfiles.awatch started
+only after the first full read. Since 9ecd4d7 the watcher starts first, and every attempt
+should print "seen after …".
 
     .venv/bin/python bench/repros/watch_race.py
 """

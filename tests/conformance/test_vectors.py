@@ -15,6 +15,7 @@ sources and the deliberate differences from CoreDNS (`decision:`).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -29,9 +30,8 @@ import dns.rdatatype
 import pytest
 import yaml
 
-from clusterset.model.bag import Objects, add_object
+from clusterset.model.bag import Objects, add_object, group_slices, implied_namespaces
 from clusterset.model.ids import ServiceKey
-from clusterset.model.objects import EndpointSlice
 from clusterset.model.state import ImportedView
 from clusterset.zone.build import build
 from clusterset.zone.records import ZoneSettings
@@ -66,14 +66,6 @@ SETTINGS_KEYS = {"ttl", "version", "version_ttl", "ns_addresses"}
 # --- fixtures -> ImportedView -------------------------------------------------------------
 
 
-def _group(slices: dict[str, EndpointSlice]) -> dict[ServiceKey, tuple[EndpointSlice, ...]]:
-    """As controller.manifest._group: MCS slices by service, in slice-name order."""
-    out: dict[ServiceKey, list[EndpointSlice]] = {}
-    for name in sorted(slices):
-        out.setdefault(slices[name].key, []).append(slices[name])
-    return {k: tuple(v) for k, v in out.items()}
-
-
 @cache
 def load_view(fixture: str) -> ImportedView:
     """The imported view of `fixtures/<fixture>.yaml`, as FolderFeed.snapshot builds it.
@@ -88,16 +80,11 @@ def load_view(fixture: str) -> ImportedView:
     for doc in yaml.safe_load_all(text):
         if doc is not None:
             add_object(objs, doc)
-    if objs.namespaces:
-        namespaces = frozenset(objs.namespaces)
-    else:
-        from clusterset.controller.manifest import _namespaces
-
-        namespaces = _namespaces(objs)
+    namespaces = frozenset(objs.namespaces) if objs.namespaces else implied_namespaces(objs)
     return ImportedView(
         cluster=None,
         imports=dict(objs.imports),
-        slices=_group(objs.mcs_slices),
+        slices=group_slices(objs.mcs_slices),
         namespaces=namespaces,
         local_services=dict(objs.services),
     )
@@ -275,3 +262,19 @@ def test_vectors_cite_sources() -> None:
         assert str(v.case["source"]).strip(), v.id
         if "decision" in v.case:
             assert "CoreDNS" in v.case["decision"] or "coredns" in v.case["decision"], v.id
+
+
+@pytest.mark.conformance
+def test_fixture_without_namespace_objects_gets_the_feeds_namespaces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every shipped fixture declares its Namespaces; this covers the other branch."""
+    (tmp_path / "bare.yaml").write_text(
+        "apiVersion: multicluster.x-k8s.io/v1beta1\nkind: ServiceImport\n"
+        "metadata: {name: web, namespace: team-a}\n"
+        "spec: {type: ClusterSetIP, ips: [10.0.0.7], ports: [{port: 80, protocol: TCP}]}\n"
+    )
+    monkeypatch.setattr(sys.modules[__name__], "FIXTURES", tmp_path)
+    view = load_view.__wrapped__("bare")
+    assert "team-a" in view.namespaces
+    assert ServiceKey("team-a", "web") in view.imports

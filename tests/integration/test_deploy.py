@@ -543,10 +543,10 @@ def test_image_contract_matches_the_chart(defaults: list[Obj]) -> None:
     assert re.search(r'^ENTRYPOINT \["clusterset"\]$', docker, re.M)
     (expose,) = re.findall(r"^EXPOSE (.+)$", docker, re.M)
     assert set(expose.split()) == {"53/udp", "53/tcp", "9153"}
-    assert "pip install ." in docker
+    assert re.search(r"pip install [^\n]* \.(\s|$)", docker), "the project itself is installed"
     # Port 53 as uid 65532 with every capability dropped but NET_BIND_SERVICE: the file
-    # capability on the interpreter is what makes that work.
-    assert "setcap cap_net_bind_service=+ep" in docker
+    # capability on the interpreter is what makes that work (tests/image runs it).
+    assert '"security.capability"' in docker
     pod = deployment(defaults, "dns")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsUser"] == 65532
     assert container(deployment(defaults, "dns"))["ports"][-1]["containerPort"] == 9153

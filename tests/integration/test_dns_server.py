@@ -125,20 +125,26 @@ def test_edit_shows_within_one_second_without_dropped_queries(folder: Path, serv
     stop = threading.Event()
     failures: list[str] = []
     answers: set[str] = set()
+    sent = 0
 
     def hammer() -> None:
+        nonlocal sent
         while not stop.is_set():
+            sent += 1
             try:
-                try:
-                    r = query(server, "serve.default.svc.clusterset.local", timeout=0.5)
-                except dns.exception.Timeout:  # CPU starvation on a busy 2-core box: ask again
-                    r = query(server, "serve.default.svc.clusterset.local", timeout=3)
-                if r.rcode() != dns.rcode.NOERROR or not r.answer:
-                    failures.append(dns.rcode.to_text(r.rcode()))
-                else:
-                    answers.add(r.answer[0][0].address)
+                # Asked once, never retried: a dropped query is a timeout and a failure. The
+                # timeout is long so that a late answer on a starved 2-core box still counts.
+                r = query(server, "serve.default.svc.clusterset.local", timeout=3)
+            except dns.exception.Timeout:
+                failures.append(f"query {sent} dropped (no answer in 3 s)")
+                continue
             except Exception as exc:
                 failures.append(repr(exc))
+                continue
+            if r.rcode() != dns.rcode.NOERROR or not r.answer:
+                failures.append(dns.rcode.to_text(r.rcode()))
+            else:
+                answers.add(r.answer[0][0].address)
 
     t = threading.Thread(target=hammer)
     t.start()
@@ -157,12 +163,10 @@ def test_edit_shows_within_one_second_without_dropped_queries(folder: Path, serv
     finally:
         stop.set()
         t.join()
-    assert failures == []
-    assert {"10.250.1.1", "10.250.1.2", "10.250.1.3"} <= answers | {"10.250.1.1", "10.250.1.2"}
-    assert (
-        "10.250.1.3" in answers
-        or query(server, "serve.default.svc.clusterset.local").answer[0][0].address == "10.250.1.3"
-    )
+    assert failures == [], f"{len(failures)} of {sent} queries failed"
+    assert sent >= 10, "the hammer did not run during the edits"
+    # Every answer was one of the versions written, never anything else.
+    assert answers <= {"10.250.0.10", "10.250.1.1", "10.250.1.2", "10.250.1.3"}, answers
 
 
 def test_bad_edit_keeps_serving_last_good(folder: Path, server: int) -> None:

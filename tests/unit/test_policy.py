@@ -217,17 +217,18 @@ def test_swrr_sequence() -> None:
     assert policy.swrr({"a": 0}, 3) == []
 
 
-def test_lease_expiry_is_computed_from_now_and_grace() -> None:
+def test_lease_expiry_is_computed_from_now_and_each_leases_expiry() -> None:
     from clusterset.zone import records
 
     base = mkview(type=ImportType.HEADLESS, ann=(), remotes={"m1": 1, "m3": 1}, now=1000.0)
-    v = dataclasses.replace(base, leases={ClusterId("m1"): 960.0, ClusterId("m3"): 995.0})
-    recs = records.build(v, records.ZoneSettings(lease_grace=30), serial=1)
+    # view.leases: when each Lease expires (renewTime + leaseDurationSeconds).
+    v = dataclasses.replace(base, leases={ClusterId("m1"): 990.0, ClusterId("m3"): 1025.0})
+    recs = records.build(v, records.ZoneSettings(source_leases=True), serial=1)
     sel = recs.explain[KEY]
     assert {e.cluster for e in sel.endpoints} == {"m2", "m3"}  # m1's lease lapsed 10 s ago
-    assert recs.wake_at == 1025.0  # m3 lapses at 995 + 30: rebuild then
+    assert recs.wake_at == 1025.0  # m3 lapses then: rebuild then
     assert "lease expired for: m1" in sel.notes
-    recs = records.build(v, records.ZoneSettings(lease_grace=None), serial=1)
+    recs = records.build(v, records.ZoneSettings(source_leases=False), serial=1)
     assert {e.cluster for e in recs.explain[KEY].endpoints} == {"m1", "m2", "m3"}
 
 

@@ -57,7 +57,7 @@ SETTINGS = (
     ZoneSettings(),
     ZoneSettings(ns_addresses=("10.96.0.53", "fd00::53"), ttl=30),
     ZoneSettings(zone="mcs.example", unified_zone="cluster.local"),
-    ZoneSettings(default_policy=policy.LOCAL_FIRST, lease_grace=30),
+    ZoneSettings(default_policy=policy.LOCAL_FIRST, source_leases=True),
 )
 
 
@@ -122,7 +122,7 @@ def random_view(rng: random.Random, size: int = 14) -> ImportedView:
         local_services={k: _local(rng, k) for k in keys if rng.random() < 0.5},
         now=1000.0,
         regions=rng.choice(REGIONS),
-        leases={ClusterId("c2"): 990.0, ClusterId("c3"): 900.0} if rng.random() < 0.3 else {},
+        leases={ClusterId("c2"): 1010.0, ClusterId("c3"): 900.0} if rng.random() < 0.3 else {},
     )
 
 

@@ -7,12 +7,13 @@ stderr and exit 2; nothing prints a traceback.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import dataclasses
 import datetime as dt
 import ipaddress
 import logging
 import signal
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -27,27 +28,32 @@ from typer._click import exceptions as click
 from clusterset import __version__, logs
 from clusterset.cli import output
 from clusterset.controller.hub import Hub
-from clusterset.controller.manifest import (
-    ClusterSetFeed,
-    FolderFeed,
-    Observed,
-    SourceError,
-    next_generation,
-)
+from clusterset.controller.manifest import ClusterSetFeed, FolderFeed, Observed, next_generation
 from clusterset.controller.member import MemberFeed
 from clusterset.kube.api import ConfigError, KubeApi, load_contexts
 from clusterset.kube.cluster import SOURCE_LEASE_LABEL
+from clusterset.kube.karmada import control_api as karmada_control_api
 from clusterset.kube.karmada import members as karmada_members
-from clusterset.kube.lease import LeaderElector
-from clusterset.model.ids import ClusterId, InvalidName, cluster_id
+from clusterset.kube.lease import (
+    LEASE_DURATION,
+    RENEW_DEADLINE,
+    RETRY_PERIOD,
+    SOURCE_LEASE_DURATION,
+    LeaderElector,
+    check_timing,
+    source_renew_interval,
+)
+from clusterset.manifests.load import SourceError
+from clusterset.model.ids import ClusterId, InvalidName, ServiceKey, cluster_id
 from clusterset.model.objects import IPFamily
 from clusterset.model.state import ClusterSetState, ImportedView
 from clusterset.reconcile import allocate
 from clusterset.reconcile import desired as rd
 from clusterset.reconcile.desired import Desired
-from clusterset.server.app import DnsOptions, DnsServer, ListenError, parse_listen
+from clusterset.server import probe
+from clusterset.server.app import DnsOptions, DnsServer, ListenError, compile_view, parse_listen
 from clusterset.server.forward import DEFAULT_ALLOW, parse_upstream
-from clusterset.server.http import HubCollector, OpsServer
+from clusterset.server.http import HubCollector, HubStats, OpsServer, reconcile_histogram
 from clusterset.zone import policy
 from clusterset.zone.records import ZoneSettings
 
@@ -125,18 +131,52 @@ LameduckOpt = Annotated[
     float, typer.Option("--lameduck", help="Seconds to keep answering after SIGTERM (/ready 503).")
 ]
 LeaseGraceOpt = Annotated[
-    float,
+    float | None,
     typer.Option(
         "--lease-grace",
-        help="Seconds after which a source cluster whose liveness Lease was not renewed "
-        "stops counting (0: ignore leases).",
+        help="Seconds after its Lease's renewTime that a source cluster still counts "
+        "(default: the Lease's own leaseDurationSeconds; 0: ignore leases). At least the "
+        "hub's renewal interval, a quarter of --source-lease-duration.",
+        show_default=False,
     ),
 ]
+SourceLeaseDurationOpt = Annotated[
+    int,
+    typer.Option(
+        "--source-lease-duration",
+        help="leaseDurationSeconds of the liveness Leases; the hub renews them every quarter "
+        "of it (give the controller and the DNS servers the same value).",
+    ),
+]
+
+
+def _source_leases(duration: int, grace: float | None) -> float:
+    """Check the liveness-Lease flags; the renewal interval they imply."""
+    if duration < 1:
+        raise UsageProblem(f"--source-lease-duration {duration}: expected at least 1")
+    interval = source_renew_interval(duration)
+    if grace is not None and (grace < 0 or 0 < grace < interval):
+        raise UsageProblem(
+            f"--lease-grace {grace:g}: shorter than the hub's renewal interval "
+            f"({interval:g}s, a quarter of --source-lease-duration {duration}): "
+            "answers would flap between renewals"
+        )
+    return interval
+
+
 QueryLogOpt = Annotated[
     bool, typer.Option("--log-queries", help="Log every query (slow; off by default).")
 ]
 PolicyOpt = Annotated[
     str, typer.Option("--default-policy", help=f"Answer policy: {', '.join(policy.POLICIES)}.")
+]
+# Allocation flags: `run` and the read-only commands take the same, so they agree.
+DEFAULT_CIDR = "10.250.0.0/16"
+DEFAULT_CIDR_V6 = "fd63:6c75:7374::/112"
+CidrOpt = Annotated[str, typer.Option("--clusterset-cidr", help="ClusterSetIP range (IPv4).")]
+CidrV6Opt = Annotated[str, typer.Option("--clusterset-cidr-v6", help="ClusterSetIP range (IPv6).")]
+StateFileOpt = Annotated[
+    Path | None, typer.Option("--state-file", help="Where allocations persist.")
 ]
 
 
@@ -147,7 +187,7 @@ def _settings(
     ns: list[str] | None = None,
     *,
     unified: bool = False,
-    lease_grace: float = 0.0,
+    source_leases: bool = False,
 ) -> ZoneSettings:
     if not 0 <= ttl <= 3600:
         raise UsageProblem(f"--ttl {ttl}: expected 0-3600")
@@ -167,7 +207,7 @@ def _settings(
         default_policy=default_policy,
         ns_addresses=tuple(ns or ()),
         unified_zone="cluster.local" if unified else None,
-        lease_grace=lease_grace if lease_grace > 0 else None,
+        source_leases=source_leases,
     )
 
 
@@ -249,14 +289,25 @@ async def _serve(server: DnsServer, views: AsyncIterator[ImportedView]) -> None:
     feed = asyncio.create_task(server.serve_views(views), name="zone-feed")
     stopper = asyncio.create_task(stop.wait(), name="stop")
     done, _ = await asyncio.wait({feed, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    if feed in done and feed.exception() is not None:
-        log.error("zone feed failed: %s", feed.exception())
+    failed = feed in done and feed.exception() is not None
+    if failed:
+        # Serving a zone nobody updates any more would hide the failure: say why once, go
+        # not-ready (lameduck) and exit non-zero, so that Kubernetes restarts the pod.
+        log.error("zone feed failed, exiting: %s", _why(feed.exception()))
     feed.cancel()
     stopper.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await feed
+    await asyncio.gather(feed, return_exceptions=True)  # its failure is logged above
     log.info("shutting down")
     await server.stop()
+    if failed:
+        raise SystemExit(1)
+
+
+def _why(exc: BaseException | None) -> str:
+    """One line for an exception, the leaves of a TaskGroup's ExceptionGroup included."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_why(e) for e in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _run_server(
@@ -288,7 +339,8 @@ def dns(
     metrics_listen: MetricsOpt = None,
     lameduck: LameduckOpt = 0.0,
     log_queries: QueryLogOpt = False,
-    lease_grace: LeaseGraceOpt = 30.0,
+    lease_grace: LeaseGraceOpt = None,
+    source_lease_duration: SourceLeaseDurationOpt = SOURCE_LEASE_DURATION,
     source_lease_namespace: Annotated[
         str, typer.Option(help="Namespace where the hub keeps the source-cluster Leases.")
     ] = "kube-system",
@@ -299,8 +351,9 @@ def dns(
       clusterset dns --manifests DIR --listen 127.0.0.1:5300
       clusterset dns --kubeconfig ~/.kube/config --context member2 --listen 0.0.0.0:53
     """
+    _source_leases(source_lease_duration, lease_grace)
     settings = _settings(
-        zone, ttl, default_policy, ns_address, unified=unified, lease_grace=lease_grace
+        zone, ttl, default_policy, ns_address, unified=unified, source_leases=lease_grace != 0
     )
     options = _dns_options(
         settings,
@@ -325,6 +378,7 @@ def dns(
             KubeApi.from_config(name, config),
             cluster=cid,
             lease_namespace=source_lease_namespace,
+            lease_grace=lease_grace or None,
         )
         _run_server(options, lambda s: member.views())
         return
@@ -340,13 +394,9 @@ def run(
     zone: ZoneOpt = "clusterset.local",
     ttl: TtlOpt = 5,
     default_policy: PolicyOpt = policy.KEP,
-    clusterset_cidr: Annotated[
-        str, typer.Option(help="ClusterSetIP range (IPv4).")
-    ] = "10.250.0.0/16",
-    clusterset_cidr_v6: Annotated[
-        str, typer.Option(help="ClusterSetIP range (IPv6).")
-    ] = "fd63:6c75:7374::/112",
-    state_file: Annotated[Path | None, typer.Option(help="Where allocations persist.")] = None,
+    clusterset_cidr: CidrOpt = DEFAULT_CIDR,
+    clusterset_cidr_v6: CidrV6Opt = DEFAULT_CIDR_V6,
+    state_file: StateFileOpt = None,
     udp_threads: Annotated[int, typer.Option(help="UDP receive threads.")] = 1,
     unified: UnifiedOpt = False,
     upstream: UpstreamOpt = None,
@@ -389,6 +439,7 @@ def run(
         cidrs=_cidrs(clusterset_cidr, clusterset_cidr_v6),
         state_file=state_file,
     )
+    feed.check(cid)  # an unreadable folder or an unknown --cluster: one line, exit 2
     _run_server(options, lambda s: feed.views(cid))
 
 
@@ -411,11 +462,23 @@ async def _hub_views(apis: dict[str, KubeApi], cid: ClusterId) -> AsyncIterator[
     task = asyncio.create_task(hub.run(), name="hub")
     try:
         while True:
-            yield await queue.get()
+            got = asyncio.ensure_future(queue.get())
+            await asyncio.wait({got, task}, return_when=asyncio.FIRST_COMPLETED)
+            if not got.done():
+                got.cancel()
+                # hub.run never returns on its own: the controller died (the caller logs why).
+                why = "cancelled" if task.cancelled() else _why(task.exception())
+                raise HubStopped(f"the hub controller stopped: {why}")
+            yield got.result()
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        if not task.done():
+            task.cancel()
+        # Its failure, if any, was raised above as HubStopped.
+        await asyncio.gather(task, return_exceptions=True)
+
+
+class HubStopped(RuntimeError):
+    """The hub controller of `run --kubeconfig` ended: the zone would go stale."""
 
 
 KubeconfigOpt = Annotated[
@@ -458,11 +521,10 @@ def _apis(
 OutputOpt = Annotated[str, typer.Option("-o", "--output", help="table|wide|json|yaml")]
 
 
-def _feed(manifests: Path | None, state_file: Path | None = None) -> ClusterSetFeed:
+def _feed(manifests: Path | None, state_file: Path | None, v4: str, v6: str) -> ClusterSetFeed:
+    """What `run` with the same flags would compute; read-only: never writes the state file."""
     return ClusterSetFeed(
-        _need_manifests(manifests),
-        cidrs=_cidrs("10.250.0.0/16", "fd63:6c75:7374::/112"),
-        state_file=state_file,
+        _need_manifests(manifests), cidrs=_cidrs(v4, v6), state_file=state_file, read_only=True
     )
 
 
@@ -473,7 +535,11 @@ def controller(
     all_contexts: AllContextsOpt = False,
     karmada_kubeconfig: KarmadaOpt = None,
     lease_context: Annotated[
-        str | None, typer.Option(help="Cluster holding the leader Lease (default: the first).")
+        str | None,
+        typer.Option(
+            help="Cluster holding the leader Lease (default: the first member; with "
+            "--karmada-kubeconfig, Karmada's control plane)."
+        ),
     ] = None,
     lease_namespace: Annotated[
         str, typer.Option(help="Namespace of the leader Lease.")
@@ -485,12 +551,21 @@ def controller(
         str | None, typer.Option(help="This replica's identity (default: hostname+pid).")
     ] = None,
     leader_elect: Annotated[bool, typer.Option(help="Elect a leader before writing.")] = True,
+    leader_elect_lease_duration: Annotated[
+        float,
+        typer.Option(help="Seconds a follower waits, from the last change it saw, to take over."),
+    ] = LEASE_DURATION,
+    leader_elect_renew_deadline: Annotated[
+        float,
+        typer.Option(help="Seconds within which the leader must renew, or it stops writing."),
+    ] = RENEW_DEADLINE,
+    leader_elect_retry_period: Annotated[
+        float, typer.Option(help="Seconds between acquire/renew attempts.")
+    ] = RETRY_PERIOD,
     source_lease_namespace: Annotated[
         str, typer.Option(help="Namespace of the per-source-cluster liveness Leases.")
     ] = "kube-system",
-    source_lease_duration: Annotated[
-        int, typer.Option(help="leaseDurationSeconds written on the liveness Leases.")
-    ] = 30,
+    source_lease_duration: SourceLeaseDurationOpt = SOURCE_LEASE_DURATION,
     create_namespaces: Annotated[
         bool,
         typer.Option(help="Create a service's namespace where it is missing (remote-only use)."),
@@ -502,12 +577,32 @@ def controller(
 
     Example: clusterset controller --kubeconfig members.yaml --context member1 --context member2
     """
+    _source_leases(source_lease_duration, None)
+    try:
+        check_timing(
+            lease_duration=leader_elect_lease_duration,
+            renew_deadline=leader_elect_renew_deadline,
+            retry_period=leader_elect_retry_period,
+        )
+    except ValueError as exc:
+        raise UsageProblem(str(exc)) from exc
     apis = _apis(kubeconfig, context, all_contexts, karmada_kubeconfig)
     if not apis:
         raise UsageProblem("no member clusters")
+    # With Karmada, the hub's own state (leader Lease, retention rules) lives in its
+    # control plane, and its ResourceBindings say which imports are Karmada's.
+    karmada = (
+        karmada_control_api(next(iter(load_contexts(karmada_kubeconfig, None).values())))
+        if karmada_kubeconfig is not None
+        else None
+    )
     elector = None
     if leader_elect:
-        lease_api = apis.get(lease_context or next(iter(apis)))
+        lease_api = (
+            karmada
+            if karmada is not None and lease_context is None
+            else apis.get(lease_context or next(iter(apis)))
+        )
         if lease_api is None:
             raise UsageProblem(f"--lease-context {lease_context!r}: not one of the members")
         import os
@@ -518,23 +613,29 @@ def controller(
             namespace=lease_namespace,
             name=lease_name,
             identity=identity or f"{socket.gethostname()}-{os.getpid()}",
+            lease_duration=leader_elect_lease_duration,
+            renew_deadline=leader_elect_renew_deadline,
+            retry_period=leader_elect_retry_period,
         )
+    registry = CollectorRegistry()
+    ended = threading.Event()  # the hub stopped (or is stopping): /ready answers 503
     hub = Hub(
         apis,
         elector=elector,
         lease_namespace=source_lease_namespace,
         lease_duration=source_lease_duration,
         create_namespaces=create_namespaces,
+        karmada=karmada,
+        on_duration=reconcile_histogram(registry).observe,
     )
+    registry.register(HubCollector(lambda: hub_stats(hub)))
     log.info("controller: %d member cluster(s): %s", len(apis), ", ".join(apis))
     ops = None
     if metrics_listen:
-        registry = CollectorRegistry()
-        registry.register(HubCollector(hub))
         ops = OpsServer(
             parse_listen(metrics_listen),
             registry,
-            ready=lambda: all(m.synced for m in hub.members.values()),
+            ready=lambda: not ended.is_set() and all(m.synced for m in hub.members.values()),
         )
         ops.start()
 
@@ -546,13 +647,15 @@ def controller(
         task = asyncio.create_task(hub.run(), name="hub")
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        ended.set()
+        if task in done:  # hub.run never returns on its own: say why it stopped, once
+            log.error("controller stopped, exiting: %s", _why(task.exception()))
         task.cancel()
         stopper.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        await asyncio.gather(task, return_exceptions=True)  # its failure is logged above
         if elector is not None:
             await elector.release()
-        for api in apis.values():
+        for api in [*apis.values(), *([karmada] if karmada is not None else [])]:
             await api.close()
         if ops is not None:
             ops.stop()
@@ -564,11 +667,35 @@ def controller(
     uvloop.run(main())
 
 
+def hub_stats(hub: Hub) -> HubStats:
+    """The hub's numbers for its metrics, read at scrape time."""
+    return HubStats(
+        objects={
+            (name, res): len(inf.store)
+            for name, m in hub.members.items()
+            for res, inf in m.informers.items()
+        },
+        restarts={
+            (name, res): inf.restarts
+            for name, m in hub.members.items()
+            for res, inf in m.informers.items()
+        },
+        synced={name: m.synced for name, m in hub.members.items()},
+        reachable={name: m.reachable for name, m in hub.members.items()},
+        reconciles=hub.reconciles,
+        errors=hub.errors,
+        last_duration=hub.last_duration,
+        leading=hub.elector is None or hub.elector.leading.is_set(),
+    )
+
+
 @app.command()
 def status(
     manifests: ManifestsOpt = None,
     output_format: OutputOpt = "table",
-    state_file: Annotated[Path | None, typer.Option(help="Where allocations persist.")] = None,
+    state_file: StateFileOpt = None,
+    clusterset_cidr: CidrOpt = DEFAULT_CIDR,
+    clusterset_cidr_v6: CidrV6Opt = DEFAULT_CIDR_V6,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
     all_contexts: AllContextsOpt = False,
@@ -588,7 +715,7 @@ def status(
         observed, leases = asyncio.run(_observe_clusters(apis))
         output.status(observed, output_format, leases=leases)
         return
-    observed = _feed(manifests, state_file).observe()
+    observed = _feed(manifests, state_file, clusterset_cidr, clusterset_cidr_v6).observe()
     output.status(observed, output_format)
 
 
@@ -606,7 +733,9 @@ async def _observe_clusters(apis: dict[str, KubeApi]) -> tuple[Observed, list[di
             raise SourceError(f"clusters not reachable within 30s: {', '.join(late)}") from exc
         state = hub.observe()
         aggregates = rd.aggregate_all(state)
-        desired = rd.reconcile(state, ips=hub.clusterset_ips(aggregates), aggregates=aggregates)
+        desired = rd.reconcile(
+            state, ips=hub.clusterset_ips(state, aggregates), aggregates=aggregates
+        )
         leases = []
         now = time.time()
         for name, m in hub.members.items():
@@ -649,13 +778,15 @@ async def _observe_clusters(apis: dict[str, KubeApi]) -> tuple[Observed, list[di
 def render(
     manifests: ManifestsOpt = None,
     cluster: Annotated[str, typer.Option(help="The consuming cluster.")] = "",
-    state_file: Annotated[Path | None, typer.Option(help="Where allocations persist.")] = None,
+    state_file: StateFileOpt = None,
+    clusterset_cidr: CidrOpt = DEFAULT_CIDR,
+    clusterset_cidr_v6: CidrV6Opt = DEFAULT_CIDR_V6,
 ) -> None:
     """Print, as YAML, the objects the controller would apply to one cluster."""
     if not cluster:
         raise UsageProblem("--cluster NAME is required")
     cid = _cluster(cluster)
-    observed = _feed(manifests, state_file).observe()
+    observed = _feed(manifests, state_file, clusterset_cidr, clusterset_cidr_v6).observe()
     if cid not in observed.desired.clusters:
         raise SourceError(f"--cluster {cid}: no such cluster under {manifests}")
     output.render(observed, cid)
@@ -671,7 +802,9 @@ def resolve(
     zone: ZoneOpt = "clusterset.local",
     ttl: TtlOpt = 5,
     default_policy: PolicyOpt = policy.KEP,
-    state_file: Annotated[Path | None, typer.Option(help="Where allocations persist.")] = None,
+    state_file: StateFileOpt = None,
+    clusterset_cidr: CidrOpt = DEFAULT_CIDR,
+    clusterset_cidr_v6: CidrV6Opt = DEFAULT_CIDR_V6,
     unified: UnifiedOpt = False,
 ) -> None:
     """Answer NAME as the DNS server would for --cluster, and optionally explain it."""
@@ -679,11 +812,29 @@ def resolve(
         raise UsageProblem("--cluster NAME is required")
     cid = _cluster(cluster)
     settings = _settings(zone, ttl, default_policy, unified=unified)
-    feed = _feed(manifests, state_file)
+    feed = _feed(manifests, state_file, clusterset_cidr, clusterset_cidr_v6)
     observed = feed.observe()
     if cid not in observed.state.clusters:
         raise SourceError(f"--cluster {cid}: no such cluster under {manifests}")
-    output.resolve(feed.view(observed, cid), settings, name, qtype, explain=explain)
+    view = feed.view(observed, cid)
+    # As the server's first compile of this view: the clock now, and one round of probes.
+    failed = asyncio.run(_probe_once(view))
+    view = dataclasses.replace(view, now=time.time(), probe_failed=failed)
+    output.resolve(view, compile_view(view, settings), settings, name, qtype, explain=explain)
+
+
+async def _probe_once(view: ImportedView) -> frozenset[tuple[ServiceKey, ClusterId]]:
+    """The verdict of the server's first probe round: a cluster none of whose probed
+    endpoints accepts a connection fails."""
+    rounds = probe.targets(view)
+    results = await asyncio.gather(
+        *(asyncio.gather(*(probe.tcp_ok(a, p, t.timeout) for a, p in t.addresses)) for t in rounds)
+    )
+    return frozenset(
+        (t.key, t.cluster)
+        for t, rs in zip(rounds, results, strict=True)
+        if not any(ok for ok, _ in rs)
+    )
 
 
 @app.command()

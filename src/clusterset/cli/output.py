@@ -17,7 +17,7 @@ from clusterset.controller.manifest import Observed
 from clusterset.model.ids import ClusterId
 from clusterset.model.state import ImportedView
 from clusterset.reconcile import render as rendering
-from clusterset.zone import build, records, schema
+from clusterset.zone import records, schema
 from clusterset.zone.wire import FORWARD, CompiledZone, respond
 
 
@@ -145,9 +145,15 @@ def render(observed: Observed, cluster: ClusterId) -> None:
 
 
 def resolve(
-    view: ImportedView, settings: records.ZoneSettings, name: str, qtype: str, *, explain: bool
+    view: ImportedView,
+    zone: CompiledZone,
+    settings: records.ZoneSettings,
+    name: str,
+    qtype: str,
+    *,
+    explain: bool,
 ) -> None:
-    zone = CompiledZone(build.build(view, settings, serial=view.generation))
+    """Answer with `zone` (compiled as the server compiles it) through the server's `respond`."""
     try:
         rdtype = dns.rdatatype.from_text(qtype)
     except dns.rdatatype.UnknownRdatatype:

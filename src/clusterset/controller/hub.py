@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -16,7 +17,8 @@ from collections.abc import Callable
 
 from clusterset.kube import api as k
 from clusterset.kube.cluster import HUB, MemberCluster
-from clusterset.kube.lease import LeaderElector
+from clusterset.kube.karmada import KarmadaControl
+from clusterset.kube.lease import SOURCE_LEASE_DURATION, LeaderElector, source_renew_interval
 from clusterset.kube.sink import apply_member, derived_ips, renew_source_leases
 from clusterset.model.ids import ClusterId, InvalidName, ServiceKey
 from clusterset.model.objects import ImportType
@@ -36,43 +38,46 @@ class Hub:
         resync: float = 60.0,
         debounce: float = 0.05,
         on_reconciled: Callable[[rd.Desired, ClusterSetState], None] | None = None,
+        on_duration: Callable[[float], None] | None = None,  # e.g. a Histogram's observe
         lease_namespace: str = "kube-system",
-        lease_renew: float = 5.0,
-        lease_duration: int = 30,
+        lease_duration: int = SOURCE_LEASE_DURATION,
         create_namespaces: bool = False,
+        karmada: k.KubeApi | None = None,
     ) -> None:
         self.create_namespaces = create_namespaces
         self.lease_namespace = lease_namespace
-        self.lease_renew = lease_renew
         self.lease_duration = lease_duration
-        # When each source cluster was last reachable (for the in-process DNS of `run`).
-        self.last_seen: dict[ClusterId, float] = {}
+        self.lease_renew = source_renew_interval(lease_duration)
         self._wake = asyncio.Event()
         self.members = {
             name: MemberCluster(name, api, mode=HUB, on_change=self._wake.set)
             for name, api in apis.items()
         }
+        # The Karmada control plane, when members are Karmada's (--karmada-kubeconfig).
+        self.karmada = KarmadaControl(karmada, on_change=self._wake.set) if karmada else None
         self.elector = elector
         self.resync = resync
         self.debounce = debounce
         self.on_reconciled = on_reconciled
+        self.on_duration = on_duration
         self.ids: dict[str, ClusterId] = {}
         self.observed = asyncio.Event()
         self.reconciles = 0
         self.errors = 0
         self.last_duration = 0.0
-        self.durations: list[float] = []  # drained into a histogram by the metrics collector
-        self.last_desired: rd.Desired | None = None
-        self.last_state: ClusterSetState | None = None
 
     def observe(self) -> ClusterSetState:
         clusters: dict[ClusterId, ClusterState] = {}
+        placed = self.karmada.placed_imports() if self.karmada is not None else {}
         for name, m in self.members.items():
             try:
                 cs = m.cluster_state()
             except InvalidName as exc:
                 log.error("%s; cluster skipped", exc)
                 continue
+            if placed.get(name):
+                # Karmada places a ServiceImport template here: the import is Karmada's.
+                cs = dataclasses.replace(cs, foreign_imports=cs.foreign_imports | placed[name])
             if cs.cluster in clusters:
                 log.error(
                     "cluster %s: cluster ID %r is used by another member; skipped", name, cs.cluster
@@ -84,19 +89,18 @@ class Hub:
         return ClusterSetState(clusters)
 
     def clusterset_ips(
-        self, aggregates: dict[ServiceKey, Aggregate]
+        self, state: ClusterSetState, aggregates: dict[ServiceKey, Aggregate]
     ) -> dict[tuple[ClusterId, ServiceKey], tuple[str, ...]]:
-        """Each member's ClusterSetIPs: what its apiserver allocated to our derived Services."""
+        """Each member's ClusterSetIPs: what its apiserver allocated to the derived Services
+        (ours, or Karmada's derived-<svc> where Karmada made one)."""
         ips: dict[tuple[ClusterId, ServiceKey], tuple[str, ...]] = {}
-        wanted = {
-            key: rd.derived_name(key)
-            for key, agg in aggregates.items()
-            if agg.type is ImportType.CLUSTER_SET_IP
-        }
+        keys = [key for key, agg in aggregates.items() if agg.type is ImportType.CLUSTER_SET_IP]
         for name, m in self.members.items():
             cid = self.ids.get(name)
-            if cid is None:
+            if cid is None or cid not in state.clusters:
                 continue
+            theirs = state.clusters[cid].foreign_derived
+            wanted = {key: theirs.get(key) or rd.derived_name(key) for key in keys}
             for key, got in derived_ips(m, wanted).items():
                 ips[(cid, key)] = got
         return ips
@@ -105,14 +109,19 @@ class Hub:
         """One level-based pass over everything; True when every write succeeded."""
         started = time.perf_counter()
         state = self.observe()
-        aggregates = rd.aggregate_all(state)
-        desired = rd.reconcile(
+        # The pure passes run in a thread: on a big clusterset they take seconds, and on
+        # the loop they would delay leader-lease renewals and the watches.
+        aggregates = await asyncio.to_thread(rd.aggregate_all, state)
+        desired = await asyncio.to_thread(
+            rd.reconcile,
             state,
-            ips=self.clusterset_ips(aggregates),
+            ips=self.clusterset_ips(state, aggregates),
             aggregates=aggregates,
             create_namespaces=self.create_namespaces,
         )
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if not self._may_write():
+            return False
         ok = True
         # Members whose watches are down are skipped (their caches are stale, and writes
         # would only time out); the others are written at once, in parallel.
@@ -138,8 +147,8 @@ class Hub:
         self.reconciles += 1
         self.errors += 0 if ok else 1
         self.last_duration = time.perf_counter() - started
-        self.durations.append(self.last_duration)
-        self.last_desired, self.last_state = desired, state
+        if self.on_duration is not None:
+            self.on_duration(self.last_duration)
         if self.on_reconciled is not None:
             self.on_reconciled(desired, state)
         log.debug(
@@ -154,16 +163,27 @@ class Hub:
         async with asyncio.TaskGroup() as tg:
             for m in self.members.values():
                 tg.create_task(m.run(), name=f"member {m.name}")
+            if self.karmada is not None:
+                tg.create_task(self.karmada.run(), name="karmada")
             if self.elector is not None:
                 tg.create_task(self._lead(), name="leader-election")
                 await self.elector.leading.wait()
             tg.create_task(self._loop(), name="reconcile")
             tg.create_task(self._leases(), name="source-leases")
 
+    def _may_write(self) -> bool:
+        """Only a leader whose last renewal is within the renew deadline writes."""
+        if self.elector is None or self.elector.is_leading():
+            return True
+        log.warning("leader election: no longer the leader; nothing written")
+        return False
+
     async def _lead(self) -> None:
         assert self.elector is not None
         await self.elector.run()
-        raise RuntimeError("lost the leader lease")
+        raise RuntimeError(
+            f"lost the leader lease (not renewed within {self.elector.renew_deadline:g}s)"
+        )
 
     async def _loop(self) -> None:
         backoff = 0.5
@@ -174,6 +194,8 @@ class Hub:
             self._wake.clear()
             if not any(m.synced for m in self.members.values()):
                 continue
+            if self.karmada is not None and not self.karmada.bindings.synced.is_set():
+                continue  # Karmada's placements decide which imports are its own
             try:
                 ok = await self.reconcile_once()
             except Exception:
@@ -201,9 +223,10 @@ class Hub:
                 for name, m in self.members.items()
                 if name in self.ids and m.synced and m.reachable
             ]
-            for cid in reachable:
-                self.last_seen[cid] = now.timestamp()
             renewed = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            if not self._may_write():
+                await asyncio.sleep(self.lease_renew)
+                continue
             results = await asyncio.gather(
                 *(
                     renew_source_leases(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import time
@@ -19,9 +18,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clusterset.manifests.load import FolderReader, cluster_name
+from clusterset.manifests import allocations
+from clusterset.manifests.load import FolderReader, SourceError, cluster_name
 from clusterset.manifests.watch import changes
 from clusterset.model.bag import ALWAYS_NAMESPACES, group_slices, implied_namespaces
+from clusterset.model.conditions import Condition, ConditionType, Reason, Status
 from clusterset.model.ids import ClusterId, InvalidName, ServiceKey
 from clusterset.model.objects import IPFamily
 from clusterset.model.state import ClusterSetState, ClusterState, ImportedView
@@ -32,21 +33,58 @@ log = logging.getLogger(__name__)
 REGION_PROPERTY = "region.clusterset.io"
 
 
-class SourceError(ValueError):
-    """An unusable source (missing folder, unknown cluster): exit 2 with this line."""
-
-
 def next_generation(previous: int) -> int:
     """Monotonic across restarts (it becomes the SOA serial): unix seconds, or +1."""
     return max(previous + 1, int(time.time()))
 
 
+# Bad-input lines logged per change: beyond this, one summary line (30,000 bad objects must
+# not mean 30,000 log lines each time one of them changes).
+MAX_ERROR_LINES = 20
+
+
 def _log_errors(errors: list[str], last: list[str]) -> list[str]:
-    """One line per bad document, repeated only when the set of problems changes."""
-    if errors != last:
-        for e in errors:
-            log.error("%s", e)
+    """Log only what changed: new problems (at most MAX_ERROR_LINES, then a count) and how
+    many were fixed. `clusterset status` lists them all."""
+    if errors == last:
+        return errors
+    before = set(last)
+    new = [e for e in errors if e not in before]
+    for e in new[:MAX_ERROR_LINES]:
+        log.error("%s", e)
+    if len(new) > MAX_ERROR_LINES:
+        log.error(
+            "... and %d more new problem(s) (%d in all; `clusterset status` lists them)",
+            len(new) - MAX_ERROR_LINES,
+            len(errors),
+        )
+    fixed = len(before - set(errors))
+    if fixed:
+        log.info("%d problem(s) fixed; %d remain", fixed, len(errors))
     return errors
+
+
+class _Outage:
+    """The last source failure, logged once (and once again when it is over)."""
+
+    def __init__(self) -> None:
+        self.problem: str | None = None
+
+    def failed(self, problem: str) -> None:
+        if problem != self.problem:
+            log.error("%s; serving the last good zone", problem)
+        self.problem = problem
+
+    def bug(self, exc: Exception) -> None:
+        problem = f"internal error reading the folders ({type(exc).__name__}: {exc}); please report"
+        if problem != self.problem:
+            log.exception("%s; serving the last good zone", problem)
+        self.problem = problem
+
+    def ok(self) -> None:
+        if self.problem is not None:
+            log.info("source readable again (was: %s)", self.problem)
+        self.problem = None
 
 
 class FolderFeed:
@@ -58,6 +96,7 @@ class FolderFeed:
         self.root = root
         self.cluster = cluster
         self.reader = FolderReader(root)
+        self.reader.files()  # unreadable at start: SourceError, one line and exit 2
         self.generation = 0
         self.errors: list[str] = []
 
@@ -76,8 +115,19 @@ class FolderFeed:
         )
 
     async def views(self, stop: asyncio.Event | None = None) -> AsyncIterator[ImportedView]:
+        """A view per change; while the folder cannot be read, none (the last one serves)."""
+        outage = _Outage()
         async for _ in changes([self.root], stop=stop):
-            yield await asyncio.to_thread(self.snapshot)
+            try:
+                view = await asyncio.to_thread(self.snapshot)
+            except SourceError as exc:
+                outage.failed(str(exc))
+                continue
+            except Exception as exc:  # a bug must not stop DNS: keep the zone we have
+                outage.bug(exc)
+                continue
+            outage.ok()
+            yield view
 
 
 @dataclass(slots=True)
@@ -94,7 +144,11 @@ def default_state_file(root: Path) -> Path:
 
 
 class ClusterSetFeed:
-    """Every member from ROOT/<cluster>/, reconciled; views as one member sees them."""
+    """Every member from ROOT/<cluster>/, reconciled; views as one member sees them.
+
+    `read_only` (status, render, resolve): allocations are read and computed the same
+    way, but the state file is never written, renamed or created.
+    """
 
     def __init__(
         self,
@@ -102,51 +156,81 @@ class ClusterSetFeed:
         *,
         cidrs: dict[IPFamily, allocate.Network],
         state_file: Path | None = None,
+        read_only: bool = False,
     ) -> None:
         if not root.is_dir():
             raise SourceError(f"--manifests {root}: not a directory")
         self.root = root
         self.cidrs = cidrs
+        self.read_only = read_only
         self.state_file = state_file if state_file is not None else default_state_file(root)
         self.readers: dict[Path, FolderReader] = {}
         self.generation = 0
         self.errors: list[str] = []
         self.ids: dict[Path, ClusterId] = {}
-        self.allocations: dict[ClusterId, dict[ServiceKey, tuple[str, ...]]] = self._load_state()
-
-    def _load_state(self) -> dict[ClusterId, dict[ServiceKey, tuple[str, ...]]]:
-        try:
-            raw = json.loads(self.state_file.read_text())
-            return {
-                ClusterId(c): {ServiceKey(*k.split("/", 1)): tuple(v) for k, v in by_key.items()}
-                for c, by_key in raw.items()
-            }
-        except (OSError, ValueError, TypeError, AttributeError):
-            return {}
+        # Each folder's last readable content: an unreadable folder keeps serving it.
+        self.last: dict[Path, ClusterState] = {}
+        self.exhausted: dict[tuple[ClusterId, ServiceKey], str] = {}
+        self.unreadable: list[str] = []  # member folders the last read could not list
+        self.allocations, problems = allocations.load(self.state_file, keep_aside=not read_only)
+        for p in problems:
+            log.error("%s", p)
+        self._dirty = bool(problems)
+        self._save_problem = ""
 
     def _save_state(self) -> None:
-        raw = {
-            c: {str(k): list(v) for k, v in sorted(by_key.items())}
-            for c, by_key in sorted(self.allocations.items())
-        }
+        if self.read_only:
+            return
         try:
-            self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.state_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(raw, indent=1, sort_keys=True))
-            tmp.replace(self.state_file)
+            allocations.save(self.state_file, self.allocations)
+            self._dirty, self._save_problem = False, ""
         except OSError as exc:
-            log.warning("cannot save ClusterSetIP allocations to %s: %s", self.state_file, exc)
+            self._dirty = True  # try again on the next pass; say so once
+            if str(exc) != self._save_problem:
+                log.warning("cannot save ClusterSetIP allocations to %s: %s", self.state_file, exc)
+            self._save_problem = str(exc)
 
     def folders(self) -> list[Path]:
-        return sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        try:
+            return sorted(
+                p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
+            )
+        except OSError as exc:
+            raise SourceError(f"{self.root}: cannot read folder: {exc.strerror or exc}") from exc
 
-    def observe(self) -> Observed:
-        errors: list[str] = []
-        clusters: dict[ClusterId, ClusterState] = {}
+    def check(self, cluster: ClusterId) -> Observed:
+        """The first read, strict: an unreadable folder or an unknown --cluster is fatal."""
+        observed = self.observe(quiet=True)
+        if self.unreadable:
+            raise SourceError(self.unreadable[0])
+        self.errors = _log_errors(observed.errors, [])
+        if cluster not in observed.state.clusters:
+            raise SourceError(
+                f"--cluster {cluster}: no folder under {self.root} has this cluster ID "
+                f"(found: {', '.join(sorted(observed.state.clusters)) or 'none'})"
+            )
+        return observed
+
+    def _read_folders(self, errors: list[str]) -> dict[ClusterId, ClusterState]:
+        """Each folder's ClusterState; one cluster ID claimed by two folders: the folder
+        that held it keeps it, else the folder named like the ID, else the first by name."""
+        found: dict[Path, ClusterState] = {}
         folders = self.folders()
+        self.unreadable = []
         for folder in folders:
             reader = self.readers.setdefault(folder, FolderReader(folder))
-            objs, errs = reader.read()
+            try:
+                objs, errs = reader.read()
+            except SourceError as exc:
+                self.unreadable.append(str(exc))
+                kept = self.last.get(folder)
+                errors.append(
+                    f"{exc}; "
+                    + (f"keeping its last good content ({kept.cluster})" if kept else "skipped")
+                )
+                if kept is not None:
+                    found[folder] = kept
+                continue
             errors.extend(errs)
             try:
                 cid = cluster_name(folder, objs)
@@ -159,11 +243,7 @@ class ClusterSetFeed:
                 if previous is None:
                     continue
                 cid = previous
-            if cid in clusters:
-                errors.append(f"{folder}: cluster ID {cid!r} is used by another folder; skipped")
-                continue
-            self.ids[folder] = cid
-            clusters[cid] = ClusterState(
+            found[folder] = ClusterState(
                 cluster=cid,
                 services=dict(objs.services),
                 exports=dict(objs.exports),
@@ -173,11 +253,38 @@ class ClusterSetFeed:
             )
         for gone in set(self.readers) - set(folders):
             del self.readers[gone]
+        by_id: dict[ClusterId, list[Path]] = {}
+        for folder, cs in found.items():
+            by_id.setdefault(cs.cluster, []).append(folder)
+        clusters: dict[ClusterId, ClusterState] = {}
+        ids: dict[Path, ClusterId] = {}
+        last: dict[Path, ClusterState] = {}
+        for cid, paths in sorted(by_id.items()):
+            held = [p for p in paths if self.ids.get(p) == cid]
+            named = [p for p in paths if p.name == cid]
+            winner = (held or named or paths)[0]
+            errors.extend(
+                f"{p}: cluster ID {cid!r} is already used by {winner}; this folder is skipped"
+                for p in paths
+                if p != winner
+            )
+            clusters[cid] = found[winner]
+            ids[winner] = cid
+            last[winner] = found[winner]
+        self.ids, self.last = ids, last
+        return clusters
+
+    def observe(self, *, quiet: bool = False) -> Observed:
+        """Read every folder, allocate, reconcile; `quiet`: leave logging bad input to the
+        caller."""
+        errors: list[str] = []
+        clusters = self._read_folders(errors)
         state = ClusterSetState(clusters)
         aggregates = desired.aggregate_all(state)
         wanted = desired.wanted_ips(aggregates)
         ips: dict[tuple[ClusterId, ServiceKey], tuple[str, ...]] = {}
-        changed = False
+        changed = self._dirty
+        exhausted: dict[tuple[ClusterId, ServiceKey], str] = {}
         for cid in clusters:
             nss = desired.namespaces_of(state, cid)
             mine = [(k, f) for k, f in wanted if k.namespace in nss]
@@ -186,10 +293,22 @@ class ClusterSetFeed:
                 changed = True
                 self.allocations[cid] = got
             ips.update({(cid, k): v for k, v in got.items()})
+            for k, fams in mine:
+                missing = [f for f in fams if f in self.cidrs and f not in _families(got[k])]
+                if missing:
+                    exhausted[(cid, k)] = ", ".join(f"{self.cidrs[f]} ({f.value})" for f in missing)
         if changed:
             self._save_state()
-        self.errors = _log_errors(errors, self.errors)
-        return Observed(state, desired.reconcile(state, ips=ips, aggregates=aggregates), errors)
+        for (cid, k), ranges in sorted(exhausted.items()):
+            if self.exhausted.get((cid, k)) != ranges:
+                log.error("%s in %s: no free ClusterSetIP left in %s", k, cid, ranges)
+        self.exhausted = exhausted
+        if not quiet:
+            self.errors = _log_errors(errors, self.errors)
+        result = desired.reconcile(state, ips=ips, aggregates=aggregates)
+        if exhausted:
+            result = _with_exhaustion(result, exhausted)
+        return Observed(state, result, errors)
 
     def view(self, observed: Observed, cluster: ClusterId) -> ImportedView:
         self.generation = next_generation(self.generation)
@@ -201,10 +320,47 @@ class ClusterSetFeed:
     async def views(
         self, cluster: ClusterId, stop: asyncio.Event | None = None
     ) -> AsyncIterator[ImportedView]:
+        """A view per change; while ROOT cannot be read, none (the last one serves)."""
+        outage = _Outage()
         async for _ in changes([self.root], stop=stop):
-            observed = await asyncio.to_thread(self.observe)  # keep TCP answering meanwhile
+            try:
+                # Off the event loop: keep TCP answering meanwhile.
+                observed = await asyncio.to_thread(self.observe)
+            except SourceError as exc:
+                outage.failed(str(exc))
+                continue
+            except Exception as exc:  # a bug must not stop DNS: keep the zone we have
+                outage.bug(exc)
+                continue
+            outage.ok()
             if cluster not in observed.state.clusters:
                 log.warning(
                     "cluster %r: no folder under %s has this cluster ID", cluster, self.root
                 )
             yield self.view(observed, cluster)
+
+
+def _families(ips: tuple[str, ...]) -> set[IPFamily]:
+    return {IPFamily.IPV6 if ":" in ip else IPFamily.IPV4 for ip in ips}
+
+
+def _with_exhaustion(
+    result: desired.Desired, exhausted: dict[tuple[ClusterId, ServiceKey], str]
+) -> desired.Desired:
+    """ServiceExports of a service that got no ClusterSetIP in some consumer: Ready=False,
+    reason Failed (the mcs-api Ready vocabulary), saying which range ran out where."""
+    by_key: dict[ServiceKey, list[str]] = {}
+    for (cid, key), ranges in sorted(exhausted.items()):
+        by_key.setdefault(key, []).append(f"{cid}: {ranges}")
+    conditions = dict(result.conditions)
+    for (cid, key), conds in result.conditions.items():
+        if key not in by_key:
+            continue
+        message = "no free ClusterSetIP (" + "; ".join(by_key[key]) + ")"
+        conditions[(cid, key)] = tuple(
+            Condition(ConditionType.READY, Status.FALSE, Reason.FAILED.value, message)
+            if c.type is ConditionType.READY
+            else c
+            for c in conds
+        )
+    return dataclasses.replace(result, conditions=conditions)

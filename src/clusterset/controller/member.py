@@ -28,10 +28,16 @@ class MemberFeed:
         *,
         cluster: ClusterId | None = None,
         lease_namespace: str = "kube-system",
+        lease_grace: float | None = None,
     ) -> None:
         self._wake = asyncio.Event()
         self.member = MemberCluster(
-            name, api, mode=MEMBER, on_change=self._wake.set, lease_namespace=lease_namespace
+            name,
+            api,
+            mode=MEMBER,
+            on_change=self._wake.set,
+            lease_namespace=lease_namespace,
+            lease_grace=lease_grace,
         )
         self.cluster = cluster
         self.generation = 0

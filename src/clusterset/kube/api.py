@@ -72,8 +72,11 @@ class Resource:
 SERVICES = Resource("", "v1", "services", "Service")
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
-SERVICE_EXPORTS = Resource("multicluster.x-k8s.io", "v1beta1", "serviceexports", "ServiceExport")
-SERVICE_IMPORTS = Resource("multicluster.x-k8s.io", "v1beta1", "serviceimports", "ServiceImport")
+MCS_GROUP = "multicluster.x-k8s.io"
+SERVICE_EXPORTS = Resource(MCS_GROUP, "v1beta1", "serviceexports", "ServiceExport")
+SERVICE_IMPORTS = Resource(MCS_GROUP, "v1beta1", "serviceimports", "ServiceImport")
+# The MCS versions clusterset speaks, preferred first (Karmada serves v1alpha1 only).
+MCS_VERSIONS = ("v1beta1", "v1alpha1")
 CLUSTER_PROPERTIES = Resource(
     "about.k8s.io", "v1beta1", "clusterproperties", "ClusterProperty", namespaced=False
 )
@@ -81,10 +84,20 @@ LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 KARMADA_CLUSTERS = Resource(
     "cluster.karmada.io", "v1alpha1", "clusters", "Cluster", namespaced=False
 )
-BY_KIND = {
-    r.kind: r
-    for r in (SERVICES, NAMESPACES, ENDPOINT_SLICES, SERVICE_EXPORTS, SERVICE_IMPORTS, LEASES)
-}
+KARMADA_BINDINGS = Resource("work.karmada.io", "v1alpha2", "resourcebindings", "ResourceBinding")
+KARMADA_CUSTOMIZATIONS = Resource(
+    "config.karmada.io",
+    "v1alpha1",
+    "resourceinterpretercustomizations",
+    "ResourceInterpreterCustomization",
+    namespaced=False,
+)
+
+
+def served_version(group: Obj, preferred: tuple[str, ...]) -> str | None:
+    """The first of `preferred` that an APIGroup discovery document lists as served."""
+    served = {str(v.get("version")) for v in group.get("versions") or []}
+    return next((v for v in preferred if v in served), None)
 
 
 def load_contexts(

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import httpx2 as httpx
+
 from clusterset.kube import api as k
 from clusterset.kube.informer import Informer
+from clusterset.kube.lease import SOURCE_LEASE_DURATION
 from clusterset.model import convert
 from clusterset.model.bag import Objects, add_object, group_slices, implied_namespaces
 from clusterset.model.ids import ClusterId, InvalidName, cluster_id
@@ -32,7 +36,9 @@ class MemberCluster:
         mode: str,
         on_change: Callable[[], None],
         lease_namespace: str = "kube-system",
+        lease_grace: float | None = None,  # None: each Lease's own leaseDurationSeconds
     ) -> None:
+        self.lease_grace = lease_grace
         self.name = name
         self.api = api
         self.mode = mode
@@ -62,6 +68,8 @@ class MemberCluster:
                     namespace=lease_namespace,
                 ),
             }
+        # The multicluster.x-k8s.io version this cluster serves, found by discovery in run().
+        self.mcs_version: str | None = None
         # Conversion is cached per object and resourceVersion: a change converts one object.
         self._converted: dict[tuple[str, str], tuple[str, Objects | str]] = {}
         self._reported: set[str] = set()
@@ -77,7 +85,46 @@ class MemberCluster:
     async def wait_synced(self) -> None:
         await asyncio.gather(*(i.synced.wait() for i in self.informers.values()))
 
+    def resource(self, name: str) -> k.Resource:
+        """The resource as this cluster serves it (ServiceImports may be v1alpha1 only)."""
+        return self.informers[name].resource
+
+    async def discover_mcs(self) -> str:
+        """The MCS API version this cluster serves: v1beta1, else v1alpha1 (Karmada's CRDs).
+
+        Waits, saying so once, while the group is not served (CRDs not installed yet)."""
+        backoff = 1.0
+        said = ""
+        while True:
+            try:
+                group = await self.api.get(f"/apis/{k.MCS_GROUP}")
+                version = k.served_version(group, k.MCS_VERSIONS)
+                problem = f"serves none of {', '.join(k.MCS_VERSIONS)} of {k.MCS_GROUP}"
+            except k.ApiError as exc:
+                version = None
+                problem = (
+                    f"{k.MCS_GROUP} is not served (install the ServiceExport/ServiceImport CRDs)"
+                    if exc.status == 404
+                    else f"discovery of {k.MCS_GROUP}: {exc}"
+                )
+            except (httpx.HTTPError, OSError) as exc:
+                version = None
+                problem = f"discovery of {k.MCS_GROUP}: {type(exc).__name__}: {exc}"
+            if version is not None:
+                if said:
+                    log.info("cluster %s: %s/%s is served now", self.name, k.MCS_GROUP, version)
+                return version
+            if problem != said:
+                log.error("cluster %s: %s; waiting", self.name, problem)
+                said = problem
+            await asyncio.sleep(backoff)
+            backoff = min(30.0, backoff * 2)
+
     async def run(self) -> None:
+        self.mcs_version = await self.discover_mcs()
+        for i in self.informers.values():
+            if i.resource.group == k.MCS_GROUP and i.resource.version != self.mcs_version:
+                i.retarget(dataclasses.replace(i.resource, version=self.mcs_version))
         async with asyncio.TaskGroup() as tg:
             for name, i in self.informers.items():
                 tg.create_task(i.run(), name=f"informer {self.name}/{name}")
@@ -91,6 +138,8 @@ class MemberCluster:
         errors: list[str] = []
         live: set[tuple[str, str]] = set()
         for resource, informer in self.informers.items():
+            if informer.resource is k.LEASES:
+                continue  # liveness Leases are read by source_leases(), not converted
             for key, raw in informer.store.items():
                 ck = (resource, key)
                 live.add(ck)
@@ -126,29 +175,35 @@ class MemberCluster:
 
     def cluster_state(self) -> ClusterState:
         objs, _ = self.objects()
-        local = {n: s for n, s in objs.slices.items() if s.managed_by != _OURS}
         return ClusterState(
             cluster=self.cluster_id(objs),
-            services={key: svc for key, svc in objs.services.items() if not _derived(key.name)},
+            services=objs.local_services(),
             exports=dict(objs.exports),
-            slices=group_slices(local),
+            slices=group_slices(objs.slices),
             namespaces=frozenset(objs.namespaces),
             synced=self.synced,
             region=objs.properties.get("region.clusterset.io", ""),
+            foreign_imports=frozenset(objs.karmada_imports),
+            foreign_derived=objs.karmada_derived(),
         )
 
     def source_leases(self) -> dict[ClusterId, float]:
-        """Last renewal of each source cluster's liveness Lease (written here by the hub)."""
+        """When each source cluster's liveness Lease (written here by the hub) expires:
+        renewTime + leaseDurationSeconds, as for node Leases (or + the lease grace, if set)."""
         out: dict[ClusterId, float] = {}
         informer = self.informers.get("leases")
         for lease in informer.store.values() if informer is not None else ():
             labels = (lease.get("metadata") or {}).get("labels") or {}
-            renewed = (lease.get("spec") or {}).get("renewTime")
+            spec = lease.get("spec") or {}
             try:
                 cid = cluster_id(labels.get(SOURCE_LEASE_LABEL, ""))
-                out[cid] = datetime.fromisoformat(str(renewed).replace("Z", "+00:00")).timestamp()
-            except (InvalidName, ValueError):
+                renewed = datetime.fromisoformat(str(spec.get("renewTime")).replace("Z", "+00:00"))
+                valid = self.lease_grace or float(
+                    spec.get("leaseDurationSeconds") or SOURCE_LEASE_DURATION
+                )
+            except (InvalidName, ValueError, TypeError):
                 continue
+            out[cid] = renewed.timestamp() + valid
         return out
 
     def imported_view(self, cluster: ClusterId | None, generation: int) -> ImportedView:
@@ -159,16 +214,9 @@ class MemberCluster:
             imports=dict(objs.imports),
             slices=group_slices(objs.mcs_slices),
             namespaces=frozenset(objs.namespaces) or implied_namespaces(objs),
-            local_services=dict(objs.services),
+            local_services=objs.local_services(),
             generation=generation,
         )
-
-
-_OURS = "controller.clusterset.io"
-
-
-def _derived(name: str) -> bool:
-    return name.startswith("derived-")
 
 
 def _with_kind(raw: Obj, res: k.Resource) -> Obj:

@@ -48,6 +48,7 @@ class Informer:
         namespace: str | None = None,  # one namespace, or all
     ) -> None:
         self.api = api
+        self.namespace = namespace
         self.path = resource.path(namespace)
         self.resource = resource
         self.label_selector = label_selector
@@ -61,6 +62,11 @@ class Informer:
         # True while the last list/watch request reached the apiserver: the hub renews a
         # source cluster's liveness Lease only while every informer of it is connected.
         self.connected = False
+
+    def retarget(self, resource: Resource) -> None:
+        """Watch another version of the resource (set before run(): the cluster's served one)."""
+        self.resource = resource
+        self.path = resource.path(self.namespace)
 
     @property
     def name(self) -> str:

@@ -5,7 +5,8 @@ want is not written again; what we own (label clusterset.io/managed, or our
 EndpointSlice managed-by) and no longer want is deleted — except that
 nothing derived from a cluster whose caches have not synced is deleted
 (no mass deletion from a partial view), and no ServiceImport is deleted
-while any member is unsynced.
+while any member is unsynced. An import another controller owns (Karmada)
+is never created, overwritten or deleted here: only its `spec.ips` is applied.
 """
 
 from __future__ import annotations
@@ -19,8 +20,13 @@ import httpx2 as httpx
 from clusterset.kube import api as k
 from clusterset.kube.cluster import SOURCE_LEASE_LABEL, MemberCluster
 from clusterset.model.conditions import Condition
-from clusterset.model.convert import LABEL_MANAGED_BY, LABEL_SOURCE_CLUSTER
+from clusterset.model.convert import (
+    LABEL_K8S_SERVICE_NAME,
+    LABEL_MANAGED_BY,
+    LABEL_SOURCE_CLUSTER,
+)
 from clusterset.model.ids import ClusterId, ServiceKey
+from clusterset.model.labels import LABEL_OWNED
 from clusterset.reconcile import render
 from clusterset.reconcile.desired import Desired
 from clusterset.reconcile.slices import MANAGED_BY
@@ -69,10 +75,15 @@ async def _apply(
     r: ApplyResult,
     *,
     status: bool = False,
+    absent: tuple[str, ...] = (),
 ) -> None:
+    """Apply `obj` unless `have` already holds it. `absent`: labels we may have set before
+    that `obj` no longer carries (a subset check alone would never drop them)."""
     meta = obj["metadata"]
     path = res.path(meta.get("namespace"), meta["name"]) + ("/status" if status else "")
-    if have is not None and contains(_meta_view(obj), _meta_view(have)):
+    stale = set(absent) & set(((have or {}).get("metadata") or {}).get("labels") or {})
+    stale -= set(meta.get("labels") or {})
+    if have is not None and not stale and contains(_meta_view(obj), _meta_view(have)):
         r.unchanged += 1
         return
     if r.unreachable:
@@ -132,6 +143,9 @@ async def apply_member(
     """Make `member` hold exactly what `desired` says for it (imports, slices, conditions)."""
     r = ApplyResult()
     cd = desired.clusters.get(cid)
+    import_res = member.resource("serviceimports")
+    export_res = member.resource("serviceexports")
+    version = import_res.version
     imports = member.store("serviceimports")
     services = member.store("services")
     slices = member.store("endpointslices")
@@ -144,31 +158,38 @@ async def apply_member(
             obj: Obj = {
                 "apiVersion": "v1",
                 "kind": "Namespace",
-                "metadata": {"name": ns, "labels": {render.LABEL_OWNED: "true"}},
+                "metadata": {"name": ns, "labels": {LABEL_OWNED: "true"}},
             }
             await _apply(member, k.NAMESPACES, obj, member.store("namespaces").get(ns), r)
         for key in sorted(cd.imports):
             imp = cd.imports[key]
             skey = f"{key.namespace}/{key.name}"
-            want_imports.add(skey)
-            await _apply(
-                member, k.SERVICE_IMPORTS, render.service_import(imp), imports.get(skey), r
-            )
-            derived = cd.derived.get(key)
+            have = imports.get(skey)
+            if key in cd.foreign_imports:
+                # Karmada's: fill spec.ips once it exists; until then it is Karmada's to create.
+                if have is not None and imp.ips and not _owned(have):
+                    await _apply(
+                        member, import_res, render.service_import_ips(imp, version), have, r
+                    )
+            else:
+                want_imports.add(skey)
+                await _apply(member, import_res, render.service_import(imp, version), have, r)
+            derived = cd.data_path(key)
             if derived:
                 dkey = f"{key.namespace}/{derived}"
                 want_services.add(dkey)
                 await _apply(
                     member, k.SERVICES, render.derived_service(imp, derived), services.get(dkey), r
                 )
-            await _apply(
-                member,
-                k.SERVICE_IMPORTS,
-                render.service_import_status(imp),
-                imports.get(skey),
-                r,
-                status=True,
-            )
+            if have is not None or key not in cd.foreign_imports:
+                await _apply(
+                    member,
+                    import_res,
+                    render.service_import_status(imp, version),
+                    have,
+                    r,
+                    status=True,
+                )
             for s in cd.slices.get(key, ()):
                 ekey = f"{s.namespace}/{s.name}"
                 want_slices.add(ekey)
@@ -178,6 +199,7 @@ async def apply_member(
                     render.endpoint_slice(s, derived),
                     slices.get(ekey),
                     r,
+                    absent=(LABEL_K8S_SERVICE_NAME,),
                 )
     # ServiceExport conditions of this cluster's exports.
     for (ccid, key), conds in sorted(
@@ -190,17 +212,17 @@ async def apply_member(
         if have is None:
             continue
         status = {
-            "apiVersion": k.SERVICE_EXPORTS.api_version,
+            "apiVersion": export_res.api_version,
             "kind": "ServiceExport",
             "metadata": {"name": key.name, "namespace": key.namespace},
             "status": {"conditions": _condition_list(conds, have, now)},
         }
-        await _apply(member, k.SERVICE_EXPORTS, status, have, r, status=True)
+        await _apply(member, export_res, status, have, r, status=True)
     # Prune what we own and no longer want.
     if not desired.unsynced:
         for skey, obj in list(imports.items()):
             if _owned(obj) and skey not in want_imports:
-                await _delete(member, k.SERVICE_IMPORTS, skey, r)
+                await _delete(member, import_res, skey, r)
         for skey, obj in list(services.items()):
             if _owned(obj) and skey not in want_services:
                 await _delete(member, k.SERVICES, skey, r)
@@ -215,7 +237,7 @@ async def apply_member(
 
 
 def _owned(obj: Obj) -> bool:
-    return ((obj.get("metadata") or {}).get("labels") or {}).get(render.LABEL_OWNED) == "true"
+    return ((obj.get("metadata") or {}).get("labels") or {}).get(LABEL_OWNED) == "true"
 
 
 def derived_ips(
@@ -242,7 +264,7 @@ def source_lease(source: ClusterId, *, namespace: str, renewed: str, duration: i
         "metadata": {
             "name": f"clusterset-source-{source}",
             "namespace": namespace,
-            "labels": {SOURCE_LEASE_LABEL: source, render.LABEL_OWNED: "true"},
+            "labels": {SOURCE_LEASE_LABEL: source, LABEL_OWNED: "true"},
         },
         "spec": {
             "holderIdentity": "clusterset-controller",

@@ -2,11 +2,15 @@
 
 Bad input never loses state: a document that fails to parse or convert is
 reported as one line (file, document index, kind/name, field) and the last
-good version of what that file held is kept.
+good version of what that file held is kept. A document is composed into YAML
+nodes and its expansion counted before anything is built, so an alias bomb costs
+a bounded walk, not gigabytes. One object defined twice (in two documents or two
+files) is one line and a deterministic winner.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,23 +19,71 @@ import yaml
 
 from clusterset.model import convert
 from clusterset.model.bag import Objects, add_object
-from clusterset.model.ids import ClusterId
+from clusterset.model.ids import ClusterId, ServiceKey
 
 SUFFIXES = (".yaml", ".yml", ".json")
 # libyaml's loader when PyYAML was built with it: ~7x faster on large folders (measured).
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# What one file may expand to, counting every node each time an alias or merge key reuses
+# it: an alias-free file has fewer nodes than characters, so the allowance only stops
+# "billion laughs" documents (nine nested anchors in 490 bytes expand to ~10^9 nodes).
+NODE_FLOOR = 100_000
+MAX_DEPTH = 100
+
+
+class SourceError(ValueError):
+    """An unusable source (missing or unreadable folder, unknown cluster): exit 2 with this line."""
+
+
+class TooLarge(ValueError):
+    """A document that expands beyond its allowance (alias/merge bombs) or nests too deep."""
+
+
+def _check_expansion(node: yaml.Node, budget: list[int]) -> None:
+    """Walk `node` counting reuse; raise TooLarge once `budget[0]` nodes were visited."""
+    stack: list[tuple[yaml.Node, int]] = [(node, 1)]
+    while stack:
+        cur, depth = stack.pop()
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise TooLarge("expands to too many nodes (alias or merge-key bomb?); ignored")
+        if depth > MAX_DEPTH:
+            raise TooLarge(f"nested deeper than {MAX_DEPTH} levels; ignored")
+        if isinstance(cur, yaml.SequenceNode):
+            stack.extend((child, depth + 1) for child in cur.value)
+        elif isinstance(cur, yaml.MappingNode):
+            for k, v in cur.value:
+                stack.append((k, depth + 1))
+                stack.append((v, depth + 1))
 
 
 def _documents(text: str) -> Iterator[tuple[int, Any, str | None]]:
-    """(index, document, parse error) for each YAML document; errors do not stop the rest."""
+    """(index, document, problem) for each YAML document; errors do not stop the rest.
+
+    Each document is composed into nodes first and its expansion bounded before any
+    Python object is constructed (PyYAML's public get_node/construct_document).
+    """
     loader = _Loader(text)
+    budget = [NODE_FLOOR + 2 * len(text)]
     index = 0
     try:
-        while loader.check_data():
+        while loader.check_node():
             try:
-                yield index, loader.get_data(), None
+                node = loader.get_node()
+                if node is None:
+                    yield index, None, None
+                else:
+                    _check_expansion(node, budget)
+                    yield index, loader.construct_document(node), None
+            except TooLarge as exc:
+                yield index, None, str(exc)
+                if budget[0] < 0:
+                    return  # the allowance is for the whole file
             except yaml.YAMLError as exc:
                 yield index, None, _yaml_problem(exc)
+                return
+            except (RecursionError, MemoryError):
+                yield index, None, "document too large or too deep; ignored"
                 return
             index += 1
     except yaml.YAMLError as exc:
@@ -49,34 +101,80 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 def _items(doc: Any) -> Iterator[tuple[str, Any]]:
     """Flatten `kind: List` (and *List kinds) into items with their index suffix."""
-    if isinstance(doc, Mapping) and str(doc.get("kind", "")).endswith("List") and "items" in doc:
-        for i, item in enumerate(doc.get("items") or []):
+    items = doc.get("items") if isinstance(doc, Mapping) else None
+    if isinstance(items, list) and str(doc.get("kind", "")).endswith("List"):
+        for i, item in enumerate(items):
             yield f".items[{i}]", item
     else:
         yield "", doc
 
 
+# Objects attributes by kind, for duplicate detection across files.
+_KINDS = (
+    ("imports", "ServiceImport"),
+    ("exports", "ServiceExport"),
+    ("services", "Service"),
+    ("mcs_slices", "EndpointSlice"),
+    ("slices", "EndpointSlice"),
+    ("properties", "ClusterProperty"),
+)
+
+
 class FolderReader:
-    """Reads one folder again and again, keeping each file's last good objects."""
+    """Reads one folder again and again, keeping each file's last good objects.
+
+    One object (kind, namespace/name) defined in two files is an error line; the file
+    that held it at the previous read keeps it (what was served stays served), else the
+    file whose name sorts first.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._good: dict[Path, dict[str, Objects]] = {}
         self._parsed: dict[Path, tuple[tuple[int, int, int], Objects, list[str]]] = {}
+        self._owner: dict[tuple[str, str], Path] = {}
 
     def files(self) -> list[Path]:
-        return sorted(p for p in self.root.iterdir() if p.suffix in SUFFIXES and p.is_file())
+        """The folder's manifest files; SourceError when the folder cannot be listed."""
+        try:
+            return sorted(p for p in self.root.iterdir() if p.suffix in SUFFIXES and p.is_file())
+        except OSError as exc:
+            raise SourceError(f"{self.root}: cannot read folder: {exc.strerror or exc}") from exc
 
     def read(self) -> tuple[Objects, list[str]]:
         """All objects of the folder now, and one error line per bad document."""
         out = Objects()
         errors: list[str] = []
-        seen: set[Path] = set()
-        for path in self.files():
-            seen.add(path)
+        files = self.files()
+        per_file: dict[Path, Objects] = {}
+        for path in files:
             objs, errs = self._read_file(path)
-            out.merge(objs)
+            per_file[path] = objs
             errors.extend(errs)
+        claims: dict[tuple[str, str], list[Path]] = {}
+        for path in files:
+            for attr, kind in _KINDS:
+                for key in getattr(per_file[path], attr):
+                    claims.setdefault((kind, str(key)), []).append(path)
+        owner: dict[tuple[str, str], Path] = {}
+        for ref, paths in claims.items():
+            previous = self._owner.get(ref)
+            winner = previous if previous in paths else paths[0]
+            owner[ref] = winner
+            errors.extend(
+                f"{p}: {ref[0]} {ref[1]}: also defined in {winner}, which is used; "
+                "this copy is ignored"
+                for p in paths
+                if p != winner
+            )
+        self._owner = owner
+        for path in files:
+            objs = per_file[path]
+            out.merge(objs)
+        for (kind, key), path in owner.items():
+            if len(claims[(kind, key)]) > 1:
+                _take(out, per_file[path], kind, key)
+        seen = set(files)
         for gone in set(self._good) - seen:
             del self._good[gone]
         for gone in set(self._parsed) - seen:
@@ -124,19 +222,64 @@ class FolderReader:
                     if slot in previous:
                         current[slot] = previous[slot]
                     continue
+                except Exception as exc:  # a conversion bug costs this object, not the folder
+                    errors.append(
+                        f"{path}: document {slot}: internal error converting it "
+                        f"({type(exc).__name__}: {str(exc)[:200]}); please report"
+                    )
+                    if slot in previous:
+                        current[slot] = previous[slot]
+                    continue
                 current[slot] = one
         self._good[path] = current
-        return _union(current), errors
+        return _union(current, errors, path), errors
+
+
+def _take(out: Objects, winner: Objects, kind: str, key: str) -> None:
+    """Put the winner's copy of (kind, key) back into `out` after a plain merge."""
+    ns, _, name = key.partition("/")
+    for attr, k in _KINDS:
+        if k != kind:
+            continue
+        mine: dict[Any, Any] = getattr(out, attr)
+        theirs: dict[Any, Any] = getattr(winner, attr)
+        for candidate in (key, ServiceKey(ns, name)):
+            mine.pop(candidate, None)
+            if candidate in theirs:
+                mine[candidate] = theirs[candidate]
 
 
 def _doc_index(slot: str) -> int:
     return int(slot.split(".", 1)[0])
 
 
-def _union(parts: Mapping[str, Objects]) -> Objects:
+def _union(
+    parts: Mapping[str, Objects], errors: list[str] | None = None, path: Path | None = None
+) -> Objects:
+    """The documents of one file together; an object defined twice: the first document's
+    copy is used, and (with `errors`) one line names the later one."""
     out = Objects()
+    seen: dict[tuple[str, str], str] = {}
     for slot in sorted(parts, key=lambda s: (_doc_index(s), s)):
-        out.merge(parts[slot])
+        part = parts[slot]
+        later: dict[str, set[Any]] = {}
+        for attr, kind in _KINDS:
+            for key in getattr(part, attr):
+                first = seen.setdefault((kind, str(key)), slot)
+                if first == slot:
+                    continue
+                later.setdefault(attr, set()).add(key)
+                if errors is not None:
+                    errors.append(
+                        f"{path}: document {slot}: {kind} {key}: also defined in document "
+                        f"{first}, which is used; this copy is ignored"
+                    )
+        if later:
+            part = copy.copy(part)  # the parsed document stays as it was (it is cached)
+            for attr, keys in later.items():
+                kept = {k: v for k, v in getattr(part, attr).items() if k not in keys}
+                setattr(part, attr, kept)
+        out.merge(part)
     return out
 
 

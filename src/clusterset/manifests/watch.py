@@ -24,14 +24,33 @@ def fingerprint(paths: list[Path]) -> frozenset[tuple[str, int, int, int]]:
     return frozenset(out)
 
 
+def _identity(paths: list[Path]) -> tuple[tuple[int, int] | None, ...]:
+    """(device, inode) of each path, None when missing: a folder deleted and recreated
+    is a new inode that the running watcher does not see."""
+    out: list[tuple[int, int] | None] = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            out.append((st.st_dev, st.st_ino))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
 async def changes(
-    paths: list[Path], *, stop: asyncio.Event | None = None, debounce_ms: int = 50
+    paths: list[Path],
+    *,
+    stop: asyncio.Event | None = None,
+    debounce_ms: int = 50,
+    recheck: float = 1.0,
 ) -> AsyncIterator[None]:
     """Yield once at start, then after every batch of changes under `paths`.
 
     The watcher starts before the first yield, and the folders' fingerprint taken before
     the caller's first read is compared after it: an edit made during that read is not
-    lost (watchfiles has no "watching now" signal to wait for).
+    lost (watchfiles has no "watching now" signal to wait for). Every `recheck` seconds
+    the folders' identity is compared too: one deleted, replaced or back after a failure
+    yields and restarts the watcher, so the caller sees it go and come back.
     """
     queue: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
 
@@ -42,7 +61,11 @@ async def changes(
             if queue.empty():
                 queue.put_nowait(None)
 
-    task = asyncio.create_task(watch(), name="watch-folders")
+    def start() -> asyncio.Task[None]:
+        return asyncio.create_task(watch(), name="watch-folders")
+
+    identity = _identity(paths)
+    task = start()
     try:
         await asyncio.sleep(0.05)  # let the watcher thread start
         if task.done():
@@ -52,9 +75,20 @@ async def changes(
         if fingerprint(paths) != before:
             yield None
         while True:
-            await queue.get()
+            try:
+                await asyncio.wait_for(queue.get(), recheck)
+            except TimeoutError:
+                now = _identity(paths)
+                if now == identity and (not task.done() or None in now):
+                    continue
+                identity = now
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+                if None not in now:
+                    task = start()
             yield None
     finally:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await task

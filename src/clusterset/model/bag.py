@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterset.model import convert
+from clusterset.model import convert, labels
 from clusterset.model.ids import ServiceKey
 from clusterset.model.objects import EndpointSlice, Service, ServiceExport, ServiceImport
 
@@ -25,6 +25,13 @@ class Objects:
     exports: dict[ServiceKey, ServiceExport] = field(default_factory=dict)
     namespaces: set[str] = field(default_factory=set)
     properties: dict[str, str] = field(default_factory=dict)
+    # Imports Karmada applied here from a Work (it owns them; clusterset only fills spec.ips).
+    karmada_imports: set[ServiceKey] = field(default_factory=set)
+    # Karmada-managed Services named derived-<svc>: Karmada's derived Service of import <svc>
+    # when such an import is Karmada's too (see karmada_derived()).
+    karmada_derived_candidates: dict[ServiceKey, str] = field(default_factory=dict)
+    # Services clusterset made (derived Services): never a cluster's own.
+    own_services: set[ServiceKey] = field(default_factory=set)
 
     def merge(self, other: Objects) -> None:
         self.imports.update(other.imports)
@@ -34,6 +41,22 @@ class Objects:
         self.exports.update(other.exports)
         self.namespaces |= other.namespaces
         self.properties.update(other.properties)
+        self.karmada_imports |= other.karmada_imports
+        self.karmada_derived_candidates.update(other.karmada_derived_candidates)
+        self.own_services |= other.own_services
+
+    def karmada_derived(self) -> dict[ServiceKey, str]:
+        """Import key -> Karmada's derived Service, for the imports Karmada manages here."""
+        return {
+            k: n for k, n in self.karmada_derived_candidates.items() if k in self.karmada_imports
+        }
+
+    def local_services(self) -> dict[ServiceKey, Service]:
+        """The cluster's own Services: neither ours nor Karmada's derived ones."""
+        theirs = {ServiceKey(k.namespace, n) for k, n in self.karmada_derived().items()}
+        return {
+            k: s for k, s in self.services.items() if k not in self.own_services and k not in theirs
+        }
 
 
 def add_object(objs: Objects, obj: Any) -> None:
@@ -43,22 +66,35 @@ def add_object(objs: Objects, obj: Any) -> None:
     group, kind = convert.kind_of(obj)
     if not kind or "apiVersion" not in obj:
         raise convert.ObjectError(obj, "apiVersion/kind" if kind else "kind", "required")
+    meta = obj.get("metadata") or {}
     if group == convert.MCS_GROUP and kind == "ServiceImport":
         si = convert.service_import(obj)
         objs.imports[si.key] = si
+        if isinstance(meta, Mapping) and labels.karmada_managed(meta):
+            objs.karmada_imports.add(si.key)
     elif group == convert.MCS_GROUP and kind == "ServiceExport":
         se = convert.service_export(obj)
         objs.exports[se.key] = se
     elif group == "discovery.k8s.io" and kind == "EndpointSlice":
-        labels = (obj.get("metadata") or {}).get("labels") or {}
-        mcs = convert.LABEL_SERVICE_NAME in labels
+        mcs = convert.LABEL_SERVICE_NAME in convert.labels(obj)
         es = convert.endpoint_slice(obj, mcs=mcs)
-        (objs.mcs_slices if mcs else objs.slices)[f"{es.namespace}/{es.name}"] = es
+        if mcs:
+            objs.mcs_slices[f"{es.namespace}/{es.name}"] = es
+        elif es.managed_by in labels.LOCAL_SLICE_MANAGERS:
+            objs.slices[f"{es.namespace}/{es.name}"] = es
+        # else another controller's copy of some cluster's endpoints (Karmada's
+        # MultiClusterService dispatch, its imported-* slices): not this cluster's own.
     elif group == "" and kind == "Service":
         svc = convert.service(obj)
         objs.services[svc.key] = svc
+        svc_labels = (meta.get("labels") or {}) if isinstance(meta, Mapping) else {}
+        if svc_labels.get(labels.LABEL_OWNED) == "true":
+            objs.own_services.add(svc.key)
+        imported = labels.karmada_derived_of(svc.name)
+        if imported and labels.karmada_managed(meta):
+            objs.karmada_derived_candidates[ServiceKey(svc.namespace, imported)] = svc.name
     elif group == "" and kind == "Namespace":
-        objs.namespaces.add(convert.metadata(obj, namespaced=False)[1])
+        objs.namespaces.add(convert.metadata(obj, namespaced=False, rule="label")[1])
     elif group == "about.k8s.io" and kind == "ClusterProperty":
         name, value = convert.cluster_property(obj)
         objs.properties[name] = value

@@ -7,6 +7,7 @@ Only the fields reconcile and DNS use are read; everything else is dropped.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -44,9 +45,18 @@ class ObjectError(ValueError):
         meta = obj.get("metadata") if isinstance(obj, Mapping) else None
         meta = meta if isinstance(meta, Mapping) else {}
         ns, name = meta.get("namespace"), meta.get("name", "?")
-        self.ref = f"{ns}/{name}" if ns else str(name)
-        self.field = field
-        super().__init__(f"{self.kind} {self.ref}: {field}: {problem}")
+        self.ref = _short(f"{ns}/{name}" if ns else str(name), 100)
+        self.field = _short(field, 200)
+        super().__init__(
+            f"{_short(self.kind, 60)} {self.ref}: {self.field}: {_short(problem, 300)}"
+        )
+
+
+def _short(text: str, limit: int) -> str:
+    """One printable line of at most about `limit` characters (error lines quote input)."""
+    if not text.isprintable():
+        text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def kind_of(obj: Raw) -> tuple[str, str]:
@@ -81,15 +91,72 @@ def _required(obj: Raw, path: str, typ: type | tuple[type, ...]) -> Any:
     return value
 
 
-def metadata(obj: Raw, *, namespaced: bool = True) -> tuple[str, str]:
+# The apiserver's name rules (k8s.io/apimachinery/pkg/util/validation).
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+MAX_ANNOTATIONS_BYTES = 256 * 1024  # TotalAnnotationSizeLimitB
+
+
+def name_problem(value: str, rule: str = "subdomain") -> str | None:
+    """Why `value` is not a valid name under `rule` (label | label1035 | subdomain), or None."""
+    limit, pattern, what = {
+        "label": (63, _DNS1123_LABEL, "an RFC 1123 label"),
+        "label1035": (63, _DNS1035_LABEL, "an RFC 1035 label"),
+        "subdomain": (253, _DNS1123_SUBDOMAIN, "an RFC 1123 subdomain"),
+    }[rule]
+    if len(value) > limit:
+        return f"{value[:20]!r}... is {len(value)} characters, more than {limit}"
+    if not pattern.fullmatch(value):
+        return f"{value!r} is not {what} (lowercase letters, digits and '-')"
+    return None
+
+
+def metadata(obj: Raw, *, namespaced: bool = True, rule: str = "subdomain") -> tuple[str, str]:
+    """(namespace, name), validated as the apiserver does (`rule` for the name)."""
     name = _required(obj, "metadata.name", str)
-    ns = _get(obj, "metadata.namespace", str, default="default") if namespaced else ""
+    problem = name_problem(name, rule)
+    if problem:
+        raise ObjectError(obj, "metadata.name", problem)
+    if not namespaced:
+        return "", name
+    ns = _get(obj, "metadata.namespace", str, default="default") or "default"
+    problem = name_problem(ns, "label")
+    if problem:
+        raise ObjectError(obj, "metadata.namespace", problem)
     return ns, name
 
 
-def _labels(obj: Raw, path: str = "metadata.labels") -> dict[str, str]:
+def _string_map(obj: Raw, path: str, *, labels: bool) -> dict[str, str]:
+    """Labels or annotations: a map of strings to strings (anything else is rejected, never
+    turned into a string: a nested alias structure would expand without bound)."""
     raw = _get(obj, path, dict, default={})
-    return {str(k): str(v) for k, v in raw.items()}
+    size = 0
+    for k, v in raw.items():
+        if not isinstance(k, str):
+            raise ObjectError(obj, path, f"key {k!r} is not a string")
+        if not isinstance(v, str):
+            raise ObjectError(obj, f"{path}[{k}]", f"expected string, got {type(v).__name__}")
+        prefix, _, name = k.rpartition("/")
+        if (
+            not _QUALIFIED_NAME.fullmatch(name)
+            or len(name) > 63
+            or (prefix and name_problem(prefix, "subdomain"))
+        ):
+            raise ObjectError(obj, path, f"key {k[:80]!r} is not a qualified name")
+        if labels and (len(v) > 63 or not _LABEL_VALUE.fullmatch(v)):
+            raise ObjectError(obj, f"{path}[{k}]", f"{v[:80]!r} is not a valid label value")
+        size += len(k) + len(v)
+    if size > MAX_ANNOTATIONS_BYTES:
+        raise ObjectError(obj, path, f"{size} bytes, more than {MAX_ANNOTATIONS_BYTES}")
+    return dict(raw)
+
+
+def labels(obj: Raw, path: str = "metadata.labels") -> dict[str, str]:
+    """metadata.labels, validated (strings, label syntax)."""
+    return _string_map(obj, path, labels=True)
 
 
 def _timestamp(obj: Raw) -> float:
@@ -102,9 +169,13 @@ def _timestamp(obj: Raw) -> float:
         raise ObjectError(obj, "metadata.creationTimestamp", f"not RFC 3339: {ts!r}") from exc
 
 
-def _ports(obj: Raw, path: str, *, target: bool = False) -> tuple[ServicePort, ...]:
+def _ports(obj: Raw, path: str, *, service: bool = False) -> tuple[ServicePort, ...]:
+    """Ports by the apiserver's rules: 1-65535, names RFC 1123 labels and unique; for a
+    Service also every port named when there are several, and (port, protocol) unique."""
     raw = _get(obj, path, list, default=[])
-    out = []
+    out: list[ServicePort] = []
+    names: set[str] = set()
+    numbers: set[tuple[int, Protocol]] = set()
     for i, p in enumerate(raw):
         where = f"{path}[{i}]"
         if not isinstance(p, Mapping):
@@ -115,12 +186,24 @@ def _ports(obj: Raw, path: str, *, target: bool = False) -> tuple[ServicePort, .
         proto = p.get("protocol", "TCP") or "TCP"
         try:
             protocol = Protocol(proto)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise ObjectError(obj, f"{where}.protocol", f"unknown protocol {proto!r}") from exc
         name = p.get("name") or ""
         app = p.get("appProtocol") or ""
         if not isinstance(name, str) or not isinstance(app, str):
             raise ObjectError(obj, where, "name and appProtocol must be strings")
+        if name:
+            problem = name_problem(name, "label")
+            if problem:
+                raise ObjectError(obj, f"{where}.name", problem)
+            if name in names:
+                raise ObjectError(obj, f"{where}.name", f"duplicate port name {name!r}")
+            names.add(name)
+        elif service and len(raw) > 1:
+            raise ObjectError(obj, f"{where}.name", "required when there is more than one port")
+        if service and (port, protocol) in numbers:
+            raise ObjectError(obj, where, f"duplicate port {port}/{protocol.value}")
+        numbers.add((port, protocol))
         out.append(ServicePort(port, protocol, name, app))
     return tuple(out)
 
@@ -152,14 +235,13 @@ def _ips(obj: Raw, path: str, *, single: bool = False) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _pairs(obj: Raw, path: str) -> tuple[tuple[str, str], ...]:
-    raw = _get(obj, path, dict, default={})
-    return tuple(sorted((str(k), str(v)) for k, v in raw.items()))
+def _pairs(obj: Raw, path: str, *, labels: bool = False) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(_string_map(obj, path, labels=labels).items()))
 
 
 def service_import(obj: Raw) -> ServiceImport:
     """v1alpha1 / v1beta1 ServiceImport; also the flattened (spec-less) fork some vendors ship."""
-    ns, name = metadata(obj)
+    ns, name = metadata(obj, rule="label")  # one label of <svc>.<ns>.svc.<zone>
     spec_path = "spec" if isinstance(obj.get("spec"), Mapping) else ""
     at = (lambda f: f"{spec_path}.{f}") if spec_path else (lambda f: f)
     typ = _get(obj, at("type"), str, default="ClusterSetIP") or "ClusterSetIP"
@@ -205,41 +287,57 @@ def _condition(obj: Raw, ep: Raw, where: str, name: str) -> bool | None:
     raise ObjectError(obj, f"{where}.conditions.{name}", f"expected boolean, got {v!r}")
 
 
+def _address(obj: Raw, where: str, a: Any, address_type: str) -> str:
+    """One endpoint address, of the slice's addressType (an IPv6 address in an IPv4 slice
+    is rejected, as the apiserver does)."""
+    if not isinstance(a, str):
+        raise ObjectError(obj, where, f"expected string, got {type(a).__name__}")
+    if address_type == "FQDN":
+        if problem := name_problem(a, "subdomain"):
+            raise ObjectError(obj, where, problem)
+        return a
+    try:
+        ip = canonical_ip(a)
+    except ValueError as exc:
+        raise ObjectError(obj, where, f"not an IP: {a!r}") from exc
+    if (":" in ip) != (address_type == "IPv6"):
+        raise ObjectError(obj, where, f"{a!r} is not an {address_type} address")
+    return ip
+
+
 def endpoint_slice(obj: Raw, *, mcs: bool) -> EndpointSlice:
     """discovery.k8s.io/v1 EndpointSlice: MCS-labelled (mcs=True) or a local Service's."""
     ns, name = metadata(obj)
-    labels = _labels(obj)
+    found = labels(obj)
     label = LABEL_SERVICE_NAME if mcs else LABEL_K8S_SERVICE_NAME
-    service = labels.get(label)
+    service = found.get(label)
     if not service:
         raise ObjectError(obj, f"metadata.labels[{label}]", "required label is missing")
     source: ClusterId | None = None
-    if LABEL_SOURCE_CLUSTER in labels:
+    if LABEL_SOURCE_CLUSTER in found:
         try:
-            source = cluster_id(labels[LABEL_SOURCE_CLUSTER])
+            source = cluster_id(found[LABEL_SOURCE_CLUSTER])
         except InvalidName as exc:
             raise ObjectError(obj, f"metadata.labels[{LABEL_SOURCE_CLUSTER}]", str(exc)) from exc
     address_type = _get(obj, "addressType", str, default="IPv4") or "IPv4"
+    if address_type not in ("IPv4", "IPv6", "FQDN"):
+        raise ObjectError(obj, "addressType", f"expected IPv4, IPv6 or FQDN, got {address_type!r}")
     endpoints = []
     for i, ep in enumerate(_get(obj, "endpoints", list, default=[]) or []):
         where = f"endpoints[{i}]"
         if not isinstance(ep, Mapping):
             raise ObjectError(obj, where, "expected object")
         addrs = ep.get("addresses")
-        if not isinstance(addrs, list) or not addrs:
-            raise ObjectError(obj, f"{where}.addresses", "required, a non-empty list")
+        if not isinstance(addrs, list) or not addrs or len(addrs) > 100:
+            raise ObjectError(obj, f"{where}.addresses", "required, a list of 1-100 addresses")
         clean = []
         for j, a in enumerate(addrs):
-            if address_type == "FQDN":
-                clean.append(str(a))
-                continue
-            try:
-                clean.append(canonical_ip(str(a)))
-            except ValueError as exc:
-                raise ObjectError(obj, f"{where}.addresses[{j}]", f"not an IP: {a!r}") from exc
+            clean.append(_address(obj, f"{where}.addresses[{j}]", a, address_type))
         hostname = ep.get("hostname") or ""
         if not isinstance(hostname, str):
             raise ObjectError(obj, f"{where}.hostname", "expected string")
+        if hostname and (problem := name_problem(hostname, "label")):
+            raise ObjectError(obj, f"{where}.hostname", problem)
         endpoints.append(
             Endpoint(
                 addresses=tuple(clean),
@@ -259,12 +357,12 @@ def endpoint_slice(obj: Raw, *, mcs: bool) -> EndpointSlice:
         ports=_ports(obj, "ports"),
         endpoints=tuple(endpoints),
         source_cluster=source,
-        managed_by=labels.get(LABEL_MANAGED_BY, ""),
+        managed_by=found.get(LABEL_MANAGED_BY, ""),
     )
 
 
 def service(obj: Raw) -> Service:
-    ns, name = metadata(obj)
+    ns, name = metadata(obj, rule="label1035")
     typ = _get(obj, "spec.type", str, default="ClusterIP") or "ClusterIP"
     try:
         stype = ServiceType(typ)
@@ -272,13 +370,17 @@ def service(obj: Raw) -> Service:
         raise ObjectError(obj, "spec.type", f"unknown Service type {typ!r}") from exc
     cluster_ip = _get(obj, "spec.clusterIP", str, default="") or ""
     ips = _ips(obj, "spec.clusterIPs") or _ips(obj, "spec.clusterIP", single=True)
+    ports = _ports(obj, "spec.ports", service=True)
+    headless = cluster_ip == "None"
+    if not ports and not headless and stype is not ServiceType.EXTERNAL_NAME:
+        raise ObjectError(obj, "spec.ports", "required: at least one port")
     return Service(
         namespace=ns,
         name=name,
         type=stype,
-        headless=cluster_ip == "None",
+        headless=headless,
         cluster_ips=ips,
-        ports=_ports(obj, "spec.ports"),
+        ports=ports,
         session_affinity=_get(obj, "spec.sessionAffinity", str, default="None") or "None",
         session_affinity_timeout=_get(
             obj, "spec.sessionAffinityConfig.clientIP.timeoutSeconds", int, default=None
@@ -290,12 +392,12 @@ def service(obj: Raw) -> Service:
 
 
 def service_export(obj: Raw) -> ServiceExport:
-    ns, name = metadata(obj)
+    ns, name = metadata(obj, rule="label")  # names a Service: one DNS label
     return ServiceExport(
         namespace=ns,
         name=name,
         created=_timestamp(obj),
-        exported_labels=_pairs(obj, "spec.exportedLabels"),
+        exported_labels=_pairs(obj, "spec.exportedLabels", labels=True),
         exported_annotations=_pairs(obj, "spec.exportedAnnotations"),
         annotations=_pairs(obj, "metadata.annotations"),
     )

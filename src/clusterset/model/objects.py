@@ -95,11 +95,6 @@ class EndpointSlice:
 
 
 @dataclass(frozen=True, slots=True)
-class SessionAffinityConfig:
-    timeout_seconds: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Service:
     """A Service's exportable properties (what KEP-1645 merges or compares)."""
 
@@ -135,13 +130,6 @@ class ServiceExport:
 
     def annotation(self, name: str) -> str | None:
         return dict(self.annotations).get(name)
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterStatus:
-    """ServiceImport.status.clusters[] entry."""
-
-    cluster: ClusterId
 
 
 @dataclass(frozen=True, slots=True)

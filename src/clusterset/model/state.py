@@ -21,6 +21,12 @@ class ClusterState:
     namespaces: frozenset[str] = frozenset()
     synced: bool = True
     region: str = ""
+    # Imports another controller (Karmada) manages here, or is placing here: clusterset fills
+    # their spec.ips and never creates, overwrites or prunes them.
+    foreign_imports: frozenset[ServiceKey] = frozenset()
+    # The derived Service Karmada made here for an import (key -> Service name): its ClusterIP
+    # is the ClusterSetIP, and clusterset makes no second one.
+    foreign_derived: Mapping[ServiceKey, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +64,9 @@ class ImportedView:
     expired: frozenset[ClusterId] = frozenset()
     # When the edge saw the change this view reflects (for the change-to-answer metric).
     observed_at: float = 0.0
-    # Per-source-cluster liveness: last renewal (unix seconds) of each source's Lease, as
-    # written by the hub into this cluster. A source missing here has no lease (not expired).
+    # Per-source-cluster liveness: when (unix seconds) each source's Lease, as written by the
+    # hub into this cluster, expires: its renewTime + leaseDurationSeconds. A source missing
+    # here has no lease (not expired).
     leases: Mapping[ClusterId, float] = field(default_factory=dict)
     # (service, source cluster) pairs whose endpoints fail active probes.
     probe_failed: frozenset[tuple[ServiceKey, ClusterId]] = frozenset()

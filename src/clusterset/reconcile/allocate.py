@@ -36,11 +36,9 @@ def allocate(
     for key, families in sorted(wanted, key=lambda kv: kv[0]):
         prev = previous.get(key, ())
         fams = tuple(f for f in families if f in cidrs)
-        kept = [
-            ip
-            for ip in prev
-            if _family(ip) in fams and ipaddress.ip_address(ip) in cidrs[_family(ip)]
-        ]
+        # An address kept must be valid, in range, and not already kept by an earlier key
+        # (a hand-edited state file can give one address twice: the first key keeps it).
+        kept = [ip for ip in prev if _usable(ip, fams, cidrs) and ip not in used[_family(ip)]]
         if {_family(ip) for ip in kept} == set(fams) and len(kept) == len(fams):
             result[key] = tuple(sorted(kept, key=lambda ip: fams.index(_family(ip))))
             for ip in kept:
@@ -63,6 +61,14 @@ def allocate(
                     break
         result[key] = tuple(ips)
     return result
+
+
+def _usable(ip: str, fams: tuple[IPFamily, ...], cidrs: Mapping[IPFamily, Network]) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return _family(ip) in fams and addr in cidrs[_family(ip)]
 
 
 def _family(ip: str) -> IPFamily:

@@ -5,6 +5,12 @@ a ServiceImport with `ips` filled, a derived Service that gives the
 ClusterSetIP a data path (kube-proxy programs it from the MCS EndpointSlices,
 which also carry `kubernetes.io/service-name=<derived>`), and the MCS
 EndpointSlices. Per exporting cluster: ServiceExport conditions.
+
+Beside Karmada: an import Karmada manages (or places) in a cluster is *foreign*
+there: only its `spec.ips` is filled. Where Karmada made `derived-<svc>`, that
+Service's ClusterIP is the ClusterSetIP and Karmada's `imported-*` slices are
+its data path, so no second derived Service is made and the MCS slices carry no
+`kubernetes.io/service-name` (no endpoint reaches kube-proxy twice).
 """
 
 from __future__ import annotations
@@ -41,6 +47,12 @@ class ClusterDesired:
     derived: Mapping[ServiceKey, str]  # ClusterSetIP imports -> derived Service name
     namespaces: frozenset[str]
     create_namespaces: frozenset[str] = frozenset()  # remote-only consumption (opt-in)
+    foreign_imports: frozenset[ServiceKey] = frozenset()  # fill spec.ips only; never own
+    foreign_derived: frozenset[ServiceKey] = frozenset()  # derived Service is Karmada's
+
+    def data_path(self, key: ServiceKey) -> str | None:
+        """The Service our MCS slices feed through kube-proxy (None: another's slices do)."""
+        return None if key in self.foreign_derived else self.derived.get(key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +101,7 @@ def reconcile(
     clusters: dict[ClusterId, ClusterDesired] = {}
     wanted_ns = frozenset(k.namespace for k, a in aggregates.items() if a.type is not None)
     for cid in sorted(state.clusters):
+        cs = state.clusters[cid]
         existing = namespaces_of(state, cid)
         # Opt-in: a consumer lacking a service's namespace gets it, so a service can be
         # consumed where it was never deployed (KEP: "may or may not ... create").
@@ -104,7 +117,7 @@ def reconcile(
             # propagated (never metadata), plus our own clusterset.io/* policy settings.
             annotations = {**dict(agg.exported_annotations), **dict(agg.annotations)}
             if not headless:
-                derived[key] = derived_name(key)
+                derived[key] = cs.foreign_derived.get(key) or derived_name(key)
                 annotations[DERIVED_SERVICE_ANNOTATION] = derived[key]
             imports[key] = ServiceImport(
                 namespace=key.namespace,
@@ -128,6 +141,8 @@ def reconcile(
             derived=derived,
             namespaces=nss,
             create_namespaces=missing,
+            foreign_imports=frozenset(k for k in imports if k in cs.foreign_imports),
+            foreign_derived=frozenset(k for k in derived if k in cs.foreign_derived),
         )
     unsynced = frozenset(c for c, cs in state.clusters.items() if not cs.synced)
     return Desired(clusters, conditions, aggregates, unsynced)

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from clusterset.model.conditions import Condition
 from clusterset.model.convert import (
     LABEL_K8S_SERVICE_NAME,
     LABEL_MANAGED_BY,
     LABEL_SERVICE_NAME,
     LABEL_SOURCE_CLUSTER,
+    MCS_GROUP,
 )
+from clusterset.model.labels import LABEL_OWNED
 from clusterset.model.objects import EndpointSlice, ServiceImport, ServicePort
 from clusterset.reconcile.desired import ClusterDesired
 
-MCS_API = "multicluster.x-k8s.io/v1beta1"
-LABEL_OWNED = "clusterset.io/managed"
+# The MCS API version a cluster serves (Karmada installs and propagates v1alpha1 only).
+MCS_VERSION = "v1beta1"
 Obj = dict[str, Any]
 
 
@@ -30,20 +31,28 @@ def _port(p: ServicePort, *, service: bool = False) -> Obj:
     return out
 
 
-def service_import(imp: ServiceImport) -> Obj:
+def mcs_api(version: str) -> str:
+    return f"{MCS_GROUP}/{version}"
+
+
+def service_import(imp: ServiceImport, version: str = MCS_VERSION) -> Obj:
+    """The whole ServiceImport, as `version` defines it: v1alpha1 has no ipFamilies,
+    internalTrafficPolicy or trafficDistribution (its schema would prune them, and an apply
+    that never sticks is re-sent forever)."""
     spec: Obj = {"type": imp.type.value, "ports": [_port(p) for p in imp.ports]}
     if imp.ips:
         spec["ips"] = list(imp.ips)
-    if imp.ip_families:
+    beta = version != "v1alpha1"
+    if imp.ip_families and beta:
         spec["ipFamilies"] = [f.value for f in imp.ip_families]
     spec["sessionAffinity"] = imp.session_affinity
     if imp.session_affinity_timeout is not None:
         spec["sessionAffinityConfig"] = {
             "clientIP": {"timeoutSeconds": imp.session_affinity_timeout}
         }
-    if imp.internal_traffic_policy:
+    if imp.internal_traffic_policy and beta:
         spec["internalTrafficPolicy"] = imp.internal_traffic_policy
-    if imp.traffic_distribution:
+    if imp.traffic_distribution and beta:
         spec["trafficDistribution"] = imp.traffic_distribution
     meta: Obj = {
         "name": imp.name,
@@ -52,12 +61,23 @@ def service_import(imp: ServiceImport) -> Obj:
     }
     if imp.annotations:
         meta["annotations"] = dict(imp.annotations)
-    return {"apiVersion": MCS_API, "kind": "ServiceImport", "metadata": meta, "spec": spec}
+    return {"apiVersion": mcs_api(version), "kind": "ServiceImport", "metadata": meta, "spec": spec}
 
 
-def service_import_status(imp: ServiceImport) -> Obj:
+def service_import_ips(imp: ServiceImport, version: str = MCS_VERSION) -> Obj:
+    """Only `spec.ips` of an import another controller owns (Karmada): the one field
+    clusterset fills there, applied under its own field manager."""
     return {
-        "apiVersion": MCS_API,
+        "apiVersion": mcs_api(version),
+        "kind": "ServiceImport",
+        "metadata": {"name": imp.name, "namespace": imp.namespace},
+        "spec": {"ips": list(imp.ips)},
+    }
+
+
+def service_import_status(imp: ServiceImport, version: str = MCS_VERSION) -> Obj:
+    return {
+        "apiVersion": mcs_api(version),
         "kind": "ServiceImport",
         "metadata": {"name": imp.name, "namespace": imp.namespace},
         "status": {"clusters": [{"cluster": c} for c in imp.clusters]},
@@ -124,26 +144,17 @@ def endpoint_slice(s: EndpointSlice, derived: str | None) -> Obj:
     }
 
 
-def conditions(conds: tuple[Condition, ...], *, time: str) -> list[Obj]:
-    return [
-        {
-            "type": c.type.value,
-            "status": c.status.value,
-            "reason": c.reason,
-            "message": c.message,
-            "lastTransitionTime": time,
-        }
-        for c in conds
-    ]
-
-
-def cluster_objects(cd: ClusterDesired) -> list[Obj]:
+def cluster_objects(cd: ClusterDesired, version: str = MCS_VERSION) -> list[Obj]:
     """Every object the controller applies to one cluster, in apply order."""
     out: list[Obj] = []
     for key in sorted(cd.imports):
         imp = cd.imports[key]
-        out.append(service_import(imp))
-        derived = cd.derived.get(key)
+        if key in cd.foreign_imports:
+            if imp.ips:
+                out.append(service_import_ips(imp, version))
+        else:
+            out.append(service_import(imp, version))
+        derived = cd.data_path(key)
         if derived:
             out.append(derived_service(imp, derived))
         out.extend(endpoint_slice(s, derived) for s in cd.slices.get(key, ()))

@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from clusterset.server.holder import ZoneHolder
@@ -155,47 +151,42 @@ class OpsServer:
         self.httpd.server_close()
 
 
-class _Histogram:
-    """Cumulative buckets fed from a list the hub appends to (no lock on its side)."""
+RECONCILE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10)
 
-    def __init__(self, name: str, doc: str, buckets: tuple[float, ...]) -> None:
-        self.name, self.doc, self.buckets = name, doc, buckets
-        self.counts = [0] * (len(buckets) + 1)
-        self.total = 0.0
 
-    def extend(self, values: list[float]) -> None:
-        for v in values:
-            self.total += v
-            for i, b in enumerate(self.buckets):
-                if v <= b:
-                    self.counts[i] += 1
-                    break
-            else:
-                self.counts[-1] += 1
+def reconcile_histogram(registry: CollectorRegistry) -> Histogram:
+    """`clusterset_reconcile_duration_seconds`: the hub observes every pass into it."""
+    return Histogram(
+        "clusterset_reconcile_duration_seconds",
+        "Duration of reconcile passes.",
+        buckets=RECONCILE_BUCKETS,
+        registry=registry,
+    )
 
-    def family(self) -> Metric:
-        h = HistogramMetricFamily(self.name, self.doc)
-        cumulative, acc = [], 0
-        for b, c in zip((*self.buckets, float("inf")), self.counts, strict=True):
-            acc += c
-            cumulative.append((str(b) if b != float("inf") else "+Inf", acc))
-        h.add_metric([], cumulative, sum_value=self.total)
-        return h
+
+@dataclass(frozen=True, slots=True)
+class HubStats:
+    """What the controller's metrics show, read from the hub at scrape time (the server
+    layer does not import the controller: the CLI builds this)."""
+
+    objects: Mapping[tuple[str, str], int]  # (cluster, resource) -> objects in the cache
+    restarts: Mapping[tuple[str, str], int]  # (cluster, resource) -> watch restarts
+    synced: Mapping[str, bool]
+    reachable: Mapping[str, bool]
+    reconciles: int
+    errors: int
+    last_duration: float
+    leading: bool
 
 
 class HubCollector(Collector):
     """The controller's state at scrape time: objects per cluster, reconciles, watches."""
 
-    def __init__(self, hub: Any) -> None:  # controller.hub.Hub (server must not import it)
-        self.hub = hub
-        self.histogram = _Histogram(
-            "clusterset_reconcile_duration_seconds",
-            "Duration of reconcile passes.",
-            (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10),
-        )
+    def __init__(self, stats: Callable[[], HubStats]) -> None:
+        self.stats = stats
 
     def collect(self) -> Iterator[Metric]:
-        hub = self.hub
+        st = self.stats()
         objs = GaugeMetricFamily(
             "clusterset_objects", "Objects in the informer caches.", labels=["cluster", "kind"]
         )
@@ -214,28 +205,29 @@ class HubCollector(Collector):
             "1 while every watch of a cluster is connected.",
             labels=["cluster"],
         )
-        for name, m in hub.members.items():
-            for resource, informer in m.informers.items():
-                objs.add_metric([name, resource], len(informer.store))
-                restarts.add_metric([name, resource], informer.restarts)
-            synced.add_metric([name], 1 if m.synced else 0)
-            reachable.add_metric([name], 1 if m.reachable else 0)
+        for (name, resource), n in st.objects.items():
+            objs.add_metric([name, resource], n)
+        for (name, resource), n in st.restarts.items():
+            restarts.add_metric([name, resource], n)
+        for name, ok in st.synced.items():
+            synced.add_metric([name], 1 if ok else 0)
+        for name, ok in st.reachable.items():
+            reachable.add_metric([name], 1 if ok else 0)
         yield objs
         yield restarts
         yield synced
         yield reachable
-        yield CounterMetricFamily("clusterset_reconcile", "Reconcile passes.", value=hub.reconciles)
+        yield CounterMetricFamily("clusterset_reconcile", "Reconcile passes.", value=st.reconciles)
         yield CounterMetricFamily(
-            "clusterset_reconcile_errors", "Reconcile passes with a failed write.", value=hub.errors
+            "clusterset_reconcile_errors", "Reconcile passes with a failed write.", value=st.errors
         )
         yield GaugeMetricFamily(
             "clusterset_reconcile_last_duration_seconds",
             "Duration of the last pass.",
-            value=hub.last_duration,
+            value=st.last_duration,
         )
-        leading = hub.elector is None or hub.elector.leading.is_set()
         yield GaugeMetricFamily(
             "clusterset_leader",
             "1 while this replica holds the leader lease.",
-            value=1 if leading else 0,
+            value=1 if st.leading else 0,
         )

@@ -191,8 +191,8 @@ def build(
     """The zone as `view.cluster` sees it, reusing `previous` where the inputs are the same."""
     origin = name_from_text(settings.zone.lower())
     lease_wake = None
-    if settings.lease_grace is not None and view.leases:
-        view, lease_wake = expire_leases(view, settings.lease_grace)
+    if settings.source_leases and view.leases:
+        view, lease_wake = expire_leases(view)
     unified_root = None
     if settings.unified_zone:
         unified_root = labels_wire(["svc"], name_from_text(settings.unified_zone.lower()))
@@ -471,9 +471,11 @@ def _service(
         _headless(b, name, sel)
         return
     b.exist(name)
-    for ip in sel.addresses:
+    # `failover: endpoints` selects remote endpoints instead of the ClusterSetIP.
+    addrs = sel.addresses or tuple(dict.fromkeys(e.address for e in sel.endpoints))
+    for ip in addrs:
         b.address(name, ip)
-    addrs = tuple(sel.addresses)
+    _rotate(b, name, sel)
     # No address: the names exist (NODATA), but SRV would point at a target that does not resolve.
     _srv(b, name, [(name, p.port, addrs) for p in imp.ports for _ in addrs])
     for port in imp.ports:

@@ -324,7 +324,9 @@ def _local_first(
     healthy = _healthy(opts, len(local_eps), local_total) and me not in down
     prev = view.tracks.get((key, me))
     if prev is None:
-        track, eligible = Track(healthy, view.now), healthy  # no history: no flap to damp
+        # No history: no flap to damp. Recorded as settled for the whole hysteresis, or the
+        # next compile (any edit, any probe verdict) would demote a copy healthy all along.
+        track, eligible = Track(healthy, view.now - opts.hysteresis), healthy
     elif prev.healthy != healthy:
         track = Track(healthy, view.now)
         eligible = healthy and opts.hysteresis == 0

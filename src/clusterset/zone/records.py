@@ -73,9 +73,9 @@ class ZoneSettings:
     # Opt-in: also answer <svc>.<ns>.svc.<unified_zone> (e.g. cluster.local) for imported
     # services, local-first; everything else there is forwarded upstream by the server.
     unified_zone: str | None = None
-    # A source cluster whose Lease was last renewed longer ago than this is expired: its
-    # endpoints stop counting (None: leases are not used).
-    lease_grace: float | None = None
+    # Honour the source clusters' liveness Leases: a source whose Lease expired
+    # (view.leases) stops counting, its endpoints are not answered.
+    source_leases: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,8 +199,8 @@ def build(view: ImportedView, settings: ZoneSettings, *, serial: int) -> ZoneRec
     """Every record of the zone as `view.cluster` sees it. Pure: no I/O, no clock."""
     origin = dns.name.from_text(settings.zone.lower())
     recs = ZoneRecords(origin=origin, serial=serial, ttl=settings.ttl)
-    if settings.lease_grace is not None and view.leases:
-        view, recs.wake_at = expire_leases(view, settings.lease_grace)
+    if settings.source_leases and view.leases:
+        view, recs.wake_at = expire_leases(view)
     ttl = settings.ttl
     ns_name = dns.name.from_text("ns.dns", origin)
     recs.add(
@@ -263,10 +263,10 @@ def build(view: ImportedView, settings: ZoneSettings, *, serial: int) -> ZoneRec
     return recs
 
 
-def expire_leases(view: ImportedView, grace: float) -> tuple[ImportedView, float | None]:
+def expire_leases(view: ImportedView) -> tuple[ImportedView, float | None]:
     """Sources whose lease lapsed are expired; also when the next live lease will lapse."""
-    expired = {c for c, renewed in view.leases.items() if view.now - renewed > grace}
-    live = [renewed + grace for c, renewed in view.leases.items() if c not in expired]
+    expired = {c for c, until in view.leases.items() if view.now > until}
+    live = [until for c, until in view.leases.items() if c not in expired]
     wake = min(live) if live else None
     return dataclasses.replace(view, expired=view.expired | frozenset(expired)), wake
 
@@ -346,9 +346,11 @@ def _service(
         _headless(recs, name, sel, ttl)
         return
     recs.exist(name)
-    for ip in sel.addresses:
+    # `failover: endpoints` selects remote endpoints instead of the ClusterSetIP.
+    addrs = sel.addresses or _dedupe_addresses(sel)
+    for ip in addrs:
         recs.add(name, _rdtype_of(ip), RR(name, ttl, _addr_rdata(ip)))
-    addrs = tuple(sel.addresses)
+    _rotate(recs, name, sel)
     # No address: the names exist (NODATA), but SRV would point at a target that does not resolve.
     bare = [_Target(name, p.port, addrs) for p in imp.ports for _ in addrs]
     _srv(recs, name, bare, len(bare))

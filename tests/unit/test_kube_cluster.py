@@ -1,0 +1,73 @@
+"""A member cluster's informer caches turned into the model: what reaches the converter."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+import pytest
+
+from clusterset.kube import api as k
+from clusterset.kube.cluster import MEMBER, SOURCE_LEASE_LABEL, MemberCluster
+from clusterset.kube.lease import SOURCE_LEASE_DURATION
+from clusterset.model.ids import ClusterId
+
+
+def _lease(source: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": f"clusterset-source-{source}",
+            "namespace": "kube-system",
+            "resourceVersion": "7",
+            "labels": {SOURCE_LEASE_LABEL: source},
+        },
+        "spec": {"renewTime": "2026-11-29T17:00:00.000000Z", "leaseDurationSeconds": 40},
+    }
+
+
+def test_source_leases_never_reach_the_object_converter(caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 11 item 18: member DNS logged `unknown kind coordination.k8s.io/v1/Lease` for
+    every source Lease of a healthy clusterset."""
+    api = k.KubeApi("member2", None)  # type: ignore[arg-type]  # never contacted here
+    member = MemberCluster("member2", api, mode=MEMBER, on_change=lambda: None)
+    member.informers["leases"].store = {
+        f"kube-system/clusterset-source-{c}": _lease(c) for c in ("member1", "member2")
+    }
+    with caplog.at_level(logging.ERROR):
+        _, errors = member.objects()
+        view = member.imported_view(ClusterId("member2"), 1)
+    assert errors == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert set(view.leases) == {"member1", "member2"}  # still read, by the lease path
+
+
+def _member(grace: float | None = None) -> MemberCluster:
+    api = k.KubeApi("member2", None)  # type: ignore[arg-type]  # never contacted here
+    return MemberCluster("member2", api, mode=MEMBER, on_change=lambda: None, lease_grace=grace)
+
+
+RENEWED = dt.datetime(2026, 11, 29, 17, 0, tzinfo=dt.UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("duration", "grace", "expires"),
+    [
+        pytest.param(40, None, RENEWED + 40, id="the-leases-own-duration"),
+        pytest.param(4, None, RENEWED + 4, id="short-lease"),
+        pytest.param(None, None, RENEWED + SOURCE_LEASE_DURATION, id="no-duration-default"),
+        pytest.param(40, 15.0, RENEWED + 15, id="lease-grace-overrides"),
+    ],
+)
+def test_a_source_expires_at_renew_time_plus_lease_duration(
+    duration: int | None, grace: float | None, expires: float
+) -> None:
+    """Issue 11 item 19: expiry is the Lease's own renewTime + leaseDurationSeconds (as for
+    node Leases), not a fixed grace after the last renewal."""
+    member = _member(grace)
+    lease = _lease("member1")
+    lease["spec"] = {"renewTime": "2026-11-29T17:00:00.000000Z"}
+    if duration is not None:
+        lease["spec"]["leaseDurationSeconds"] = duration
+    member.informers["leases"].store = {"kube-system/clusterset-source-member1": lease}
+    assert member.source_leases() == {ClusterId("member1"): expires}
