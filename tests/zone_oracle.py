@@ -45,6 +45,11 @@ def prebuild(
     ends: list[tuple[int, int]] = []
     counts = {dns.renderer.ANSWER: 0, dns.renderer.ADDITIONAL: 0}
     for section, rrs in ((dns.renderer.ANSWER, answer), (dns.renderer.ADDITIONAL, additional)):
+        if section == dns.renderer.ADDITIONAL:
+            # Glue owners must be byte for byte the SRV/NS targets (lowercase, as CoreDNS
+            # writes them), not pointers into the question, which echoes the client's case.
+            for suffix in [k for k, at in r.compress.items() if at < start]:
+                del r.compress[suffix]
         for rr in rrs:
             rrset = dns.rrset.RRset(rr.name, dns.rdataclass.IN, rr.rdata.rdtype)
             rrset.update_ttl(rr.ttl)

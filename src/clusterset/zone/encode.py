@@ -11,6 +11,8 @@ renderer does it: every suffix of every name written with compression (the
 question, owners, NS/SOA rdata; never SRV targets, RFC 2782) is remembered at
 its offset, and a later name points at the longest remembered suffix. All
 names here are lowercase wire bytes, so the compression keys are plain bytes.
+One rule of ours on top: glue owners never point into the question (which
+echoes the client's case), so they are byte for byte the SRV/NS targets.
 """
 
 from __future__ import annotations
@@ -202,10 +204,15 @@ def prebuild(qname: bytes, qtype: int, answer: Sequence[RR], additional: Sequenc
     counts = [0, 0, 0, 0]
     pack = _RR_HEAD.pack
     for section, rrs in ((1, answer), (3, additional)):
+        if section == 3:
+            # Glue owners must be byte for byte the SRV/NS targets (lowercase, as CoreDNS
+            # writes them), not pointers into the question, which echoes the client's case.
+            for suffix in [k for k, at in table.items() if at < base]:
+                del table[suffix]
         for owner, rdtype, ttl, names, raw in rrs:
             start = len(out)
-            if owner == qname:
-                out += b"\xc0\x0c"
+            if section == 1 and owner == qname:
+                out += b"\xc0\x0c"  # what the table gives for the question's own name
             else:
                 _put_name(out, owner, table, base)
             if names:
