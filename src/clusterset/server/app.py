@@ -72,13 +72,13 @@ class DnsOptions:
     settings: records.ZoneSettings
     listen: str = "127.0.0.1:5353"
     udp_threads: int = 1
+    # Safety net of the incremental build: a full rebuild at least this often (seconds).
+    full_rebuild_every: float = 600.0
     upstream: tuple[str, int] | None = None  # unified mode: where other names go
     allow: tuple[str, ...] = DEFAULT_ALLOW
     metrics_listen: str | None = None  # HOST:PORT for /metrics, /health, /ready
     lameduck: float = 0.0  # seconds to keep answering after SIGTERM while /ready says 503
     log_queries: bool = False
-    # Safety net of the incremental build: a full rebuild at least this often (seconds).
-    full_rebuild_every: float = 600.0
 
 
 def compile_view(
