@@ -559,18 +559,6 @@ def _ours_ns_theirs_nodata(a: Reply, b: Reply) -> bool:
     )
 
 
-def _glue_owner_case(a: Reply, b: Reply) -> bool:
-    def lower(r: Reply) -> tuple[str, ...]:
-        return tuple(sorted(rr.lower() for rr in r.additional))
-
-    return (
-        replace(a, additional=()) == replace(b, additional=())
-        and a.additional != b.additional
-        and lower(a) == lower(b)
-        and all(rr.split()[0].islower() for rr in b.additional)
-    )
-
-
 @dataclass(frozen=True)
 class Difference:
     check: Callable[[Reply, Reply], bool]
@@ -624,14 +612,6 @@ APEX_NS = Difference(
     "addresses (in a cluster: kube-dns's ClusterIP); bound to 127.0.0.1 here, it has none "
     "and answers NODATA",
 )
-GLUE_OWNER_CASE = Difference(
-    _glue_owner_case,
-    "mixed-case SRV query: the SRV targets are lowercase in both, and so are CoreDNS's glue "
-    "owners; ours reuse the client's question bytes through name compression, so the glue "
-    "owner's suffix below the asked name echoes the client's case (docs/dns-schema.md: the "
-    "question is echoed byte for byte; zone/wire.py splicing; not yet a numbered decision). "
-    "Equal case-insensitively, as DNS compares names",
-)
 # (name, type) -> the difference, the same over every transport.
 EXPECTED: dict[tuple[str, str], Difference] = {
     ("", "NS"): APEX_NS,
@@ -648,7 +628,6 @@ EXPECTED: dict[tuple[str, str], Difference] = {
     (f"noports.{DIRECT_NS}.svc", "A"): PORTLESS_CLUSTERSETIP,
     (f"noports.{DIRECT_NS}.svc", "SRV"): PORTLESS_CLUSTERSETIP_SRV,
     (f"db-0.member1.db.{HUB_NS}.svc", "SRV"): SRV_AT_ENDPOINT_NAME,
-    (f"DB.{HUB_NS}.svc", "SRV"): GLUE_OWNER_CASE,
 }
 
 
