@@ -7,12 +7,12 @@ import dns.rcode
 import dns.rdatatype
 
 from clusterset.model.state import ImportedView
-from clusterset.zone import records
+from clusterset.zone import build, records
 from clusterset.zone.wire import CompiledZone, respond
 
 
 def compile_view(view: ImportedView, **settings: object) -> CompiledZone:
-    return CompiledZone(records.build(view, records.ZoneSettings(**settings), serial=42))  # type: ignore[arg-type]
+    return CompiledZone(build.build(view, records.ZoneSettings(**settings), serial=42))  # type: ignore[arg-type]
 
 
 def ask(

@@ -3,7 +3,7 @@
 Each case of `vectors/*.yaml` is one query against the pure answer path:
 
     fixture (Kubernetes YAML)  -> Objects -> ImportedView
-    -> zone.records.build(view, ZoneSettings(zone=...), serial=...)
+    -> zone.build.build(view, ZoneSettings(zone=...), serial=...)
     -> zone.wire.CompiledZone -> zone.wire.respond(..., tcp=True)
 
 and the reply is compared with the case's `expect`: the rcode, and each of the
@@ -33,7 +33,8 @@ import yaml
 from clusterset.model.bag import Objects, add_object, group_slices, implied_namespaces
 from clusterset.model.ids import ServiceKey
 from clusterset.model.state import ImportedView
-from clusterset.zone.records import ZoneSettings, build
+from clusterset.zone.build import build
+from clusterset.zone.records import ZoneSettings
 from clusterset.zone.wire import CompiledZone, respond
 
 HERE = Path(__file__).parent
@@ -93,8 +94,8 @@ def load_view(fixture: str) -> ImportedView:
 def compiled(
     fixture: str, zone: str, serial: int, settings: tuple[tuple[str, Any], ...]
 ) -> CompiledZone:
-    records = build(load_view(fixture), ZoneSettings(zone=zone, **dict(settings)), serial=serial)
-    return CompiledZone(records)
+    state = build(load_view(fixture), ZoneSettings(zone=zone, **dict(settings)), serial=serial)
+    return CompiledZone(state)
 
 
 # --- RR text ------------------------------------------------------------------------------
@@ -196,7 +197,7 @@ def ask(v: Vector) -> dns.message.Message:
     if case.get("zone_loaded", True):
         reply = respond(zone, zone.origin_wire, query.to_wire(), tcp=True)
     else:  # the server before its first load (CoreDNS: informers not synced)
-        unsynced = CompiledZone(zone.records, synced=False)
+        unsynced = CompiledZone(zone.state, synced=False)
         reply = respond(unsynced, zone.origin_wire, query.to_wire(), tcp=True)
     assert reply is not None, "no reply"
     msg = dns.message.from_wire(reply)

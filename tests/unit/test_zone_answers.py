@@ -257,7 +257,7 @@ def test_ports_helper_types() -> None:
 def test_unsynced_zone_is_servfail_with_soa_even_for_names_it_will_have() -> None:
     from clusterset.zone.wire import CompiledZone
 
-    unsynced = CompiledZone(ZONE.records, synced=False)
+    unsynced = CompiledZone(ZONE.state, synced=False)
     for name in ("svc1.ns.svc." + Z, "nosuch.ns.svc." + Z, Z):
         r = ask(unsynced, name, "A")
         assert rcode(r) == "SERVFAIL"

@@ -171,7 +171,7 @@ def resolve(
         print(dns.message.from_wire(reply).to_text())
     if explain:
         print()
-        print(schema.explain(view, zone.records, name, unified_zone=settings.unified_zone))
+        print(schema.explain(view, zone.state, name, unified_zone=settings.unified_zone))
 
 
 def corefile(zone: str, server: str, ttl: int, namespace: str, configmap: str) -> None:

@@ -12,7 +12,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
-import dns.name
 from prometheus_client import CollectorRegistry, Histogram
 
 from clusterset.model.ids import ClusterId, ServiceKey
@@ -24,8 +23,9 @@ from clusterset.server.http import DnsCollector, OpsServer
 from clusterset.server.probe import Prober
 from clusterset.server.tcp import TcpServer
 from clusterset.server.udp import UdpServer
-from clusterset.zone import records
-from clusterset.zone.wire import UDP_PAYLOAD, CompiledZone, name_wire
+from clusterset.zone import build, records
+from clusterset.zone.encode import name_from_text
+from clusterset.zone.wire import UDP_PAYLOAD, CompiledZone
 
 log = logging.getLogger(__name__)
 SWITCH_INTERVAL = 0.0005  # seconds a thread may hold the GIL while another waits
@@ -71,6 +71,8 @@ class DnsOptions:
     settings: records.ZoneSettings
     listen: str = "127.0.0.1:5353"
     udp_threads: int = 1
+    # Safety net of the incremental build: a full rebuild at least this often (seconds).
+    full_rebuild_every: float = 600.0
     upstream: tuple[str, int] | None = None  # unified mode: where other names go
     allow: tuple[str, ...] = DEFAULT_ALLOW
     metrics_listen: str | None = None  # HOST:PORT for /metrics, /health, /ready
@@ -80,10 +82,11 @@ class DnsOptions:
 
 
 def compile_view(
-    view: ImportedView, settings: records.ZoneSettings, reuse: CompiledZone | None = None
+    view: ImportedView, settings: records.ZoneSettings, previous: CompiledZone | None = None
 ) -> CompiledZone:
-    built = reuse.built if reuse is not None and reuse.synced else None
-    return CompiledZone(records.build(view, settings, serial=view.generation), reuse=built)
+    """The zone of `view`; only the services whose inputs changed since `previous` are built."""
+    state = previous.state if previous is not None and previous.synced else None
+    return CompiledZone(build.build(view, settings, serial=view.generation, previous=state))
 
 
 class DnsServer:
@@ -91,10 +94,10 @@ class DnsServer:
 
     def __init__(self, options: DnsOptions) -> None:
         self.options = options
-        self.holder = ZoneHolder(name_wire(dns.name.from_text(options.settings.zone)))
+        self.holder = ZoneHolder(name_from_text(options.settings.zone.lower()))
         # Until the first load: SERVFAIL (with the zone's SOA) for every in-zone name.
         self.holder.zone = CompiledZone(
-            records.build(ImportedView(None, {}, {}, frozenset()), options.settings, serial=0),
+            build.build(ImportedView(None, {}, {}, frozenset()), options.settings, serial=0),
             synced=False,
         )
         host, port = parse_listen(options.listen)
@@ -170,7 +173,11 @@ class DnsServer:
 
         The clock is read here, not in the pure core: each view gets `now`, the health
         history (`tracks`) that the previous compile produced, and the probe verdicts.
+        Compiles are incremental (only services whose inputs changed); a full rebuild runs
+        every `full_rebuild_every` seconds as the safety net.
         """
+        every = self.options.full_rebuild_every
+        full_due = time.monotonic()  # the first compile is a full one anyway
         latest: ImportedView | None = None
         tracks: Mapping[tuple[ServiceKey, ClusterId], Track] = {}
         wake_at: float | None = None
@@ -185,13 +192,17 @@ class DnsServer:
                 if pending is None:
                     pending = asyncio.ensure_future(anext(it))
                 poked = asyncio.ensure_future(poke.wait())
-                timeout = None if wake_at is None else max(0.0, wake_at - time.time())
+                timeout = max(0.0, full_due - time.monotonic()) if latest is not None else None
+                if wake_at is not None:
+                    wake = max(0.0, wake_at - time.time())
+                    timeout = wake if timeout is None else min(timeout, wake)
                 done, _ = await asyncio.wait(
                     {pending, poked}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
                 poked.cancel()
                 poke.clear()
-                if pending in done:
+                fresh = pending in done
+                if fresh:
                     try:
                         latest = pending.result()
                     except StopAsyncIteration:
@@ -201,13 +212,23 @@ class DnsServer:
                 if latest is None:
                     continue
                 view = dataclasses.replace(
-                    latest, now=time.time(), tracks=tracks, probe_failed=prober.failed
+                    latest,
+                    now=time.time(),
+                    tracks=tracks,
+                    probe_failed=prober.failed,
+                    # Only a new view times a change: a timer's recompile (hysteresis, probes,
+                    # resync) of the same view must not add its age to the histogram.
+                    observed_at=latest.observed_at if fresh else 0.0,
                 )
                 # Compile off the event loop so TCP and the feed stay responsive on big zones.
                 started = time.perf_counter()
+                full = time.monotonic() >= full_due
                 try:
                     zone = await asyncio.to_thread(
-                        compile_view, view, self.options.settings, self.holder.zone
+                        compile_view,
+                        view,
+                        self.options.settings,
+                        None if full else self.holder.zone,
                     )
                 except Exception:  # a bug must not take DNS down: keep the zone we have
                     log.exception(
@@ -217,7 +238,9 @@ class DnsServer:
                     wake_at = None
                     continue
                 self.compile_seconds.observe(time.perf_counter() - started)
-                tracks, wake_at = zone.records.tracks, zone.records.wake_at
+                if full:
+                    full_due = time.monotonic() + every
+                tracks, wake_at = zone.state.tracks, zone.state.wake_at
                 self._install(zone, view)
         finally:
             probing.cancel()
@@ -228,15 +251,17 @@ class DnsServer:
         self.holder.swap(zone)
         if view.observed_at:
             self.change_latency.observe(max(0.0, time.time() - view.observed_at))
-        for w in zone.records.warnings:
+        for w in zone.state.new_warnings:  # a service's warning is logged when it is built
             log.warning("zone: %s", w)
         for cb in self.on_swap:
             cb(zone, view)
         log.debug(
-            "dns: zone generation %d loaded (%d names, %d answers)",
+            "dns: zone generation %d loaded (%d names, %d answers; %d of %d services rebuilt)",
             self.holder.generation,
             len(zone.names),
             len(zone.answers),
+            zone.state.rebuilt,
+            len(zone.state.fragments),
         )
 
     async def stop(self) -> None:

@@ -14,8 +14,14 @@ with the [DECISION]s of docs/dns-schema.md):
     apex                                 SOA, NS ns.dns.<zone> (+ glue when addresses are known)
 
 Every name absent from the result is NXDOMAIN; every name present but
-without the asked type is NODATA. This module only decides *what* exists;
-`zone.compile` turns it into wire bytes.
+without the asked type is NODATA.
+
+This is the reference model of the grammar over dnspython objects: the server
+builds its zone with `zone.build` (wire bytes, per service, incremental), and
+the tests render this model with dnspython (tests/zone_oracle.py) and compare
+every answer byte for byte. It also writes the zone file the benchmark's peer
+servers load (bench/dns_qps.py). `ZoneSettings` and `endpoint_hostname` are
+shared by both.
 """
 
 from __future__ import annotations
@@ -194,7 +200,7 @@ def build(view: ImportedView, settings: ZoneSettings, *, serial: int) -> ZoneRec
     origin = dns.name.from_text(settings.zone.lower())
     recs = ZoneRecords(origin=origin, serial=serial, ttl=settings.ttl)
     if settings.source_leases and view.leases:
-        view, recs.wake_at = _expire(view)
+        view, recs.wake_at = expire_leases(view)
     ttl = settings.ttl
     ns_name = dns.name.from_text("ns.dns", origin)
     recs.add(
@@ -257,7 +263,7 @@ def build(view: ImportedView, settings: ZoneSettings, *, serial: int) -> ZoneRec
     return recs
 
 
-def _expire(view: ImportedView) -> tuple[ImportedView, float | None]:
+def expire_leases(view: ImportedView) -> tuple[ImportedView, float | None]:
     """Sources whose lease lapsed are expired; also when the next live lease will lapse."""
     expired = {c for c, until in view.leases.items() if view.now > until}
     live = [until for c, until in view.leases.items() if c not in expired]

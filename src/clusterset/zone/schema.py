@@ -1,5 +1,6 @@
 """The qname grammar as a parser (for `resolve --explain` and tests); the zone build
-(`zone.records`) is its generator. Both follow docs/dns-schema.md."""
+(`zone.build`; `zone.records` is its dnspython reference) is its generator. Both follow
+docs/dns-schema.md."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import dns.name
 
 from clusterset.model.ids import ServiceKey
 from clusterset.model.state import ImportedView
-from clusterset.zone.records import ZoneRecords
+from clusterset.zone.build import ZoneState
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +59,14 @@ def parse(name: str, zone: str) -> Parsed:
 
 
 def explain(
-    view: ImportedView, recs: ZoneRecords, name: str, *, unified_zone: str | None = None
+    view: ImportedView, state: ZoneState, name: str, *, unified_zone: str | None = None
 ) -> str:
-    p = parse(name, recs.origin.to_text(omit_final_dot=True))
-    selections = recs.explain
+    p = parse(name, state.zone)
+    selections = state.explain
     lines = []
     if p.form == "outside" and unified_zone:
         p = parse(name, unified_zone)
-        selections = recs.explain_unified
+        selections = state.explain_unified
         if p.form == "service":
             lines.append(f"unified {unified_zone} name: answered local-first by clusterset")
         else:

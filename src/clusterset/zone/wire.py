@@ -2,8 +2,9 @@
 
 Why bytes: parsing and rendering each reply with dnspython costs ~135 µs a
 query; a dict lookup of prebuilt bytes plus an ID patch costs a few µs
-(measured, see bench/). dnspython renders every answer once, when the zone is
-compiled; `respond` only slices the question, looks up, and splices.
+(measured, see bench/). `zone.build` packs every answer once, when the zone
+is built (incrementally: only changed services); `respond` only slices the
+question, looks up, and splices.
 
 Splicing keeps the client's question bytes, so names come back in the case
 the client asked (0x20 randomisation) and the compression pointers of the
@@ -16,19 +17,14 @@ odd cases (EDNS errors, truncation, malformed packets) take a slower branch.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection
 
-import dns.exception
 import dns.message
-import dns.name
 import dns.opcode
 import dns.rcode
-import dns.rdataclass
-import dns.renderer
-import dns.rrset
 
-from clusterset.zone.records import RR, SOA, ZoneRecords
+from clusterset.zone.build import ZoneState
+from clusterset.zone.encode import Prebuilt, Rotation
 
 # Header flag bits (RFC 1035 4.1.1), first and second flag octets.
 _QR = 0x80
@@ -44,6 +40,7 @@ NOTIMP = 4
 REFUSED = 5
 BADVERS = 16
 
+SOA = 6
 OPT = 41
 AXFR = 252
 IXFR = 251
@@ -66,113 +63,34 @@ def _opt_rr(udp_size: int, do: bool) -> bytes:
     return opt
 
 
-@dataclass(frozen=True, slots=True)
-class Prebuilt:
-    """A positive answer: header variants [with OPT][RD], body after the question, RR ends."""
-
-    headers: tuple[bytes, bytes, bytes, bytes]
-    body: bytes
-    # (end offset in body, section 1=answer 2=authority 3=additional) per RR, for truncation.
-    rr_ends: tuple[tuple[int, int], ...]
-    counts: tuple[int, int, int]
-
-
-def name_wire(name: dns.name.Name) -> bytes:
-    """Uncompressed wire form of an absolute name."""
-    wire = name.to_wire()
-    assert wire is not None  # to_wire() without a file returns the bytes
-    return wire
-
-
-def _header(flags2: int, rcode: int, an: int, ns: int, ar: int) -> bytes:
-    """Bytes 2..12 of a header (after the ID)."""
-    return struct.pack("!BBHHHH", flags2, rcode, 1, an, ns, ar)
-
-
-def _headers(rcode: int, an: int, ns: int, ar: int) -> tuple[bytes, bytes, bytes, bytes]:
-    base = _QR | _AA
-    return (
-        _header(base, rcode, an, ns, ar),
-        _header(base | _RD, rcode, an, ns, ar),
-        _header(base, rcode, an, ns, ar + 1),
-        _header(base | _RD, rcode, an, ns, ar + 1),
-    )
-
-
-PrebuiltKey = tuple[bytes, tuple[RR, ...], tuple[RR, ...]]
-
-
-class Rotation:
-    """Answers served in turn (round-robin among equals); races between threads are benign."""
-
-    __slots__ = ("i", "items")
-
-    def __init__(self, items: list[Prebuilt]) -> None:
-        self.items = items
-        self.i = -1
-
-    def next(self) -> Prebuilt:
-        self.i = (self.i + 1) % len(self.items)
-        return self.items[self.i]
-
-
 class CompiledZone:
     """Read-only after construction; swapped whole by the server (one reference)."""
 
     __slots__ = (
         "_neg_cache",
         "answers",
-        "built",
         "memo_tcp",
         "memo_udp",
         "names",
-        "origin",
         "origin_wire",
-        "records",
         "serial",
         "soa_tail",
+        "state",
         "synced",
     )
 
-    def __init__(
-        self,
-        records: ZoneRecords,
-        *,
-        synced: bool = True,
-        reuse: Mapping[PrebuiltKey, Prebuilt] | None = None,  # the previous zone's `built`
-    ) -> None:
-        self.records = records
+    def __init__(self, state: ZoneState, *, synced: bool = True) -> None:
+        self.state = state  # what zone.build reuses for the next generation, and --explain
         self.synced = synced
         self.memo_udp = Memo()
         self.memo_tcp = Memo()
-        self.origin = records.origin
-        self.origin_wire = name_wire(records.origin)
-        self.serial = records.serial
-        self.names = frozenset(name_wire(n) for n in records.names)
-        self.answers: dict[bytes, Prebuilt | Rotation] = {}
-        # Rendering is the costly part of a zone swap (~100 µs an RR in dnspython's
-        # renderer); an answer whose records did not change is taken from the last zone.
-        self.built: dict[PrebuiltKey, Prebuilt] = {}
-        for (name, rdtype), ans in records.answers.items() if synced else ():
-            key = name_wire(name) + struct.pack("!H", rdtype)
-            orders = records.rotations.get((name, rdtype))
-            if orders:
-                self.answers[key] = Rotation(
-                    [_prebuild(name, rdtype, order, ans.additional) for order in orders]
-                )
-                continue
-            ck = (key, tuple(ans.answer), tuple(ans.additional))
-            p = reuse.get(ck) if reuse is not None else None
-            if p is None:
-                p = _prebuild(name, rdtype, ans.answer, ans.additional)
-            self.built[ck] = p
-            self.answers[key] = p
-        soa_rr = records.answers[(records.origin, SOA)].answer[0]
-        soa = records.soa()
+        self.origin_wire = state.origin
+        self.serial = state.serial
+        self.names: Collection[bytes] = state.names  # `in` and len() only
+        self.answers: dict[bytes, Prebuilt | Rotation] = state.answers if synced else {}
         # Negative answers: one SOA in authority whose owner (and MNAME/RNAME suffix) points
         # at the zone inside the client's question, so it echoes the client's case.
-        fixed = struct.pack("!IIIII", soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum)
-        self.soa_tail = (soa_rr.ttl, fixed)
+        self.soa_tail = (state.soa_ttl, state.soa_fixed)
         self._neg_cache: dict[int, bytes] = {}
 
     def negative_soa(self, zone_offset: int) -> bytes:
@@ -185,40 +103,6 @@ class CompiledZone:
             cached = ptr + struct.pack("!HHIH", SOA, 1, ttl, len(rdata)) + rdata
             self._neg_cache[zone_offset] = cached
         return cached
-
-
-def _prebuild(name: dns.name.Name, rdtype: int, answer: list[RR], additional: list[RR]) -> Prebuilt:
-    r = dns.renderer.Renderer(id=0, flags=0, max_size=65535)
-    r.add_question(name, rdtype)
-    start = r.output.tell()
-    ends: list[tuple[int, int]] = []
-    counts = {dns.renderer.ANSWER: 0, dns.renderer.ADDITIONAL: 0}
-    for section, rrs in ((dns.renderer.ANSWER, answer), (dns.renderer.ADDITIONAL, additional)):
-        if section == dns.renderer.ADDITIONAL:
-            # Glue owners must be byte for byte the SRV/NS targets (lowercase, as CoreDNS
-            # writes them), not pointers into the question, which echoes the client's case.
-            for suffix in [k for k, at in r.compress.items() if at < start]:
-                del r.compress[suffix]
-        for rr in rrs:
-            rrset = dns.rrset.RRset(rr.name, dns.rdataclass.IN, rr.rdata.rdtype)
-            rrset.update_ttl(rr.ttl)
-            rrset.add(rr.rdata)
-            try:
-                r.add_rrset(section, rrset)
-            except dns.exception.TooBig:
-                # Over 64 KiB even over TCP (e.g. SRV + glue of ~700 endpoints): serve the
-                # subset that fits, as the spec allows for headless answers ("a subset ...
-                # due to ... response size limit").
-                break
-            counts[section] += 1
-            ends.append((r.output.tell() - start, 1 if section == dns.renderer.ANSWER else 3))
-        else:
-            continue
-        break
-    r.write_header()
-    wire = r.get_wire()
-    an, ar = counts[dns.renderer.ANSWER], counts[dns.renderer.ADDITIONAL]
-    return Prebuilt(_headers(NOERROR, an, 0, ar), wire[start:], tuple(ends), (an, 0, ar))
 
 
 def _error(query: bytes, qend: int, rcode: int, opt: bytes = b"") -> bytes:
