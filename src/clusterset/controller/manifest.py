@@ -24,13 +24,13 @@ from clusterset.manifests.watch import changes
 from clusterset.model.bag import ALWAYS_NAMESPACES, group_slices, implied_namespaces
 from clusterset.model.conditions import Condition, ConditionType, Reason, Status
 from clusterset.model.ids import ClusterId, InvalidName, ServiceKey
+from clusterset.model.labels import REGION_PROPERTY
 from clusterset.model.objects import IPFamily
 from clusterset.model.state import ClusterSetState, ClusterState, ImportedView
 from clusterset.reconcile import allocate, desired
 
 log = logging.getLogger(__name__)
 # ClusterProperty naming the cluster's region, for the `region` failover tier.
-REGION_PROPERTY = "region.clusterset.io"
 
 
 def next_generation(previous: int) -> int:

@@ -17,6 +17,7 @@ from clusterset.kube.lease import SOURCE_LEASE_DURATION
 from clusterset.model import convert
 from clusterset.model.bag import Objects, add_object, group_slices, implied_namespaces
 from clusterset.model.ids import ClusterId, InvalidName, cluster_id
+from clusterset.model.labels import REGION_PROPERTY
 from clusterset.model.state import ClusterState, ImportedView
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ class MemberCluster:
             slices=group_slices(objs.slices),
             namespaces=frozenset(objs.namespaces),
             synced=self.synced,
-            region=objs.properties.get("region.clusterset.io", ""),
+            region=objs.properties.get(REGION_PROPERTY, ""),
             foreign_imports=frozenset(objs.karmada_imports),
             foreign_derived=objs.karmada_derived(),
         )

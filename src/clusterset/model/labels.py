@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+# Our annotations (policies, carried from the oldest export to the ServiceImport) and labels.
+PREFIX = "clusterset.io/"
 # Every object clusterset writes carries this; prune deletes only such objects.
-LABEL_OWNED = "clusterset.io/managed"
+LABEL_OWNED = PREFIX + "managed"
+# ClusterProperty naming a member's region (tiers).
+REGION_PROPERTY = "region.clusterset.io"
 
 # Managers (endpointslice.kubernetes.io/managed-by) of a cluster's own Services' slices: the
 # endpointslice controller, the mirroring controller (selector-less Services with Endpoints),

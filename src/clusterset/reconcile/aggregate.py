@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
+from clusterset.model import labels
 from clusterset.model.conditions import Condition, ConditionType, Reason, Status
 from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.objects import (
@@ -32,7 +33,6 @@ from clusterset.model.objects import (
 from clusterset.model.state import ClusterSetState
 
 # ServiceExport annotations carried to the ServiceImport: our answer-policy settings.
-CARRIED_PREFIX = "clusterset.io/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +192,7 @@ def aggregate(state: ClusterSetState, key: ServiceKey) -> Aggregate:
         exported_labels=oldest.export.exported_labels,
         exported_annotations=oldest.export.exported_annotations,
         annotations=tuple(
-            (k, v) for k, v in oldest.export.annotations if k.startswith(CARRIED_PREFIX)
+            (k, v) for k, v in oldest.export.annotations if k.startswith(labels.PREFIX)
         ),
         contributions=tuple(valid),
         conditions=conditions,

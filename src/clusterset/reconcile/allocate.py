@@ -13,7 +13,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 
 from clusterset.model.ids import ServiceKey
-from clusterset.model.objects import IPFamily
+from clusterset.model.objects import IPFamily, family_of
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -38,11 +38,11 @@ def allocate(
         fams = tuple(f for f in families if f in cidrs)
         # An address kept must be valid, in range, and not already kept by an earlier key
         # (a hand-edited state file can give one address twice: the first key keeps it).
-        kept = [ip for ip in prev if _usable(ip, fams, cidrs) and ip not in used[_family(ip)]]
-        if {_family(ip) for ip in kept} == set(fams) and len(kept) == len(fams):
-            result[key] = tuple(sorted(kept, key=lambda ip: fams.index(_family(ip))))
+        kept = [ip for ip in prev if _usable(ip, fams, cidrs) and ip not in used[family_of(ip)]]
+        if {family_of(ip) for ip in kept} == set(fams) and len(kept) == len(fams):
+            result[key] = tuple(sorted(kept, key=lambda ip: fams.index(family_of(ip))))
             for ip in kept:
-                used[_family(ip)].add(ip)
+                used[family_of(ip)].add(ip)
         else:
             todo.append((key, fams))
     for key, fams in todo:
@@ -68,8 +68,4 @@ def _usable(ip: str, fams: tuple[IPFamily, ...], cidrs: Mapping[IPFamily, Networ
         addr = ipaddress.ip_address(ip)
     except ValueError:
         return False
-    return _family(ip) in fams and addr in cidrs[_family(ip)]
-
-
-def _family(ip: str) -> IPFamily:
-    return IPFamily.IPV6 if ":" in ip else IPFamily.IPV4
+    return family_of(ip) in fams and addr in cidrs[family_of(ip)]

@@ -25,6 +25,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from clusterset.model import labels
 from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.objects import (
     EndpointSlice,
@@ -38,13 +39,12 @@ from clusterset.model.state import ImportedView, Track
 KEP = "kep"
 LOCAL_FIRST = "local-first"
 POLICIES = (KEP, LOCAL_FIRST)
-PREFIX = "clusterset.io/"
-ANNOTATION = PREFIX + "dns-policy"
-MIN_READY = PREFIX + "min-ready"
-HYSTERESIS = PREFIX + "hysteresis"
-FAILOVER = PREFIX + "failover"
-WEIGHTS = PREFIX + "weights"
-TIERS = PREFIX + "tiers"
+ANNOTATION = labels.PREFIX + "dns-policy"
+MIN_READY = labels.PREFIX + "min-ready"
+HYSTERESIS = labels.PREFIX + "hysteresis"
+FAILOVER = labels.PREFIX + "failover"
+WEIGHTS = labels.PREFIX + "weights"
+TIERS = labels.PREFIX + "tiers"
 DEFAULT_HYSTERESIS = 30.0
 MAX_ROTATIONS = 16
 
