@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from clusterset.cli import main as cli
+from clusterset.cli import common
+from clusterset.cli import serve as cli
 from clusterset.model.ids import ClusterId
 from clusterset.model.state import ImportedView
 from clusterset.server.app import DnsServer
@@ -46,8 +47,8 @@ def test_hub_views_end_with_the_reason_when_the_hub_dies(
 def test_a_failed_feed_is_logged_once_goes_not_ready_and_exits_1(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    options = cli._dns_options(
-        cli._settings("clusterset.local", 5, "kep"),
+    options = common.dns_options(
+        common.zone_settings("clusterset.local", 5, "kep"),
         "127.0.0.1:0",
         1,
         unified=False,
@@ -64,7 +65,7 @@ def test_a_failed_feed_is_logged_once_goes_not_ready_and_exits_1(
         raise cli.HubStopped("RuntimeError: informer bug")
 
     async def scenario() -> None:
-        serving = asyncio.create_task(cli._serve(server, views()))
+        serving = asyncio.create_task(common.serve_until_stopped(server, views()))
         for _ in range(100):
             if server.ready():
                 break

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from clusterset.cli.main import hub_stats
+from clusterset.cli.controller import hub_stats
 from clusterset.controller.hub import Hub
 from clusterset.kube import api as k
 from clusterset.kube.lease import LeaderElector

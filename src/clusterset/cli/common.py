@@ -1,0 +1,406 @@
+"""What every command shares: the Typer app and its root options, flag types, the zone
+and DNS-server settings built from flags, member API clients, and the signal handling that
+stops a long-running command."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+# Typer vendors Click (typer._click) since 0.2x; its parse errors are that Click's classes.
+from typer._click import exceptions as click
+
+from clusterset import __version__, logs
+from clusterset.controller.manifest import ClusterSetFeed
+from clusterset.kube.api import KubeApi, load_contexts
+from clusterset.kube.karmada import members as karmada_members
+from clusterset.kube.lease import (
+    source_renew_interval,
+)
+from clusterset.model.ids import ClusterId, InvalidName, cluster_id
+from clusterset.model.objects import IPFamily
+from clusterset.model.state import ImportedView
+from clusterset.reconcile import allocate
+from clusterset.server.app import DnsOptions, DnsServer, parse_listen
+from clusterset.server.forward import DEFAULT_ALLOW, parse_upstream
+from clusterset.zone import policy
+from clusterset.zone.records import ZoneSettings
+from clusterset.zone.wire import UDP_PAYLOAD
+
+log = logging.getLogger("clusterset")
+
+
+app = typer.Typer(
+    name="clusterset",
+    help="One DNS name for a Kubernetes service, whichever cluster it runs in.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"auto_envvar_prefix": "CLUSTERSET"},
+)
+
+
+class UsageProblem(click.UsageError):
+    pass
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"clusterset {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the version.",
+            allow_from_autoenv=False,
+        ),
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="debug|info|warning|error")] = "info",
+    log_format: Annotated[str, typer.Option(help="text|json")] = "text",
+) -> None:
+    if log_format not in ("text", "json"):
+        raise UsageProblem(f"--log-format {log_format!r}: expected text or json")
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise UsageProblem(f"--log-level {log_level!r}: expected debug, info, warning or error")
+    logs.setup(log_level, log_format)
+
+
+ZoneOpt = Annotated[str, typer.Option("--zone", help="The clusterset zone.")]
+
+
+TtlOpt = Annotated[int, typer.Option("--ttl", help="TTL of every answer (0-3600).")]
+
+
+ListenOpt = Annotated[str, typer.Option("--listen", help="HOST:PORT for UDP and TCP.")]
+
+
+ManifestsOpt = Annotated[Path | None, typer.Option("--manifests", help="Folder of YAML manifests.")]
+
+
+UnifiedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--unified-cluster-local",
+        help="Also answer <svc>.<ns>.svc.cluster.local for imported services, local-first, "
+        "and forward every other query to --upstream.",
+    ),
+]
+
+
+UpstreamOpt = Annotated[
+    str | None, typer.Option("--upstream", help="IP[:PORT] of the cluster DNS (unified mode).")
+]
+
+
+AllowOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow", help="Client CIDR allowed to use forwarding (repeatable).", show_default=False
+    ),
+]
+
+
+MetricsOpt = Annotated[
+    str | None,
+    typer.Option("--metrics-listen", help="HOST:PORT serving /metrics, /health and /ready."),
+]
+
+
+LameduckOpt = Annotated[
+    float, typer.Option("--lameduck", help="Seconds to keep answering after SIGTERM (/ready 503).")
+]
+
+
+LeaseGraceOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--lease-grace",
+        help="Seconds after its Lease's renewTime that a source cluster still counts "
+        "(default: the Lease's own leaseDurationSeconds; 0: ignore leases). At least the "
+        "hub's renewal interval, a quarter of --source-lease-duration.",
+        show_default=False,
+    ),
+]
+
+
+SourceLeaseDurationOpt = Annotated[
+    int,
+    typer.Option(
+        "--source-lease-duration",
+        help="leaseDurationSeconds of the liveness Leases; the hub renews them every quarter "
+        "of it (give the controller and the DNS servers the same value).",
+    ),
+]
+
+
+def source_lease_grace(duration: int, grace: float | None) -> float:
+    """Check the liveness-Lease flags; the renewal interval they imply."""
+    if duration < 1:
+        raise UsageProblem(f"--source-lease-duration {duration}: expected at least 1")
+    interval = source_renew_interval(duration)
+    if grace is not None and (grace < 0 or 0 < grace < interval):
+        raise UsageProblem(
+            f"--lease-grace {grace:g}: shorter than the hub's renewal interval "
+            f"({interval:g}s, a quarter of --source-lease-duration {duration}): "
+            "answers would flap between renewals"
+        )
+    return interval
+
+
+QueryLogOpt = Annotated[
+    bool, typer.Option("--log-queries", help="Log every query (slow; off by default).")
+]
+
+
+UdpSizeOpt = Annotated[
+    int,
+    typer.Option(
+        "--udp-size",
+        help="Largest UDP reply in bytes, whatever size the client advertises (TC above it).",
+    ),
+]
+
+
+PolicyOpt = Annotated[
+    str, typer.Option("--default-policy", help=f"Answer policy: {', '.join(policy.POLICIES)}.")
+]
+
+
+# Allocation flags: `run` and the read-only commands take the same, so they agree.
+DEFAULT_CIDR = "10.250.0.0/16"
+
+
+DEFAULT_CIDR_V6 = "fd63:6c75:7374::/112"
+
+
+CidrOpt = Annotated[str, typer.Option("--clusterset-cidr", help="ClusterSetIP range (IPv4).")]
+
+
+CidrV6Opt = Annotated[str, typer.Option("--clusterset-cidr-v6", help="ClusterSetIP range (IPv6).")]
+
+
+StateFileOpt = Annotated[
+    Path | None, typer.Option("--state-file", help="Where allocations persist.")
+]
+
+
+def zone_settings(
+    zone: str,
+    ttl: int,
+    default_policy: str,
+    ns: list[str] | None = None,
+    *,
+    unified: bool = False,
+    source_leases: bool = False,
+) -> ZoneSettings:
+    if not 0 <= ttl <= 3600:
+        raise UsageProblem(f"--ttl {ttl}: expected 0-3600")
+    if default_policy not in policy.POLICIES:
+        raise UsageProblem(f"--default-policy {default_policy!r}: expected {policy.POLICIES}")
+    z = zone.strip(".").lower()
+    if not z or any(not part for part in z.split(".")):
+        raise UsageProblem(f"--zone {zone!r}: not a domain name")
+    for a in ns or []:
+        try:
+            ipaddress.ip_address(a)
+        except ValueError as exc:
+            raise UsageProblem(f"--ns-address {a!r}: not an IP address") from exc
+    return ZoneSettings(
+        zone=z,
+        ttl=ttl,
+        default_policy=default_policy,
+        ns_addresses=tuple(ns or ()),
+        unified_zone="cluster.local" if unified else None,
+        source_leases=source_leases,
+    )
+
+
+def dns_options(
+    settings: ZoneSettings,
+    listen: str,
+    udp_threads: int,
+    *,
+    unified: bool,
+    upstream: str | None,
+    allow: list[str] | None,
+    metrics_listen: str | None = None,
+    lameduck: float = 0.0,
+    log_queries: bool = False,
+    udp_size: int = UDP_PAYLOAD,
+) -> DnsOptions:
+    if unified and not upstream:
+        raise UsageProblem("--unified-cluster-local needs --upstream IP[:PORT] (the cluster DNS)")
+    if upstream and not unified:
+        raise UsageProblem("--upstream is only used with --unified-cluster-local")
+    up = None
+    if upstream:
+        try:
+            up = parse_upstream(upstream)
+        except ValueError as exc:
+            raise UsageProblem(f"--upstream {upstream!r}: {exc}") from exc
+    nets = tuple(allow) if allow else DEFAULT_ALLOW
+    for n in nets:
+        try:
+            ipaddress.ip_network(n)
+        except ValueError as exc:
+            raise UsageProblem(f"--allow {n!r}: not a CIDR") from exc
+    if udp_threads < 1:
+        raise UsageProblem("--udp-threads must be at least 1")
+    if metrics_listen is not None:
+        parse_listen(metrics_listen, "--metrics-listen")
+    if not 512 <= udp_size <= 65535:
+        raise UsageProblem(f"--udp-size {udp_size}: expected 512-65535")
+    if lameduck < 0:
+        raise UsageProblem("--lameduck must be >= 0")
+    return DnsOptions(
+        settings,
+        listen,
+        udp_threads,
+        upstream=up,
+        allow=nets,
+        metrics_listen=metrics_listen,
+        lameduck=lameduck,
+        log_queries=log_queries,
+        udp_size=udp_size,
+    )
+
+
+def cidr_networks(v4: str, v6: str) -> dict[IPFamily, allocate.Network]:
+    try:
+        return {
+            IPFamily.IPV4: ipaddress.IPv4Network(v4),
+            IPFamily.IPV6: ipaddress.IPv6Network(v6),
+        }
+    except ValueError as exc:
+        raise UsageProblem(f"--clusterset-cidr: {exc}") from exc
+
+
+def cluster_arg(name: str) -> ClusterId:
+    try:
+        return cluster_id(name)
+    except InvalidName as exc:
+        raise UsageProblem(f"--cluster: {exc}") from exc
+
+
+def need_manifests(manifests: Path | None) -> Path:
+    if manifests is None:
+        raise UsageProblem("--manifests DIR (or --kubeconfig) is required")
+    return manifests
+
+
+async def until_signal(task: asyncio.Task[None]) -> bool:
+    """Wait for SIGINT/SIGTERM or for `task` to end (long-running work never ends on its
+    own); True when it ended, which the caller reports and exits non-zero for."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stopper = asyncio.create_task(stop.wait(), name="stop")
+    done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    return task in done
+
+
+async def serve_until_stopped(server: DnsServer, views: AsyncIterator[ImportedView]) -> None:
+    await server.start()
+    feed = asyncio.create_task(server.serve_views(views), name="zone-feed")
+    failed = await until_signal(feed) and feed.exception() is not None
+    if failed:
+        # Serving a zone nobody updates any more would hide the failure: say why once, go
+        # not-ready (lameduck) and exit non-zero, so that Kubernetes restarts the pod.
+        log.error("zone feed failed, exiting: %s", why(feed.exception()))
+    feed.cancel()
+    await asyncio.gather(feed, return_exceptions=True)  # its failure is logged above
+    log.info("shutting down")
+    await server.stop()
+    if failed:
+        raise SystemExit(1)
+
+
+def why(exc: BaseException | None) -> str:
+    """One line for an exception, the leaves of a TaskGroup's ExceptionGroup included."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(why(e) for e in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def run_server(
+    options: DnsOptions, make_views: Callable[[DnsServer], AsyncIterator[ImportedView]]
+) -> None:
+    import uvloop
+
+    server = DnsServer(options)
+    uvloop.run(serve_until_stopped(server, make_views(server)))
+
+
+KubeconfigOpt = Annotated[
+    Path | None, typer.Option("--kubeconfig", help="kubeconfig of the member cluster(s).")
+]
+
+
+ContextOpt = Annotated[
+    list[str] | None,
+    typer.Option("--context", help="kubeconfig context (repeatable).", show_default=False),
+]
+
+
+AllContextsOpt = Annotated[
+    bool, typer.Option("--all-contexts", help="Every context of --kubeconfig.")
+]
+
+
+KarmadaOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--karmada-kubeconfig",
+        help="Karmada control plane kubeconfig: members are its Cluster objects, "
+        "reached through its cluster proxy.",
+    ),
+]
+
+
+def member_apis(
+    kubeconfig: Path | None,
+    contexts: list[str] | None,
+    all_contexts: bool,
+    karmada: Path | None,
+) -> dict[str, KubeApi]:
+    if karmada is not None:
+        if kubeconfig is not None:
+            raise UsageProblem("--karmada-kubeconfig and --kubeconfig are exclusive")
+        config = next(iter(load_contexts(karmada, None).values()))
+        return asyncio.run(karmada_members(config, only=contexts))
+    if kubeconfig is None:
+        raise UsageProblem("--kubeconfig (or --karmada-kubeconfig) is required")
+    configs = load_contexts(kubeconfig, contexts, all_contexts=all_contexts)
+    return {name: KubeApi.from_config(name, cfg) for name, cfg in configs.items()}
+
+
+OutputOpt = Annotated[str, typer.Option("-o", "--output", help="table|wide|json|yaml")]
+
+
+def manifest_feed(
+    manifests: Path | None, state_file: Path | None, v4: str, v6: str
+) -> ClusterSetFeed:
+    """What `run` with the same flags would compute; read-only: never writes the state file."""
+    return ClusterSetFeed(
+        need_manifests(manifests),
+        cidrs=cidr_networks(v4, v6),
+        state_file=state_file,
+        read_only=True,
+    )

@@ -1,0 +1,226 @@
+"""The read-only commands: `status`, `render`, `resolve` and `corefile`. They never write
+to a cluster or to the allocation state."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import time
+from typing import Annotated
+
+import typer
+
+# Typer vendors Click (typer._click) since 0.2x; its parse errors are that Click's classes.
+from clusterset.cli import output
+from clusterset.cli.common import (
+    DEFAULT_CIDR,
+    DEFAULT_CIDR_V6,
+    AllContextsOpt,
+    CidrOpt,
+    CidrV6Opt,
+    ContextOpt,
+    KarmadaOpt,
+    KubeconfigOpt,
+    ManifestsOpt,
+    OutputOpt,
+    PolicyOpt,
+    StateFileOpt,
+    TtlOpt,
+    UnifiedOpt,
+    UsageProblem,
+    ZoneOpt,
+    app,
+    cluster_arg,
+    manifest_feed,
+    member_apis,
+    zone_settings,
+)
+from clusterset.controller.hub import Hub
+from clusterset.controller.manifest import Observed
+from clusterset.kube.api import KubeApi
+from clusterset.kube.cluster import SOURCE_LEASE_LABEL
+from clusterset.manifests.load import SourceError
+from clusterset.model.ids import ClusterId, ServiceKey
+from clusterset.model.state import ImportedView
+from clusterset.reconcile import desired as rd
+from clusterset.server import probe
+from clusterset.server.app import compile_view
+from clusterset.server.forward import parse_upstream
+from clusterset.zone import policy
+
+
+@app.command()
+def status(
+    manifests: ManifestsOpt = None,
+    output_format: OutputOpt = "table",
+    state_file: StateFileOpt = None,
+    clusterset_cidr: CidrOpt = DEFAULT_CIDR,
+    clusterset_cidr_v6: CidrV6Opt = DEFAULT_CIDR_V6,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    all_contexts: AllContextsOpt = False,
+    karmada_kubeconfig: KarmadaOpt = None,
+) -> None:
+    """Every ServiceExport with its conditions and every ServiceImport, kubectl-style;
+    on real clusters also the per-source-cluster liveness Leases (fresh/stale/expired).
+
+    Examples:
+      clusterset status --manifests examples/clusters -o wide
+      clusterset status --kubeconfig members.yaml --all-contexts -o json
+    """
+    if output_format not in ("table", "wide", "json", "yaml"):
+        raise UsageProblem(f"-o {output_format!r}: expected table, wide, json or yaml")
+    if kubeconfig is not None or karmada_kubeconfig is not None:
+        apis = member_apis(kubeconfig, context, all_contexts, karmada_kubeconfig)
+        observed, leases = asyncio.run(_observe_clusters(apis))
+        output.status(observed, output_format, leases=leases)
+        return
+    observed = manifest_feed(manifests, state_file, clusterset_cidr, clusterset_cidr_v6).observe()
+    output.status(observed, output_format)
+
+
+async def _observe_clusters(apis: dict[str, KubeApi]) -> tuple[Observed, list[dict[str, object]]]:
+    """One read of every member (no writes): what the hub would compute, and the leases."""
+    hub = Hub(apis)
+    tasks = [asyncio.create_task(m.run()) for m in hub.members.values()]
+    try:
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(m.wait_synced() for m in hub.members.values())), 30
+            )
+        except TimeoutError as exc:
+            late = [n for n, m in hub.members.items() if not m.synced]
+            raise SourceError(f"clusters not reachable within 30s: {', '.join(late)}") from exc
+        state = hub.observe()
+        aggregates = rd.aggregate_all(state)
+        desired = rd.reconcile(
+            state, ips=hub.clusterset_ips(state, aggregates), aggregates=aggregates
+        )
+        leases = []
+        now = time.time()
+        for name, m in hub.members.items():
+            items, _ = await m.api.list(
+                "/apis/coordination.k8s.io/v1/leases", label_selector=SOURCE_LEASE_LABEL
+            )
+            for lease in items:
+                spec = lease.get("spec") or {}
+                labels = (lease.get("metadata") or {}).get("labels") or {}
+                renewed = str(spec.get("renewTime") or "")
+                duration = float(spec.get("leaseDurationSeconds") or 30)
+                try:
+                    age = (
+                        now - dt.datetime.fromisoformat(renewed.replace("Z", "+00:00")).timestamp()
+                    )
+                except ValueError:
+                    age = float("inf")
+                state_name = (
+                    "fresh" if age <= duration else "stale" if age <= 2 * duration else "expired"
+                )
+                leases.append(
+                    {
+                        "consumer": name,
+                        "source": labels.get(SOURCE_LEASE_LABEL, "?"),
+                        "renewed": renewed,
+                        "age": round(age, 1),
+                        "state": state_name,
+                    }
+                )
+        return Observed(state, desired, []), leases
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for api in apis.values():
+            await api.close()
+
+
+@app.command()
+def render(
+    manifests: ManifestsOpt = None,
+    cluster: Annotated[str, typer.Option(help="The consuming cluster.")] = "",
+    state_file: StateFileOpt = None,
+    clusterset_cidr: CidrOpt = DEFAULT_CIDR,
+    clusterset_cidr_v6: CidrV6Opt = DEFAULT_CIDR_V6,
+) -> None:
+    """Print, as YAML, the objects the controller would apply to one cluster."""
+    if not cluster:
+        raise UsageProblem("--cluster NAME is required")
+    cid = cluster_arg(cluster)
+    observed = manifest_feed(manifests, state_file, clusterset_cidr, clusterset_cidr_v6).observe()
+    if cid not in observed.desired.clusters:
+        raise SourceError(f"--cluster {cid}: no such cluster under {manifests}")
+    output.render(observed, cid)
+
+
+@app.command()
+def resolve(
+    name: Annotated[str, typer.Argument(help="The name to look up.")],
+    qtype: Annotated[str, typer.Argument(help="Record type.")] = "A",
+    manifests: ManifestsOpt = None,
+    cluster: Annotated[str, typer.Option(help="Ask as this member cluster.")] = "",
+    explain: Annotated[bool, typer.Option(help="Say why: policy, candidates.")] = False,
+    zone: ZoneOpt = "clusterset.local",
+    ttl: TtlOpt = 5,
+    default_policy: PolicyOpt = policy.KEP,
+    state_file: StateFileOpt = None,
+    clusterset_cidr: CidrOpt = DEFAULT_CIDR,
+    clusterset_cidr_v6: CidrV6Opt = DEFAULT_CIDR_V6,
+    unified: UnifiedOpt = False,
+) -> None:
+    """Answer NAME as the DNS server would for --cluster, and optionally explain it."""
+    if not cluster:
+        raise UsageProblem("--cluster NAME is required")
+    cid = cluster_arg(cluster)
+    settings = zone_settings(zone, ttl, default_policy, unified=unified)
+    feed = manifest_feed(manifests, state_file, clusterset_cidr, clusterset_cidr_v6)
+    observed = feed.observe()
+    if cid not in observed.state.clusters:
+        raise SourceError(f"--cluster {cid}: no such cluster under {manifests}")
+    view = feed.view(observed, cid)
+    # As the server's first compile of this view: the clock now, and one round of probes.
+    failed = asyncio.run(_probe_once(view))
+    view = dataclasses.replace(view, now=time.time(), probe_failed=failed)
+    output.resolve(view, compile_view(view, settings), settings, name, qtype, explain=explain)
+
+
+async def _probe_once(view: ImportedView) -> frozenset[tuple[ServiceKey, ClusterId]]:
+    """The verdict of the server's first probe round: a cluster none of whose probed
+    endpoints accepts a connection fails."""
+    rounds = probe.targets(view)
+    results = await asyncio.gather(
+        *(asyncio.gather(*(probe.tcp_ok(a, p, t.timeout) for a, p in t.addresses)) for t in rounds)
+    )
+    return frozenset(
+        (t.key, t.cluster)
+        for t, rs in zip(rounds, results, strict=True)
+        if not any(ok for ok, _ in rs)
+    )
+
+
+@app.command()
+def corefile(
+    server: Annotated[
+        str, typer.Option("--server", help="ClusterIP (or IP[:PORT]) of clusterset dns.")
+    ] = "",
+    zone: ZoneOpt = "clusterset.local",
+    ttl: TtlOpt = 5,
+    namespace: Annotated[
+        str, typer.Option(help="Namespace of the CoreDNS ConfigMap.")
+    ] = "kube-system",
+    configmap: Annotated[str, typer.Option(help="Name of the CoreDNS ConfigMap.")] = "coredns",
+) -> None:
+    """Print the CoreDNS stub-zone stanza that sends the clusterset zone to clusterset dns,
+    and a ready-to-run kubectl command that adds it (no CoreDNS rebuild).
+
+    Example: clusterset corefile --server 10.96.0.53
+    """
+    if not server:
+        raise UsageProblem("--server IP is required (the ClusterIP of the clusterset-dns Service)")
+    try:
+        host, port = parse_upstream(server)
+    except ValueError as exc:
+        raise UsageProblem(f"--server {server!r}: expected IP[:PORT]") from exc
+    settings = zone_settings(zone, ttl, policy.KEP)
+    target = f"{host}:{port}" if port != 53 else host
+    output.corefile(settings.zone, target, ttl, namespace, configmap)
