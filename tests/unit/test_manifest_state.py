@@ -265,11 +265,11 @@ def test_a_bug_while_reading_costs_one_pass_not_the_feed(
     f = feed(root, tmp_path / "alloc.json")
     real, calls = f.observe, []
 
-    def flaky() -> manifest.Observed:
+    def flaky(**kw: object) -> manifest.Observed:
         calls.append(1)
         if len(calls) == 2:
             raise RuntimeError("boom")
-        return real()
+        return real(**kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(f, "observe", flaky)
 

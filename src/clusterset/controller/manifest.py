@@ -14,14 +14,14 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from clusterset.manifests import allocations
 from clusterset.manifests.load import FolderReader, SourceError, cluster_name
 from clusterset.manifests.watch import changes
-from clusterset.model.bag import ALWAYS_NAMESPACES, group_slices, implied_namespaces
+from clusterset.model.bag import ALWAYS_NAMESPACES, Objects, group_slices, implied_namespaces
 from clusterset.model.conditions import Condition, ConditionType, Reason, Status
 from clusterset.model.ids import ClusterId, InvalidName, ServiceKey
 from clusterset.model.labels import REGION_PROPERTY
@@ -100,8 +100,11 @@ class FolderFeed:
         self.generation = 0
         self.errors: list[str] = []
 
-    def snapshot(self) -> ImportedView:
-        objs, errors = self.reader.read()
+    def snapshot(self, changed: Collection[Path] | None = None) -> ImportedView:
+        """The view now; `changed`: the watcher's paths (None: look at every file)."""
+        if changed is not None and self.root in changed:
+            changed = None  # the folder itself was made or moved
+        objs, errors = self.reader.read(changed)
         self.errors = _log_errors(errors, self.errors)
         self.generation = next_generation(self.generation)
         return ImportedView(
@@ -117,9 +120,9 @@ class FolderFeed:
     async def views(self, stop: asyncio.Event | None = None) -> AsyncIterator[ImportedView]:
         """A view per change; while the folder cannot be read, none (the last one serves)."""
         outage = _Outage()
-        async for _ in changes([self.root], stop=stop):
+        async for changed in changes([self.root], stop=stop):
             try:
-                view = await asyncio.to_thread(self.snapshot)
+                view = await asyncio.to_thread(self.snapshot, changed)
             except SourceError as exc:
                 outage.failed(str(exc))
                 continue
@@ -172,6 +175,13 @@ class ClusterSetFeed:
         self.last: dict[Path, ClusterState] = {}
         self.exhausted: dict[tuple[ClusterId, ServiceKey], str] = {}
         self.unreadable: list[str] = []  # member folders the last read could not list
+        self._objects: dict[Path, Objects] = {}  # each folder's objects at the last read
+        # The last pass, which the next one updates where its inputs changed.
+        self._state: ClusterSetState | None = None
+        self._desired: desired.Desired | None = None
+        self._wanted: dict[ClusterId, list[tuple[ServiceKey, tuple[IPFamily, ...]]]] = {}
+        self._ips: dict[tuple[ClusterId, ServiceKey], tuple[str, ...]] = {}
+        self._exhausted: dict[ClusterId, dict[ServiceKey, str]] = {}
         self.allocations, problems = allocations.load(self.state_file, keep_aside=not read_only)
         for p in problems:
             log.error("%s", p)
@@ -211,16 +221,33 @@ class ClusterSetFeed:
             )
         return observed
 
-    def _read_folders(self, errors: list[str]) -> dict[ClusterId, ClusterState]:
+    def _read_folders(
+        self, errors: list[str], changed: Collection[Path] | None
+    ) -> dict[ClusterId, ClusterState]:
         """Each folder's ClusterState; one cluster ID claimed by two folders: the folder
-        that held it keeps it, else the folder named like the ID, else the first by name."""
+        that held it keeps it, else the folder named like the ID, else the first by name.
+
+        `changed` (the watcher's paths; None: unknown) limits what is looked at again; a
+        folder whose objects are the same as last time keeps the same ClusterState, so
+        that reconcile can tell what changed by identity."""
         found: dict[Path, ClusterState] = {}
         folders = self.folders()
         self.unreadable = []
+        hinted: dict[Path, list[Path]] | None = None
+        if changed is not None:
+            hinted = {}
+            for path in changed:
+                hinted.setdefault(path.parent, []).append(path)
         for folder in folders:
-            reader = self.readers.setdefault(folder, FolderReader(folder))
+            reader = self.readers.get(folder)
+            if reader is None:
+                reader = self.readers[folder] = FolderReader(folder)
             try:
-                objs, errs = reader.read()
+                # The folder itself in `changed` (made, moved): look at all of it.
+                whole = hinted is None or folder in hinted.get(self.root, ())
+                objs, errs = reader.read(
+                    None if whole or hinted is None else hinted.get(folder, ())
+                )
             except SourceError as exc:
                 self.unreadable.append(str(exc))
                 kept = self.last.get(folder)
@@ -243,6 +270,11 @@ class ClusterSetFeed:
                 if previous is None:
                     continue
                 cid = previous
+            was = self.last.get(folder)
+            if was is not None and self._objects.get(folder) is objs and was.cluster == cid:
+                found[folder] = was
+                continue
+            self._objects[folder] = objs
             found[folder] = ClusterState(
                 cluster=cid,
                 services=dict(objs.services),
@@ -272,40 +304,64 @@ class ClusterSetFeed:
             ids[winner] = cid
             last[winner] = found[winner]
         self.ids, self.last = ids, last
+        for gone in set(self._objects) - set(folders):
+            del self._objects[gone]
         return clusters
 
-    def observe(self, *, quiet: bool = False) -> Observed:
-        """Read every folder, allocate, reconcile; `quiet`: leave logging bad input to the
-        caller."""
+    def observe(self, *, quiet: bool = False, changed: Collection[Path] | None = None) -> Observed:
+        """Read the folders, allocate, reconcile; `quiet`: leave logging bad input to the
+        caller. `changed`: the paths the watcher saw change (None: look at everything).
+
+        Each pass updates the last one where its inputs changed (desired.changed_keys);
+        the result equals a pass from scratch."""
         errors: list[str] = []
-        clusters = self._read_folders(errors)
+        clusters = self._read_folders(errors, changed)
         state = ClusterSetState(clusters)
-        aggregates = desired.aggregate_all(state)
+        keys = desired.changed_keys(self._state, state) if self._state is not None else None
+        before = self._desired
+        aggregates = desired.aggregate_all(
+            state, previous=before.aggregates if before else None, changed=keys
+        )
         wanted = desired.wanted_ips(aggregates)
-        ips: dict[tuple[ClusterId, ServiceKey], tuple[str, ...]] = {}
-        changed = self._dirty
-        exhausted: dict[tuple[ClusterId, ServiceKey], str] = {}
+        dirty = self._dirty
+        for cid in set(self._wanted) - set(clusters):
+            del self._wanted[cid]
+            self._exhausted.pop(cid, None)
+        for key in [k for k in self._ips if k[0] not in clusters]:
+            del self._ips[key]
         for cid in clusters:
             nss = desired.namespaces_of(state, cid)
             mine = [(k, f) for k, f in wanted if k.namespace in nss]
+            if mine == self._wanted.get(cid) and cid in self.allocations:
+                continue  # same services, same families: the same addresses
+            self._wanted[cid] = mine
             got = allocate.allocate(mine, cidrs=self.cidrs, previous=self.allocations.get(cid, {}))
             if got != self.allocations.get(cid):
-                changed = True
+                dirty = True
                 self.allocations[cid] = got
-            ips.update({(cid, k): v for k, v in got.items()})
+            for key in [k for k in self._ips if k[0] == cid]:
+                del self._ips[key]
+            self._ips.update({(cid, k): v for k, v in got.items()})
+            self._exhausted[cid] = {}
             for k, fams in mine:
                 missing = [f for f in fams if f in self.cidrs and f not in _families(got[k])]
                 if missing:
-                    exhausted[(cid, k)] = ", ".join(f"{self.cidrs[f]} ({f.value})" for f in missing)
-        if changed:
+                    self._exhausted[cid][k] = ", ".join(
+                        f"{self.cidrs[f]} ({f.value})" for f in missing
+                    )
+        if dirty:
             self._save_state()
+        exhausted = {(cid, k): r for cid, per in self._exhausted.items() for k, r in per.items()}
         for (cid, k), ranges in sorted(exhausted.items()):
             if self.exhausted.get((cid, k)) != ranges:
                 log.error("%s in %s: no free ClusterSetIP left in %s", k, cid, ranges)
         self.exhausted = exhausted
         if not quiet:
             self.errors = _log_errors(errors, self.errors)
-        result = desired.reconcile(state, ips=ips, aggregates=aggregates)
+        result = desired.reconcile(
+            state, ips=self._ips, aggregates=aggregates, previous=before, changed=keys
+        )
+        self._state, self._desired = state, result
         if exhausted:
             result = _with_exhaustion(result, exhausted)
         return Observed(state, result, errors)
@@ -322,10 +378,10 @@ class ClusterSetFeed:
     ) -> AsyncIterator[ImportedView]:
         """A view per change; while ROOT cannot be read, none (the last one serves)."""
         outage = _Outage()
-        async for _ in changes([self.root], stop=stop):
+        async for changed in changes([self.root], stop=stop):
             try:
                 # Off the event loop: keep TCP answering meanwhile.
-                observed = await asyncio.to_thread(self.observe)
+                observed = await asyncio.to_thread(self.observe, changed=changed)
             except SourceError as exc:
                 outage.failed(str(exc))
                 continue

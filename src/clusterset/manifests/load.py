@@ -11,7 +11,8 @@ files) is one line and a deterministic winner.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping
+import os
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -133,22 +134,68 @@ class FolderReader:
         self._good: dict[Path, dict[str, Objects]] = {}
         self._parsed: dict[Path, tuple[tuple[int, int, int], Objects, list[str]]] = {}
         self._owner: dict[tuple[str, str], Path] = {}
+        self._files: list[Path] = []
+        self._result: tuple[Objects, list[str]] | None = None
 
     def files(self) -> list[Path]:
         """The folder's manifest files; SourceError when the folder cannot be listed."""
         try:
-            return sorted(p for p in self.root.iterdir() if p.suffix in SUFFIXES and p.is_file())
+            with os.scandir(self.root) as entries:
+                return sorted(
+                    Path(e.path)
+                    for e in entries
+                    if os.path.splitext(e.name)[1] in SUFFIXES and e.is_file()
+                )
         except OSError as exc:
             raise SourceError(f"{self.root}: cannot read folder: {exc.strerror or exc}") from exc
 
-    def read(self) -> tuple[Objects, list[str]]:
-        """All objects of the folder now, and one error line per bad document."""
+    def read(self, changed: Collection[Path] | None = None) -> tuple[Objects, list[str]]:
+        """All objects of the folder now, and one error line per bad document.
+
+        `changed`: the only files that may differ since the last read (the watcher's
+        paths); the others are neither listed nor stat'ed again. None: look at every
+        file. Nothing changed: the previous result itself, the same objects, so that
+        what consumes it can tell by identity that this folder is as it was.
+        """
+        if changed is None or self._result is None:
+            files = self.files()
+            recheck: Collection[Path] = files
+        else:
+            now = set(self._files)
+            for path in changed:
+                if path.parent == self.root and path.suffix in SUFFIXES:
+                    if path.is_file():
+                        now.add(path)
+                    else:
+                        now.discard(path)
+            files = sorted(now)
+            recheck = [p for p in changed if p in now]
+        fresh = files != self._files
+        latest: dict[Path, tuple[Objects, list[str]]] = {}
+        for path in recheck:
+            before = self._parsed.get(path)
+            latest[path] = self._read_file(path)
+            if before is None or latest[path][0] is not before[1]:
+                fresh = True
+        if not fresh and self._result is not None:
+            return self._result
+        self._result = self._merge(files, latest)
+        self._files = files
+        return self._result
+
+    def _merge(
+        self, files: list[Path], latest: Mapping[Path, tuple[Objects, list[str]]]
+    ) -> tuple[Objects, list[str]]:
+        """Every file's objects together (files not in `latest` as last parsed)."""
         out = Objects()
         errors: list[str] = []
-        files = self.files()
         per_file: dict[Path, Objects] = {}
         for path in files:
-            objs, errs = self._read_file(path)
+            got = latest.get(path)
+            if got is None:
+                cached = self._parsed.get(path)
+                got = (cached[1], cached[2]) if cached is not None else self._read_file(path)
+            objs, errs = got
             per_file[path] = objs
             errors.extend(errs)
         claims: dict[tuple[str, str], list[Path]] = {}

@@ -43,29 +43,35 @@ async def changes(
     stop: asyncio.Event | None = None,
     debounce_ms: int = 50,
     recheck: float = 1.0,
-) -> AsyncIterator[None]:
-    """Yield once at start, then after every batch of changes under `paths`.
+    rescan: float = 60.0,
+) -> AsyncIterator[frozenset[Path] | None]:
+    """Yield at start, then after every batch of changes under `paths`: the paths that
+    changed since the last yield, or None for "look at everything".
 
-    The watcher starts before the first yield, and the folders' fingerprint taken before
-    the caller's first read is compared after it: an edit made during that read is not
-    lost (watchfiles has no "watching now" signal to wait for). Every `recheck` seconds
-    the folders' identity is compared too: one deleted, replaced or back after a failure
-    yields and restarts the watcher, so the caller sees it go and come back.
+    None comes first, after a restart of the watcher, and every `rescan` seconds (the
+    safety net: a full look, should the watcher ever miss an event). The watcher starts
+    before the first yield, and the folders' fingerprint taken before the caller's first
+    read is compared after it: an edit made during that read is not lost (watchfiles has
+    no "watching now" signal to wait for). Every `recheck` seconds the folders' identity
+    is compared too: one deleted, replaced or back after a failure yields and restarts
+    the watcher, so the caller sees it go and come back.
     """
-    queue: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
+    pending: set[Path] = set()
+    wake = asyncio.Event()
 
     async def watch() -> None:
-        async for _batch in watchfiles.awatch(
+        async for batch in watchfiles.awatch(
             *paths, debounce=debounce_ms, step=20, stop_event=stop, recursive=True
         ):
-            if queue.empty():
-                queue.put_nowait(None)
+            pending.update(Path(p) for _change, p in batch)
+            wake.set()
 
     def start() -> asyncio.Task[None]:
         return asyncio.create_task(watch(), name="watch-folders")
 
     identity = _identity(paths)
     task = start()
+    loop = asyncio.get_running_loop()
     try:
         await asyncio.sleep(0.05)  # let the watcher thread start
         if task.done():
@@ -74,20 +80,31 @@ async def changes(
         yield None
         if fingerprint(paths) != before:
             yield None
+        full_at = loop.time() + rescan
         while True:
             try:
-                await asyncio.wait_for(queue.get(), recheck)
+                await asyncio.wait_for(wake.wait(), recheck)
             except TimeoutError:
                 now = _identity(paths)
                 if now == identity and (not task.done() or None in now):
-                    continue
-                identity = now
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-                if None not in now:
-                    task = start()
-            yield None
+                    if loop.time() < full_at:
+                        continue
+                else:
+                    identity = now
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+                    if None not in now:
+                        task = start()
+                full_at = loop.time() + rescan
+                pending.clear()
+                wake.clear()
+                yield None
+                continue
+            wake.clear()
+            batch = frozenset(pending)
+            pending.clear()
+            yield batch
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

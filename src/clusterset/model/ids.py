@@ -8,8 +8,7 @@ names would otherwise be ambiguous (see docs/dns-schema.md).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import NewType
+from typing import NamedTuple, NewType
 
 ClusterId = NewType("ClusterId", str)
 
@@ -32,9 +31,13 @@ def cluster_id(value: str) -> ClusterId:
     return ClusterId(value)
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class ServiceKey:
-    """A service across the clusterset: namespace sameness makes (ns, name) global."""
+class ServiceKey(NamedTuple):
+    """A service across the clusterset: namespace sameness makes (ns, name) global.
+
+    A NamedTuple, not a dataclass: every pass hashes and compares keys hundreds of
+    thousands of times, and a tuple does both in C (a dataclass's hash was the largest
+    single cost of a 10-cluster reconcile, profiled).
+    """
 
     namespace: str
     name: str
