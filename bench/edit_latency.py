@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 import dns.exception
+import dns.flags
 import dns.message
 import dns.query
 import dns.rdatatype
@@ -65,8 +66,8 @@ def answer_set(
 ) -> frozenset[str] | None:
     """One UDP query; replies to earlier (timed-out) queries are skipped by ID.
 
-    EDNS0 with a 65,000-octet payload: a headless answer of a fleet (100 addresses) does not
-    fit the 512 octets of plain DNS and would come back truncated."""
+    A headless answer of a fleet (100 addresses) does not fit the server's UDP limit (1,232
+    octets): a truncated reply is asked again over TCP, as a resolver would."""
     q = dns.message.make_query(qname, "A", use_edns=0, payload=65000)
     sock.sendto(q.to_wire(), ("127.0.0.1", port))
     deadline = time.perf_counter() + timeout
@@ -78,6 +79,8 @@ def answer_set(
         if len(wire) < 2 or wire[:2] != q.id.to_bytes(2, "big"):
             continue
         r = dns.message.from_wire(wire)
+        if r.flags & dns.flags.TC:
+            r = dns.query.tcp(q, "127.0.0.1", port=port, timeout=max(timeout, 1.0))
         return frozenset(
             rd.address for rrset in r.answer if rrset.rdtype == dns.rdatatype.A for rd in rrset
         )

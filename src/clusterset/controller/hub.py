@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -65,6 +66,7 @@ class Hub:
         self.reconciles = 0
         self.errors = 0
         self.last_duration = 0.0
+        self._last: tuple[ClusterSetState, rd.Desired] | None = None  # the last pass
 
     def observe(self) -> ClusterSetState:
         clusters: dict[ClusterId, ClusterState] = {}
@@ -105,20 +107,37 @@ class Hub:
                 ips[(cid, key)] = got
         return ips
 
-    async def reconcile_once(self) -> bool:
-        """One level-based pass over everything; True when every write succeeded."""
+    async def reconcile_once(self, *, full: bool = False) -> bool:
+        """One level-based pass; True when every write succeeded.
+
+        The pass updates the last one where its inputs changed (rd.changed_keys), which
+        equals a pass from scratch; `full` (the periodic resync) starts from scratch."""
         started = time.perf_counter()
         state = self.observe()
+        before = None if full or self._last is None else self._last
+        changed = rd.changed_keys(before[0], state) if before is not None else None
         # The pure passes run in a thread: on a big clusterset they take seconds, and on
         # the loop they would delay leader-lease renewals and the watches.
-        aggregates = await asyncio.to_thread(rd.aggregate_all, state)
-        desired = await asyncio.to_thread(
-            rd.reconcile,
-            state,
-            ips=self.clusterset_ips(state, aggregates),
-            aggregates=aggregates,
-            create_namespaces=self.create_namespaces,
+        aggregates = await asyncio.to_thread(
+            functools.partial(
+                rd.aggregate_all,
+                state,
+                previous=before[1].aggregates if before is not None else None,
+                changed=changed,
+            )
         )
+        desired = await asyncio.to_thread(
+            functools.partial(
+                rd.reconcile,
+                state,
+                ips=self.clusterset_ips(state, aggregates),
+                aggregates=aggregates,
+                create_namespaces=self.create_namespaces,
+                previous=before[1] if before is not None else None,
+                changed=changed,
+            )
+        )
+        self._last = (state, desired)
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if not self._may_write():
             return False
@@ -188,8 +207,11 @@ class Hub:
     async def _loop(self) -> None:
         backoff = 0.5
         while True:
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.resync)
+                full = False
+            except TimeoutError:
+                full = True  # the periodic resync: everything from scratch
             await asyncio.sleep(self.debounce)  # coalesce a burst of events into one pass
             self._wake.clear()
             if not any(m.synced for m in self.members.values()):
@@ -197,7 +219,7 @@ class Hub:
             if self.karmada is not None and not self.karmada.bindings.synced.is_set():
                 continue  # Karmada's placements decide which imports are its own
             try:
-                ok = await self.reconcile_once()
+                ok = await self.reconcile_once(full=full)
             except Exception:
                 log.exception("reconcile failed")
                 ok = False

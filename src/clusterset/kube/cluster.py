@@ -40,6 +40,8 @@ class MemberCluster:
         lease_grace: float | None = None,  # None: each Lease's own leaseDurationSeconds
     ) -> None:
         self.lease_grace = lease_grace
+        # kube.sink's memo of objects found to hold what was wanted (see sink._Verified).
+        self.verified: dict[tuple[str, str, bool], tuple[object, str]] = {}
         self.name = name
         self.api = api
         self.mode = mode

@@ -11,7 +11,9 @@ is never created, overwritten or deleted here: only its `spec.ips` is applied.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +35,7 @@ from clusterset.reconcile.slices import MANAGED_BY
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
+Conds = tuple[Condition, ...]
 
 
 def contains(want: Any, have: Any) -> bool:
@@ -67,24 +70,64 @@ class ApplyResult:
     unreachable: bool = False
 
 
+class _Verified:
+    """Objects found to hold what we want, per (resource, key, status): the desired input
+    they were compared against and the resourceVersion they had then.
+
+    While neither moves, the object is not rendered and compared again: a pass over 2,000
+    services of which one changed costs dictionary lookups, not thousands of renders.
+    """
+
+    def __init__(self, before: dict[tuple[str, str, bool], tuple[object, str]]) -> None:
+        self.before = before
+        self.now: dict[tuple[str, str, bool], tuple[object, str]] = {}
+
+    def same(self, key: tuple[str, str, bool], src: object, have: Obj | None) -> bool:
+        rv = _resource_version(have)
+        seen = self.before.get(key)
+        if rv and seen is not None and seen[1] == rv and (seen[0] is src or seen[0] == src):
+            self.now[key] = seen
+            return True
+        return False
+
+    def holds(self, key: tuple[str, str, bool], src: object, have: Obj | None) -> None:
+        rv = _resource_version(have)
+        if rv:
+            self.now[key] = (src, rv)
+
+
+def _resource_version(obj: Obj | None) -> str:
+    return str(((obj or {}).get("metadata") or {}).get("resourceVersion") or "")
+
+
 async def _apply(
     member: MemberCluster,
     res: k.Resource,
-    obj: Obj,
+    skey: str,
+    render_obj: Callable[[], Obj],
     have: Obj | None,
     r: ApplyResult,
+    verified: _Verified,
+    src: object,
     *,
     status: bool = False,
     absent: tuple[str, ...] = (),
 ) -> None:
-    """Apply `obj` unless `have` already holds it. `absent`: labels we may have set before
-    that `obj` no longer carries (a subset check alone would never drop them)."""
+    """Apply what `render_obj` makes unless `have` already holds it. `src`: the desired
+    input it is rendered from (see _Verified). `absent`: labels we may have set before
+    that the object no longer carries (a subset check alone would never drop them)."""
+    memo = (res.api_version + "/" + res.plural, skey, status)
+    if verified.same(memo, src, have):
+        r.unchanged += 1
+        return
+    obj = render_obj()
     meta = obj["metadata"]
     path = res.path(meta.get("namespace"), meta["name"]) + ("/status" if status else "")
     stale = set(absent) & set(((have or {}).get("metadata") or {}).get("labels") or {})
     stale -= set(meta.get("labels") or {})
     if have is not None and not stale and contains(_meta_view(obj), _meta_view(have)):
         r.unchanged += 1
+        verified.holds(memo, src, have)
         return
     if r.unreachable:
         return
@@ -142,6 +185,7 @@ async def apply_member(
 ) -> ApplyResult:
     """Make `member` hold exactly what `desired` says for it (imports, slices, conditions)."""
     r = ApplyResult()
+    verified = _Verified(member.verified)
     cd = desired.clusters.get(cid)
     import_res = member.resource("serviceimports")
     export_res = member.resource("serviceexports")
@@ -160,8 +204,11 @@ async def apply_member(
                 "kind": "Namespace",
                 "metadata": {"name": ns, "labels": {LABEL_OWNED: "true"}},
             }
-            await _apply(member, k.NAMESPACES, obj, member.store("namespaces").get(ns), r)
-        for key in sorted(cd.imports):
+            have_ns = member.store("namespaces").get(ns)
+            await _apply(
+                member, k.NAMESPACES, ns, functools.partial(dict, obj), have_ns, r, verified, ns
+            )
+        for key in cd.imports:
             imp = cd.imports[key]
             skey = f"{key.namespace}/{key.name}"
             have = imports.get(skey)
@@ -169,25 +216,51 @@ async def apply_member(
                 # Karmada's: fill spec.ips once it exists; until then it is Karmada's to create.
                 if have is not None and imp.ips and not _owned(have):
                     await _apply(
-                        member, import_res, render.service_import_ips(imp, version), have, r
+                        member,
+                        import_res,
+                        skey,
+                        functools.partial(render.service_import_ips, imp, version),
+                        have,
+                        r,
+                        verified,
+                        imp,
                     )
             else:
                 want_imports.add(skey)
-                await _apply(member, import_res, render.service_import(imp, version), have, r)
+                await _apply(
+                    member,
+                    import_res,
+                    skey,
+                    functools.partial(render.service_import, imp, version),
+                    have,
+                    r,
+                    verified,
+                    imp,
+                )
             derived = cd.data_path(key)
             if derived:
                 dkey = f"{key.namespace}/{derived}"
                 want_services.add(dkey)
                 await _apply(
-                    member, k.SERVICES, render.derived_service(imp, derived), services.get(dkey), r
+                    member,
+                    k.SERVICES,
+                    dkey,
+                    functools.partial(render.derived_service, imp, derived),
+                    services.get(dkey),
+                    r,
+                    verified,
+                    (imp, derived),
                 )
             if have is not None or key not in cd.foreign_imports:
                 await _apply(
                     member,
                     import_res,
-                    render.service_import_status(imp, version),
+                    skey,
+                    functools.partial(render.service_import_status, imp, version),
                     have,
                     r,
+                    verified,
+                    imp,
                     status=True,
                 )
             for s in cd.slices.get(key, ()):
@@ -196,28 +269,33 @@ async def apply_member(
                 await _apply(
                     member,
                     k.ENDPOINT_SLICES,
-                    render.endpoint_slice(s, derived),
+                    ekey,
+                    functools.partial(render.endpoint_slice, s, derived),
                     slices.get(ekey),
                     r,
+                    verified,
+                    (s, derived),
                     absent=(LABEL_K8S_SERVICE_NAME,),
                 )
     # ServiceExport conditions of this cluster's exports.
-    for (ccid, key), conds in sorted(
-        desired.conditions.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))
-    ):
+    for (ccid, key), conds in desired.conditions.items():
         if ccid != cid:
             continue
         skey = f"{key.namespace}/{key.name}"
         have = exports.get(skey)
         if have is None:
             continue
-        status = {
-            "apiVersion": export_res.api_version,
-            "kind": "ServiceExport",
-            "metadata": {"name": key.name, "namespace": key.namespace},
-            "status": {"conditions": _condition_list(conds, have, now)},
-        }
-        await _apply(member, export_res, status, have, r, status=True)
+
+        def export_status(key: ServiceKey = key, conds: Conds = conds, have: Obj = have) -> Obj:
+            return {
+                "apiVersion": export_res.api_version,
+                "kind": "ServiceExport",
+                "metadata": {"name": key.name, "namespace": key.namespace},
+                "status": {"conditions": _condition_list(conds, have, now)},
+            }
+
+        await _apply(member, export_res, skey, export_status, have, r, verified, conds, status=True)
+    member.verified = verified.now
     # Prune what we own and no longer want.
     if not desired.unsynced:
         for skey, obj in list(imports.items()):
@@ -234,6 +312,15 @@ async def apply_member(
             continue  # its source's caches have not synced: keep what we have
         await _delete(member, k.ENDPOINT_SLICES, skey, r)
     return r
+
+
+def _export_status(res: k.Resource, key: ServiceKey, conds: Conds, have: Obj, now: str) -> Obj:
+    return {
+        "apiVersion": res.api_version,
+        "kind": "ServiceExport",
+        "metadata": {"name": key.name, "namespace": key.namespace},
+        "status": {"conditions": _condition_list(conds, have, now)},
+    }
 
 
 def _owned(obj: Obj) -> bool:
