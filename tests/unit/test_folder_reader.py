@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from pathlib import Path
 
 from clusterset.manifests.load import FolderReader
@@ -74,3 +75,40 @@ def test_the_watcher_names_changed_paths_and_rescans(tmp_path: Path) -> None:
     assert got[0] is None
     assert any(b is not None and tmp_path / "a.yaml" in b for b in got[1:])
     assert got[-1] is None
+
+
+def test_reading_changed_files_equals_reading_everything(tmp_path: Path) -> None:
+    """Random edits (values, new and vanished objects, duplicates across files, broken
+    YAML, deleted files): a reader told which file changed, patching its last result,
+    gives what a reader that merges every file again gives."""
+    rng = random.Random(5)
+    names = [f"f{i}" for i in range(6)]
+    class AlwaysMerge(FolderReader):
+        def _patch(self, swaps: object) -> None:  # type: ignore[override]
+            return None  # the oracle: every read merges every file again
+
+    hinted, full = FolderReader(tmp_path), AlwaysMerge(tmp_path)
+    for name in names:
+        _write(tmp_path, name)
+    assert hinted.read() == full.read()
+    for step in range(400):
+        path = tmp_path / f"{rng.choice(names)}.yaml"
+        roll = rng.random()
+        if roll < 0.6:  # same object, new value (the cheap path)
+            text = SVC.format(name=path.stem, ip=f"10.0.{step % 200}.1")
+        elif roll < 0.75:  # an object defined in another file too
+            text = SVC.format(name=rng.choice(names), ip=f"10.9.{step % 200}.9")
+        elif roll < 0.8:
+            text = "# nothing here now"
+        elif roll < 0.85:
+            text = "kind: [unclosed"
+        elif roll < 0.95:
+            text = SVC.format(name=f"new{step % 3}", ip="10.8.8.8")
+        else:
+            path.unlink(missing_ok=True)
+            text = ""
+        if text:
+            path.write_text(text + f"# {step}\n")
+        got = hinted.read([path])
+        want = full.read()
+        assert got == want, step

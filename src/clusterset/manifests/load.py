@@ -141,13 +141,14 @@ class FolderReader:
         """The folder's manifest files; SourceError when the folder cannot be listed."""
         try:
             with os.scandir(self.root) as entries:
-                return sorted(
+                found = [
                     Path(e.path)
                     for e in entries
                     if os.path.splitext(e.name)[1] in SUFFIXES and e.is_file()
-                )
+                ]
         except OSError as exc:
             raise SourceError(f"{self.root}: cannot read folder: {exc.strerror or exc}") from exc
+        return sorted(found, key=str)  # one folder: by name (Path's own order is slow)
 
     def read(self, changed: Collection[Path] | None = None) -> tuple[Objects, list[str]]:
         """All objects of the folder now, and one error line per bad document.
@@ -157,31 +158,75 @@ class FolderReader:
         file. Nothing changed: the previous result itself, the same objects, so that
         what consumes it can tell by identity that this folder is as it was.
         """
-        if changed is None or self._result is None:
-            files = self.files()
-            recheck: Collection[Path] = files
-        else:
-            now = set(self._files)
+        if self._result is not None and changed is not None:
+            if not changed:
+                return self._result
+            files, recheck = self._files, []
+            now = set(files)
             for path in changed:
-                if path.parent == self.root and path.suffix in SUFFIXES:
-                    if path.is_file():
-                        now.add(path)
-                    else:
-                        now.discard(path)
-            files = sorted(now)
-            recheck = [p for p in changed if p in now]
-        fresh = files != self._files
-        latest: dict[Path, tuple[Objects, list[str]]] = {}
+                if path.parent != self.root or path.suffix not in SUFFIXES:
+                    continue
+                if path.is_file():
+                    recheck.append(path)
+                    now.add(path)
+                else:
+                    now.discard(path)
+            if len(now) != len(files) or not now.issuperset(files):
+                files = sorted(now, key=str)
+        else:
+            files = recheck = self.files()
+            if files == self._files:
+                files = self._files
+        swaps: dict[Path, tuple[tuple[Objects, list[str]] | None, tuple[Objects, list[str]]]] = {}
         for path in recheck:
             before = self._parsed.get(path)
-            latest[path] = self._read_file(path)
-            if before is None or latest[path][0] is not before[1]:
-                fresh = True
-        if not fresh and self._result is not None:
-            return self._result
-        self._result = self._merge(files, latest)
+            got = self._read_file(path)
+            if before is None or got[0] is not before[1]:
+                swaps[path] = ((before[1], before[2]) if before is not None else None, got)
+        if files is self._files and self._result is not None:
+            if not swaps:
+                return self._result
+            patched = self._patch(swaps)
+            if patched is not None:
+                self._result = patched
+                return patched
+        self._result = self._merge(files, {p: new for p, (_old, new) in swaps.items()})
         self._files = files
         return self._result
+
+    def _patch(
+        self,
+        swaps: Mapping[Path, tuple[tuple[Objects, list[str]] | None, tuple[Objects, list[str]]]],
+    ) -> tuple[Objects, list[str]] | None:
+        """The last result with the new values of changed files, when only values changed:
+        the same objects (kind, namespace/name), each owned by its file, the same errors.
+        None: merge again (what any other change needs)."""
+        assert self._result is not None
+        out = copy.copy(self._result[0])
+        for path, (old, new) in swaps.items():
+            if old is None or old[1] != new[1]:
+                return None
+            was, now = old[0], new[0]
+            if (
+                was.namespaces != now.namespaces
+                or was.karmada_imports != now.karmada_imports
+                or was.own_services != now.own_services
+                or was.karmada_derived_candidates != now.karmada_derived_candidates
+            ):
+                return None
+            for attr, kind in _KINDS:
+                theirs: dict[Any, Any] = getattr(now, attr)
+                if theirs.keys() != getattr(was, attr).keys():
+                    return None
+                if any(self._owner.get((kind, str(key))) != path for key in theirs):
+                    return None
+            for attr, _kind in _KINDS:
+                theirs = getattr(now, attr)
+                if theirs and theirs != getattr(was, attr):
+                    mine = dict(getattr(out, attr))  # copy on write: the last result stays
+                    mine.update(theirs)
+                    setattr(out, attr, mine)
+        return out, self._result[1]
 
     def _merge(
         self, files: list[Path], latest: Mapping[Path, tuple[Objects, list[str]]]

@@ -63,6 +63,8 @@ class Desired:
     unsynced: frozenset[ClusterId] = field(default=frozenset())
     # Each ServiceImport's MCS slices (the same in every consumer), for the next pass.
     imported: Mapping[ServiceKey, tuple[EndpointSlice, ...]] = field(default_factory=dict)
+    # The ClusterSetIPs this was reconciled with (a copy), for the next pass.
+    ips: Mapping[tuple[ClusterId, ServiceKey], tuple[str, ...]] = field(default_factory=dict)
 
     def view(self, cluster: ClusterId, state: ClusterSetState, generation: int) -> ImportedView:
         """What DNS serves in `cluster`: its imports and slices, plus its own Services."""
@@ -189,6 +191,12 @@ def reconcile(
         if agg.type is not None:
             imported[key] = imported_slices(state, agg)
     wanted_ns = frozenset(k.namespace for k, a in aggregates.items() if a.type is not None)
+    # Per consumer, the keys whose ClusterSetIPs moved (one set operation, in C).
+    moved: dict[ClusterId, set[ServiceKey]] = {}
+    ips = dict(ips)
+    if previous is not None:
+        for (cid, key), _ in ips.items() ^ previous.ips.items():
+            moved.setdefault(cid, set()).add(key)
     clusters: dict[ClusterId, ClusterDesired] = {}
     for cid in sorted(state.clusters):
         before = previous.clusters[cid] if previous is not None else None
@@ -199,10 +207,10 @@ def reconcile(
             ips,
             wanted_ns if create_namespaces else frozenset(),
             before,
-            changed,
+            None if changed is None else changed | moved.get(cid, set()),
         )
     unsynced = frozenset(c for c, cs in state.clusters.items() if not cs.synced)
-    return Desired(clusters, conditions, aggregates, unsynced, imported)
+    return Desired(clusters, conditions, aggregates, unsynced, imported, ips)
 
 
 def _cluster(
@@ -214,8 +222,8 @@ def _cluster(
     before: ClusterDesired | None,
     changed: set[ServiceKey] | None,
 ) -> ClusterDesired:
-    """One consumer's desired objects; with `before`, only `changed` keys (and those whose
-    ClusterSetIPs moved) are made again."""
+    """One consumer's desired objects; with `before`, only the `changed` keys are made
+    again."""
     cid = cs.cluster
     existing = cs.namespaces | ALWAYS_NAMESPACES
     # Opt-in: a consumer lacking a service's namespace gets it, so a service can be
@@ -228,13 +236,7 @@ def _cluster(
         imports, derived, redo, added = {}, {}, list(aggregates), False
     else:
         imports, derived = dict(before.imports), dict(before.derived)
-        redo = [
-            key
-            for key, imp in before.imports.items()
-            if imp.type is ImportType.CLUSTER_SET_IP and ips.get((cid, key), ()) != imp.ips
-        ]
-        redo.extend(changed)
-        added = False
+        redo, added = list(changed), False
     for key in redo:
         agg = aggregates.get(key)
         if agg is None or agg.type is None or key.namespace not in nss:
