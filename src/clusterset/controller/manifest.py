@@ -14,18 +14,24 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from clusterset.manifests import allocations
 from clusterset.manifests.load import FolderReader, SourceError, cluster_name
 from clusterset.manifests.watch import changes
-from clusterset.model.bag import ALWAYS_NAMESPACES, Objects, group_slices, implied_namespaces
+from clusterset.model.bag import (
+    ALWAYS_NAMESPACES,
+    Grouped,
+    Objects,
+    group_slices,
+    implied_namespaces,
+)
 from clusterset.model.conditions import Condition, ConditionType, Reason, Status
 from clusterset.model.ids import ClusterId, InvalidName, ServiceKey
 from clusterset.model.labels import REGION_PROPERTY
-from clusterset.model.objects import IPFamily
+from clusterset.model.objects import EndpointSlice, IPFamily
 from clusterset.model.state import ClusterSetState, ClusterState, ImportedView
 from clusterset.reconcile import allocate, desired
 
@@ -99,6 +105,13 @@ class FolderFeed:
         self.reader.files()  # unreadable at start: SourceError, one line and exit 2
         self.generation = 0
         self.errors: list[str] = []
+        self._grouped: tuple[Mapping[str, EndpointSlice], Grouped] | None = None
+
+    def _group(self, slices: Mapping[str, EndpointSlice]) -> Grouped:
+        """group_slices, grouping again only the services whose slices changed."""
+        grouped = group_slices(slices, self._grouped)
+        self._grouped = (slices, grouped)
+        return grouped
 
     def snapshot(self, changed: Collection[Path] | None = None) -> ImportedView:
         """The view now; `changed`: the watcher's paths (None: look at every file)."""
@@ -110,7 +123,7 @@ class FolderFeed:
         return ImportedView(
             cluster=self.cluster,
             imports=dict(objs.imports),
-            slices=group_slices(objs.mcs_slices),
+            slices=self._group(objs.mcs_slices),
             namespaces=implied_namespaces(objs),
             local_services=dict(objs.services),
             generation=self.generation,
@@ -274,12 +287,15 @@ class ClusterSetFeed:
             if was is not None and self._objects.get(folder) is objs and was.cluster == cid:
                 found[folder] = was
                 continue
+            seen = self._objects.get(folder)
             self._objects[folder] = objs
             found[folder] = ClusterState(
                 cluster=cid,
                 services=dict(objs.services),
                 exports=dict(objs.exports),
-                slices=group_slices(objs.slices),
+                slices=group_slices(
+                    objs.slices, (seen.slices, was.slices) if seen and was else None
+                ),
                 namespaces=implied_namespaces(objs),
                 region=objs.properties.get(REGION_PROPERTY, ""),
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -15,9 +15,16 @@ from clusterset.kube import api as k
 from clusterset.kube.informer import Informer
 from clusterset.kube.lease import SOURCE_LEASE_DURATION
 from clusterset.model import convert
-from clusterset.model.bag import Objects, add_object, group_slices, implied_namespaces
+from clusterset.model.bag import (
+    Grouped,
+    Objects,
+    add_object,
+    group_slices,
+    implied_namespaces,
+)
 from clusterset.model.ids import ClusterId, InvalidName, cluster_id
 from clusterset.model.labels import REGION_PROPERTY
+from clusterset.model.objects import EndpointSlice
 from clusterset.model.state import ClusterState, ImportedView
 
 log = logging.getLogger(__name__)
@@ -42,6 +49,7 @@ class MemberCluster:
         self.lease_grace = lease_grace
         # kube.sink's memo of objects found to hold what was wanted (see sink._Verified).
         self.verified: dict[tuple[str, str, bool], tuple[object, str]] = {}
+        self._grouped: dict[str, tuple[Mapping[str, EndpointSlice], Grouped]] = {}
         self.name = name
         self.api = api
         self.mode = mode
@@ -168,6 +176,12 @@ class MemberCluster:
         self._reported = set(errors)
         return out, errors
 
+    def _group(self, which: str, slices: Mapping[str, EndpointSlice]) -> Grouped:
+        """group_slices, grouping again only the services whose slices changed."""
+        grouped = group_slices(slices, self._grouped.get(which))
+        self._grouped[which] = (slices, grouped)
+        return grouped
+
     def cluster_id(self, objs: Objects) -> ClusterId:
         """ClusterProperty cluster.clusterset.k8s.io, else the context name."""
         value = objs.properties.get(convert.CLUSTER_ID_PROPERTY, self.name)
@@ -182,7 +196,7 @@ class MemberCluster:
             cluster=self.cluster_id(objs),
             services=objs.local_services(),
             exports=dict(objs.exports),
-            slices=group_slices(objs.slices),
+            slices=self._group("slices", objs.slices),
             namespaces=frozenset(objs.namespaces),
             synced=self.synced,
             region=objs.properties.get(REGION_PROPERTY, ""),
@@ -215,7 +229,7 @@ class MemberCluster:
             leases=self.source_leases(),
             cluster=cluster,
             imports=dict(objs.imports),
-            slices=group_slices(objs.mcs_slices),
+            slices=self._group("mcs_slices", objs.mcs_slices),
             namespaces=frozenset(objs.namespaces) or implied_namespaces(objs),
             local_services=objs.local_services(),
             generation=generation,

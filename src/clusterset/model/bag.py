@@ -104,14 +104,43 @@ def add_object(objs: Objects, obj: Any) -> None:
         raise convert.ObjectError(obj, "kind", f"unknown kind {obj.get('apiVersion')}/{kind}")
 
 
+Grouped = Mapping[ServiceKey, tuple[EndpointSlice, ...]]
+
+
 def group_slices(
     slices: Mapping[str, EndpointSlice],
-) -> dict[ServiceKey, tuple[EndpointSlice, ...]]:
-    out: dict[ServiceKey, list[EndpointSlice]] = {}
-    for name in sorted(slices):
-        s = slices[name]
-        out.setdefault(s.key, []).append(s)
-    return {k: tuple(v) for k, v in out.items()}
+    previous: tuple[Mapping[str, EndpointSlice], Grouped] | None = None,
+) -> Grouped:
+    """Slices by service, each group in name order. `previous`: the slices and grouping of
+    the last call; only services whose slices differ (by identity) are grouped again, and
+    when none does the last grouping itself is returned."""
+    if previous is None:
+        out: dict[ServiceKey, list[EndpointSlice]] = {}
+        for name in sorted(slices):
+            s = slices[name]
+            out.setdefault(s.key, []).append(s)
+        return {k: tuple(v) for k, v in out.items()}
+    old, grouped = previous
+    names: dict[ServiceKey, set[str]] = {}
+    for name, s in slices.items():
+        was = old.get(name)
+        if was is not s:
+            names.setdefault(s.key, set()).add(name)
+            if was is not None:
+                names.setdefault(was.key, set())
+    for name in old.keys() - slices.keys():
+        names.setdefault(old[name].key, set())
+    if not names:
+        return grouped
+    regrouped = dict(grouped)
+    for key, mine in names.items():
+        mine.update(f"{s.namespace}/{s.name}" for s in grouped.get(key, ()))
+        group = tuple(slices[n] for n in sorted(mine) if n in slices and slices[n].key == key)
+        if group:
+            regrouped[key] = group
+        else:
+            regrouped.pop(key, None)
+    return regrouped
 
 
 def implied_namespaces(objs: Objects) -> frozenset[str]:
