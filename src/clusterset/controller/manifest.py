@@ -31,9 +31,10 @@ from clusterset.model.bag import (
 from clusterset.model.conditions import Condition, ConditionType, Reason, Status
 from clusterset.model.ids import ClusterId, InvalidName, ServiceKey
 from clusterset.model.labels import REGION_PROPERTY
-from clusterset.model.objects import EndpointSlice, IPFamily
+from clusterset.model.objects import EndpointSlice, ImportType, IPFamily
 from clusterset.model.state import ClusterSetState, ClusterState, ImportedView
 from clusterset.reconcile import allocate, desired
+from clusterset.reconcile.aggregate import Aggregate
 
 log = logging.getLogger(__name__)
 # ClusterProperty naming the cluster's region, for the `region` failover tier.
@@ -338,14 +339,19 @@ class ClusterSetFeed:
         aggregates = desired.aggregate_all(
             state, previous=before.aggregates if before else None, changed=keys
         )
-        wanted = desired.wanted_ips(aggregates)
         dirty = self._dirty
+        # Allocation looks at every import of every consumer: skip it when no changed key
+        # gained, lost or changed a ClusterSetIP family (most edits are endpoints).
+        same = keys is not None and before is not None and set(clusters) == set(self._wanted)
+        if same and keys is not None and before is not None:
+            same = all(_wants(before.aggregates.get(k)) == _wants(aggregates.get(k)) for k in keys)
+        wanted = [] if same else desired.wanted_ips(aggregates)
         for cid in set(self._wanted) - set(clusters):
             del self._wanted[cid]
             self._exhausted.pop(cid, None)
         for key in [k for k in self._ips if k[0] not in clusters]:
             del self._ips[key]
-        for cid in clusters:
+        for cid in () if same else clusters:
             nss = desired.namespaces_of(state, cid)
             mine = [(k, f) for k, f in wanted if k.namespace in nss]
             if mine == self._wanted.get(cid) and cid in self.allocations:
@@ -410,6 +416,13 @@ class ClusterSetFeed:
                     "cluster %r: no folder under %s has this cluster ID", cluster, self.root
                 )
             yield self.view(observed, cluster)
+
+
+def _wants(agg: Aggregate | None) -> tuple[IPFamily, ...] | None:
+    """What an import asks of the allocator: its families if ClusterSetIP, else nothing."""
+    if agg is None or agg.type is not ImportType.CLUSTER_SET_IP:
+        return None
+    return agg.ip_families
 
 
 def _families(ips: tuple[str, ...]) -> set[IPFamily]:

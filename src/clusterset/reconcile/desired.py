@@ -232,20 +232,24 @@ def _cluster(
     nss = existing | missing
     imports: dict[ServiceKey, ServiceImport]
     derived: dict[ServiceKey, str]
+    slices: dict[ServiceKey, tuple[EndpointSlice, ...]]
     if before is None or changed is None or before.namespaces != nss:
-        imports, derived, redo, added = {}, {}, list(aggregates), False
+        imports, derived, slices, redo = {}, {}, {}, list(aggregates)
     else:
         imports, derived = dict(before.imports), dict(before.derived)
-        redo, added = list(changed), False
+        slices, redo = dict(before.slices), list(changed)
+    added = False
     for key in redo:
         agg = aggregates.get(key)
         if agg is None or agg.type is None or key.namespace not in nss:
             imports.pop(key, None)
             derived.pop(key, None)
+            slices.pop(key, None)
             continue
         added |= key not in imports
         imp, name = _import(cs, agg, ips.get((cid, key), ()))
         imports[key] = imp
+        slices[key] = imported[key]
         if name is None:
             derived.pop(key, None)
         else:
@@ -253,10 +257,11 @@ def _cluster(
             derived[key] = name
     if added:
         imports, derived = dict(sorted(imports.items())), dict(sorted(derived.items()))
+        slices = {k: slices[k] for k in imports}
     return ClusterDesired(
         cluster=cid,
         imports=imports,
-        slices={k: imported[k] for k in imports},
+        slices=slices,
         derived=derived,
         namespaces=nss,
         create_namespaces=missing,
