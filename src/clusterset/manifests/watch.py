@@ -61,7 +61,7 @@ async def changes(
 
     async def watch() -> None:
         async for batch in watchfiles.awatch(
-            *paths, debounce=debounce_ms, step=20, stop_event=stop, recursive=True
+            *paths, debounce=debounce_ms, step=5, stop_event=stop, recursive=True
         ):
             pending.update(Path(p) for _change, p in batch)
             wake.set()
