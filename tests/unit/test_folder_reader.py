@@ -6,6 +6,9 @@ import asyncio
 import random
 from pathlib import Path
 
+import pytest
+
+from clusterset.manifests import load
 from clusterset.manifests.load import FolderReader
 from clusterset.manifests.watch import changes
 from clusterset.model.ids import ServiceKey
@@ -83,6 +86,7 @@ def test_reading_changed_files_equals_reading_everything(tmp_path: Path) -> None
     gives what a reader that merges every file again gives."""
     rng = random.Random(5)
     names = [f"f{i}" for i in range(6)]
+
     class AlwaysMerge(FolderReader):
         def _patch(self, swaps: object) -> None:  # type: ignore[override]
             return None  # the oracle: every read merges every file again
@@ -112,3 +116,42 @@ def test_reading_changed_files_equals_reading_everything(tmp_path: Path) -> None
         got = hinted.read([path])
         want = full.read()
         assert got == want, step
+
+
+def test_a_first_big_read_parses_on_every_core_and_gives_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(load.PARALLEL_MIN + 10):
+        _write(tmp_path, f"s{i:03d}", f"10.0.{i // 200}.{i % 200 + 1}")
+    (tmp_path / "bad.yaml").write_text("kind: [unclosed")
+    (tmp_path / "bomb.yaml").write_text(
+        "a: &a [x, x, x, x, x, x, x, x, x]\n"
+        + "".join(
+            f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+            for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+        )
+    )
+    parallel = FolderReader(tmp_path).read()
+    assert load._pool is not None  # the workers did it
+    load.release_workers()
+    monkeypatch.setattr(load, "PARALLEL_MIN", 10**9)
+    serial = FolderReader(tmp_path).read()
+    assert parallel == serial
+    assert any("bad.yaml" in e for e in serial[1]) and any("bomb.yaml" in e for e in serial[1])
+
+
+def test_no_worker_processes_means_parsing_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for i in range(load.PARALLEL_MIN):
+        _write(tmp_path, f"s{i:03d}")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError("no /dev/shm")
+
+    monkeypatch.setattr(load.concurrent.futures, "ProcessPoolExecutor", refuse)
+    objs, errors = FolderReader(tmp_path).read()
+    assert len(objs.services) == load.PARALLEL_MIN and not errors
+    assert [r.getMessage() for r in caplog.records] == [
+        "parsing in worker processes failed (no /dev/shm); parsing here"
+    ]

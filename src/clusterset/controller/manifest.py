@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clusterset.manifests import allocations
-from clusterset.manifests.load import FolderReader, SourceError, cluster_name
+from clusterset.manifests.load import FolderReader, SourceError, cluster_name, release_workers
 from clusterset.manifests.watch import changes
 from clusterset.model.bag import (
     ALWAYS_NAMESPACES,
@@ -118,7 +118,10 @@ class FolderFeed:
         """The view now; `changed`: the watcher's paths (None: look at every file)."""
         if changed is not None and self.root in changed:
             changed = None  # the folder itself was made or moved
-        objs, errors = self.reader.read(changed)
+        try:
+            objs, errors = self.reader.read(changed)
+        finally:
+            release_workers()  # only a first read of a big folder uses them
         self.errors = _log_errors(errors, self.errors)
         self.generation = next_generation(self.generation)
         return ImportedView(
@@ -332,7 +335,10 @@ class ClusterSetFeed:
         Each pass updates the last one where its inputs changed (desired.changed_keys);
         the result equals a pass from scratch."""
         errors: list[str] = []
-        clusters = self._read_folders(errors, changed)
+        try:
+            clusters = self._read_folders(errors, changed)
+        finally:
+            release_workers()  # only a first read of a big folder uses them
         state = ClusterSetState(clusters)
         keys = desired.changed_keys(self._state, state) if self._state is not None else None
         before = self._desired

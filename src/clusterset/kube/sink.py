@@ -11,11 +11,12 @@ is never created, overwritten or deleted here: only its `spec.ips` is applied.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2 as httpx
 
@@ -208,11 +209,16 @@ async def apply_member(
             await _apply(
                 member, k.NAMESPACES, ns, functools.partial(dict, obj), have_ns, r, verified, ns
             )
-        for key in cd.imports:
-            imp = cd.imports[key]
+        foreign_imports, data_path = cd.foreign_imports, cd.data_path
+        imports_wanted, slices_wanted = cd.imports, cd.slices
+
+        async def one_import(key: ServiceKey) -> None:
+            """One import's objects in order: the import, its derived Service, its status
+            (which needs the import), its slices."""
+            imp = imports_wanted[key]
             skey = f"{key.namespace}/{key.name}"
             have = imports.get(skey)
-            if key in cd.foreign_imports:
+            if key in foreign_imports:
                 # Karmada's: fill spec.ips once it exists; until then it is Karmada's to create.
                 if have is not None and imp.ips and not _owned(have):
                     await _apply(
@@ -237,7 +243,7 @@ async def apply_member(
                     verified,
                     imp,
                 )
-            derived = cd.data_path(key)
+            derived = data_path(key)
             if derived:
                 dkey = f"{key.namespace}/{derived}"
                 want_services.add(dkey)
@@ -251,7 +257,7 @@ async def apply_member(
                     verified,
                     (imp, derived),
                 )
-            if have is not None or key not in cd.foreign_imports:
+            if have is not None or key not in foreign_imports:
                 await _apply(
                     member,
                     import_res,
@@ -263,7 +269,7 @@ async def apply_member(
                     imp,
                     status=True,
                 )
-            for s in cd.slices.get(key, ()):
+            for s in slices_wanted.get(key, ()):
                 ekey = f"{s.namespace}/{s.name}"
                 want_slices.add(ekey)
                 await _apply(
@@ -277,24 +283,23 @@ async def apply_member(
                     (s, derived),
                     absent=(LABEL_K8S_SERVICE_NAME,),
                 )
+
+        await _each(cd.imports, one_import)
+
     # ServiceExport conditions of this cluster's exports.
-    for (ccid, key), conds in desired.conditions.items():
-        if ccid != cid:
-            continue
+    async def one_export(item: tuple[ServiceKey, Conds]) -> None:
+        key, conds = item
         skey = f"{key.namespace}/{key.name}"
         have = exports.get(skey)
         if have is None:
-            continue
-
-        def export_status(key: ServiceKey = key, conds: Conds = conds, have: Obj = have) -> Obj:
-            return {
-                "apiVersion": export_res.api_version,
-                "kind": "ServiceExport",
-                "metadata": {"name": key.name, "namespace": key.namespace},
-                "status": {"conditions": _condition_list(conds, have, now)},
-            }
-
+            return
+        export_status = functools.partial(_export_status, export_res, key, conds, have, now)
         await _apply(member, export_res, skey, export_status, have, r, verified, conds, status=True)
+
+    await _each(
+        [(key, conds) for (ccid, key), conds in desired.conditions.items() if ccid == cid],
+        one_export,
+    )
     member.verified = verified.now
     # Prune what we own and no longer want.
     if not desired.unsynced:
@@ -312,6 +317,24 @@ async def apply_member(
             continue  # its source's caches have not synced: keep what we have
         await _delete(member, k.ENDPOINT_SLICES, skey, r)
     return r
+
+
+# Writes in flight per member: a first pass over 2,000 services is ~10,000 applies, and
+# one at a time they take minutes (each waits for its round trip).
+APPLY_CONCURRENCY = 16
+T = TypeVar("T")
+
+
+async def _each(items: Iterable[T], fn: Callable[[T], Awaitable[None]]) -> None:
+    """fn(item) for every item, at most APPLY_CONCURRENCY at a time. The workers share one
+    iterator, so items that need no write cost no task and no scheduling."""
+    it = iter(items)
+
+    async def worker() -> None:
+        for item in it:
+            await fn(item)
+
+    await asyncio.gather(*(worker() for _ in range(APPLY_CONCURRENCY)))
 
 
 def _export_status(res: k.Resource, key: ServiceKey, conds: Conds, have: Obj, now: str) -> Obj:

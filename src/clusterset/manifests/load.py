@@ -10,7 +10,10 @@ files) is one line and a deterministic winner.
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
+import logging
+import multiprocessing
 import os
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
@@ -22,6 +25,7 @@ from clusterset.model import convert
 from clusterset.model.bag import Objects, add_object
 from clusterset.model.ids import ClusterId, ServiceKey
 
+log = logging.getLogger(__name__)
 SUFFIXES = (".yaml", ".yml", ".json")
 # libyaml's loader when PyYAML was built with it: ~7x faster on large folders (measured).
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -98,6 +102,52 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     where = f" (line {mark.line + 1})" if mark is not None else ""
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     return f"invalid YAML{where}: {problem}"
+
+
+Parsed = list[tuple[int, Any, str | None]] | str  # documents, or why the file is unreadable
+
+# A first read of at least this many files parses them in worker processes (every core):
+# YAML parsing is ~2/3 of a cold start, and pure Python under the GIL (profiled).
+PARALLEL_MIN = 200
+_pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+
+def _parse_path(path: str) -> Parsed:
+    """One file's documents (in a worker process): plain data, cheap to send back."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"unreadable: {exc}"
+    return list(_documents(text))
+
+
+def parse_many(paths: list[Path]) -> dict[Path, Parsed] | None:
+    """Parse many files on every core; None when worker processes cannot be had (the caller
+    parses them itself)."""
+    global _pool
+    workers = min(os.cpu_count() or 1, 8)
+    if workers < 2 or len(paths) < PARALLEL_MIN:
+        return None
+    try:
+        if _pool is None:
+            ctx = multiprocessing.get_context("spawn")  # never fork a threaded server
+            _pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx)
+        results = _pool.map(_parse_path, [str(p) for p in paths], chunksize=32)
+        return dict(zip(paths, results, strict=True))
+    except (OSError, RuntimeError, concurrent.futures.process.BrokenProcessPool) as exc:
+        problem = " ".join(str(exc).split())[:200]  # one line
+        log.warning("parsing in worker processes failed (%s); parsing here", problem)
+        release_workers()
+        return None
+
+
+def release_workers() -> None:
+    """Stop the parse workers (after a cold read; edits are parsed in-process)."""
+    global _pool
+    if _pool is not None:
+        _pool.shutdown(wait=False, cancel_futures=True)
+        _pool = None
 
 
 def _items(doc: Any) -> Iterator[tuple[str, Any]]:
@@ -178,9 +228,10 @@ class FolderReader:
             if files == self._files:
                 files = self._files
         swaps: dict[Path, tuple[tuple[Objects, list[str]] | None, tuple[Objects, list[str]]]] = {}
+        pre = parse_many(list(recheck)) if not self._parsed else None
         for path in recheck:
             before = self._parsed.get(path)
-            got = self._read_file(path)
+            got = self._read_file(path, pre.get(path) if pre is not None else None)
             if before is None or got[0] is not before[1]:
                 swaps[path] = ((before[1], before[2]) if before is not None else None, got)
         if files is self._files and self._result is not None:
@@ -273,7 +324,8 @@ class FolderReader:
             del self._parsed[gone]
         return out, errors
 
-    def _read_file(self, path: Path) -> tuple[Objects, list[str]]:
+    def _read_file(self, path: Path, parsed: Parsed | None = None) -> tuple[Objects, list[str]]:
+        """`parsed`: the file's documents if a worker parsed them already."""
         try:
             st = path.stat()
             stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -282,21 +334,21 @@ class FolderReader:
         cached = self._parsed.get(path)
         if stamp is not None and cached is not None and cached[0] == stamp:
             return cached[1], cached[2]  # unchanged since the last read: no re-parse
-        objs, errors = self._parse_file(path)
+        objs, errors = self._parse_file(path, parsed)
         if stamp is not None:
             self._parsed[path] = (stamp, objs, errors)
         return objs, errors
 
-    def _parse_file(self, path: Path) -> tuple[Objects, list[str]]:
+    def _parse_file(self, path: Path, parsed: Parsed | None = None) -> tuple[Objects, list[str]]:
         previous = self._good.get(path, {})
         current: dict[str, Objects] = {}
         errors: list[str] = []
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            errors.append(f"{path}: unreadable: {exc}")
+        if parsed is None:
+            parsed = _parse_path(str(path))
+        if isinstance(parsed, str):
+            errors.append(f"{path}: {parsed}")
             return _union(previous), errors
-        for index, doc, problem in _documents(text):
+        for index, doc, problem in parsed:
             if problem is not None:
                 errors.append(f"{path}: document {index}: {problem}")
                 # Keep the last good objects of every document from here on.
