@@ -104,27 +104,18 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"invalid YAML{where}: {problem}"
 
 
-Parsed = list[tuple[int, Any, str | None]] | str  # documents, or why the file is unreadable
+# One file's objects by document slot (None: unreadable) and its error lines.
+Loaded = tuple[dict[str, Objects] | None, list[str]]
 
-# A first read of at least this many files parses them in worker processes (every core):
-# YAML parsing is ~2/3 of a cold start, and pure Python under the GIL (profiled).
+# A first read of at least this many files loads them in worker processes (every core):
+# parsing and converting are a cold start's time, in pure Python under the GIL (profiled).
 PARALLEL_MIN = 200
 _pool: concurrent.futures.ProcessPoolExecutor | None = None
 
 
-def _parse_path(path: str) -> Parsed:
-    """One file's documents (in a worker process): plain data, cheap to send back."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        return f"unreadable: {exc}"
-    return list(_documents(text))
-
-
-def parse_many(paths: list[Path]) -> dict[Path, Parsed] | None:
-    """Parse many files on every core; None when worker processes cannot be had (the caller
-    parses them itself)."""
+def load_many(paths: list[Path]) -> dict[Path, Loaded] | None:
+    """Load many files read for the first time on every core; None when worker processes
+    cannot be had (the caller loads them itself)."""
     global _pool
     workers = min(os.cpu_count() or 1, 8)
     if workers < 2 or len(paths) < PARALLEL_MIN:
@@ -133,7 +124,7 @@ def parse_many(paths: list[Path]) -> dict[Path, Parsed] | None:
         if _pool is None:
             ctx = multiprocessing.get_context("spawn")  # never fork a threaded server
             _pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx)
-        results = _pool.map(_parse_path, [str(p) for p in paths], chunksize=32)
+        results = _pool.map(_load_fresh, [str(p) for p in paths], chunksize=32)
         return dict(zip(paths, results, strict=True))
     except (OSError, RuntimeError, concurrent.futures.process.BrokenProcessPool) as exc:
         problem = " ".join(str(exc).split())[:200]  # one line
@@ -228,7 +219,7 @@ class FolderReader:
             if files == self._files:
                 files = self._files
         swaps: dict[Path, tuple[tuple[Objects, list[str]] | None, tuple[Objects, list[str]]]] = {}
-        pre = parse_many(list(recheck)) if not self._parsed else None
+        pre = load_many(list(recheck)) if not self._parsed else None
         for path in recheck:
             before = self._parsed.get(path)
             got = self._read_file(path, pre.get(path) if pre is not None else None)
@@ -324,8 +315,8 @@ class FolderReader:
             del self._parsed[gone]
         return out, errors
 
-    def _read_file(self, path: Path, parsed: Parsed | None = None) -> tuple[Objects, list[str]]:
-        """`parsed`: the file's documents if a worker parsed them already."""
+    def _read_file(self, path: Path, loaded: Loaded | None = None) -> tuple[Objects, list[str]]:
+        """`loaded`: what a worker made of the file already."""
         try:
             st = path.stat()
             stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -334,49 +325,64 @@ class FolderReader:
         cached = self._parsed.get(path)
         if stamp is not None and cached is not None and cached[0] == stamp:
             return cached[1], cached[2]  # unchanged since the last read: no re-parse
-        objs, errors = self._parse_file(path, parsed)
+        objs, errors = self._parse_file(path, loaded)
         if stamp is not None:
             self._parsed[path] = (stamp, objs, errors)
         return objs, errors
 
-    def _parse_file(self, path: Path, parsed: Parsed | None = None) -> tuple[Objects, list[str]]:
+    def _parse_file(self, path: Path, loaded: Loaded | None = None) -> tuple[Objects, list[str]]:
+        """`loaded`: what a worker made of the file already (first reads only: no history)."""
         previous = self._good.get(path, {})
-        current: dict[str, Objects] = {}
-        errors: list[str] = []
-        if parsed is None:
-            parsed = _parse_path(str(path))
-        if isinstance(parsed, str):
-            errors.append(f"{path}: {parsed}")
+        current, errors = loaded if loaded is not None else _load(str(path), previous)
+        if current is None:
             return _union(previous), errors
-        for index, doc, problem in parsed:
-            if problem is not None:
-                errors.append(f"{path}: document {index}: {problem}")
-                # Keep the last good objects of every document from here on.
-                current.update({k: v for k, v in previous.items() if _doc_index(k) >= index})
-                break
-            if doc is None:
-                continue
-            for suffix, item in _items(doc):
-                slot = f"{index}{suffix}"
-                one = Objects()
-                try:
-                    add_object(one, item)
-                except convert.ObjectError as exc:
-                    errors.append(f"{path}: document {slot}: {exc}")
-                    if slot in previous:
-                        current[slot] = previous[slot]
-                    continue
-                except Exception as exc:  # a conversion bug costs this object, not the folder
-                    errors.append(
-                        f"{path}: document {slot}: internal error converting it "
-                        f"({type(exc).__name__}: {str(exc)[:200]}); please report"
-                    )
-                    if slot in previous:
-                        current[slot] = previous[slot]
-                    continue
-                current[slot] = one
         self._good[path] = current
         return _union(current, errors, path), errors
+
+
+def _load(path: str, previous: Mapping[str, Objects]) -> Loaded:
+    """One file's objects by document slot, and its error lines. A bad document keeps its
+    slot's `previous` objects; None: the file is unreadable (keep all of `previous`)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [f"{path}: unreadable: {exc}"]
+    current: dict[str, Objects] = {}
+    errors: list[str] = []
+    for index, doc, problem in _documents(text):
+        if problem is not None:
+            errors.append(f"{path}: document {index}: {problem}")
+            # Keep the last good objects of every document from here on.
+            current.update({k: v for k, v in previous.items() if _doc_index(k) >= index})
+            break
+        if doc is None:
+            continue
+        for suffix, item in _items(doc):
+            slot = f"{index}{suffix}"
+            one = Objects()
+            try:
+                add_object(one, item)
+            except convert.ObjectError as exc:
+                errors.append(f"{path}: document {slot}: {exc}")
+                if slot in previous:
+                    current[slot] = previous[slot]
+                continue
+            except Exception as exc:  # a conversion bug costs this object, not the folder
+                errors.append(
+                    f"{path}: document {slot}: internal error converting it "
+                    f"({type(exc).__name__}: {str(exc)[:200]}); please report"
+                )
+                if slot in previous:
+                    current[slot] = previous[slot]
+                continue
+            current[slot] = one
+    return current, errors
+
+
+def _load_fresh(path: str) -> Loaded:
+    """_load in a worker process, for a file read for the first time (no history)."""
+    return _load(path, {})
 
 
 def _take(out: Objects, winner: Objects, kind: str, key: str) -> None:

@@ -7,6 +7,7 @@ here are kept (CoreDNS learned the memory lesson in coredns/coredns#2095).
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -43,8 +44,16 @@ def family_of(address: str) -> IPFamily:
 
 
 def canonical_ip(address: str) -> str:
-    """Normalise an IP literal; raises ValueError on anything else."""
-    return str(ipaddress.ip_address(address))
+    """Normalise an IP literal; raises ValueError on anything else.
+
+    IPv4 through inet_pton first: a cold start converts every endpoint address, and
+    ipaddress was a tenth of it (profiled). inet_pton accepts exactly ipaddress's dotted
+    quads (four decimal octets, no leading zeros), which are already canonical."""
+    try:
+        socket.inet_pton(socket.AF_INET, address)
+        return address
+    except (OSError, ValueError, TypeError):
+        return str(ipaddress.ip_address(address))
 
 
 @dataclass(frozen=True, slots=True, order=True)
