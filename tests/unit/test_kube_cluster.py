@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from clusterset.kube import api as k
-from clusterset.kube.cluster import MEMBER, SOURCE_LEASE_LABEL, MemberCluster
+from clusterset.kube.cluster import HUB, MEMBER, SOURCE_LEASE_LABEL, MemberCluster
 from clusterset.kube.lease import SOURCE_LEASE_DURATION
 from clusterset.model.ids import ClusterId
 
@@ -71,3 +71,61 @@ def test_a_source_expires_at_renew_time_plus_lease_duration(
         lease["spec"]["leaseDurationSeconds"] = duration
     member.informers["leases"].store = {"kube-system/clusterset-source-member1": lease}
     assert member.source_leases() == {ClusterId("member1"): expires}
+
+
+def _raw(rng: Any, kind: str, name: str, rv: int) -> dict[str, Any]:
+    meta = {"name": name, "namespace": "ns", "resourceVersion": str(rv)}
+    if kind == "Service":
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta,
+            "spec": {"clusterIP": f"10.96.0.{rng.randrange(1, 9)}", "ports": [{"port": 80}]},
+        }
+    if kind == "ServiceExport":
+        return {"apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": kind, "metadata": meta}
+    meta["labels"] = {"kubernetes.io/service-name": name.split("-")[0]}
+    if rng.random() < 0.1:
+        meta["labels"]["endpointslice.kubernetes.io/managed-by"] = "x"
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": meta,
+        "addressType": "IPv4",
+        "endpoints": [
+            {"addresses": [f"10.1.0.{rng.randrange(1, 250)}" if rng.random() < 0.95 else "bad"]}
+        ],
+    }
+
+
+def test_objects_converts_what_changed_and_equals_a_full_conversion() -> None:
+    """The informers' change sets drive objects(); after random watch events (and a relist
+    now and then) it equals a member that converts every stored object."""
+    import random
+
+    rng = random.Random(4)
+    api = k.KubeApi("member1", None)  # type: ignore[arg-type]  # never contacted here
+    member = MemberCluster("member1", api, mode=HUB, on_change=lambda: None)
+    kinds = {
+        "services": "Service",
+        "serviceexports": "ServiceExport",
+        "endpointslices": "EndpointSlice",
+    }
+
+    for step in range(600):
+        resource = rng.choice(sorted(kinds))
+        informer = member.informers[resource]
+        name = f"s{rng.randrange(6)}" + ("-x" if resource == "endpointslices" else "")
+        rv = step + 1
+        if rng.random() < 0.2:
+            informer.apply_event("DELETED", {"metadata": {"name": name, "namespace": "ns"}})
+        else:
+            informer.apply_event("MODIFIED", _raw(rng, kinds[resource], name, rv))
+        if rng.random() < 0.02:
+            informer.store = dict(informer.store)
+            informer._changes = None  # what a relist does
+        got = member.objects()
+        fresh = MemberCluster("member1", api, mode=HUB, on_change=lambda: None)
+        for res, inf in member.informers.items():
+            fresh.informers[res].store = dict(inf.store)
+        assert got == fresh.objects(), step

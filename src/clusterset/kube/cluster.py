@@ -84,6 +84,8 @@ class MemberCluster:
         # Conversion is cached per object and resourceVersion: a change converts one object.
         self._converted: dict[tuple[str, str], tuple[str, Objects | str]] = {}
         self._reported: set[str] = set()
+        self._merged: Objects | None = None  # every converted object together
+        self._errors: dict[tuple[str, str], str] = {}
 
     @property
     def reachable(self) -> bool:
@@ -144,37 +146,64 @@ class MemberCluster:
         return self.informers[resource].store
 
     def objects(self) -> tuple[Objects, list[str]]:
-        """Everything usable, and one line per object that cannot be converted."""
-        out = Objects()
-        errors: list[str] = []
-        live: set[tuple[str, str]] = set()
-        for resource, informer in self.informers.items():
-            if informer.resource is k.LEASES:
-                continue  # liveness Leases are read by source_leases(), not converted
-            for key, raw in informer.store.items():
-                ck = (resource, key)
-                live.add(ck)
-                rv = str((raw.get("metadata") or {}).get("resourceVersion", ""))
-                cached = self._converted.get(ck)
-                if cached is None or cached[0] != rv:
-                    one = Objects()
-                    try:
-                        add_object(one, _with_kind(raw, informer.resource))
-                        cached = (rv, one)
-                    except convert.ObjectError as exc:
-                        cached = (rv, f"cluster {self.name}: {exc}")
-                    self._converted[ck] = cached
-                if isinstance(cached[1], str):
-                    errors.append(cached[1])
-                else:
-                    out.merge(cached[1])
-        for gone in set(self._converted) - live:
-            del self._converted[gone]
+        """Everything usable (a copy the caller may keep), and one line per object that
+        cannot be converted.
+
+        Level-based, at the cost of the change: the informers say which keys changed since
+        the last call, and only those objects are converted and swapped in the merged
+        result; after a relist (or on the first call) everything is looked at again."""
+        changes = {
+            name: i.take_changes()
+            for name, i in self.informers.items()
+            if i.resource is not k.LEASES  # read by source_leases(), not converted
+        }
+        if self._merged is None or any(c is None for c in changes.values()):
+            self._merged, self._errors = Objects(), {}
+            live: set[tuple[str, str]] = set()
+            for resource in changes:
+                for key in self.informers[resource].store:
+                    live.add((resource, key))
+                    self._convert(resource, key)
+            for gone in set(self._converted) - live:
+                del self._converted[gone]
+        else:
+            for resource, keys in changes.items():
+                for key in keys or ():
+                    self._convert(resource, key)
+        errors = list(self._errors.values())
         for e in errors:
             if e not in self._reported:
                 log.error("%s", e)
         self._reported = set(errors)
-        return out, errors
+        return self._merged.copy(), errors
+
+    def _convert(self, resource: str, key: str) -> None:
+        """Swap object `key` of `resource` in the merged result (converted once per
+        resourceVersion)."""
+        assert self._merged is not None
+        ck = (resource, key)
+        informer = self.informers[resource]
+        raw = informer.store.get(key)
+        cached = self._converted.get(ck)
+        if cached is not None and not isinstance(cached[1], str):
+            self._merged.unmerge(cached[1])
+        self._errors.pop(ck, None)
+        if raw is None:
+            self._converted.pop(ck, None)
+            return
+        rv = str((raw.get("metadata") or {}).get("resourceVersion", ""))
+        if cached is None or cached[0] != rv:
+            one = Objects()
+            try:
+                add_object(one, _with_kind(raw, informer.resource))
+                cached = (rv, one)
+            except convert.ObjectError as exc:
+                cached = (rv, f"cluster {self.name}: {exc}")
+            self._converted[ck] = cached
+        if isinstance(cached[1], str):
+            self._errors[ck] = cached[1]
+        else:
+            self._merged.merge(cached[1])
 
     def _group(self, which: str, slices: Mapping[str, EndpointSlice]) -> Grouped:
         """group_slices, grouping again only the services whose slices changed."""

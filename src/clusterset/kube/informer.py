@@ -55,6 +55,8 @@ class Informer:
         self.on_change = on_change
         self.optional = optional
         self.store: dict[str, Obj] = {}
+        # Keys whose object changed since the last take_changes(); None: every key may have.
+        self._changes: set[str] | None = None
         self.synced = asyncio.Event()
         self.restarts = 0
         self.relists = 0
@@ -68,6 +70,22 @@ class Informer:
         self.resource = resource
         self.path = resource.path(self.namespace)
 
+    def take_changes(self) -> set[str] | None:
+        """The keys changed since the last call (None: look at all of them); for the one
+        consumer that keeps a converted copy of the store (MemberCluster.objects)."""
+        changes, self._changes = self._changes, set()
+        return changes
+
+    def apply_event(self, etype: str, obj: Obj) -> None:
+        """One watch event (ADDED, MODIFIED, DELETED) into the store."""
+        key = _key(obj)
+        if self._changes is not None:
+            self._changes.add(key)
+        if etype == "DELETED":
+            self.store.pop(key, None)
+        else:
+            self.store[key] = _strip(obj)
+
     @property
     def name(self) -> str:
         return f"{self.api.name}/{self.resource.plural}"
@@ -77,6 +95,7 @@ class Informer:
         new = {_key(o): _strip(o) for o in items}
         changed = new != self.store
         self.store = new
+        self._changes = None
         self.resource_version = rv
         self.relists += 1
         self.connected = True
@@ -101,11 +120,7 @@ class Informer:
                         self.resource_version = rv
                     if etype == "BOOKMARK":
                         continue
-                    key = _key(obj)
-                    if etype == "DELETED":
-                        self.store.pop(key, None)
-                    else:
-                        self.store[key] = _strip(obj)
+                    self.apply_event(etype, obj)
                     self.on_change()
                 backoff = 0.2  # a watch that ended by timeout is normal: resume from the RV
             except Gone:
@@ -120,6 +135,7 @@ class Informer:
                         log.warning("%s: %s; treating it as empty", self.name, exc)
                     if not self.synced.is_set() or self.store:
                         self.store = {}
+                        self._changes = None
                         self.synced.set()
                         self.on_change()
                     await asyncio.sleep(30)

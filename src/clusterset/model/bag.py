@@ -45,6 +45,40 @@ class Objects:
         self.karmada_derived_candidates.update(other.karmada_derived_candidates)
         self.own_services |= other.own_services
 
+    def unmerge(self, other: Objects) -> None:
+        """Take out what merge(other) put in (entries another object replaced are kept)."""
+        pairs: tuple[tuple[dict[Any, Any], dict[Any, Any]], ...] = (
+            (self.imports, other.imports),
+            (self.mcs_slices, other.mcs_slices),
+            (self.slices, other.slices),
+            (self.services, other.services),
+            (self.exports, other.exports),
+            (self.properties, other.properties),
+            (self.karmada_derived_candidates, other.karmada_derived_candidates),
+        )
+        for mine, theirs in pairs:
+            for key, value in theirs.items():
+                if mine.get(key) is value:
+                    del mine[key]
+        self.namespaces -= other.namespaces
+        self.karmada_imports -= other.karmada_imports
+        self.own_services -= other.own_services
+
+    def copy(self) -> Objects:
+        """Another Objects with copies of every collection (a C-level copy each)."""
+        return Objects(
+            imports=dict(self.imports),
+            mcs_slices=dict(self.mcs_slices),
+            slices=dict(self.slices),
+            services=dict(self.services),
+            exports=dict(self.exports),
+            namespaces=set(self.namespaces),
+            properties=dict(self.properties),
+            karmada_imports=set(self.karmada_imports),
+            karmada_derived_candidates=dict(self.karmada_derived_candidates),
+            own_services=set(self.own_services),
+        )
+
     def karmada_derived(self) -> dict[ServiceKey, str]:
         """Import key -> Karmada's derived Service, for the imports Karmada manages here."""
         return {

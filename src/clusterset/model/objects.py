@@ -7,7 +7,7 @@ here are kept (CoreDNS learned the memory lesson in coredns/coredns#2095).
 from __future__ import annotations
 
 import ipaddress
-import socket
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -43,17 +43,19 @@ def family_of(address: str) -> IPFamily:
     return IPFamily.IPV6 if ":" in address else IPFamily.IPV4
 
 
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
 def canonical_ip(address: str) -> str:
     """Normalise an IP literal; raises ValueError on anything else.
 
-    IPv4 through inet_pton first: a cold start converts every endpoint address, and
-    ipaddress was a tenth of it (profiled). inet_pton accepts exactly ipaddress's dotted
-    quads (four decimal octets, no leading zeros), which are already canonical."""
-    try:
-        socket.inet_pton(socket.AF_INET, address)
+    Dotted quads are matched first: a cold start converts every endpoint address, and
+    ipaddress was a tenth of it (profiled). The pattern accepts exactly ipaddress's IPv4
+    (four decimal octets, no leading zeros), which is already canonical (tested)."""
+    if _IPV4.fullmatch(address):
         return address
-    except (OSError, ValueError, TypeError):
-        return str(ipaddress.ip_address(address))
+    return str(ipaddress.ip_address(address))
 
 
 @dataclass(frozen=True, slots=True, order=True)
