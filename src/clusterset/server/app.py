@@ -165,7 +165,12 @@ class DnsServer:
             await self.forwarder.start()
         self.udp.start()
         await self.tcp.start(self._tcp_sock)
-        log.info("dns: serving %s on %s:%d (udp+tcp)", self.options.settings.zone, *self.address)
+        log.info(
+            "dns: serving %s on %s:%d (udp+tcp; udp loop: %s)",
+            self.options.settings.zone,
+            *self.address,
+            "native" if self.udp.native is not None else "python",
+        )
 
     async def serve_views(self, views: AsyncIterator[ImportedView]) -> None:
         """Compile every view; recompile the last one when a policy's hysteresis or a lease
