@@ -277,3 +277,47 @@ def test_flood_of_garbage_then_still_answers(loop: str) -> None:
             except TimeoutError:
                 break
         assert _exchange(s, port, q, 7, "127.0.0.1") is not None
+
+
+def test_receiver_batches_hits_misses_and_zone_swaps() -> None:
+    """`_fastudp.Receiver` on its own: what it answers, what it hands back, what it counts."""
+    from types import SimpleNamespace
+
+    from clusterset.server import _fastudp
+
+    query = b"\x00\x07" + b"\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x00\x00\x01\x00\x01"
+    reply = query[:2] + b"\x84\x03" + query[4:]  # QR AA, NXDOMAIN
+    as_reply = b"\x00\x09\x80" + query[3:]  # same bytes with QR set: never answered from memo
+    with (
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as server,
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as client,
+    ):
+        server.bind(("::1", 0))
+        client.settimeout(2)
+        rx = _fastudp.Receiver(server.fileno())
+        holder = SimpleNamespace(zone=SimpleNamespace(memo_udp={query[2:]: reply[2:]}))
+        rcodes = [0] * 24
+        for p in (query, b"\x00\x08" + query[2:-1], as_reply, b"", b"\x01"):
+            client.sendto(p, server.getsockname())
+        time.sleep(0.1)
+        misses, queries, truncated, dropped = rx.serve(holder, rcodes)  # type: ignore[arg-type]
+        assert (queries, truncated, dropped) == (1, 0, 0)
+        assert rcodes[3] == 1 and sum(rcodes) == 1
+        assert client.recvfrom(100)[0] == b"\x00\x07" + reply[2:]
+        assert [m[0] for m in misses] == [b"\x00\x08" + query[2:-1], as_reply, b"", b"\x01"]
+        client.sendto(b"x", server.getsockname())
+        assert misses[0][1] == server.recvfrom(10)[1]  # the address as socket.recvfrom gives it
+
+        holder.zone = SimpleNamespace(memo_udp={})  # a swapped zone counts from the next batch
+        client.sendto(query, server.getsockname())
+        assert rx.serve(holder, rcodes)[1] == 0  # type: ignore[arg-type]
+        holder.zone = None  # before the first load: everything to Python
+        client.sendto(query, server.getsockname())
+        assert len(rx.serve(holder, rcodes)[0]) == 1  # type: ignore[arg-type]
+
+        for _ in range(_fastudp.BATCH + 5):  # bounded batch
+            client.sendto(query, server.getsockname())
+        time.sleep(0.1)
+        holder.zone = SimpleNamespace(memo_udp={query[2:]: reply[2:]})
+        assert rx.serve(holder, rcodes)[1] == _fastudp.BATCH  # type: ignore[arg-type]
+        assert rx.serve(holder, rcodes)[1] == 5  # type: ignore[arg-type]
