@@ -128,3 +128,17 @@ def test_busy_port_stops_all_workers_with_exit_2() -> None:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     assert out.returncode == 2, out.stderr
     assert f"--listen 127.0.0.1:{port}" in out.stderr
+
+
+def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    (tmp_path / "imports.yaml").write_text(IMPORT.format(ip="10.250.0.10", db_ip="10.244.1.20"))
+    with clusterset("dns", "--manifests", str(tmp_path), "--workers", "2") as (_port, proc):
+        deadline = time.monotonic() + 15
+        while len(workers := children(proc.pid)) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        proc.kill()  # SIGKILL: nothing is forwarded
+        proc.wait()
+        while any(Path(f"/proc/{pid}").exists() for pid in workers):
+            assert time.monotonic() < deadline, "orphaned workers still running"
+            time.sleep(0.1)

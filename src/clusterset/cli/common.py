@@ -18,7 +18,7 @@ import typer
 from typer._click import exceptions as click
 
 from clusterset import __version__, logs
-from clusterset.cli.workers import for_worker, supervise, worker_index
+from clusterset.cli.workers import follow_supervisor, for_worker, supervise, worker_index
 from clusterset.controller.manifest import ClusterSetFeed
 from clusterset.kube.api import KubeApi, load_contexts
 from clusterset.kube.karmada import members as karmada_members
@@ -363,6 +363,7 @@ def run_server(
     index = worker_index()
     if index is not None:
         options = for_worker(options, index)
+        follow_supervisor()
     elif options.workers > 1:
         supervise(options.workers)
         return

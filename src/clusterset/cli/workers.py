@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from types import FrameType
 
@@ -30,6 +31,20 @@ def worker_index() -> int | None:
     """This process's index when the supervisor started it, else None."""
     value = os.environ.get(WORKER_ENV, "")
     return int(value) if value.isdigit() else None
+
+
+def follow_supervisor(every: float = 1.0) -> None:
+    """In a worker: SIGTERM ourselves (a graceful exit) once the supervisor is gone, even
+    when it was killed with SIGKILL and could not forward anything."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        log.warning("workers: the supervisor (pid %d) is gone: stopping", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="follow-supervisor", daemon=True).start()
 
 
 def for_worker(options: DnsOptions, index: int) -> DnsOptions:
