@@ -130,7 +130,8 @@ class DnsServer:
         if options.reuse_port:
             # A worker joins the shared port only once its first zone is loaded (`_open`):
             # until then the kernel would hand it queries it could only answer SERVFAIL.
-            # The bind above only proved that the port can be shared (exit 2 if not).
+            # The bind above only proved that the port can be shared (exit 2 if not); a
+            # datagram the kernel hands that socket in the microseconds it is open is lost.
             for s in self._sockets:
                 s.close()
             self._sockets = None
