@@ -142,9 +142,26 @@ def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
         while len(workers := children(proc.pid)) < 2:
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        proc.kill()  # SIGKILL: nothing is forwarded
+        proc.kill()  # SIGKILL: nothing is forwarded, and the workers may still be starting
         proc.wait()
         deadline = time.monotonic() + 30  # noticed within 1 s, then a graceful exit
         while any(running(pid) for pid in workers):
             assert time.monotonic() < deadline, "orphaned workers still running"
             time.sleep(0.1)
+
+
+def test_workers_exit_when_the_supervisor_dies_while_they_start(tmp_path: Path) -> None:
+    (tmp_path / "imports.yaml").write_text(IMPORT.format(ip="10.250.0.10", db_ip="10.244.1.20"))
+    port = free_port()
+    cmd = [sys.executable, "-m", "clusterset", "dns", "--manifests", str(tmp_path)]
+    proc = subprocess.Popen([*cmd, "--listen", f"127.0.0.1:{port}", "--workers", "2"])
+    deadline = time.monotonic() + 15
+    while len(workers := children(proc.pid)) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.kill()  # before the workers have even imported the server
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while any(running(pid) for pid in workers):
+        assert time.monotonic() < deadline, "orphaned workers still running"
+        time.sleep(0.1)

@@ -22,21 +22,22 @@ from types import FrameType
 from clusterset.server.app import DnsOptions, parse_listen
 
 log = logging.getLogger(__name__)
-WORKER_ENV = "CLUSTERSET_WORKER"
+WORKER_ENV = "CLUSTERSET_WORKER"  # "INDEX:SUPERVISOR_PID"
 RESTART_EVERY = 1.0  # seconds: a worker that keeps dying restarts at most this often
 USAGE = 2  # a worker's exit status for bad flags or a busy port: restarting cannot help
 
 
 def worker_index() -> int | None:
     """This process's index when the supervisor started it, else None."""
-    value = os.environ.get(WORKER_ENV, "")
-    return int(value) if value.isdigit() else None
+    index, _, _ = os.environ.get(WORKER_ENV, "").partition(":")
+    return int(index) if index.isdigit() else None
 
 
 def follow_supervisor(every: float = 1.0) -> None:
     """In a worker: SIGTERM ourselves (a graceful exit) once the supervisor is gone, even
-    when it was killed with SIGKILL and could not forward anything."""
-    parent = os.getppid()
+    when it was killed with SIGKILL and could not forward anything, and even before this
+    worker got here (its pid comes from the environment, not from getppid() now)."""
+    parent = int(os.environ[WORKER_ENV].partition(":")[2] or 0)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -64,7 +65,7 @@ def supervise(workers: int) -> None:
     started: list[float] = []
 
     def spawn(i: int) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(argv, env={**os.environ, WORKER_ENV: str(i)})
+        proc = subprocess.Popen(argv, env={**os.environ, WORKER_ENV: f"{i}:{os.getpid()}"})
         log.info("workers: worker %d started (pid %d)", i, proc.pid)
         return proc
 
