@@ -83,7 +83,7 @@ metadata:
   labels:
     multicluster.kubernetes.io/service-name: {name}
     multicluster.kubernetes.io/source-cluster: {cluster}
-    endpointslice.kubernetes.io/managed-by: clusterset.io/controller
+    endpointslice.kubernetes.io/managed-by: controller.clusterset.io
 addressType: IPv4
 ports:
   - {{name: db, port: 5432, protocol: TCP}}

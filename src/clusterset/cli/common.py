@@ -18,6 +18,7 @@ import typer
 from typer._click import exceptions as click
 
 from clusterset import __version__, logs
+from clusterset.cli.workers import follow_supervisor, for_worker, supervise, worker_index
 from clusterset.controller.manifest import ClusterSetFeed
 from clusterset.kube.api import KubeApi, load_contexts
 from clusterset.kube.karmada import members as karmada_members
@@ -123,6 +124,15 @@ MetricsOpt = Annotated[
 
 LameduckOpt = Annotated[
     float, typer.Option("--lameduck", help="Seconds to keep answering after SIGTERM (/ready 503).")
+]
+
+
+WorkersOpt = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        help="Server processes sharing the port (SO_REUSEPORT), each with its own zone.",
+    ),
 ]
 
 
@@ -242,6 +252,7 @@ def dns_options(
     lameduck: float = 0.0,
     log_queries: bool = False,
     udp_size: int = UDP_PAYLOAD,
+    workers: int = 1,
 ) -> DnsOptions:
     if unified and not upstream:
         raise UsageProblem("--unified-cluster-local needs --upstream IP[:PORT] (the cluster DNS)")
@@ -261,6 +272,10 @@ def dns_options(
             raise UsageProblem(f"--allow {n!r}: not a CIDR") from exc
     if udp_threads < 1:
         raise UsageProblem("--udp-threads must be at least 1")
+    if workers < 1:
+        raise UsageProblem("--workers must be at least 1")
+    if workers > 1 and parse_listen(listen)[1] == 0:
+        raise UsageProblem("--workers: give --listen a fixed port (0 would differ per worker)")
     if metrics_listen is not None:
         parse_listen(metrics_listen, "--metrics-listen")
     if not 512 <= udp_size <= 65535:
@@ -277,6 +292,7 @@ def dns_options(
         lameduck=lameduck,
         log_queries=log_queries,
         udp_size=udp_size,
+        workers=workers,
     )
 
 
@@ -344,6 +360,13 @@ def run_server(
 ) -> None:
     import uvloop
 
+    index = worker_index()
+    if index is not None:
+        options = for_worker(options, index)
+        follow_supervisor()
+    elif options.workers > 1:
+        supervise(options.workers)
+        return
     server = DnsServer(options)
     uvloop.run(serve_until_stopped(server, make_views(server)))
 

@@ -34,6 +34,7 @@ from clusterset.cli.common import (
     UnifiedOpt,
     UpstreamOpt,
     UsageProblem,
+    WorkersOpt,
     ZoneOpt,
     app,
     cidr_networks,
@@ -86,6 +87,7 @@ def dns(
     source_lease_namespace: Annotated[
         str, typer.Option(help="Namespace where the hub keeps the source-cluster Leases.")
     ] = "kube-system",
+    workers: WorkersOpt = 1,
 ) -> None:
     """Serve the clusterset zone from one cluster's ServiceImports and MCS EndpointSlices.
 
@@ -108,6 +110,7 @@ def dns(
         lameduck=lameduck,
         log_queries=log_queries,
         udp_size=udp_size,
+        workers=workers,
     )
     cid = cluster_arg(cluster) if cluster else None
     if kubeconfig is not None:
@@ -152,6 +155,7 @@ def run(
     lameduck: LameduckOpt = 0.0,
     log_queries: QueryLogOpt = False,
     udp_size: UdpSizeOpt = UDP_PAYLOAD,
+    workers: WorkersOpt = 1,
 ) -> None:
     """Controller + DNS in one process over ROOT/<cluster>/ folders.
 
@@ -172,10 +176,15 @@ def run(
         lameduck=lameduck,
         log_queries=log_queries,
         udp_size=udp_size,
+        workers=workers,
     )
+    if workers > 1 and state_file is not None:
+        raise UsageProblem("--workers: --state-file cannot be written by several processes")
     if kubeconfig is not None or karmada_kubeconfig is not None:
         if manifests is not None:
             raise UsageProblem("--manifests and --kubeconfig are exclusive")
+        if workers > 1:
+            raise UsageProblem("--workers: on clusters, one hub controller must write; use dns")
         apis = member_apis(kubeconfig, context, all_contexts, karmada_kubeconfig)
         run_server(options, lambda s: _hub_views(apis, cid))
         return

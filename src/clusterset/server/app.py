@@ -40,8 +40,12 @@ def parse_listen(value: str, flag: str = "--listen") -> tuple[str, int]:
     return host, int(port)
 
 
-def bind(host: str, port: int) -> tuple[socket.socket, socket.socket]:
-    """UDP and TCP sockets on the same port (port 0: the kernel picks one for both)."""
+def bind(host: str, port: int, reuse_port: bool = False) -> tuple[socket.socket, socket.socket]:
+    """UDP and TCP sockets on the same port (port 0: the kernel picks one for both).
+
+    `reuse_port`: other processes (--workers) bind the same port; the kernel spreads
+    datagrams and connections over them.
+    """
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     except socket.gaierror as exc:
@@ -51,6 +55,9 @@ def bind(host: str, port: int) -> tuple[socket.socket, socket.socket]:
         udp = socket.socket(family, socket.SOCK_DGRAM)
         tcp = socket.socket(family, socket.SOCK_STREAM)
         try:
+            if reuse_port:
+                udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             udp.bind((host, port))
             udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -79,6 +86,8 @@ class DnsOptions:
     lameduck: float = 0.0  # seconds to keep answering after SIGTERM while /ready says 503
     log_queries: bool = False
     udp_size: int = UDP_PAYLOAD  # largest UDP reply, whatever the client advertises
+    workers: int = 1  # server processes on the port (cli/workers.py)
+    reuse_port: bool = False  # this process is one of those workers
 
 
 def compile_view(
@@ -101,13 +110,15 @@ class DnsServer:
             synced=False,
         )
         host, port = parse_listen(options.listen)
-        self._udp_sock, self._tcp_sock = bind(host, port)
-        self.address = self._udp_sock.getsockname()[:2]
+        self._sockets: tuple[socket.socket, socket.socket] | None = bind(
+            host, port, options.reuse_port
+        )
+        self.address = self._sockets[0].getsockname()[:2]
         self.forwarder = None
         if options.upstream is not None:
             if is_own_address(options.upstream, self.address):
-                self._udp_sock.close()
-                self._tcp_sock.close()
+                for s in self._sockets:
+                    s.close()
                 up = "{}:{}".format(*options.upstream)
                 raise ListenError(
                     f"--upstream {up} is this server's own --listen address: "
@@ -116,14 +127,15 @@ class DnsServer:
             self.forwarder = Forwarder(
                 options.upstream, allow=options.allow, udp_size=options.udp_size
             )
-        self.udp = UdpServer(
-            self._udp_sock,
-            self.holder,
-            threads=options.udp_threads,
-            forwarder=self.forwarder,
-            log_queries=options.log_queries,
-            udp_size=options.udp_size,
-        )
+        if options.reuse_port:
+            # A worker joins the shared port only once its first zone is loaded (`_open`):
+            # until then the kernel would hand it queries it could only answer SERVFAIL.
+            # The bind above only proved that the port can be shared (exit 2 if not); a
+            # datagram the kernel hands that socket in the microseconds it is open is lost.
+            for s in self._sockets:
+                s.close()
+            self._sockets = None
+        self.udp: UdpServer | None = None
         self.tcp = TcpServer(self.holder, forwarder=self.forwarder)
         self.on_swap: list[Callable[[CompiledZone, ImportedView], None]] = []
         self.stopping = False
@@ -163,9 +175,28 @@ class DnsServer:
             self.ops.start()
         if self.forwarder is not None:
             await self.forwarder.start()
+        if self._sockets is not None:
+            await self._open(*self._sockets)
+
+    async def _open(self, udp: socket.socket, tcp: socket.socket) -> None:
+        options = self.options
+        self._sockets = None
+        self.udp = UdpServer(
+            udp,
+            self.holder,
+            threads=options.udp_threads,
+            forwarder=self.forwarder,
+            log_queries=options.log_queries,
+            udp_size=options.udp_size,
+        )
         self.udp.start()
-        await self.tcp.start(self._tcp_sock)
-        log.info("dns: serving %s on %s:%d (udp+tcp)", self.options.settings.zone, *self.address)
+        await self.tcp.start(tcp)
+        log.info(
+            "dns: serving %s on %s:%d (udp+tcp; udp loop: %s)",
+            options.settings.zone,
+            *self.address,
+            "native" if self.udp.native is not None else "python",
+        )
 
     async def serve_views(self, views: AsyncIterator[ImportedView]) -> None:
         """Compile every view; recompile the last one when a policy's hysteresis or a lease
@@ -242,6 +273,9 @@ class DnsServer:
                     full_due = time.monotonic() + every
                 tracks, wake_at = zone.state.tracks, zone.state.wake_at
                 self._install(zone, view)
+                if self.udp is None and zone.synced:  # a --workers worker: join the port now
+                    host, port = self.address
+                    await self._open(*bind(host, port, reuse_port=True))
         finally:
             probing.cancel()
             if pending is not None:
@@ -272,7 +306,8 @@ class DnsServer:
             await asyncio.sleep(self.options.lameduck)
         with contextlib.suppress(Exception):
             await self.tcp.stop()
-        await asyncio.to_thread(self.udp.stop)
+        if self.udp is not None:
+            await asyncio.to_thread(self.udp.stop)
         if self.forwarder is not None:
             await self.forwarder.stop()
         if self.ops is not None:

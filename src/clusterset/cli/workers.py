@@ -1,0 +1,107 @@
+"""`--workers N`: N server processes on one port (SO_REUSEPORT), supervised by this one.
+
+Each worker is a whole server of its own: its own feed and its own compiled zone (memory
+x N), so a worker that dies takes nothing from the others, and the kernel spreads queries
+over the sockets still open. The supervisor starts this same command N times (the
+worker's index in CLUSTERSET_WORKER), restarts a worker that dies, and forwards SIGTERM
+and SIGINT. Worker i serves /metrics, /health and /ready on the --metrics-listen port + i.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from types import FrameType
+
+from clusterset.server.app import DnsOptions, parse_listen
+
+log = logging.getLogger(__name__)
+WORKER_ENV = "CLUSTERSET_WORKER"  # "INDEX:SUPERVISOR_PID"
+RESTART_EVERY = 1.0  # seconds: a worker that keeps dying restarts at most this often
+USAGE = 2  # a worker's exit status for bad flags or a busy port: restarting cannot help
+
+
+def worker_index() -> int | None:
+    """This process's index when the supervisor started it, else None."""
+    index, _, _ = os.environ.get(WORKER_ENV, "").partition(":")
+    return int(index) if index.isdigit() else None
+
+
+def follow_supervisor(every: float = 1.0) -> None:
+    """In a worker: SIGTERM ourselves (a graceful exit) once the supervisor is gone, even
+    when it was killed with SIGKILL and could not forward anything, and even before this
+    worker got here (its pid comes from the environment, not from getppid() now)."""
+    parent = int(os.environ[WORKER_ENV].partition(":")[2] or 0)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        log.warning("workers: the supervisor (pid %d) is gone: stopping", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="follow-supervisor", daemon=True).start()
+
+
+def for_worker(options: DnsOptions, index: int) -> DnsOptions:
+    """Share the DNS port with the other workers; /metrics on its own port (base + index)."""
+    metrics = options.metrics_listen
+    if metrics is not None:
+        host, port = parse_listen(metrics, "--metrics-listen")
+        metrics = f"[{host}]:{port + index}" if ":" in host else f"{host}:{port + index}"
+    return dataclasses.replace(options, reuse_port=True, metrics_listen=metrics)
+
+
+def supervise(workers: int) -> None:
+    """Run `workers` copies of this command until SIGTERM/SIGINT; exit 2 if one exits 2."""
+    argv = [sys.executable, "-m", "clusterset", *sys.argv[1:]]
+    stopping = False
+    procs: list[subprocess.Popen[bytes]] = []
+    started: list[float] = []
+
+    def spawn(i: int) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(argv, env={**os.environ, WORKER_ENV: f"{i}:{os.getpid()}"})
+        log.info("workers: worker %d started (pid %d)", i, proc.pid)
+        return proc
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for i in range(workers):
+        procs.append(spawn(i))
+        started.append(time.monotonic())
+    status = 0
+    while not stopping:
+        time.sleep(0.2)
+        for i, p in enumerate(procs):
+            code = p.poll()
+            if code is None or stopping:
+                continue
+            if code == USAGE:  # its one-line reason is on stderr already
+                log.error("workers: worker %d cannot serve (exit 2): stopping all", i)
+                status = USAGE
+                forward(signal.SIGTERM, None)
+                break
+            log.warning("workers: worker %d (pid %d) exited with %d: restarting", i, p.pid, code)
+            wait = started[i] + RESTART_EVERY - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            procs[i] = spawn(i)
+            started[i] = time.monotonic()
+    for p in procs:
+        code = p.wait()
+        if code not in (0, USAGE) and status == 0:
+            status = 1
+    if status:
+        raise SystemExit(status)

@@ -1,0 +1,167 @@
+"""`--workers N`: N processes on one port (SO_REUSEPORT) under a supervisor, end to end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from tests.integration.servers import ROOT, clusterset, free_port
+from tests.integration.test_dns_server import IMPORT
+from tests.integration.test_ops import get, metric
+
+pytestmark = pytest.mark.integration
+
+NAME = "serve.default.svc.clusterset.local"
+
+
+def children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for init to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def answers(port: int, count: int) -> set[str]:
+    """`count` queries, each from its own socket (source port), so all workers get some."""
+    seen = set()
+    for i in range(count):
+        q = dns.message.make_query(*[(NAME, "A"), ("_http._tcp." + NAME, "SRV")][i % 2])
+        try:
+            r = dns.query.udp(q, "127.0.0.1", port=port, timeout=2)
+        except dns.exception.Timeout:
+            seen.add(f"query {i}: no answer in 2 s")
+            continue
+        seen.add(f"{dns.rcode.to_text(r.rcode())} {r.answer}")
+    return seen
+
+
+def ready(url: str) -> bool:
+    try:
+        return get(url)[0] == 200
+    except OSError:  # not listening yet
+        return False
+
+
+@pytest.mark.parametrize("command", ["run", "dns"])
+def test_workers_share_the_port_and_survive_a_kill(command: str, tmp_path: Path) -> None:
+    mport = free_port()  # worker 1 serves metrics on the next port (free, most likely)
+    args = ["run", "--manifests", str(ROOT / "examples" / "clusters"), "--cluster", "member2"]
+    if command == "dns":
+        (tmp_path / "imports.yaml").write_text(IMPORT.format(ip="10.250.0.10", db_ip="10.244.1.20"))
+        args = ["dns", "--manifests", str(tmp_path)]
+    with clusterset(*args, "--workers", "2", "--metrics-listen", f"127.0.0.1:{mport}") as (
+        port,
+        proc,
+    ):
+        deadline = time.monotonic() + 15
+        while len(children(proc.pid)) < 2 or not all(
+            ready(f"http://127.0.0.1:{mport + i}/ready") for i in range(2)
+        ):
+            assert time.monotonic() < deadline, "two ready workers"
+            time.sleep(0.1)
+        workers = children(proc.pid)
+        before = answers(port, 60)
+        assert len(before) == 2, before  # one answer per question, whichever worker answered
+        served = [
+            metric(
+                get(f"http://127.0.0.1:{mport + i}/metrics")[1],
+                "clusterset_dns_requests_total",
+                proto="udp",
+            )
+            for i in range(2)
+        ]
+        assert all(n > 0 for n in served), served  # the kernel spread them over both
+
+        os.kill(workers[1], signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while True:  # the supervisor reaps the dead worker (its socket is closed) and restarts it
+            now = children(proc.pid)
+            if len(now) == 2 and workers[1] not in now:
+                break
+            assert time.monotonic() < deadline, f"worker not restarted: {now}"
+            time.sleep(0.02)
+        # While the new worker loads its zone, the survivor answers everything (a worker
+        # joins the port only with a loaded zone: no SERVFAIL from it).
+        assert answers(port, 60) == before
+        while not ready(f"http://127.0.0.1:{mport + 1}/ready"):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert answers(port, 60) == before
+
+        proc.send_signal(signal.SIGTERM)  # forwarded: every worker exits, then the supervisor
+        assert proc.wait(timeout=15) == 0
+        assert not any(running(pid) for pid in now)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--listen", "127.0.0.1:0"], "--workers: give --listen a fixed port"),
+        (["--workers", "0"], "--workers must be at least 1"),
+    ],
+)
+def test_bad_workers_flags_exit_2(extra: list[str], message: str) -> None:
+    cmd = [sys.executable, "-m", "clusterset", "dns", "--manifests", ".", "--workers", "2", *extra]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    assert message in out.stderr
+
+
+def test_busy_port_stops_all_workers_with_exit_2() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # no SO_REUSEPORT: exclusive
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        cmd = [sys.executable, "-m", "clusterset", "dns", "--manifests", "."]
+        cmd += ["--listen", f"127.0.0.1:{port}", "--workers", "2"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2, out.stderr
+    assert f"--listen 127.0.0.1:{port}" in out.stderr
+
+
+def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    (tmp_path / "imports.yaml").write_text(IMPORT.format(ip="10.250.0.10", db_ip="10.244.1.20"))
+    with clusterset("dns", "--manifests", str(tmp_path), "--workers", "2") as (_port, proc):
+        deadline = time.monotonic() + 15
+        while len(workers := children(proc.pid)) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        proc.kill()  # SIGKILL: nothing is forwarded, and the workers may still be starting
+        proc.wait()
+        deadline = time.monotonic() + 30  # noticed within 1 s, then a graceful exit
+        while any(running(pid) for pid in workers):
+            assert time.monotonic() < deadline, "orphaned workers still running"
+            time.sleep(0.1)
+
+
+def test_workers_exit_when_the_supervisor_dies_while_they_start(tmp_path: Path) -> None:
+    (tmp_path / "imports.yaml").write_text(IMPORT.format(ip="10.250.0.10", db_ip="10.244.1.20"))
+    port = free_port()
+    cmd = [sys.executable, "-m", "clusterset", "dns", "--manifests", str(tmp_path)]
+    proc = subprocess.Popen([*cmd, "--listen", f"127.0.0.1:{port}", "--workers", "2"])
+    deadline = time.monotonic() + 15
+    while len(workers := children(proc.pid)) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.kill()  # before the workers have even imported the server
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while any(running(pid) for pid in workers):
+        assert time.monotonic() < deadline, "orphaned workers still running"
+        time.sleep(0.1)
