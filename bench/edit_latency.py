@@ -126,9 +126,9 @@ def pipeline_cost(root: Path, state_file: Path, repeat: int) -> tuple[float, flo
     return statistics.median(obs), statistics.median(comp)
 
 
-def incremental_cost(root: Path, state_file: Path, target: Path, text: str) -> float:
-    """Seconds of member2's incremental compile after `target` is rewritten with `text`
-    (the compile the server runs after observe(); observe itself is timed above)."""
+def incremental_cost(root: Path, state_file: Path, target: Path, text: str) -> tuple[float, float]:
+    """Seconds of the server's work after `target` is rewritten with `text`: observe() told
+    the changed file (as the watcher tells it), then member2's incremental compile."""
     import ipaddress
 
     from clusterset.controller.manifest import ClusterSetFeed
@@ -149,10 +149,11 @@ def incremental_cost(root: Path, state_file: Path, target: Path, text: str) -> f
     zone = compile_view(feed.view(feed.observe(), ClusterId("member2")), ZoneSettings())
     try:
         write(target, text, in_place=False)
-        view = feed.view(feed.observe(), ClusterId("member2"))
         t0 = time.perf_counter()
+        view = feed.view(feed.observe(changed=frozenset({target})), ClusterId("member2"))
+        t1 = time.perf_counter()
         compile_view(view, ZoneSettings(), zone)
-        return time.perf_counter() - t0
+        return t1 - t0, time.perf_counter() - t1
     finally:
         write(target, original, in_place=False)
 
@@ -274,10 +275,11 @@ def classic(args: argparse.Namespace, work: Path) -> int:
     edited = original.replace(f"[{OLD}]", f"[{NEW}]")
 
     obs, comp = pipeline_cost(root, work / "probe-state.json", 5)
-    incr = incremental_cost(root, work / "probe-state.json", target, edited)
+    edit_obs, incr = incremental_cost(root, work / "probe-state.json", target, edited)
     print(
-        f"in-process cost of one change on this ROOT: observe {obs * 1e3:.0f} ms, "
-        f"compile member2's zone {comp * 1e3:.0f} ms cold, {incr * 1e3:.1f} ms incremental",
+        f"in-process cost on this ROOT: observe {obs * 1e3:.0f} ms looking at every file, "
+        f"{edit_obs * 1e3:.1f} ms told the one changed file (the watcher's path); compile "
+        f"member2's zone {comp * 1e3:.0f} ms cold, {incr * 1e3:.1f} ms incremental",
         flush=True,
     )
     proc, port, log = start_server(args, root, work)
@@ -318,7 +320,7 @@ def classic(args: argparse.Namespace, work: Path) -> int:
                 f"--extra {args.extra}`",
                 "p50 2,462 ms, p99 3,009 ms (observe 587 ms + compile 2,643 ms per change; "
                 "--extra 2000)",
-                f"{latency_text(latencies, timeouts)} (observe {obs * 1e3:,.0f} ms + compile "
+                f"{latency_text(latencies, timeouts)} (observe {edit_obs * 1e3:,.1f} ms + compile "
                 f"{incr * 1e3:,.1f} ms incremental; a cold compile is {comp * 1e3:,.0f} ms)",
                 "p99 < 50 ms, and independent of fleet size",
             )
