@@ -11,7 +11,10 @@ import ipaddress
 import random
 from pathlib import Path
 
+import pytest
+
 from clusterset.controller.manifest import ClusterSetFeed
+from clusterset.manifests import load
 from clusterset.model.ids import ClusterId
 from clusterset.model.objects import IPFamily
 
@@ -77,3 +80,31 @@ def test_changed_paths_give_what_a_full_read_gives(tmp_path: Path) -> None:
             assert list(g.imports.items()) == list(w.imports.items()), (step, cid)
             assert list(g.slices.items()) == list(w.slices.items()), (step, cid)
             assert g == w, (step, cid)
+
+
+def test_a_first_read_on_worker_processes_equals_one_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(3)
+    root = tmp_path / "clusters"
+    for m in MEMBERS:
+        (root / m).mkdir(parents=True)
+        for i in range(8):
+            (root / m / f"s{i}.yaml").write_text(_service(rng, f"s{i}", f"ns{i % 2}"))
+    (root / "member2" / "broken.yaml").write_text("kind: [unclosed")
+    monkeypatch.setattr(load, "PARALLEL_MIN", 5)
+    streamed: list[int] = []
+    real = load.Streamed.get
+
+    def counting(self: load.Streamed, path: Path) -> load.Loaded | None:
+        got = real(self, path)
+        streamed.append(got is not None)
+        return got
+
+    monkeypatch.setattr(load.Streamed, "get", counting)
+    parallel = ClusterSetFeed(root, cidrs=CIDRS, state_file=tmp_path / "a.json").observe()
+    assert sum(streamed) == 3 * 8 + 1  # every file came from the workers
+    monkeypatch.setattr(load, "PARALLEL_MIN", 10**9)
+    serial = ClusterSetFeed(root, cidrs=CIDRS, state_file=tmp_path / "b.json").observe()
+    assert parallel.desired == serial.desired
+    assert parallel.errors == serial.errors and parallel.errors

@@ -9,6 +9,7 @@ each member would import, and DNS serves one member's view of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -19,7 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clusterset.manifests import allocations
-from clusterset.manifests.load import FolderReader, SourceError, cluster_name, release_workers
+from clusterset.manifests.load import (
+    FolderReader,
+    SourceError,
+    cluster_name,
+    load_many,
+    release_workers,
+)
 from clusterset.manifests.watch import changes
 from clusterset.model.bag import (
     ALWAYS_NAMESPACES,
@@ -255,6 +262,12 @@ class ClusterSetFeed:
             hinted = {}
             for path in changed:
                 hinted.setdefault(path.parent, []).append(path)
+        loaded = None
+        if not self.readers and hinted is None:
+            # The first read: every folder's files to the workers at once, so that this
+            # process merges the first folders while they parse the next ones.
+            with contextlib.suppress(SourceError):  # an unreadable folder: said below
+                loaded = load_many([p for f in folders for p in FolderReader(f).files()])
         for folder in folders:
             reader = self.readers.get(folder)
             if reader is None:
@@ -263,7 +276,7 @@ class ClusterSetFeed:
                 # The folder itself in `changed` (made, moved): look at all of it.
                 whole = hinted is None or folder in hinted.get(self.root, ())
                 objs, errs = reader.read(
-                    None if whole or hinted is None else hinted.get(folder, ())
+                    None if whole or hinted is None else hinted.get(folder, ()), loaded
                 )
             except SourceError as exc:
                 self.unreadable.append(str(exc))

@@ -257,7 +257,9 @@ async def apply_member(
                     verified,
                     (imp, derived),
                 )
-            if have is not None or key not in foreign_imports:
+            # A foreign import's status goes on Karmada's object only: ours of that name is
+            # about to be pruned, and writing it first would be a wasted write.
+            if key not in foreign_imports or (have is not None and not _owned(have)):
                 await _apply(
                     member,
                     import_res,

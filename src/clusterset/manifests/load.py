@@ -113,9 +113,34 @@ PARALLEL_MIN = 200
 _pool: concurrent.futures.ProcessPoolExecutor | None = None
 
 
-def load_many(paths: list[Path]) -> dict[Path, Loaded] | None:
-    """Load many files read for the first time on every core; None when worker processes
-    cannot be had (the caller loads them itself)."""
+class Streamed:
+    """Results of worker processes, in the order the paths were given, taken as they come:
+    the caller works on the first folders while the workers parse the next ones."""
+
+    def __init__(self, paths: list[Path], results: Iterator[Loaded]) -> None:
+        self._pending = iter(paths)
+        self._results = results
+        self._done: dict[Path, Loaded] = {}
+        self._broken = False
+
+    def get(self, path: Path) -> Loaded | None:
+        """The worker's result for `path`; None when the workers failed (load it here)."""
+        while path not in self._done and not self._broken:
+            try:
+                nxt = next(self._pending)
+            except StopIteration:
+                break
+            try:
+                self._done[nxt] = next(self._results)
+            except (OSError, RuntimeError, concurrent.futures.process.BrokenProcessPool) as exc:
+                _workers_failed(exc)
+                self._broken = True
+        return self._done.pop(path, None)
+
+
+def load_many(paths: list[Path]) -> Streamed | None:
+    """Load files read for the first time on every core; None when there are too few or
+    worker processes cannot be had (the caller loads them itself)."""
     global _pool
     workers = min(os.cpu_count() or 1, 8)
     if workers < 2 or len(paths) < PARALLEL_MIN:
@@ -125,12 +150,16 @@ def load_many(paths: list[Path]) -> dict[Path, Loaded] | None:
             ctx = multiprocessing.get_context("spawn")  # never fork a threaded server
             _pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx)
         results = _pool.map(_load_fresh, [str(p) for p in paths], chunksize=32)
-        return dict(zip(paths, results, strict=True))
     except (OSError, RuntimeError, concurrent.futures.process.BrokenProcessPool) as exc:
-        problem = " ".join(str(exc).split())[:200]  # one line
-        log.warning("parsing in worker processes failed (%s); parsing here", problem)
-        release_workers()
+        _workers_failed(exc)
         return None
+    return Streamed(paths, results)
+
+
+def _workers_failed(exc: BaseException) -> None:
+    problem = " ".join(str(exc).split())[:200]  # one line
+    log.warning("parsing in worker processes failed (%s); parsing here", problem)
+    release_workers()
 
 
 def release_workers() -> None:
@@ -191,13 +220,16 @@ class FolderReader:
             raise SourceError(f"{self.root}: cannot read folder: {exc.strerror or exc}") from exc
         return sorted(found, key=str)  # one folder: by name (Path's own order is slow)
 
-    def read(self, changed: Collection[Path] | None = None) -> tuple[Objects, list[str]]:
+    def read(
+        self, changed: Collection[Path] | None = None, loaded: Streamed | None = None
+    ) -> tuple[Objects, list[str]]:
         """All objects of the folder now, and one error line per bad document.
 
         `changed`: the only files that may differ since the last read (the watcher's
         paths); the others are neither listed nor stat'ed again. None: look at every
         file. Nothing changed: the previous result itself, the same objects, so that
-        what consumes it can tell by identity that this folder is as it was.
+        what consumes it can tell by identity that this folder is as it was. `loaded`:
+        workers' results for a first read (see load_many).
         """
         if self._result is not None and changed is not None:
             if not changed:
@@ -219,10 +251,11 @@ class FolderReader:
             if files == self._files:
                 files = self._files
         swaps: dict[Path, tuple[tuple[Objects, list[str]] | None, tuple[Objects, list[str]]]] = {}
-        pre = load_many(list(recheck)) if not self._parsed else None
+        if loaded is None and not self._parsed:
+            loaded = load_many(list(recheck))
         for path in recheck:
             before = self._parsed.get(path)
-            got = self._read_file(path, pre.get(path) if pre is not None else None)
+            got = self._read_file(path, loaded.get(path) if loaded is not None else None)
             if before is None or got[0] is not before[1]:
                 swaps[path] = ((before[1], before[2]) if before is not None else None, got)
         if files is self._files and self._result is not None:
