@@ -93,17 +93,17 @@ def test_a_first_read_on_worker_processes_equals_one_here(
             (root / m / f"s{i}.yaml").write_text(_service(rng, f"s{i}", f"ns{i % 2}"))
     (root / "member2" / "broken.yaml").write_text("kind: [unclosed")
     monkeypatch.setattr(load, "PARALLEL_MIN", 5)
-    streamed: list[int] = []
-    real = load.Streamed.get
+    loaded: list[int] = []
+    real = load.load_many
 
-    def counting(self: load.Streamed, path: Path) -> load.Loaded | None:
-        got = real(self, path)
-        streamed.append(got is not None)
+    def counting(paths: list[Path]) -> dict[Path, load.Loaded] | None:
+        got = real(paths)
+        loaded.append(len(got) if got is not None else 0)
         return got
 
-    monkeypatch.setattr(load.Streamed, "get", counting)
+    monkeypatch.setattr(load, "load_many", counting)
     parallel = ClusterSetFeed(root, cidrs=CIDRS, state_file=tmp_path / "a.json").observe()
-    assert sum(streamed) == 3 * 8 + 1  # every file came from the workers
+    assert loaded == [8, 9, 8]  # every folder's files came from the workers
     monkeypatch.setattr(load, "PARALLEL_MIN", 10**9)
     serial = ClusterSetFeed(root, cidrs=CIDRS, state_file=tmp_path / "b.json").observe()
     assert parallel.desired == serial.desired

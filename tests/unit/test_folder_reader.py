@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterset.manifests import load
+from clusterset.manifests import load, watch
 from clusterset.manifests.load import FolderReader
 from clusterset.manifests.watch import changes
 from clusterset.model.ids import ServiceKey
@@ -155,3 +155,37 @@ def test_no_worker_processes_means_parsing_here(
     assert [r.getMessage() for r in caplog.records] == [
         "parsing in worker processes failed (no /dev/shm); parsing here"
     ]
+
+
+@pytest.mark.parametrize(("limit", "named"), [(3, False), (10_000, True)])
+def test_a_burst_of_more_paths_than_named_is_a_full_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int, named: bool
+) -> None:
+    monkeypatch.setattr(watch, "MAX_NAMED", limit)
+    files = {tmp_path / f"b{i}.yaml" for i in range(40)}
+
+    async def run() -> list[frozenset[Path] | None]:
+        stop = asyncio.Event()
+
+        async def burst() -> None:
+            await asyncio.sleep(0.3)  # the watcher is waiting for changes by now
+            for path in sorted(files):
+                _write(tmp_path, path.stem)
+
+        writer: asyncio.Task[None] | None = None
+        got: list[frozenset[Path] | None] = []
+        async for batch in watch.changes([tmp_path], stop=stop, recheck=5.0):
+            if writer is None:
+                writer = asyncio.create_task(burst())
+                continue
+            got.append(batch)
+            if batch is None or files <= set().union(*(b for b in got if b is not None)):
+                break
+        stop.set()
+        return got
+
+    got = asyncio.run(asyncio.wait_for(run(), 20))
+    if named:
+        assert None not in got  # every path named, none lost
+    else:
+        assert got[-1] is None  # forty files changed, three may be named: look at all

@@ -9,7 +9,6 @@ each member would import, and DNS serves one member's view of it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -24,7 +23,6 @@ from clusterset.manifests.load import (
     FolderReader,
     SourceError,
     cluster_name,
-    load_many,
     release_workers,
 )
 from clusterset.manifests.watch import changes
@@ -262,22 +260,16 @@ class ClusterSetFeed:
             hinted = {}
             for path in changed:
                 hinted.setdefault(path.parent, []).append(path)
-        loaded = None
-        if not self.readers and hinted is None:
-            # The first read: every folder's files to the workers at once, so that this
-            # process merges the first folders while they parse the next ones.
-            with contextlib.suppress(SourceError):  # an unreadable folder: said below
-                loaded = load_many([p for f in folders for p in FolderReader(f).files()])
         for folder in folders:
             reader = self.readers.get(folder)
             if reader is None:
                 reader = self.readers[folder] = FolderReader(folder)
             try:
                 # The folder itself in `changed` (made, moved): look at all of it.
-                whole = hinted is None or folder in hinted.get(self.root, ())
-                objs, errs = reader.read(
-                    None if whole or hinted is None else hinted.get(folder, ()), loaded
-                )
+                paths = None
+                if hinted is not None and folder not in hinted.get(self.root, ()):
+                    paths = hinted.get(folder, [])
+                objs, errs = reader.read(paths)
             except SourceError as exc:
                 self.unreadable.append(str(exc))
                 kept = self.last.get(folder)
@@ -361,9 +353,12 @@ class ClusterSetFeed:
         dirty = self._dirty
         # Allocation looks at every import of every consumer: skip it when no changed key
         # gained, lost or changed a ClusterSetIP family (most edits are endpoints).
-        same = keys is not None and before is not None and set(clusters) == set(self._wanted)
-        if same and keys is not None and before is not None:
-            same = all(_wants(before.aggregates.get(k)) == _wants(aggregates.get(k)) for k in keys)
+        same = (
+            keys is not None
+            and before is not None
+            and self._wanted.keys() == clusters.keys()
+            and all(_wants(before.aggregates.get(k)) == _wants(aggregates.get(k)) for k in keys)
+        )
         wanted = [] if same else desired.wanted_ips(aggregates)
         for cid in set(self._wanted) - set(clusters):
             del self._wanted[cid]

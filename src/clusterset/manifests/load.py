@@ -113,32 +113,7 @@ PARALLEL_MIN = 200
 _pool: concurrent.futures.ProcessPoolExecutor | None = None
 
 
-class Streamed:
-    """Results of worker processes, in the order the paths were given, taken as they come:
-    the caller works on the first folders while the workers parse the next ones."""
-
-    def __init__(self, paths: list[Path], results: Iterator[Loaded]) -> None:
-        self._pending = iter(paths)
-        self._results = results
-        self._done: dict[Path, Loaded] = {}
-        self._broken = False
-
-    def get(self, path: Path) -> Loaded | None:
-        """The worker's result for `path`; None when the workers failed (load it here)."""
-        while path not in self._done and not self._broken:
-            try:
-                nxt = next(self._pending)
-            except StopIteration:
-                break
-            try:
-                self._done[nxt] = next(self._results)
-            except (OSError, RuntimeError, concurrent.futures.process.BrokenProcessPool) as exc:
-                _workers_failed(exc)
-                self._broken = True
-        return self._done.pop(path, None)
-
-
-def load_many(paths: list[Path]) -> Streamed | None:
+def load_many(paths: list[Path]) -> dict[Path, Loaded] | None:
     """Load files read for the first time on every core; None when there are too few or
     worker processes cannot be had (the caller loads them itself)."""
     global _pool
@@ -150,10 +125,10 @@ def load_many(paths: list[Path]) -> Streamed | None:
             ctx = multiprocessing.get_context("spawn")  # never fork a threaded server
             _pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx)
         results = _pool.map(_load_fresh, [str(p) for p in paths], chunksize=32)
+        return dict(zip(paths, results, strict=True))
     except (OSError, RuntimeError, concurrent.futures.process.BrokenProcessPool) as exc:
         _workers_failed(exc)
         return None
-    return Streamed(paths, results)
 
 
 def _workers_failed(exc: BaseException) -> None:
@@ -220,16 +195,14 @@ class FolderReader:
             raise SourceError(f"{self.root}: cannot read folder: {exc.strerror or exc}") from exc
         return sorted(found, key=str)  # one folder: by name (Path's own order is slow)
 
-    def read(
-        self, changed: Collection[Path] | None = None, loaded: Streamed | None = None
-    ) -> tuple[Objects, list[str]]:
+    def read(self, changed: Collection[Path] | None = None) -> tuple[Objects, list[str]]:
         """All objects of the folder now, and one error line per bad document.
 
         `changed`: the only files that may differ since the last read (the watcher's
         paths); the others are neither listed nor stat'ed again. None: look at every
         file. Nothing changed: the previous result itself, the same objects, so that
-        what consumes it can tell by identity that this folder is as it was. `loaded`:
-        workers' results for a first read (see load_many).
+        what consumes it can tell by identity that this folder is as it was. A first read
+        of many files is loaded on every core (load_many).
         """
         if self._result is not None and changed is not None:
             if not changed:
@@ -251,8 +224,7 @@ class FolderReader:
             if files == self._files:
                 files = self._files
         swaps: dict[Path, tuple[tuple[Objects, list[str]] | None, tuple[Objects, list[str]]]] = {}
-        if loaded is None and not self._parsed:
-            loaded = load_many(list(recheck))
+        loaded = load_many(list(recheck)) if not self._parsed else None
         for path in recheck:
             before = self._parsed.get(path)
             got = self._read_file(path, loaded.get(path) if loaded is not None else None)

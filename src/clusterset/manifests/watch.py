@@ -37,6 +37,11 @@ def _identity(paths: list[Path]) -> tuple[tuple[int, int] | None, ...]:
     return tuple(out)
 
 
+# Changed paths named at most per batch; a burst of more (a folder replaced wholesale, a
+# flood of files) is handed over as None: look at everything.
+MAX_NAMED = 10_000
+
+
 async def changes(
     paths: list[Path],
     *,
@@ -63,7 +68,8 @@ async def changes(
         async for batch in watchfiles.awatch(
             *paths, debounce=debounce_ms, step=5, stop_event=stop, recursive=True
         ):
-            pending.update(Path(p) for _change, p in batch)
+            if len(pending) <= MAX_NAMED:  # beyond that, a full look (memory stays bounded)
+                pending.update(Path(p) for _change, p in batch)
             wake.set()
 
     def start() -> asyncio.Task[None]:
@@ -102,7 +108,7 @@ async def changes(
                 yield None
                 continue
             wake.clear()
-            batch = frozenset(pending)
+            batch = frozenset(pending) if len(pending) <= MAX_NAMED else None
             pending.clear()
             yield batch
     finally:

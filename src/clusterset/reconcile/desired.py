@@ -190,7 +190,9 @@ def reconcile(
             conditions[(cid, key)] = conds
         if agg.type is not None:
             imported[key] = imported_slices(state, agg)
-    wanted_ns = frozenset(k.namespace for k, a in aggregates.items() if a.type is not None)
+    wanted_ns: frozenset[str] = frozenset()
+    if create_namespaces:  # a walk over every import: only when it is asked for
+        wanted_ns = frozenset(k.namespace for k, a in aggregates.items() if a.type is not None)
     # Per consumer, the keys whose ClusterSetIPs moved (one set operation, in C).
     moved: dict[ClusterId, set[ServiceKey]] = {}
     ips = dict(ips)
@@ -205,7 +207,7 @@ def reconcile(
             aggregates,
             imported,
             ips,
-            wanted_ns if create_namespaces else frozenset(),
+            wanted_ns,
             before,
             None if changed is None else changed | moved.get(cid, set()),
         )
