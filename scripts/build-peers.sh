@@ -2,6 +2,14 @@
 # Build the real peers the integration tests run against, from the Go module
 # proxy only:
 #   kube-apiserver  k8s.io/kubernetes (the control plane, with etcd from Debian)
+#   kubelet kube-proxy kube-controller-manager kube-scheduler kubectl
+#                   k8s.io/kubernetes, in the same `go build` as kube-apiserver (shared
+#                   compile), for the fleet tier's real nodes (not with --without-fleet)
+#   containerd ctr containerd-shim-runc-v2
+#                   github.com/containerd/containerd/v2 (the nodes' runtime; runc is Debian's)
+#   bridge host-local loopback portmap
+#                   github.com/containernetworking/plugins (the nodes' CNI plugins, in
+#                   $CACHE/cni/bin)
 #   coredns         github.com/coredns/coredns (stock build, kubernetes plugin)
 #   helm            helm.sh/helm/v3 (only with --with-helm)
 #   mcs-conformance.test  sigs.k8s.io/mcs-api/conformance, the mcs-api conformance
@@ -17,14 +25,17 @@
 # a second build after a version bump is fast. Never commit these binaries.
 #
 # Usage: scripts/build-peers.sh [--with-helm] [--without-mcs-conformance] [--without-karmada]
-#                               [--force]
-# Env:   K8S_VERSION, COREDNS_VERSION, HELM_VERSION, CLUSTERSET_CACHE, GO,
+#                               [--without-fleet] [--force]
+# Env:   K8S_VERSION, COREDNS_VERSION, HELM_VERSION, CONTAINERD_VERSION, CNI_VERSION,
+#        CLUSTERSET_CACHE, GO,
 #        MCS_CONFORMANCE_VERSION (see scripts/build-mcs-conformance.sh)
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-v1.37.2}"
 COREDNS_VERSION="${COREDNS_VERSION:-v1.15.0}"
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
+CONTAINERD_VERSION="${CONTAINERD_VERSION:-v2.4.2}"
+CNI_VERSION="${CNI_VERSION:-v1.10.0}"
 
 CACHE="${CLUSTERSET_CACHE:-$HOME/.cache/clusterset}"
 BIN="$CACHE/bin"
@@ -33,15 +44,17 @@ SRC="$CACHE/src"
 with_helm=0
 with_mcs_conformance=1
 with_karmada=1
+with_fleet=1
 force=0
 for arg in "$@"; do
     case "$arg" in
         --with-helm) with_helm=1 ;;
         --without-mcs-conformance) with_mcs_conformance=0 ;;
         --without-karmada) with_karmada=0 ;;
+        --without-fleet) with_fleet=0 ;;
         --force) force=1 ;;
         -h | --help)
-            sed -n '2,22p' "$0"
+            sed -n '2,31p' "$0"
             exit 0
             ;;
         *)
@@ -89,10 +102,16 @@ timed() {
     log "$name built in $((end - start)) s"
 }
 
-build_kube_apiserver() {
+# build_kube NAME...: the Kubernetes commands NAME (kube-apiserver from the wrapper's main.go,
+# the others from k8s.io/kubernetes/cmd/NAME) in one `go build`, so their packages compile once.
+build_kube() {
     local stamp="k8s.io/kubernetes $K8S_VERSION"
-    if stamp_ok kube-apiserver "$stamp"; then
-        log "kube-apiserver $K8S_VERSION is up to date"
+    local todo=() name
+    for name in "$@"; do
+        stamp_ok "$name" "$stamp" || todo+=("$name")
+    done
+    if [[ ${#todo[@]} -eq 0 ]]; then
+        log "$* $K8S_VERSION are up to date"
         return
     fi
     local ver="$K8S_VERSION"
@@ -182,10 +201,51 @@ EOF
         ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
     done
 
-    log "kube-apiserver $ver: building (staging modules at $minor_ver)"
-    (cd "$dir" && "$GO" build -trimpath -ldflags "$ldflags" -o "$BIN/kube-apiserver.tmp" .)
-    mv -f "$BIN/kube-apiserver.tmp" "$BIN/kube-apiserver"
-    printf '%s\n' "$stamp" >"$BIN/kube-apiserver.version"
+    local pkgs=()
+    for name in "${todo[@]}"; do
+        if [[ "$name" == kube-apiserver ]]; then pkgs+=(.); else pkgs+=("k8s.io/kubernetes/cmd/$name"); fi
+    done
+    log "${todo[*]} $ver: building (staging modules at $minor_ver)"
+    local out="$SRC/kube-out"
+    rm -rf "$out"
+    mkdir -p "$out"
+    (cd "$dir" && "$GO" build -trimpath -ldflags "$ldflags" -o "$out/" "${pkgs[@]}")
+    for name in "${todo[@]}"; do
+        mv -f "$out/$name" "$BIN/$name"
+        printf '%s\n' "$stamp" >"$BIN/$name.version"
+    done
+    rmdir "$out"
+}
+
+# go_install_many DEST VERSION MODULE TAGS PKG...: `go install PKG@VERSION` for every PKG (one
+# module) into DEST, stamped like the other peers.
+go_install_many() {
+    local dest="$1" ver="$2" module="$3" tags="$4"
+    shift 4
+    local stamp="$module $ver" todo=() pkg
+    for pkg in "$@"; do
+        local name
+        name="$(basename "$pkg")"
+        [[ "$force" == 0 && -x "$dest/$name" && "$(cat "$dest/$name.version" 2>/dev/null)" == "$stamp" ]] ||
+            todo+=("$pkg@$ver")
+    done
+    if [[ ${#todo[@]} -eq 0 ]]; then
+        log "$module $ver is up to date"
+        return
+    fi
+    local tmp="$SRC/$(basename "$module")-gobin"
+    rm -rf "$tmp"
+    mkdir -p "$tmp" "$dest"
+    log "$module $ver: go install ${#todo[@]} commands"
+    GOFLAGS="-buildvcs=false" GOBIN="$tmp" \
+        "$GO" install -trimpath -tags "$tags" -ldflags "$LDFLAGS_BASE" "${todo[@]}"
+    for pkg in "${todo[@]}"; do
+        local name
+        name="$(basename "${pkg%@*}")"
+        mv -f "$tmp/$name" "$dest/$name"
+        printf '%s\n' "$stamp" >"$dest/$name.version"
+    done
+    rmdir "$tmp" 2>/dev/null || true
 }
 
 # go_install NAME MODULE/PKG VERSION: `go install pkg@version` into $BIN.
@@ -210,7 +270,17 @@ go_install() {
 
 total_start=$(date +%s)
 log "go: $("$GO" version | cut -d' ' -f3-); cache: $BIN"
-timed kube-apiserver build_kube_apiserver
+kube=(kube-apiserver)
+if [[ "$with_fleet" == 1 ]]; then
+    kube+=(kubelet kube-proxy kube-controller-manager kube-scheduler kubectl)
+fi
+timed kubernetes build_kube "${kube[@]}"
+if [[ "$with_fleet" == 1 ]]; then
+    timed containerd go_install_many "$BIN" "$CONTAINERD_VERSION" github.com/containerd/containerd/v2 \
+        "no_btrfs no_devmapper no_zfs" github.com/containerd/containerd/v2/cmd/{containerd,ctr,containerd-shim-runc-v2}
+    timed cni go_install_many "$CACHE/cni/bin" "$CNI_VERSION" github.com/containernetworking/plugins "" \
+        github.com/containernetworking/plugins/plugins/{main/bridge,ipam/host-local,main/loopback,meta/portmap}
+fi
 timed coredns go_install coredns github.com/coredns/coredns "$COREDNS_VERSION" github.com/coredns/coredns
 if [[ "$with_helm" == 1 ]]; then
     timed helm go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" helm.sh/helm/v3

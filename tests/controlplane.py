@@ -34,7 +34,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -134,9 +134,11 @@ class _Cluster:
     starts: int = 0
     args: list[str] = field(default_factory=list)
 
+    host: str = "127.0.0.1"
+
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
 
 class ControlPlane:
@@ -145,6 +147,13 @@ class ControlPlane:
     ``watch_cache=False`` makes the apiservers read watches straight from
     etcd, so a watch from a compacted resourceVersion gets a real 410 Gone
     after :meth:`compact_etcd`.
+
+    ``hosts`` names, for clusters that get real nodes (tests/fleet.py), the
+    address their apiserver binds and advertises instead of loopback (pods
+    reach it through the ``kubernetes`` Service): those run as kubeadm's do,
+    with Node authorization, NodeRestriction and ServiceAccount admission, the
+    lease endpoint reconciler and a kubelet client certificate. ``users`` adds
+    token users ``(name, group)``; :meth:`token` gives their tokens.
     """
 
     def __init__(
@@ -157,6 +166,8 @@ class ControlPlane:
         extra_apiserver_args: Sequence[str] = (),
         start_timeout: float = 90.0,
         aggregators: Sequence[str] = (),
+        hosts: Mapping[str, str] | None = None,
+        users: Sequence[tuple[str, str]] = (),
     ) -> None:
         if not clusters:
             raise ValueError("at least one cluster")
@@ -169,6 +180,8 @@ class ControlPlane:
         self.extra_apiserver_args = list(extra_apiserver_args)
         # Clusters whose apiserver fronts aggregated apiservers (Karmada's): front-proxy flags.
         self.aggregators = frozenset(aggregators)
+        self.hosts = dict(hosts or {})
+        self._tokens = {name: (secrets.token_hex(16), group) for name, group in users}
         self.start_timeout = start_timeout
         self.keep_workdir = keep_workdir or bool(os.environ.get("CLUSTERSET_KEEP_CONTROLPLANE"))
         self._own_workdir = workdir is None
@@ -209,15 +222,16 @@ class ControlPlane:
             self._make_pki()
             self._write_token_file()
             self._start_etcd(etcd)
-            for i, name in enumerate(self.cluster_names):
+            for name in self.cluster_names:
                 d = self.workdir / name
                 (d / "certs").mkdir(parents=True, exist_ok=True)
                 cluster = _Cluster(
                     name=name,
                     port=free_port(),
-                    service_cidr=f"10.{96 + i}.0.0/16",
+                    service_cidr=self.service_cidr(name),
                     dir=d,
                     log=self.workdir / f"kube-apiserver-{name}.log",
+                    host=self.hosts.get(name, "127.0.0.1"),
                 )
                 cluster.args = self._apiserver_args(apiserver, cluster)
                 self._clusters[name] = cluster
@@ -270,6 +284,19 @@ class ControlPlane:
     def servers(self) -> dict[str, str]:
         """Cluster name -> apiserver URL."""
         return {name: c.url for name, c in self._clusters.items()}
+
+    def service_cidr(self, name: str) -> str:
+        """The cluster's service range: 10.96.0.0/16 for the first, 10.97.0.0/16 next..."""
+        return f"10.{96 + self.cluster_names.index(name)}.0.0/16"
+
+    def token(self, user: str) -> str:
+        """The bearer token of a user given in ``users``."""
+        return self._tokens[user][0]
+
+    def write_kubeconfig(self, path: Path, cluster: str, token: str | None = None) -> Path:
+        """A kubeconfig with the one context ``cluster`` for ``token`` (default: admin)."""
+        self._write_kubeconfig(path, token or self.admin_token, "user", only=cluster)
+        return path
 
     @property
     def etcd_endpoint(self) -> str:
@@ -401,13 +428,20 @@ class ControlPlane:
              "-subj", "/CN=kube-apiserver"],
             cwd=pki,
         )  # fmt: skip
+        # Pods reach their apiserver as kubernetes.default.svc, at the first IP of the range.
+        sans = ["IP:127.0.0.1", "DNS:localhost"]
+        sans += [f"IP:{host}" for host in sorted(set(self.hosts.values()))]
+        if self.hosts:
+            sans += [f"IP:{self.service_cidr(n).replace('.0.0/16', '.0.1')}" for n in self.hosts]
+            sans += ["DNS:kubernetes", "DNS:kubernetes.default", "DNS:kubernetes.default.svc"]
+            sans += ["DNS:kubernetes.default.svc.cluster.local"]
         (pki / "serving.ext").write_text(
             "basicConstraints=CA:FALSE\n"
             "keyUsage=critical,digitalSignature,keyEncipherment\n"
             "extendedKeyUsage=serverAuth\n"
             "subjectKeyIdentifier=hash\n"
             "authorityKeyIdentifier=keyid,issuer\n"
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+            f"subjectAltName={','.join(sans)}\n"
         )
         _run(
             [openssl, "x509", "-req", "-in", "serving.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
@@ -439,13 +473,30 @@ class ControlPlane:
              "-out", "front-proxy-client.crt", "-days", "3650", "-extfile", "client.ext"],
             cwd=pki,
         )  # fmt: skip
+        # What the apiserver presents to kubelets (logs, exec, port-forward).
+        _run(
+            [openssl, "req", "-new", *ec, "-keyout", "kubelet-client.key",
+             "-out", "kubelet-client.csr",
+             "-subj", "/O=system:masters/CN=kube-apiserver-kubelet-client"],
+            cwd=pki,
+        )  # fmt: skip
+        _run(
+            [openssl, "x509", "-req", "-in", "kubelet-client.csr", "-CA", "ca.crt",
+             "-CAkey", "ca.key", "-CAcreateserial", "-out", "kubelet-client.crt",
+             "-days", "3650", "-extfile", "client.ext"],
+            cwd=pki,
+        )  # fmt: skip
         _run([openssl, "genrsa", "-out", "sa.key", "2048"], cwd=pki)
         _run([openssl, "rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"], cwd=pki)
 
     def _write_token_file(self) -> None:
+        extra = "".join(
+            f'{token},{name},uid-{name},"{group}"\n'
+            for name, (token, group) in self._tokens.items()
+        )
         (self.workdir / "tokens.csv").write_text(
             f'{self.admin_token},admin,uid1,"system:masters"\n'
-            f"{self.user_token},{self.user_name},uid2\n"
+            f"{self.user_token},{self.user_name},uid2\n{extra}"
         )
 
     def _start_etcd(self, etcd: Path) -> None:
@@ -486,6 +537,23 @@ class ControlPlane:
 
     def _apiserver_args(self, binary: Path, c: _Cluster) -> list[str]:
         pki = self.workdir / "pki"
+        if c.name in self.hosts:
+            node_args = [
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'kubelet-client.key'}",
+                "--kubelet-preferred-address-types=InternalIP",
+            ]
+            if c.name not in self.aggregators:  # those pass it below
+                node_args.append(f"--client-ca-file={pki / 'ca.crt'}")
+        else:
+            node_args = [
+                # The "kubernetes" Endpoints may not point at loopback; no kubelet needs them.
+                "--endpoint-reconciler-type=none",
+                "--authorization-mode=RBAC",
+                "--disable-admission-plugins=ServiceAccount",
+            ]
         args = [
             str(binary),
             f"--etcd-servers={self.etcd_endpoint}",
@@ -493,14 +561,11 @@ class ControlPlane:
             f"--cert-dir={c.dir / 'certs'}",
             f"--tls-cert-file={pki / 'serving.crt'}",
             f"--tls-private-key-file={pki / 'serving.key'}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            # The "kubernetes" Endpoints may not point at loopback; no kubelet needs them.
-            "--endpoint-reconciler-type=none",
+            f"--bind-address={c.host}",
+            f"--advertise-address={c.host}",
             f"--secure-port={c.port}",
             f"--service-cluster-ip-range={c.service_cidr}",
-            "--authorization-mode=RBAC",
-            "--disable-admission-plugins=ServiceAccount",
+            *node_args,
             f"--service-account-issuer=https://{c.name}.clusterset.test",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
