@@ -35,6 +35,7 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -45,7 +46,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TextIO
 
 import yaml
 
@@ -145,26 +146,33 @@ class Fleet:
         self,
         clusters: Sequence[str] = ("member1", "member2"),
         *,
+        control_only: Sequence[str] = (),
+        aggregators: Sequence[str] = (),
         images: Sequence[Path] | None = None,
         start_timeout: float = 120.0,
     ) -> None:
+        """``clusters`` get a node each; ``control_only`` are apiservers on loopback without
+        one (a Karmada control plane: ``aggregators`` as in ControlPlane)."""
         if os.geteuid() != 0:
             raise FleetError("the fleet needs root (network namespaces, mounts, cgroups)")
         self.dir = fleet_dir()
         self.start_timeout = start_timeout
         self._images = list(images) if images is not None else None
-        self.members = {
-            name: Member(name, i, self.dir / name, f"10.{96 + i - 1}.0.0/16")
+        names = [*control_only, *clusters]
+        members = [  # service ranges as ControlPlane gives them: 10.96.0.0/16 for the first
+            Member(name, i, self.dir / name, f"10.{96 + names.index(name)}.0.0/16")
             for i, name in enumerate(clusters, start=1)
-        }
+        ]
         self.cp = ControlPlane(
-            list(clusters),
+            names,
+            aggregators=aggregators,
             workdir=self.dir / "control-plane",
             keep_workdir=True,  # cleanup() removes the whole fleet folder
-            hosts={m.name: m.host_ip for m in self.members.values()},
-            users=[(f"system:node:{m.node}", "system:nodes") for m in self.members.values()]
+            hosts={m.name: m.host_ip for m in members},
+            users=[(f"system:node:{m.node}", "system:nodes") for m in members]
             + [("system:kube-proxy", "system:node-proxiers")],
         )
+        self.members = {m.name: m for m in members}
         self._bin = cache_bin_dir()
 
     # -- lifecycle -------------------------------------------------------
@@ -190,6 +198,7 @@ class Fleet:
         for name in ("runc", "iptables", "nsenter", "unshare", "ip"):
             if not _which(name):
                 raise MissingBinaryError(f"{name} not found: scripts/test installs it")
+        self._lock()
         cleanup(self.dir)
         atexit.register(self.stop)
         try:
@@ -227,6 +236,29 @@ class Fleet:
             m.procs.clear()
         self.cp.stop()
         cleanup(self.dir)
+        self._unlock()
+
+    def _lock(self, timeout: float = 1200.0) -> None:
+        """One fleet at a time on a machine (fixed links, routes and cgroups): wait for the
+        fleet of another process (a test run, or `scripts/fleet up` still starting) to stop."""
+        self._lock_file: TextIO | None = open(f"{self.dir}.lock", "w")  # held until stop()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise FleetError(
+                        f"another fleet held {self.dir}.lock for {timeout:.0f} s"
+                    ) from None
+                time.sleep(1)
+
+    def _unlock(self) -> None:
+        lock = getattr(self, "_lock_file", None)
+        if lock is not None:
+            lock.close()
+            self._lock_file = None
 
     def stop_node(self, cluster: str) -> None:
         """Power the node off: kubelet, kube-proxy, containerd and every pod on it die."""
@@ -712,13 +744,22 @@ def _make_cgroup_root(root: str) -> None:
                 (path / key).write_text((ctrl / key).read_text())
 
 
+def _cgroup_dirs(root: str) -> list[Path]:
+    """Every cgroup under `root` in every hierarchy, deepest first (os.walk: cgroups that
+    vanish while it looks are skipped)."""
+    found = []
+    for ctrl in _controllers():
+        for here, _, _ in os.walk(ctrl / root.lstrip("/")):
+            found.append(Path(here))
+    return sorted(found, key=lambda p: -len(p.parts))
+
+
 def _kill_cgroup_tree(root: str) -> None:
     for _ in range(20):
         pids: set[int] = set()
-        for ctrl in _controllers():
-            for procs in (ctrl / root.lstrip("/")).rglob("cgroup.procs"):
-                with contextlib.suppress(OSError):
-                    pids.update(int(x) for x in procs.read_text().split())
+        for d in _cgroup_dirs(root):
+            with contextlib.suppress(OSError, ValueError):
+                pids.update(int(x) for x in (d / "cgroup.procs").read_text().split())
         if not pids:
             return
         for pid in pids:
@@ -727,20 +768,15 @@ def _kill_cgroup_tree(root: str) -> None:
 
 
 def _remove_cgroup_tree(root: str) -> None:
-    for ctrl in _controllers():
-        top = ctrl / root.lstrip("/")
-        if not top.exists():
-            continue
-        below = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
-        for d in [*below, top]:
-            for _ in range(20):
-                try:
-                    d.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.05)
+    for d in _cgroup_dirs(root):
+        for _ in range(20):
+            try:
+                d.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.05)
 
 
 def _mounts_under(base: Path) -> list[str]:
@@ -829,12 +865,17 @@ def install_clusterset(
     chart = str(ROOT / "deploy" / "chart" / "clusterset")
     kc = str(fleet.cp.kubeconfig_path)
     sets = [f"--set={v}" for v in values]
-    for m in fleet.members.values():
-        _run([helm, f"--kubeconfig={kc}", f"--kube-context={m.name}", "install", "clusterset",
-              chart, f"--namespace={namespace}", "--create-namespace",
-              "--set=image.pullPolicy=Never", f"--set=dns.clusterID={m.name}",
-              f"--set=dns.service.clusterIP={dns_service_ip(m)}", "--set=memberRBAC.enabled=true",
-              *sets, "--wait", "--timeout=180s"])  # fmt: skip
+    _run_all(
+        {
+            m.name: [helm, f"--kubeconfig={kc}", f"--kube-context={m.name}", "install",
+                     "clusterset", chart, f"--namespace={namespace}", "--create-namespace",
+                     "--set=image.pullPolicy=Never", f"--set=dns.clusterID={m.name}",
+                     f"--set=dns.service.clusterIP={dns_service_ip(m)}",
+                     "--set=memberRBAC.enabled=true", *sets, "--wait", "--timeout=180s"]
+            for m in fleet.members.values()
+        },
+        timeout=240,
+    )  # fmt: skip
     members: dict[str, Any] = {
         "apiVersion": "v1", "kind": "Config",
         "clusters": [], "users": [], "contexts": [], "current-context": hub,
@@ -859,26 +900,39 @@ def install_clusterset(
           "--wait", "--timeout=180s"])  # fmt: skip
     # Every member at once: each waits out its grace period (kubelet's ConfigMap sync, then
     # CoreDNS's `reload` poll of 30 s + jitter, before the new stanza answers).
-    wiring = {
-        m.name: subprocess.Popen(
-            [
-                *clusterset_cli(),
-                "wire-dns",
-                f"--kubeconfig={kc}",
-                f"--context={m.name}",
-                f"--server={dns_service_ip(m)}",
-                f"--grace={wire_dns_grace:g}",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for m in fleet.members.values()
+    _run_all(
+        {
+            m.name: [*clusterset_cli(), "wire-dns", f"--kubeconfig={kc}", f"--context={m.name}",
+                     f"--server={dns_service_ip(m)}", f"--grace={wire_dns_grace:g}"]
+            for m in fleet.members.values()
+        },
+        timeout=wire_dns_grace + 120,
+    )  # fmt: skip
+
+
+def _run_all(commands: dict[str, list[str]], timeout: float) -> None:
+    """One command per member at once, as a user with a terminal per cluster would run them."""
+    procs = {
+        name: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for name, cmd in commands.items()
     }
-    for name, proc in wiring.items():
-        out, _ = proc.communicate(timeout=wire_dns_grace + 120)
+    failed = []
+    for name, proc in procs.items():
+        out, _ = proc.communicate(timeout=timeout)
         if proc.returncode != 0:
-            raise FleetError(f"clusterset wire-dns --context={name} failed:\n{out}")
+            failed.append(f"{' '.join(commands[name][:4])} ... ({name}) failed:\n{out[-3000:]}")
+    if failed:
+        raise FleetError("\n".join(failed))
+
+
+def upgrade_clusterset(
+    fleet: Fleet, cluster: str, *args: str, namespace: str = "clusterset"
+) -> None:
+    """`helm upgrade --reuse-values` of a member's release, waiting for the rollout."""
+    _run([str(find_binary("helm")), f"--kubeconfig={fleet.cp.kubeconfig_path}",
+          f"--kube-context={cluster}", "upgrade", "clusterset",
+          str(ROOT / "deploy" / "chart" / "clusterset"), f"--namespace={namespace}",
+          "--reuse-values", *args, "--wait", "--timeout=180s"])  # fmt: skip
 
 
 def clusterset_cli() -> list[str]:

@@ -10,14 +10,22 @@ CoreDNS). Then the seed: `serve` runs in member1 only, and a pod in member2 curl
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+import clusterset
 from tests.conftest import eventually
-from tests.fleet import Fleet, install_clusterset
+from tests.controlplane import cache_bin_dir
+from tests.fleet import Fleet, dns_service_ip, install_clusterset, upgrade_clusterset
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(900)]
 
@@ -28,7 +36,7 @@ SERVE_IMAGE = "localhost/clusterset-fleet/serve:1"
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[Fleet]:
     with Fleet(("member1", "member2")) as f:
-        install_clusterset(f)
+        install_clusterset(f, values=["controller.replicas=2"])
         yield f
 
 
@@ -89,6 +97,7 @@ def client_pod(name: str = "client", namespace: str = "default") -> dict[str, An
 
 
 def curl(fleet: Fleet, cluster: str, url: str, pod: str = "client") -> str:
+    """One request from a pod (3 s at most)."""
     return fleet.exec(cluster, "default", pod, "curl", "-sS", "--max-time", "3", url)
 
 
@@ -123,3 +132,234 @@ def test_seed_curl_from_a_member2_pod_is_answered_by_member1(fleet: Fleet) -> No
     resolved = fleet.exec("member2", "default", "client", "dig", "+short",
                           "serve.default.svc.clusterset.local")  # fmt: skip
     assert resolved.split() == [ips], (resolved, ips)
+
+
+# -- the whole mcs-api conformance suite on real pods --------------------------------------
+
+SUITE_SPECS = 27
+
+
+def test_mcs_conformance_suite_passes_whole(fleet: Fleet, tmp_path: Path) -> None:
+    """Every spec of sigs.k8s.io/mcs-api/conformance v0.5.0, none filtered: the suite execs
+    nslookup and nc in its pods, reads pod IPs and MCS EndpointSlices, through CoreDNS pods
+    wired to clusterset dns and kube-proxy. Its report.yaml is kept beside Ginkgo's JSON."""
+    binary = cache_bin_dir() / "mcs-conformance.test"
+    if not binary.exists():
+        pytest.fail(f"{binary} not built: run scripts/build-mcs-conformance.sh")
+    report = tmp_path / "report.json"
+    started = time.monotonic()
+    proc = subprocess.run(
+        [str(binary), f"-kubeconfig={fleet.cp.kubeconfig_path}",
+         f"-contexts={','.join(fleet.members)}", "-dns-domain=clusterset.local",
+         "-organization=clusterset", "-project=clusterset", f"-version={clusterset.__version__}",
+         f"-ginkgo.json-report={report}",
+         "-ginkgo.no-color", "-ginkgo.timeout=780s", "-test.timeout=0"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=800, check=False,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    output = proc.stdout + proc.stderr
+    summary = yaml.safe_load((tmp_path / "report.yaml").read_text())
+    tests = [t for group in summary["groups"] for t in group["tests"]]
+    failed = [t["desc"] for t in tests if not t["passed"]]
+    assert not failed, f"failed specs: {failed}\n{output[-8000:]}"
+    assert len(tests) == SUITE_SPECS and all(t["conformant"] for t in tests), output[-4000:]
+    assert proc.returncode == 0, output[-4000:]
+    kept = Path(
+        os.environ.get("CLUSTERSET_CONFORMANCE_REPORT", fleet.dir.parent / "mcs-conformance")
+    )
+    kept.mkdir(parents=True, exist_ok=True)
+    for name in ("report.yaml", "report.html"):
+        shutil.copy(tmp_path / name, kept / name)
+    print(f"mcs-api conformance v0.5.0: {summary['passed']} of {summary['total']} specs passed "
+          f"in {elapsed:.0f} s; report: {kept / 'report.yaml'}")  # fmt: skip
+
+
+# -- failover as a client feels it ---------------------------------------------------------
+
+
+def request_loop(
+    fleet: Fleet, pod: str, url: str, count: int, pause: float = 0.2
+) -> subprocess.Popen[str]:
+    """`count` requests from a member2 pod, one line each: time, then the answer or FAIL.
+    Bounded: it ends by itself."""
+    script = (
+        f"i=0; while [ $i -lt {count} ]; do i=$((i+1)); "
+        f"r=$(curl -sS --max-time 1 {url} 2>/dev/null) || r=FAIL; "
+        f'echo "$(date +%s.%N) $r"; sleep {pause}; done'
+    )
+    return subprocess.Popen(
+        [str(cache_bin_dir() / "kubectl"), f"--kubeconfig={fleet.cp.kubeconfig_path}",
+         "--context=member2", "exec", pod, "--", "sh", "-c", script],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def answers(lines: str) -> list[tuple[float, str]]:
+    out = []
+    for line in lines.splitlines():
+        stamp, _, rest = line.partition(" ")
+        with contextlib.suppress(ValueError, IndexError):
+            who = "FAIL" if rest.startswith("FAIL") else rest.split()[3]  # "hello from cluster X"
+            out.append((float(stamp), who))
+    return out
+
+
+def switch(seen: list[tuple[float, str]], since: float, to: str) -> tuple[int, float]:
+    """Failed requests after `since`, and the seconds until every later answer came from `to`."""
+    after = [(t, who) for t, who in seen if t >= since]
+    failed = sum(1 for _, who in after if who == "FAIL")
+    last_other = max((t for t, who in after if who != to), default=since)
+    return failed, last_other - since
+
+
+def serve_everywhere_local_first(fleet: Fleet) -> None:
+    for cluster in ("member1", "member2"):  # the oldest export's annotations are the import's
+        objs = serve_objects(cluster)
+        objs[2]["metadata"]["annotations"] = {"clusterset.io/dns-policy": "local-first"}
+        fleet.apply(cluster, *objs)
+    fleet.wait_rollout("member2", "default", "deployment/serve")
+
+
+def measure_failover(fleet: Fleet, pod: str, url: str) -> str:
+    """member2's copy of serve goes away (scale to 0) for 20 s and comes back while `pod`
+    sends 5 requests a second; the figures, asserted: member1 takes over, member2 returns."""
+    fleet.kubectl("member2", "wait", "--for=condition=Ready", f"pod/{pod}", "--timeout=90s")
+
+    def local() -> bool:
+        # A copy that just became ready is preferred after the default hysteresis (30 s).
+        return all(
+            "hello from cluster member2" in curl(fleet, "member2", url, pod) for _ in range(8)
+        )
+
+    eventually(f"member2's own copy answers {url} (local-first)", local, timeout=120, interval=1)
+    count = 400
+    loop = request_loop(fleet, pod, url, count=count)
+    time.sleep(5)
+    down = time.time()
+    fleet.kubectl("member2", "scale", "deployment/serve", "--replicas=0")
+    time.sleep(20)
+    up = time.time()
+    fleet.kubectl("member2", "scale", "deployment/serve", "--replicas=2")
+    out, _ = loop.communicate(timeout=400)
+    seen = answers(out)
+    assert len(seen) == count, out[-2000:]
+    before = [who for t, who in seen if t < down]
+    assert before and set(before) == {"member2"}, before
+    failed_down, to_member1 = switch([s for s in seen if s[0] < up], down, "member1")
+    failed_up, to_member2 = switch(seen, up, "member2")
+    assert to_member1 < 25, seen
+    assert any(who == "member2" for t, who in seen if t > up), "never came back to member2"
+    assert failed_up == 0, [s for s in seen if s[0] >= up]
+    return (
+        f"{url}: member2's copy scaled to 0: {failed_down} failed requests, every request on "
+        f"member1 after {to_member1:.1f} s; scaled back to 2: {failed_up} failed, every request "
+        f"on member2 after {to_member2:.1f} s (hysteresis 30 s); {count} requests at 5/s"
+    )
+
+
+def test_local_first_fails_over_to_member1_and_back(fleet: Fleet) -> None:
+    serve_everywhere_local_first(fleet)
+    fleet.apply("member2", client_pod())
+    print(measure_failover(fleet, "client", "http://serve.default.svc.clusterset.local:8080/"))
+
+
+def test_unified_mode_keeps_the_cluster_local_name_and_fails_over(fleet: Fleet) -> None:
+    """docs/quickstart.md's variant: member2's clusterset dns in unified mode in front of
+    CoreDNS, a pod pointed at it; `serve.default.svc.cluster.local` is answered local-first."""
+    m2 = fleet.members["member2"]
+    serve_everywhere_local_first(fleet)
+    upgrade_clusterset(fleet, "member2", "--set=dns.unified.enabled=true",
+                       f"--set=dns.unified.upstream={m2.dns_ip}")  # fmt: skip
+    pod = client_pod("uclient")
+    pod["spec"]["dnsPolicy"] = "None"
+    pod["spec"]["dnsConfig"] = {
+        "nameservers": [dns_service_ip(m2)],
+        "searches": ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"],
+        "options": [{"name": "ndots", "value": "5"}],
+    }
+    fleet.apply("member2", pod)
+    # Everything else still resolves, through clusterset's forwarding to CoreDNS.
+    fleet.kubectl("member2", "wait", "--for=condition=Ready", "pod/uclient", "--timeout=90s")
+    eventually(
+        "kubernetes.default resolves through clusterset dns",
+        lambda: fleet.exec("member2", "default", "uclient", "dig", "+short", "+search",
+                           "kubernetes.default").strip(),
+        timeout=60,
+    )  # fmt: skip
+    print(measure_failover(fleet, "uclient", "http://serve.default.svc.cluster.local:8080/"))
+
+
+# -- operations on real pods ---------------------------------------------------------------
+
+
+def lookup_loop(fleet: Fleet, server: str, count: int) -> subprocess.Popen[str]:
+    """`count` lookups of serve's name straight at clusterset dns's Service, 10 a second."""
+    script = (
+        f"i=0; while [ $i -lt {count} ]; do i=$((i+1)); "
+        f"r=$(dig +short +tries=1 +time=1 @{server} serve.default.svc.clusterset.local A) "
+        f'&& [ -n "$r" ] && echo OK || echo FAIL; sleep 0.1; done'
+    )
+    return subprocess.Popen(
+        [str(cache_bin_dir() / "kubectl"), f"--kubeconfig={fleet.cp.kubeconfig_path}",
+         "--context=member2", "exec", "client", "--", "sh", "-c", script],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def test_dns_rollout_and_pod_loss_lose_no_lookup(fleet: Fleet) -> None:
+    """helm upgrade rolls the DNS Deployment, then one DNS pod is deleted, while a pod asks
+    clusterset dns's Service 10 times a second: lameduck, readiness and the PDB keep every
+    lookup answered."""
+    fleet.apply("member1", *serve_objects("member1"))
+    fleet.apply("member2", client_pod())
+    fleet.kubectl("member2", "wait", "--for=condition=Ready", "pod/client", "--timeout=90s")
+    server = dns_service_ip(fleet.members["member2"])
+    eventually(
+        "clusterset dns answers serve in member2",
+        lambda: fleet.exec("member2", "default", "client", "dig", "+short", f"@{server}",
+                           "serve.default.svc.clusterset.local").strip(),
+        timeout=60,
+    )  # fmt: skip
+    loop = lookup_loop(fleet, server, count=600)
+    time.sleep(2)
+    started = time.monotonic()
+    upgrade_clusterset(fleet, "member2", f"--set-string=dns.podAnnotations.rolled={time.time()}")
+    rollout = time.monotonic() - started
+    pods = fleet.kubectl("member2", "-n", "clusterset", "get", "pods", "-l",
+                         "app.kubernetes.io/component=dns", "-o", "name").split()  # fmt: skip
+    fleet.kubectl("member2", "-n", "clusterset", "delete", pods[0], "--wait=false")
+    out, _ = loop.communicate(timeout=240)
+    results = out.split()
+    assert len(results) == 600, out[-2000:]
+    failed = results.count("FAIL")
+    print(f"DNS rollout ({rollout:.0f} s, helm upgrade --wait) and a deleted DNS pod: "
+          f"{failed} of {len(results)} lookups failed")  # fmt: skip
+    assert failed == 0, out
+
+
+def test_controller_leader_moves_when_its_pod_is_killed(fleet: Fleet) -> None:
+    lease = ["-n", "clusterset", "get", "lease", "clusterset-controller", "-o",
+             "jsonpath={.spec.holderIdentity}"]  # fmt: skip
+    leader = eventually("a controller leader", lambda: fleet.kubectl("member1", *lease), timeout=60)
+    fleet.kubectl("member1", "-n", "clusterset", "delete", "pod", leader, "--grace-period=0",
+                  "--force")  # fmt: skip
+    killed = time.monotonic()
+    new = eventually(
+        "another replica leads",
+        lambda: (h := fleet.kubectl("member1", *lease)) != leader and h,
+        timeout=90,
+    )
+    moved = time.monotonic() - killed
+    # Nothing lost: an export made after the move is imported by the new leader.
+    objs = serve_objects("member1", replicas=1, namespace="after-move")
+    for cluster in fleet.members:  # the chart's controller creates no namespaces by default
+        fleet.kubectl(cluster, "create", "namespace", "after-move")
+    fleet.apply("member1", *objs)
+    eventually(
+        "member2 imports an export made after the move",
+        lambda: fleet.kubectl("member2", "-n", "after-move", "get",
+                              "serviceimports.multicluster.x-k8s.io", "serve", "-o",
+                              "jsonpath={.spec.ips[0]}", check=False),
+        timeout=60,
+    )  # fmt: skip
+    print(f"controller leader {leader} killed: {new} leads after {moved:.1f} s")
