@@ -46,6 +46,8 @@ from tests.controlplane import (
 BUILD_HINT = "run scripts/build-karmada.sh (it builds Karmada from ../shared/third_party)"
 COMPONENTS = ("aggregated-apiserver", "controller-manager", "scheduler", "webhook")
 CLUSTER_API = "/apis/cluster.karmada.io/v1alpha1/clusters"
+POLICY = "/apis/policy.karmada.io/v1alpha1"
+MCS_ALPHA = "/apis/multicluster.x-k8s.io/v1alpha1"
 
 
 def karmada_source() -> Path:
@@ -65,6 +67,52 @@ def mcs_crds() -> list[dict[str, Any]]:
     """Karmada's own ServiceExport/ServiceImport CRDs (v1alpha1 only)."""
     folder = karmada_source() / "charts" / "karmada" / "_crds" / "bases" / "multicluster"
     return [yaml.safe_load(p.read_text()) for p in sorted(folder.glob("*.yaml"))]
+
+
+def propagation_policy(
+    name: str, selectors: list[tuple[str, str]], clusters: list[str], resource: str = "serve"
+) -> dict[str, Any]:
+    """A PropagationPolicy in `default` placing `resource` of each (apiVersion, kind)."""
+    return {
+        "apiVersion": "policy.karmada.io/v1alpha1",
+        "kind": "PropagationPolicy",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "resourceSelectors": [
+                {"apiVersion": api, "kind": kind, "name": resource} for api, kind in selectors
+            ],
+            "placement": {"clusterAffinity": {"clusterNames": clusters}},
+        },
+    }
+
+
+def mcs_crd_policies() -> list[tuple[str, dict[str, Any]]]:
+    """The guide's prerequisite: Karmada's MCS CRDs propagated to member1 and member2."""
+    out = []
+    for crd in mcs_crds():
+        name = crd["metadata"]["name"]
+        policy_name = name.split(".")[0][:-1] + "-policy"  # serviceexport-policy, ...
+        out.append(
+            (
+                f"{POLICY}/clusterpropagationpolicies/{policy_name}",
+                {
+                    "apiVersion": "policy.karmada.io/v1alpha1",
+                    "kind": "ClusterPropagationPolicy",
+                    "metadata": {"name": policy_name},
+                    "spec": {
+                        "resourceSelectors": [
+                            {
+                                "apiVersion": "apiextensions.k8s.io/v1",
+                                "kind": "CustomResourceDefinition",
+                                "name": name,
+                            }
+                        ],
+                        "placement": {"clusterAffinity": {"clusterNames": ["member1", "member2"]}},
+                    },
+                },
+            )
+        )
+    return out
 
 
 class Karmada:

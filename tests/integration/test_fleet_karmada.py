@@ -29,8 +29,7 @@ import pytest
 from tests.conftest import eventually
 from tests.fleet import Fleet, install_clusterset
 from tests.integration.test_fleet import client_pod, curl, serve_objects
-from tests.integration.test_karmada import MCS_ALPHA, _crd_policies, _policy
-from tests.karmada import Karmada
+from tests.karmada import MCS_ALPHA, Karmada, mcs_crd_policies, propagation_policy
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(900)]
 
@@ -44,7 +43,7 @@ def fleet_karmada() -> Iterator[tuple[Fleet, Karmada]]:
         Fleet(MEMBERS, control_only=("karmada",), aggregators=("karmada",)) as fleet,
         Karmada(fleet.cp, members=MEMBERS) as km,
     ):
-        for path, obj in _crd_policies():
+        for path, obj in mcs_crd_policies():
             km.apply(path, obj)
         for m in MEMBERS:
             km.wait(
@@ -82,8 +81,10 @@ def test_seed_through_karmada_curl_from_member2_answered_by_member1(
     started = time.monotonic()
     fleet.apply(
         "karmada",
-        _policy("mcs-workload", [("apps/v1", "Deployment"), ("v1", "Service")], ["member1"]),
-        _policy(
+        propagation_policy(
+            "mcs-workload", [("apps/v1", "Deployment"), ("v1", "Service")], ["member1"]
+        ),
+        propagation_policy(
             "serve-export-policy",
             [("multicluster.x-k8s.io/v1alpha1", "ServiceExport")],
             ["member1"],

@@ -35,12 +35,17 @@ from tests.integration.servers import need, wait_answering
 from tests.integration.test_deploy import helm_binary
 from tests.integration.test_kube import process
 from tests.integration.test_kube_faults import Controller, controller
-from tests.karmada import Karmada, mcs_crds
+from tests.karmada import (
+    MCS_ALPHA,
+    POLICY,
+    Karmada,
+    mcs_crd_policies,
+    mcs_crds,
+    propagation_policy,
+)
 
 pytestmark = [pytest.mark.kube, pytest.mark.timeout(600)]
 
-MCS_ALPHA = "/apis/multicluster.x-k8s.io/v1alpha1"
-POLICY = "/apis/policy.karmada.io/v1alpha1"
 NAME = "serve"
 SA_NS = "clusterset-system"
 SA = "clusterset-controller"
@@ -77,7 +82,7 @@ def _article() -> list[tuple[str, dict[str, Any]]]:
         "metadata": {"name": NAME, "namespace": "default"},
         "spec": {"ports": [{"port": 80, "targetPort": 8080}], "selector": {"app": NAME}},
     }
-    workload_policy = _policy(
+    workload_policy = propagation_policy(
         "mcs-workload",
         [("apps/v1", "Deployment"), ("v1", "Service")],
         ["member1"],
@@ -87,7 +92,7 @@ def _article() -> list[tuple[str, dict[str, Any]]]:
         "kind": "ServiceExport",
         "metadata": {"name": NAME, "namespace": "default"},
     }
-    export_policy = _policy(
+    export_policy = propagation_policy(
         "serve-export-policy", [("multicluster.x-k8s.io/v1alpha1", "ServiceExport")], ["member1"]
     )
     return [
@@ -106,56 +111,13 @@ def _manual_import() -> list[tuple[str, dict[str, Any]]]:
         "metadata": {"name": NAME, "namespace": "default"},
         "spec": {"type": "ClusterSetIP", "ports": [{"port": 80, "protocol": "TCP"}]},
     }
-    policy = _policy(
+    policy = propagation_policy(
         "serve-import-policy", [("multicluster.x-k8s.io/v1alpha1", "ServiceImport")], ["member2"]
     )
     return [
         (f"{MCS_ALPHA}/namespaces/default/serviceimports/serve", imp),
         (f"{POLICY}/namespaces/default/propagationpolicies/serve-import-policy", policy),
     ]
-
-
-def _policy(name: str, selectors: list[tuple[str, str]], clusters: list[str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "policy.karmada.io/v1alpha1",
-        "kind": "PropagationPolicy",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "resourceSelectors": [
-                {"apiVersion": api, "kind": kind, "name": NAME} for api, kind in selectors
-            ],
-            "placement": {"clusterAffinity": {"clusterNames": clusters}},
-        },
-    }
-
-
-def _crd_policies() -> list[tuple[str, dict[str, Any]]]:
-    """The guide's prerequisite: Karmada's MCS CRDs propagated to member1 and member2."""
-    out = []
-    for crd in mcs_crds():
-        name = crd["metadata"]["name"]
-        policy_name = name.split(".")[0][:-1] + "-policy"  # serviceexport-policy, ...
-        out.append(
-            (
-                f"{POLICY}/clusterpropagationpolicies/{policy_name}",
-                {
-                    "apiVersion": "policy.karmada.io/v1alpha1",
-                    "kind": "ClusterPropagationPolicy",
-                    "metadata": {"name": policy_name},
-                    "spec": {
-                        "resourceSelectors": [
-                            {
-                                "apiVersion": "apiextensions.k8s.io/v1",
-                                "kind": "CustomResourceDefinition",
-                                "name": name,
-                            }
-                        ],
-                        "placement": {"clusterAffinity": {"clusterNames": ["member1", "member2"]}},
-                    },
-                },
-            )
-        )
-    return out
 
 
 def _helm_template(*values: str) -> list[dict[str, Any]]:
@@ -236,7 +198,7 @@ def karmada() -> Iterator[tuple[ControlPlane, Karmada]]:
         ControlPlane(("karmada", "member1", "member2"), aggregators=("karmada",)) as cp,
         Karmada(cp, feature_gates="MultiClusterService=true") as km,
     ):
-        for path, obj in _crd_policies():
+        for path, obj in mcs_crd_policies():
             km.apply(path, obj)
         for m in km.members:
             km.wait(
@@ -526,7 +488,7 @@ def test_multiclusterservice_dispatch_is_not_member2s_own(
     )
     km.apply(
         f"{POLICY}/namespaces/default/propagationpolicies/serve-export-policy",
-        _policy(
+        propagation_policy(
             "serve-export-policy",
             [("multicluster.x-k8s.io/v1alpha1", "ServiceExport")],
             ["member1", "member2"],
