@@ -2,7 +2,7 @@
 
 Each cluster is a kube-apiserver (tests/controlplane.py, one shared etcd),
 kube-controller-manager and kube-scheduler in the host's network namespace,
-and one node in a network namespace of its own: containerd (runc from
+and one node (or more) each in a network namespace of its own: containerd (runc from
 Debian, the CNI bridge and host-local plugins), kubelet and kube-proxy in
 iptables mode. The node's ``eth0`` is one end of a veth pair whose host end
 holds the apiserver's address; the host routes every cluster's pod range to
@@ -39,10 +39,11 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -90,37 +91,25 @@ def fleet_images() -> list[Path]:
 
 
 @dataclass
-class Member:
-    """One cluster of the fleet and its node."""
+class Node:
+    """One node: its own network namespace, containerd, kubelet and kube-proxy."""
 
-    name: str
-    index: int  # 1-based
+    cluster: str
+    name: str  # <cluster>-node, <cluster>-node2, ...
+    number: int  # fleet-wide, 1-based: link csfleet<number>, 172.31.<number>.0/24
+    pod_cidr: str
     dir: Path
-    service_cidr: str
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     kubelet_args: list[str] = field(default_factory=list)
 
     @property
-    def node(self) -> str:
-        return f"{self.name}-node"
-
-    @property
     def host_ip(self) -> str:
-        """The host's end of the node's link: the apiserver binds here."""
-        return f"172.31.{self.index}.1"
+        """The host's end of the node's link (the first node's holds the apiserver)."""
+        return f"172.31.{self.number}.1"
 
     @property
     def node_ip(self) -> str:
-        return f"172.31.{self.index}.2"
-
-    @property
-    def pod_cidr(self) -> str:
-        return f"10.{200 + self.index}.0.0/16"
-
-    @property
-    def dns_ip(self) -> str:
-        """The kube-dns Service's ClusterIP (the tenth address, as kubeadm picks it)."""
-        return self.service_cidr.replace(".0.0/16", ".0.10")
+        return f"172.31.{self.number}.2"
 
     @property
     def netns(self) -> Path:
@@ -128,7 +117,7 @@ class Member:
 
     @property
     def link(self) -> str:
-        return f"{LINK_PREFIX}{self.index}"
+        return f"{LINK_PREFIX}{self.number}"
 
     @property
     def cgroup_root(self) -> str:
@@ -139,20 +128,49 @@ class Member:
         return self.dir / "containerd" / "containerd.sock"
 
 
+@dataclass
+class Member:
+    """One cluster of the fleet: its control-plane processes and its nodes."""
+
+    name: str
+    index: int  # 1-based
+    dir: Path
+    service_cidr: str
+    nodes: list[Node] = field(default_factory=list)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def host_ip(self) -> str:
+        """Where the apiserver binds: the host's end of the first node's link."""
+        return self.nodes[0].host_ip
+
+    @property
+    def pod_cidr(self) -> str:
+        """The cluster's pod range (kube-proxy's clusterCIDR); node j has 10.<200+i>.<j>.0/24."""
+        return f"10.{200 + self.index}.0.0/16"
+
+    @property
+    def dns_ip(self) -> str:
+        """The kube-dns Service's ClusterIP (the tenth address, as kubeadm picks it)."""
+        return self.service_cidr.replace(".0.0/16", ".0.10")
+
+
 class Fleet:
-    """N clusters with one node each; see the module docstring."""
+    """N clusters with one node each (or more); see the module docstring."""
 
     def __init__(
         self,
         clusters: Sequence[str] = ("member1", "member2"),
         *,
+        nodes: Mapping[str, int] | None = None,
         control_only: Sequence[str] = (),
         aggregators: Sequence[str] = (),
         images: Sequence[Path] | None = None,
         start_timeout: float = 120.0,
     ) -> None:
-        """``clusters`` get a node each; ``control_only`` are apiservers on loopback without
-        one (a Karmada control plane: ``aggregators`` as in ControlPlane)."""
+        """``clusters`` get a node each (``nodes``: more for some); ``control_only`` are
+        apiservers on loopback without one (a Karmada control plane: ``aggregators`` as in
+        ControlPlane)."""
         if os.geteuid() != 0:
             raise FleetError("the fleet needs root (network namespaces, mounts, cgroups)")
         self.dir = fleet_dir()
@@ -163,13 +181,21 @@ class Fleet:
             Member(name, i, self.dir / name, f"10.{96 + names.index(name)}.0.0/16")
             for i, name in enumerate(clusters, start=1)
         ]
+        number = 0
+        for m in members:
+            for j in range(1, (nodes or {}).get(m.name, 1) + 1):
+                number += 1
+                node = f"{m.name}-node" if j == 1 else f"{m.name}-node{j}"
+                m.nodes.append(
+                    Node(m.name, node, number, f"10.{200 + m.index}.{j}.0/24", m.dir / node)
+                )
         self.cp = ControlPlane(
             names,
             aggregators=aggregators,
             workdir=self.dir / "control-plane",
             keep_workdir=True,  # cleanup() removes the whole fleet folder
             hosts={m.name: m.host_ip for m in members},
-            users=[(f"system:node:{m.node}", "system:nodes") for m in members]
+            users=[(f"system:node:{n.name}", "system:nodes") for m in members for n in m.nodes]
             + [("system:kube-proxy", "system:node-proxiers")],
         )
         self.members = {m.name: m for m in members}
@@ -207,14 +233,18 @@ class Fleet:
             _save_sysctls(self.dir)
             _write_sysctl("net/ipv4/ip_forward", "1")
             for m in self.members.values():
-                self._network(m)
+                m.dir.mkdir(parents=True)
+                for n in m.nodes:
+                    self._network(m, n)
             self.cp.start()
             self.kubeconfig_path = self.cp.kubeconfig_path
             for m in self.members.values():
                 self._control_plane_parts(m)
-                self._node(m, images)
+                for n in m.nodes:
+                    self._node(m, n, images)
             for m in self.members.values():
-                self._wait_node_ready(m)
+                for n in m.nodes:
+                    self._wait_node_ready(n)
                 self._coredns(m)
             for m in self.members.values():
                 self.wait_rollout(m.name, "kube-system", "deployment/coredns")
@@ -229,11 +259,12 @@ class Fleet:
             atexit.unregister(self.cp.stop)
             return
         for m in self.members.values():
-            for proc in m.procs.values():
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait()
-            m.procs.clear()
+            for procs in [m.procs, *(n.procs for n in m.nodes)]:
+                for proc in procs.values():
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    proc.wait()
+                procs.clear()
         self.cp.stop()
         cleanup(self.dir)
         self._unlock()
@@ -260,25 +291,34 @@ class Fleet:
             lock.close()
             self._lock_file = None
 
-    def stop_node(self, cluster: str) -> None:
-        """Power the node off: kubelet, kube-proxy, containerd and every pod on it die."""
-        m = self.members[cluster]
-        for name in ("kubelet", "kube-proxy"):
-            proc = m.procs.pop(name, None)
+    def node(self, name: str) -> Node:
+        for m in self.members.values():
+            for n in m.nodes:
+                if n.name == name:
+                    return n
+        raise KeyError(f"no node {name!r}")
+
+    def stop_node(self, name: str) -> None:
+        """Power a node off: kubelet, kube-proxy, containerd and every pod on it die at once
+        (its network namespace stays, as a dead machine's address stays routed)."""
+        n = self.node(name)
+        for proc_name in ("kubelet", "kube-proxy"):
+            proc = n.procs.pop(proc_name, None)
             if proc is not None:
                 proc.kill()
                 proc.wait()
-        _kill_cgroup_tree(m.cgroup_root)
-        _kill_matching(str(m.dir / "containerd"))
-        proc = m.procs.pop("containerd", None)
+        _kill_cgroup_tree(n.cgroup_root)
+        _kill_matching(str(n.dir / "containerd"))
+        proc = n.procs.pop("containerd", None)
         if proc is not None:
             proc.wait()
 
-    def start_node(self, cluster: str) -> None:
-        """Power the node on again (its pods come back as kubelet restarts them)."""
-        m = self.members[cluster]
-        self._start_node_processes(m)
-        self._wait_node_ready(m)
+    def start_node(self, name: str) -> None:
+        """Power a node on again: kubelet restarts its pods."""
+        n = self.node(name)
+        self._start_containerd(n)
+        self._start_kubelet_and_proxy(n)
+        self._wait_node_ready(n)
 
     # -- for tests -------------------------------------------------------
 
@@ -318,26 +358,27 @@ class Fleet:
 
     # -- internals -------------------------------------------------------
 
-    def _network(self, m: Member) -> None:
+    def _network(self, m: Member, n: Node) -> None:
         """The node's namespace, its veth pair, addresses and the host's route to its pods."""
-        m.dir.mkdir(parents=True)
-        m.netns.touch()
-        _run(["unshare", f"--net={m.netns}", "true"])
-        peer = f"{m.link}n"
-        _run(["ip", "link", "add", m.link, "type", "veth", "peer", "name", peer])
-        _run(["ip", "link", "set", peer, "netns", str(m.netns)])
-        _run(["ip", "addr", "add", f"{m.host_ip}/24", "dev", m.link])
-        _run(["ip", "link", "set", m.link, "up"])
-        ns = ["nsenter", f"--net={m.netns}"]
+        n.dir.mkdir(parents=True)
+        n.netns.touch()
+        _run(["unshare", f"--net={n.netns}", "true"])
+        peer = f"{n.link}n"
+        _run(["ip", "link", "add", n.link, "type", "veth", "peer", "name", peer])
+        _run(["ip", "link", "set", peer, "netns", str(n.netns)])
+        _run(["ip", "addr", "add", f"{n.host_ip}/24", "dev", n.link])
+        _run(["ip", "link", "set", n.link, "up"])
+        ns = ["nsenter", f"--net={n.netns}"]
         _run([*ns, "ip", "link", "set", peer, "name", "eth0"])
-        _run([*ns, "ip", "addr", "add", f"{m.node_ip}/24", "dev", "eth0"])
+        _run([*ns, "ip", "addr", "add", f"{n.node_ip}/24", "dev", "eth0"])
         _run([*ns, "ip", "link", "set", "eth0", "up"])
         _run([*ns, "ip", "link", "set", "lo", "up"])
-        _run([*ns, "ip", "route", "add", "default", "via", m.host_ip])
-        _run(["ip", "route", "add", m.pod_cidr, "via", m.node_ip])
-        # The host (an admin's machine) reaches the cluster's Services through its node, as
-        # on a network that routes the service range: `clusterset wire-dns` asks kube-dns.
-        _run(["ip", "route", "add", m.service_cidr, "via", m.node_ip])
+        _run([*ns, "ip", "route", "add", "default", "via", n.host_ip])
+        _run(["ip", "route", "add", n.pod_cidr, "via", n.node_ip])
+        if n is m.nodes[0]:
+            # The host (an admin's machine) reaches the cluster's Services through its first
+            # node, as on a network that routes the service range: `wire-dns` asks kube-dns.
+            _run(["ip", "route", "add", m.service_cidr, "via", n.node_ip])
         for key, value in (
             ("net/ipv4/ip_forward", "1"),
             ("net/bridge/bridge-nf-call-iptables", "1"),
@@ -345,12 +386,12 @@ class Fleet:
         ):
             _run([*ns, "sh", "-c", f"echo {value} > /proc/sys/{key}"])
 
-    def _kubeconfig(self, m: Member, user: str, token: str | None) -> Path:
-        return self.cp.write_kubeconfig(m.dir / f"{user}.kubeconfig", m.name, token)
+    def _kubeconfig(self, m: Member, path: Path, token: str | None) -> Path:
+        return self.cp.write_kubeconfig(path, m.name, token)
 
     def _control_plane_parts(self, m: Member) -> None:
         pki = self.cp.workdir / "pki"
-        admin = self._kubeconfig(m, "admin", None)
+        admin = self._kubeconfig(m, m.dir / "admin.kubeconfig", None)
         common = [f"--kubeconfig={admin}", f"--authentication-kubeconfig={admin}",
                   f"--authorization-kubeconfig={admin}", "--leader-elect=false",
                   "--bind-address=127.0.0.1"]  # fmt: skip
@@ -372,17 +413,17 @@ class Fleet:
             m.dir / "kube-scheduler.log",
         )
 
-    def _node(self, m: Member, images: Sequence[Path]) -> None:
+    def _node(self, m: Member, n: Node, images: Sequence[Path]) -> None:
         """Write the node's configuration, start its processes, load the images."""
         pki = self.cp.workdir / "pki"
-        d = m.dir
+        d = n.dir
         for sub in ("containerd", "cni/net.d", "kubelet", "kubelet-pki", "pod-logs", "runc"):
             (d / sub).mkdir(parents=True, exist_ok=True)
-        _make_cgroup_root(m.cgroup_root)
+        _make_cgroup_root(n.cgroup_root)
         (d / "resolv.conf").write_text(
             # The upstream of CoreDNS's `forward .`: an address on this machine where nothing
             # answers, so no query ever leaves it.
-            f"nameserver {m.host_ip}\n"
+            f"nameserver {n.host_ip}\n"
         )
         cni_bin = self._bin.parent / "cni" / "bin"
         (d / "containerd" / "config.toml").write_text(f"""\
@@ -391,7 +432,7 @@ root = "{d}/containerd/root"
 state = "{d}/containerd/state"
 
 [grpc]
-  address = "{m.containerd_socket}"
+  address = "{n.containerd_socket}"
 
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = "overlayfs"
@@ -415,14 +456,14 @@ state = "{d}/containerd/state"
 """)
         (d / "cni" / "net.d" / "10-fleet.conflist").write_text(json.dumps({
             "cniVersion": "1.0.0",
-            "name": f"clusterset-fleet-{m.name}",
+            "name": f"clusterset-fleet-{n.name}",
             "plugins": [
                 {
                     "type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": False,
                     "hairpinMode": True,
                     "ipam": {
                         "type": "host-local",
-                        "ranges": [[{"subnet": m.pod_cidr}]],
+                        "ranges": [[{"subnet": n.pod_cidr}]],
                         # Without a default route pods cannot reach ClusterIPs.
                         "routes": [{"dst": "0.0.0.0/0"}],
                         "dataDir": f"{d}/cni/ipam",
@@ -431,18 +472,22 @@ state = "{d}/containerd/state"
                 {"type": "portmap", "capabilities": {"portMappings": True}},
             ],
         }, indent=2))  # fmt: skip
-        kubelet_kc = self._kubeconfig(m, "kubelet", self.cp.token(f"system:node:{m.node}"))
-        proxy_kc = self._kubeconfig(m, "kube-proxy", self.cp.token("system:kube-proxy"))
+        kubelet_kc = self._kubeconfig(
+            m, d / "kubelet.kubeconfig", self.cp.token(f"system:node:{n.name}")
+        )
+        proxy_kc = self._kubeconfig(
+            m, d / "kube-proxy.kubeconfig", self.cp.token("system:kube-proxy")
+        )
         (d / "kubelet.yaml").write_text(yaml.safe_dump({
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",
             "failCgroupV1": False,  # the machine has cgroup v1
             "cgroupDriver": "cgroupfs",
-            "cgroupRoot": m.cgroup_root,  # its own: kubelets clean each other's pods otherwise
-            "containerRuntimeEndpoint": f"unix://{m.containerd_socket}",
+            "cgroupRoot": n.cgroup_root,  # its own: kubelets clean each other's pods otherwise
+            "containerRuntimeEndpoint": f"unix://{n.containerd_socket}",
             "failSwapOn": False,
             "readOnlyPort": 0,
-            "address": m.node_ip,
+            "address": n.node_ip,
             "healthzBindAddress": "127.0.0.1",
             "clusterDNS": [m.dns_ip],
             "clusterDomain": "cluster.local",
@@ -467,63 +512,60 @@ state = "{d}/containerd/state"
             "clientConnection": {"kubeconfig": str(proxy_kc)},
             "mode": "iptables",
             "clusterCIDR": m.pod_cidr,
-            "hostnameOverride": m.node,
-            "bindAddress": m.node_ip,
+            "hostnameOverride": n.name,
+            "bindAddress": n.node_ip,
             "healthzBindAddress": "127.0.0.1:10256",
             "metricsBindAddress": "127.0.0.1:10249",
-            "nodePortAddresses": [f"{m.node_ip}/32"],
+            "nodePortAddresses": [f"{n.node_ip}/32"],
             # Leave the host's conntrack sysctls alone.
             "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s",
                           "tcpCloseWaitTimeout": "0s"},
         }))  # fmt: skip
-        m.kubelet_args = [
+        n.kubelet_args = [
             str(self._bin / "kubelet"), f"--config={d / 'kubelet.yaml'}",
             f"--kubeconfig={kubelet_kc}", f"--root-dir={d / 'kubelet'}",
-            f"--cert-dir={d / 'kubelet-pki'}", f"--hostname-override={m.node}",
-            f"--node-ip={m.node_ip}",
+            f"--cert-dir={d / 'kubelet-pki'}", f"--hostname-override={n.name}",
+            f"--node-ip={n.node_ip}",
         ]  # fmt: skip
-        self._start_containerd(m)
+        self._start_containerd(n)
         for image in images:
-            _run([str(self._bin / "ctr"), "-a", str(m.containerd_socket), "-n", "k8s.io",
+            _run([str(self._bin / "ctr"), "-a", str(n.containerd_socket), "-n", "k8s.io",
                   "images", "import", "--platform", "linux/amd64", str(image)])  # fmt: skip
-        self._start_kubelet_and_proxy(m)
+        self._start_kubelet_and_proxy(n)
 
-    def _start_node_processes(self, m: Member) -> None:
-        self._start_containerd(m)
-        self._start_kubelet_and_proxy(m)
-
-    def _in_node(self, m: Member, args: list[str], log: str) -> subprocess.Popen[bytes]:
+    def _in_node(self, n: Node, args: list[str], log: str) -> subprocess.Popen[bytes]:
         env = {**os.environ, "PATH": f"{self._bin}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
-        return _spawn(["nsenter", f"--net={m.netns}", "--", *args], m.dir / log, env=env)
+        return _spawn(["nsenter", f"--net={n.netns}", "--", *args], n.dir / log, env=env)
 
-    def _start_containerd(self, m: Member) -> None:
-        m.procs["containerd"] = self._in_node(
-            m, [str(self._bin / "containerd"), f"--config={m.dir / 'containerd' / 'config.toml'}"],
+    def _start_containerd(self, n: Node) -> None:
+        n.containerd_socket.unlink(missing_ok=True)  # a killed containerd leaves it behind
+        n.procs["containerd"] = self._in_node(
+            n, [str(self._bin / "containerd"), f"--config={n.dir / 'containerd' / 'config.toml'}"],
             "containerd.log",
         )  # fmt: skip
         deadline = time.monotonic() + 30
-        while not m.containerd_socket.exists():
-            if m.procs["containerd"].poll() is not None or time.monotonic() > deadline:
-                raise FleetError(f"containerd of {m.name} did not start:\n"
-                                 f"{_tail(m.dir / 'containerd.log')}")  # fmt: skip
+        while not _accepts(n.containerd_socket):
+            if n.procs["containerd"].poll() is not None or time.monotonic() > deadline:
+                raise FleetError(f"containerd of {n.name} did not start:\n"
+                                 f"{_tail(n.dir / 'containerd.log')}")  # fmt: skip
             time.sleep(0.05)
 
-    def _start_kubelet_and_proxy(self, m: Member) -> None:
-        m.procs["kubelet"] = self._in_node(m, m.kubelet_args, "kubelet.log")
-        m.procs["kube-proxy"] = self._in_node(
-            m, [str(self._bin / "kube-proxy"), f"--config={m.dir / 'kube-proxy.yaml'}"],
+    def _start_kubelet_and_proxy(self, n: Node) -> None:
+        n.procs["kubelet"] = self._in_node(n, n.kubelet_args, "kubelet.log")
+        n.procs["kube-proxy"] = self._in_node(
+            n, [str(self._bin / "kube-proxy"), f"--config={n.dir / 'kube-proxy.yaml'}"],
             "kube-proxy.log",
         )  # fmt: skip
 
-    def _wait_node_ready(self, m: Member) -> None:
+    def _wait_node_ready(self, n: Node) -> None:
         deadline = time.monotonic() + self.start_timeout
         last = ""
         while time.monotonic() < deadline:
-            for name, proc in m.procs.items():
+            for name, proc in n.procs.items():
                 if proc.poll() is not None:
-                    raise FleetError(f"{name} of {m.name} exited with {proc.returncode}:\n"
-                                     f"{_tail(m.dir / f'{name}.log')}")  # fmt: skip
-            status, node = self.cp.request(m.name, "GET", f"/api/v1/nodes/{m.node}")
+                    raise FleetError(f"{name} of {n.name} exited with {proc.returncode}:\n"
+                                     f"{_tail(n.dir / f'{name}.log')}")  # fmt: skip
+            status, node = self.cp.request(n.cluster, "GET", f"/api/v1/nodes/{n.name}")
             if status == 200:
                 conds = {c["type"]: c for c in node.get("status", {}).get("conditions", [])}
                 ready = conds.get("Ready", {})
@@ -531,15 +573,17 @@ state = "{d}/containerd/state"
                     return
                 last = ready.get("message", "")
             time.sleep(0.5)
-        raise FleetError(f"node {m.node} not Ready after {self.start_timeout:.0f} s ({last}):\n"
-                         f"{_tail(m.dir / 'kubelet.log')}")  # fmt: skip
+        raise FleetError(f"node {n.name} not Ready after {self.start_timeout:.0f} s ({last}):\n"
+                         f"{_tail(n.dir / 'kubelet.log')}")  # fmt: skip
 
     def _coredns(self, m: Member) -> None:
-        self.apply(m.name, *coredns_objects(m.dns_ip))
+        self.apply(m.name, *coredns_objects(m.dns_ip, m.nodes[0].name))
 
 
-def coredns_objects(dns_ip: str) -> list[dict[str, Any]]:
-    """CoreDNS as kubeadm v1.37 deploys it (Corefile, RBAC, Deployment, kube-dns Service)."""
+def coredns_objects(dns_ip: str, node: str) -> list[dict[str, Any]]:
+    """CoreDNS as kubeadm v1.37 deploys it (Corefile, RBAC, Deployment, kube-dns Service), on
+    the cluster's first node (the others hold workloads only, so stopping one takes nothing
+    else away)."""
     ns = "kube-system"
     labels = {"k8s-app": "kube-dns"}
     corefile = """\
@@ -599,6 +643,7 @@ def coredns_objects(dns_ip: str) -> list[dict[str, Any]]:
                     "metadata": {"labels": labels},
                     "spec": {
                         "priorityClassName": "system-cluster-critical",
+                        "nodeSelector": {"kubernetes.io/hostname": node},
                         "serviceAccountName": "coredns",
                         "dnsPolicy": "Default",
                         "containers": [{
@@ -808,6 +853,16 @@ def _write_sysctl(key: str, value: str) -> None:
     Path("/proc/sys", key).write_text(value + "\n")
 
 
+def _accepts(path: Path) -> bool:
+    """A unix socket something listens on."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+        return True
+
+
 def _which(name: str) -> str:
     for d in [*os.environ.get("PATH", "").split(":"), "/usr/sbin", "/sbin"]:
         p = Path(d) / name
@@ -871,7 +926,11 @@ def install_clusterset(
                      "clusterset", chart, f"--namespace={namespace}", "--create-namespace",
                      "--set=image.pullPolicy=Never", f"--set=dns.clusterID={m.name}",
                      f"--set=dns.service.clusterIP={dns_service_ip(m)}",
-                     "--set=memberRBAC.enabled=true", *sets, "--wait", "--timeout=180s"]
+                     "--set=memberRBAC.enabled=true",
+                     # Beside CoreDNS on the first node: further nodes hold workloads only.
+                     f"--set-string=dns.nodeSelector.kubernetes\\.io/hostname={m.nodes[0].name}",
+                     f"--set-string=controller.nodeSelector.kubernetes\\.io/hostname={m.nodes[0].name}",
+                     *sets, "--wait", "--timeout=180s"]
             for m in fleet.members.values()
         },
         timeout=240,

@@ -35,7 +35,8 @@ SERVE_IMAGE = "localhost/clusterset-fleet/serve:1"
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[Fleet]:
-    with Fleet(("member1", "member2")) as f:
+    # member2 has a second node that holds only workloads: stopping it takes a local copy away.
+    with Fleet(("member1", "member2"), nodes={"member2": 2}) as f:
         install_clusterset(f, values=["controller.replicas=2"])
         yield f
 
@@ -90,6 +91,7 @@ def client_pod(name: str = "client", namespace: str = "default") -> dict[str, An
         "spec": {
             "terminationGracePeriodSeconds": 0,
             "dnsPolicy": "ClusterFirst",
+            "nodeSelector": {"kubernetes.io/hostname": "member2-node"},  # survives node2
             "containers": [{"name": "client", "image": CLIENT_IMAGE, "imagePullPolicy": "Never",
                             "command": ["sleep", "infinity"]}],
         },
@@ -287,6 +289,46 @@ def test_unified_mode_keeps_the_cluster_local_name_and_fails_over(fleet: Fleet) 
         timeout=60,
     )  # fmt: skip
     print(measure_failover(fleet, "uclient", "http://serve.default.svc.cluster.local:8080/"))
+
+
+def test_local_first_fails_over_when_the_node_of_the_local_copy_stops(fleet: Fleet) -> None:
+    """member2's `serve` runs on member2-node2 only; that node is powered off (kubelet,
+    kube-proxy, containerd and its pods killed at once) while member2's client, on the first
+    node, sends 5 requests a second; then it is powered on again."""
+    serve_everywhere_local_first(fleet)
+    fleet.kubectl("member2", "patch", "deployment/serve", "--type=merge", "-p",
+                  '{"spec":{"template":{"spec":{"nodeSelector":'
+                  '{"kubernetes.io/hostname":"member2-node2"}}}}}')  # fmt: skip
+    fleet.wait_rollout("member2", "default", "deployment/serve")
+    fleet.apply("member2", client_pod())
+    fleet.kubectl("member2", "wait", "--for=condition=Ready", "pod/client", "--timeout=90s")
+    url = "http://serve.default.svc.clusterset.local:8080/"
+
+    def local() -> bool:
+        return all("hello from cluster member2" in curl(fleet, "member2", url) for _ in range(8))
+
+    eventually("member2's own copy answers (local-first)", local, timeout=120, interval=1)
+    count = 550
+    loop = request_loop(fleet, "client", url, count=count)
+    time.sleep(5)
+    down = time.time()
+    fleet.stop_node("member2-node2")
+    time.sleep(45)
+    up = time.time()
+    fleet.start_node("member2-node2")
+    out, _ = loop.communicate(timeout=400)
+    seen = answers(out)
+    assert len(seen) == count, out[-2000:]
+    failed_down, to_member1 = switch([s for s in seen if s[0] < up], down, "member1")
+    failed_up, to_member2 = switch(seen, up, "member2")
+    print(f"{url}: member2-node2 (member2's copy) powered off: {failed_down} failed requests, "
+          f"every request on member1 after {to_member1:.1f} s; powered on: {failed_up} failed, "
+          f"every request on member2 after {to_member2:.1f} s; {count} requests at 5/s")  # fmt: skip
+    # Before the node is declared NotReady (kube-controller-manager's grace period, 20 s
+    # here) the dead pods are still ready endpoints: the time is Kubernetes's, plus DNS TTLs.
+    assert to_member1 < 45, seen
+    assert failed_up == 0, [s for s in seen if s[0] >= up]
+    assert any(who == "member2" for t, who in seen if t > up), "never came back to member2"
 
 
 # -- operations on real pods ---------------------------------------------------------------
