@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -21,17 +22,22 @@ import dns.rcode
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
+def free_port(run: int = 1) -> int:
+    """A port free for both UDP and TCP on 127.0.0.1, with the `run - 1` ports after it
+    free for TCP too (--workers N serves /metrics on base + i)."""
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             u.bind(("127.0.0.1", 0))
             port = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
+            if port + run > 65536:
+                continue
+            try:
+                with contextlib.ExitStack() as held:
+                    for p in range(port, port + run):
+                        t = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                        t.bind(("127.0.0.1", p))
+            except OSError:
+                continue
             return port
     raise RuntimeError("no free port")
 
