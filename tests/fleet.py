@@ -69,6 +69,32 @@ CGROUP_PREFIX = "clusterset-fleet-"  # each kubelet's cgroupRoot
 SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops", "net/ipv4/ip_forward")
 COREDNS_IMAGE = "localhost/clusterset-fleet/coredns:v1.15.0"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
+# kubeadm v1.37's Corefile, as its CoreDNS addon writes it.
+KUBEADM_COREFILE = """\
+.:53 {
+    errors
+    health {
+       lameduck 5s
+    }
+    ready
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+       pods insecure
+       fallthrough in-addr.arpa ip6.arpa
+       ttl 30
+    }
+    prometheus :9153
+    forward . /etc/resolv.conf {
+       max_concurrent 1000
+    }
+    cache 30 {
+       disable success cluster.local
+       disable denial cluster.local
+    }
+    loop
+    reload
+    loadbalance
+}
+"""
 
 
 class FleetError(ControlPlaneError):
@@ -237,7 +263,6 @@ class Fleet:
                 for n in m.nodes:
                     self._network(m, n)
             self.cp.start()
-            self.kubeconfig_path = self.cp.kubeconfig_path
             for m in self.members.values():
                 self._control_plane_parts(m)
                 for n in m.nodes:
@@ -352,9 +377,6 @@ class Fleet:
 
     def exec(self, cluster: str, namespace: str, pod: str, *cmd: str, timeout: float = 60) -> str:
         return self.kubectl(cluster, "-n", namespace, "exec", pod, "--", *cmd, timeout=timeout)
-
-    def logs_dir(self) -> Path:
-        return self.dir
 
     # -- internals -------------------------------------------------------
 
@@ -586,31 +608,7 @@ def coredns_objects(dns_ip: str, node: str) -> list[dict[str, Any]]:
     else away)."""
     ns = "kube-system"
     labels = {"k8s-app": "kube-dns"}
-    corefile = """\
-.:53 {
-    errors
-    health {
-       lameduck 5s
-    }
-    ready
-    kubernetes cluster.local in-addr.arpa ip6.arpa {
-       pods insecure
-       fallthrough in-addr.arpa ip6.arpa
-       ttl 30
-    }
-    prometheus :9153
-    forward . /etc/resolv.conf {
-       max_concurrent 1000
-    }
-    cache 30 {
-       disable success cluster.local
-       disable denial cluster.local
-    }
-    loop
-    reload
-    loadbalance
-}
-"""
+    corefile = KUBEADM_COREFILE
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "coredns", "namespace": ns}},
         {

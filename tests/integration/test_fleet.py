@@ -179,21 +179,25 @@ def test_mcs_conformance_suite_passes_whole(fleet: Fleet, tmp_path: Path) -> Non
 # -- failover as a client feels it ---------------------------------------------------------
 
 
-def request_loop(
-    fleet: Fleet, pod: str, url: str, count: int, pause: float = 0.2
-) -> subprocess.Popen[str]:
-    """`count` requests from a member2 pod, one line each: time, then the answer or FAIL.
-    Bounded: it ends by itself."""
-    script = (
-        f"i=0; while [ $i -lt {count} ]; do i=$((i+1)); "
-        f"r=$(curl -sS --max-time 1 {url} 2>/dev/null) || r=FAIL; "
-        f'echo "$(date +%s.%N) $r"; sleep {pause}; done'
-    )
+def pod_loop(fleet: Fleet, pod: str, body: str, count: int) -> subprocess.Popen[str]:
+    """`body` run `count` times in a member2 pod, in one shell: bounded, it ends by itself."""
+    script = f"i=0; while [ $i -lt {count} ]; do i=$((i+1)); {body}; done"
     return subprocess.Popen(
         [str(cache_bin_dir() / "kubectl"), f"--kubeconfig={fleet.cp.kubeconfig_path}",
          "--context=member2", "exec", pod, "--", "sh", "-c", script],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+
+
+def request_loop(
+    fleet: Fleet, pod: str, url: str, count: int, pause: float = 0.2
+) -> subprocess.Popen[str]:
+    """`count` requests from a member2 pod, one line each: time, then the answer or FAIL."""
+    body = (
+        f"r=$(curl -sS --max-time 1 {url} 2>/dev/null) || r=FAIL; "
+        f'echo "$(date +%s.%N) $r"; sleep {pause}'
+    )
+    return pod_loop(fleet, pod, body, count)
 
 
 def answers(lines: str) -> list[tuple[float, str]]:
@@ -337,16 +341,11 @@ def test_local_first_fails_over_when_the_node_of_the_local_copy_stops(fleet: Fle
 
 def lookup_loop(fleet: Fleet, server: str, count: int) -> subprocess.Popen[str]:
     """`count` lookups of serve's name straight at clusterset dns's Service, 10 a second."""
-    script = (
-        f"i=0; while [ $i -lt {count} ]; do i=$((i+1)); "
+    body = (
         f"r=$(dig +short +tries=1 +time=1 @{server} serve.default.svc.clusterset.local A) "
-        f'&& [ -n "$r" ] && echo OK || echo FAIL; sleep 0.1; done'
+        '&& [ -n "$r" ] && echo OK || echo FAIL; sleep 0.1'
     )
-    return subprocess.Popen(
-        [str(cache_bin_dir() / "kubectl"), f"--kubeconfig={fleet.cp.kubeconfig_path}",
-         "--context=member2", "exec", "client", "--", "sh", "-c", script],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    return pod_loop(fleet, "client", body, count)
 
 
 def test_dns_rollout_and_pod_loss_lose_no_lookup(fleet: Fleet) -> None:

@@ -13,31 +13,9 @@ import pytest
 import yaml
 
 from clusterset.reconcile import corefile as cf
+from tests.fleet import KUBEADM_COREFILE
 
-KUBEADM = """.:53 {
-    errors
-    health {
-       lameduck 5s
-    }
-    ready
-    kubernetes cluster.local in-addr.arpa ip6.arpa {
-       pods insecure
-       fallthrough in-addr.arpa ip6.arpa
-       ttl 30
-    }
-    prometheus :9153
-    forward . /etc/resolv.conf {
-       max_concurrent 1000
-    }
-    cache 30 {
-       disable success cluster.local
-       disable denial cluster.local
-    }
-    loop
-    reload
-    loadbalance
-}
-"""
+KUBEADM = KUBEADM_COREFILE
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "nodelocaldns-configmap.yaml"
 
