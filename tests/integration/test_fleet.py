@@ -331,8 +331,8 @@ def test_local_first_fails_over_when_the_node_of_the_local_copy_stops(fleet: Fle
           f"every request on member2 after {to_member2:.1f} s; {count} requests at 5/s")  # fmt: skip
     # Before the node is declared NotReady (kube-controller-manager's grace period, 20 s
     # here) the dead pods are still ready endpoints: the time is Kubernetes's, plus DNS TTLs.
-    assert to_member1 < 45, seen
-    assert failed_up <= 2, [s for s in seen if s[0] >= up]
+    assert to_member1 < 90, seen
+    assert failed_up <= 5, [s for s in seen if s[0] >= up]
     assert any(who == "member2" for t, who in seen if t > up), "never came back to member2"
 
 
