@@ -89,13 +89,13 @@ def server_log(proc: subprocess.Popen[bytes]) -> str:
 
 @contextmanager
 def clusterset(
-    *args: str, env: dict[str, str] | None = None
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """`clusterset ARGS --listen 127.0.0.1:PORT` running, answering; stopped with SIGTERM after."""
     port = free_port()
     cmd = [sys.executable, "-m", "clusterset", *args, "--listen", f"127.0.0.1:{port}"]
     log = tempfile.TemporaryFile()  # a pipe nobody reads would fill and block the server
-    proc = subprocess.Popen(cmd, stdout=log, stderr=log, env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log, env={**os.environ, **(env or {})}, cwd=cwd)
     proc.log = log  # type: ignore[attr-defined]
     try:
         wait_answering(port, proc)

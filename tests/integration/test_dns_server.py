@@ -169,6 +169,57 @@ def test_edit_shows_within_one_second_without_dropped_queries(folder: Path, serv
     assert answers <= {"10.250.0.10", "10.250.1.1", "10.250.1.2", "10.250.1.3"}, answers
 
 
+def served_within(port: int, name: str, want: str, seconds: float) -> float:
+    """Seconds until `name` answers `want` (fails after `seconds`)."""
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        r = query(port, name)
+        if r.answer and r.answer[0][0].address == want:
+            return time.monotonic() - start
+        time.sleep(0.01)
+    raise AssertionError(f"{name} not {want} within {seconds} s")
+
+
+def test_edits_under_a_relative_root_are_seen_at_once(tmp_path: Path) -> None:
+    """`--manifests member2` (relative, as the README writes it): the watcher reports absolute
+    paths; an in-place edit and a new file each show within 2 s, not at the 60 s full look."""
+    (tmp_path / "member2").mkdir()
+    imports = tmp_path / "member2" / "imports.yaml"
+    imports.write_text(IMPORT.format(ip="10.250.0.10", db_ip="10.244.1.20"))
+    with clusterset("dns", "--manifests", "member2", cwd=tmp_path) as (port, _proc):
+        imports.write_text(IMPORT.format(ip="10.250.2.1", db_ip="10.244.1.20"))
+        served_within(port, "serve.default.svc.clusterset.local", "10.250.2.1", 2.0)
+        extra = IMPORT.format(ip="10.250.2.2", db_ip="10.244.1.21")
+        (tmp_path / "member2" / "more.yaml").write_text(extra.replace("name: serve", "name: more"))
+        served_within(port, "more.default.svc.clusterset.local", "10.250.2.2", 2.0)
+
+
+def test_run_edits_under_a_relative_root_are_seen_at_once(tmp_path: Path) -> None:
+    """`run --manifests clusters`: a member's Service edited in place (member2's local-first
+    answer is its own ClusterIP) and an export in a new file, each within 2 s."""
+    shutil.copytree(ROOT / "examples" / "clusters", tmp_path / "clusters")
+    args = ["run", "--manifests", "clusters", "--cluster", "member2",
+            "--default-policy", "local-first", "--state-file", str(tmp_path / "alloc.json")]  # fmt: skip
+    with clusterset(*args, cwd=tmp_path) as (port, _proc):
+        web = tmp_path / "clusters" / "member2" / "web.yaml"
+        text = web.read_text()
+        old = query(port, "web.default.svc.clusterset.local").answer[0][0].address
+        assert old in text, (old, "member2's web is not answered local-first")
+        new = "10.97.99.99"
+        web.write_text(text.replace(old, new))
+        served_within(port, "web.default.svc.clusterset.local", new, 2.0)
+        serve = (tmp_path / "clusters" / "member1" / "serve.yaml").read_text()
+        (tmp_path / "clusters" / "member1" / "serve2.yaml").write_text(
+            serve.replace("name: serve\n", "name: serve2\n")
+            .replace("kubernetes.io/service-name: serve\n", "kubernetes.io/service-name: serve2\n")
+            .replace("10.96.12.34", "10.96.12.35")
+        )
+        start = time.monotonic()
+        while not query(port, "serve2.default.svc.clusterset.local").answer:
+            assert time.monotonic() - start < 2.0, "a new file's export not served within 2 s"
+            time.sleep(0.01)
+
+
 def test_bad_edit_keeps_serving_last_good(folder: Path, server: int) -> None:
     (folder / "imports.yaml").write_text(IMPORT.format(ip="not-an-ip", db_ip="10.244.1.20"))
     time.sleep(0.5)

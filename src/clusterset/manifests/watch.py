@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import watchfiles
@@ -37,6 +37,21 @@ def _identity(paths: list[Path]) -> tuple[tuple[int, int] | None, ...]:
     return tuple(out)
 
 
+def _as_given(roots: list[Path]) -> Callable[[str], Path]:
+    """A reported path in the form its root was given: the watcher reports absolute paths
+    (symlinks resolved), the readers compare with paths under ROOT as the user typed it."""
+    forms = [(r, f) for r in roots for f in dict.fromkeys((r.absolute(), r.resolve()))]
+
+    def convert(reported: str) -> Path:
+        p = Path(reported)
+        for root, form in forms:
+            if p.is_relative_to(form):
+                return root / p.relative_to(form)
+        return p
+
+    return convert
+
+
 # Changed paths named at most per batch; a burst of more (a folder replaced wholesale, a
 # flood of files) is handed over as None: look at everything.
 MAX_NAMED = 10_000
@@ -63,13 +78,14 @@ async def changes(
     """
     pending: set[Path] = set()
     wake = asyncio.Event()
+    as_given = _as_given(paths)
 
     async def watch() -> None:
         async for batch in watchfiles.awatch(
             *paths, debounce=debounce_ms, step=5, stop_event=stop, recursive=True
         ):
             if len(pending) <= MAX_NAMED:  # beyond that, a full look (memory stays bounded)
-                pending.update(Path(p) for _change, p in batch)
+                pending.update(as_given(p) for _change, p in batch)
             wake.set()
 
     def start() -> asyncio.Task[None]:
