@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -315,7 +316,9 @@ def cluster_arg(name: str) -> ClusterId:
 
 def need_manifests(manifests: Path | None) -> Path:
     if manifests is None:
-        raise UsageProblem("--manifests DIR (or --kubeconfig) is required")
+        raise UsageProblem(
+            "--manifests DIR or --kubeconfig is required (no $KUBECONFIG, no ~/.kube/config)"
+        )
     return manifests
 
 
@@ -372,8 +375,27 @@ def run_server(
 
 
 KubeconfigOpt = Annotated[
-    Path | None, typer.Option("--kubeconfig", help="kubeconfig of the member cluster(s).")
+    Path | None,
+    typer.Option(
+        "--kubeconfig",
+        help="kubeconfig of the member cluster(s). Default, as kubectl's, when no other "
+        "source is given: $KUBECONFIG (its first existing file), then ~/.kube/config.",
+    ),
 ]
+
+
+def default_kubeconfig(*given: object) -> Path | None:
+    """kubectl's default kubeconfig, when none of the `given` sources (--manifests,
+    --kubeconfig, --karmada-kubeconfig) is set: $KUBECONFIG's first existing file (its
+    first file, so that the error names it, if none exists), else ~/.kube/config if it
+    exists, else None."""
+    if any(g is not None for g in given):
+        return None
+    env = [Path(p) for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    if env:
+        return next((p for p in env if p.expanduser().exists()), env[0])
+    home = Path("~/.kube/config").expanduser()
+    return home if home.exists() else None
 
 
 ContextOpt = Annotated[
@@ -406,10 +428,12 @@ def member_apis(
     if karmada is not None:
         if kubeconfig is not None:
             raise UsageProblem("--karmada-kubeconfig and --kubeconfig are exclusive")
-        config = next(iter(load_contexts(karmada, None).values()))
+        config = next(iter(load_contexts(karmada, None, flag="--karmada-kubeconfig").values()))
         return asyncio.run(karmada_members(config, only=contexts))
     if kubeconfig is None:
-        raise UsageProblem("--kubeconfig (or --karmada-kubeconfig) is required")
+        raise UsageProblem(
+            "--kubeconfig or --karmada-kubeconfig is required (no $KUBECONFIG, no ~/.kube/config)"
+        )
     configs = load_contexts(kubeconfig, contexts, all_contexts=all_contexts)
     return {name: KubeApi.from_config(name, cfg) for name, cfg in configs.items()}
 

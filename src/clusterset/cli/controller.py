@@ -20,6 +20,7 @@ from clusterset.cli.common import (
     SourceLeaseDurationOpt,
     UsageProblem,
     app,
+    default_kubeconfig,
     log,
     member_apis,
     source_lease_grace,
@@ -116,6 +117,7 @@ def controller(
         )
     except ValueError as exc:
         raise UsageProblem(str(exc)) from exc
+    kubeconfig = kubeconfig or default_kubeconfig(karmada_kubeconfig)
     apis = member_apis(kubeconfig, context, all_contexts, karmada_kubeconfig)
     if not apis:
         raise UsageProblem("no member clusters")
@@ -133,7 +135,11 @@ def controller(
     # With Karmada, the hub's own state (leader Lease, retention rules) lives in its
     # control plane, and its ResourceBindings say which imports are Karmada's.
     karmada = (
-        karmada_control_api(next(iter(load_contexts(karmada_kubeconfig, None).values())))
+        karmada_control_api(
+            next(
+                iter(load_contexts(karmada_kubeconfig, None, flag="--karmada-kubeconfig").values())
+            )
+        )
         if karmada_kubeconfig is not None
         else None
     )

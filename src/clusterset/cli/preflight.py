@@ -25,6 +25,7 @@ from clusterset.cli.common import (
     ZoneOpt,
     app,
     cluster_arg,
+    default_kubeconfig,
     manifest_feed,
     member_apis,
     zone_settings,
@@ -70,6 +71,7 @@ def check(
         raise UsageProblem("--cluster NAME is required")
     if (file is None) == (service is None):
         raise UsageProblem("give either a ServiceExport FILE or --service NAMESPACE/NAME")
+    kubeconfig = kubeconfig or default_kubeconfig(manifests, karmada_kubeconfig)
     if kubeconfig is not None or karmada_kubeconfig is not None:
         if manifests is not None:
             raise UsageProblem("--manifests and --kubeconfig are exclusive")
@@ -135,8 +137,9 @@ def wire_dns(
     """
     from clusterset.cli import wiredns
 
+    kubeconfig = kubeconfig or default_kubeconfig()
     if kubeconfig is None:
-        raise UsageProblem("--kubeconfig is required")
+        raise UsageProblem("--kubeconfig is required (no $KUBECONFIG, no ~/.kube/config)")
     if not undo and not server:
         raise UsageProblem("--server IP is required (the ClusterIP of the clusterset-dns Service)")
     if grace < 0:

@@ -39,6 +39,7 @@ from clusterset.cli.common import (
     app,
     cidr_networks,
     cluster_arg,
+    default_kubeconfig,
     dns_options,
     member_apis,
     need_manifests,
@@ -113,6 +114,7 @@ def dns(
         workers=workers,
     )
     cid = cluster_arg(cluster) if cluster else None
+    kubeconfig = kubeconfig or default_kubeconfig(manifests)
     if kubeconfig is not None:
         if manifests is not None:
             raise UsageProblem("--manifests and --kubeconfig are exclusive")
@@ -180,6 +182,7 @@ def run(
     )
     if workers > 1 and state_file is not None:
         raise UsageProblem("--workers: --state-file cannot be written by several processes")
+    kubeconfig = kubeconfig or default_kubeconfig(manifests, karmada_kubeconfig)
     if kubeconfig is not None or karmada_kubeconfig is not None:
         if manifests is not None:
             raise UsageProblem("--manifests and --kubeconfig are exclusive")

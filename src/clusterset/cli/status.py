@@ -32,6 +32,7 @@ from clusterset.cli.common import (
     ZoneOpt,
     app,
     cluster_arg,
+    default_kubeconfig,
     manifest_feed,
     member_apis,
     zone_settings,
@@ -71,6 +72,7 @@ def status(
     """
     if output_format not in ("table", "wide", "json", "yaml"):
         raise UsageProblem(f"-o {output_format!r}: expected table, wide, json or yaml")
+    kubeconfig = kubeconfig or default_kubeconfig(manifests, karmada_kubeconfig)
     if kubeconfig is not None or karmada_kubeconfig is not None:
         apis = member_apis(kubeconfig, context, all_contexts, karmada_kubeconfig)
         observed, leases = asyncio.run(_observe_clusters(apis))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
+import yaml
 from lightkube.config import client_adapter
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 
@@ -100,23 +101,55 @@ def served_version(group: Obj, preferred: tuple[str, ...]) -> str | None:
     return next((v for v in preferred if v in served), None)
 
 
+def read_kubeconfig(path: Path, flag: str = "--kubeconfig") -> KubeConfig:
+    """The kubeconfig at `path`, or ConfigError with one line naming the file and the fault
+    (lightkube's from_file lets a missing file, an empty one or bad YAML escape as a
+    traceback)."""
+    where = f"{flag} {path}"
+    try:
+        text = path.expanduser().read_text()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{where}: not YAML{at}: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(data, dict) or not data.get("contexts") or not data.get("clusters"):
+        raise ConfigError(f"{where}: not a kubeconfig (no contexts or no clusters)")
+    try:
+        return KubeConfig.from_dict(data, fname=path.expanduser())
+    except Exception as exc:  # a malformed entry: lightkube raises KeyError, TypeError, ...
+        raise ConfigError(f"{where}: malformed: {type(exc).__name__} {exc}") from exc
+
+
 def load_contexts(
-    path: Path, contexts: list[str] | None, *, all_contexts: bool = False
+    path: Path,
+    contexts: list[str] | None,
+    *,
+    all_contexts: bool = False,
+    flag: str = "--kubeconfig",
 ) -> dict[str, SingleConfig]:
     """The named contexts of a kubeconfig (or its current one, or all of them)."""
-    try:
-        config = KubeConfig.from_file(path)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"--kubeconfig {path}: {exc}") from exc
+    config = read_kubeconfig(path, flag)
     names = list(config.contexts) if all_contexts else (contexts or [None])  # type: ignore[list-item]
     out: dict[str, SingleConfig] = {}
     for name in names:
+        if name is None and not config.current_context:
+            raise ConfigError(f"{flag} {path}: no current-context; name one with --context")
+        if name is not None and name not in config.contexts:
+            known = ", ".join(sorted(config.contexts))
+            raise ConfigError(f"--context {name}: not in {flag} {path} (it has: {known})")
         try:
             single = config.get(context_name=name)
-        except Exception as exc:  # lightkube raises ConfigError subclasses of Exception
-            raise ConfigError(f"--context {name}: {exc}") from exc
+        except Exception as exc:  # a context naming a missing cluster or user: KeyError
+            what = name or config.current_context
+            raise ConfigError(
+                f"{flag} {path}: context {what!r} names a cluster or user it lacks: {exc}"
+            ) from exc
         if single is None:
-            raise ConfigError(f"--kubeconfig {path}: no context {name!r}")
+            raise ConfigError(f"{flag} {path}: no context {name!r}")
         out[single.context_name] = single
     return out
 

@@ -1,0 +1,118 @@
+"""The CLI as a kubectl user meets it: kubeconfig faults are one line and exit 2 on every
+command that takes one, and the kubeconfig defaults are kubectl's."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+GOOD = """\
+apiVersion: v1
+kind: Config
+clusters:
+  - name: c1
+    cluster: {server: "https://127.0.0.1:1"}
+contexts:
+  - name: member1
+    context: {cluster: c1, user: u1}
+  - name: dangling
+    context: {cluster: nowhere, user: u1}
+users:
+  - name: u1
+    user: {token: t}
+"""
+
+# (kubeconfig content or None for a missing file, extra args, what the one line says)
+FAULTS = {
+    "missing": (None, [], "cannot read: No such file or directory"),
+    "empty": ("", [], "not a kubeconfig (no contexts or no clusters)"),
+    "bad YAML": ("clusters: [\n  - {name: a\n", [], "not YAML at line"),
+    "a list": ("- a\n- b\n", [], "not a kubeconfig"),
+    "no current-context": (GOOD, [], "no current-context; name one with --context"),
+    "unknown context": (GOOD, ["--context", "nosuch"], "--context nosuch: not in --kubeconfig"),
+    "dangling context": (GOOD, ["--context", "dangling"], "names a cluster or user it lacks"),
+}
+
+# Every command that takes --kubeconfig, with what else it needs to get that far.
+COMMANDS = {
+    "status": ["status"],
+    "dns": ["dns", "--listen", "127.0.0.1:0"],
+    "run": ["run", "--cluster", "member1", "--listen", "127.0.0.1:0"],
+    "controller": ["controller"],
+    "check": ["check", "--cluster", "member1", "--service", "default/serve"],
+    "wire-dns": ["wire-dns", "--server", "10.96.0.53"],
+}
+
+
+def clusterset(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clusterset", *args],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+
+
+def one_line(out: subprocess.CompletedProcess[str]) -> str:
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, (out.returncode, out.stderr[-3000:])
+    return lines[0]
+
+
+def kubeconfig(tmp_path: Path, content: str | None) -> Path:
+    path = tmp_path / "kubeconfig"
+    if content is not None:
+        path.write_text(content)
+    return path
+
+
+# Every fault on status; three on each other command (they share the loading code).
+CASES = [("status", f) for f in FAULTS] + [
+    (c, f) for c in COMMANDS if c != "status" for f in ("missing", "bad YAML", "unknown context")
+]
+
+
+@pytest.mark.parametrize(("command", "fault"), CASES)
+def test_kubeconfig_faults_are_one_line_and_exit_2(
+    command: str, fault: str, tmp_path: Path
+) -> None:
+    content, extra, message = FAULTS[fault]
+    path = kubeconfig(tmp_path, content)
+    line = one_line(clusterset(*COMMANDS[command], "--kubeconfig", str(path), *extra))
+    assert message in line, line
+    assert str(path) in line or "--context" in line, line
+
+
+@pytest.mark.parametrize("fault", ["missing", "bad YAML"])
+def test_karmada_kubeconfig_faults_name_that_flag(fault: str, tmp_path: Path) -> None:
+    content, _, message = FAULTS[fault]
+    path = kubeconfig(tmp_path, content)
+    for command in ("status", "controller"):
+        line = one_line(clusterset(command, "--karmada-kubeconfig", str(path)))
+        assert f"--karmada-kubeconfig {path}: " in line and message in line, line
+
+
+def test_kubeconfig_defaults_are_kubectls(tmp_path: Path) -> None:
+    """No source flag: $KUBECONFIG (first existing file of the list), then ~/.kube/config."""
+    home = tmp_path / "home"
+    (home / ".kube").mkdir(parents=True)
+    (home / ".kube" / "config").write_text("clusters: [\n")
+    base = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"} | {"HOME": str(home)}
+    line = one_line(clusterset("status", env=base))
+    assert f"--kubeconfig {home}/.kube/config: not YAML" in line, line
+    listed = tmp_path / "listed"
+    listed.write_text("")
+    env = base | {"KUBECONFIG": f"{tmp_path / 'absent'}{os.pathsep}{listed}"}
+    line = one_line(clusterset("status", env=env))
+    assert f"--kubeconfig {listed}: not a kubeconfig" in line, line
+    # --manifests given: no kubeconfig is looked for, whatever the environment says.
+    out = clusterset("status", "--manifests", str(tmp_path / "nodir"), env=env)
+    assert "--manifests" in one_line(out)
+    # Nothing anywhere: the one line says what to give.
+    bare = base | {"HOME": str(tmp_path / "nohome")}
+    line = one_line(clusterset("status", env=bare))
+    assert "--manifests DIR or --kubeconfig is required" in line, line
