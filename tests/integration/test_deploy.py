@@ -85,6 +85,7 @@ DNS_READS = {
     ("discovery.k8s.io", "endpointslices"),
     ("", "namespaces"),
     ("", "services"),
+    ("about.k8s.io", "clusterproperties"),  # the cluster's own ID, for local-first
 }
 # The DNS server's second, separate role: the hub's per-source-cluster liveness Leases, in
 # one namespace (sourceLeases.namespace, kube-system by default: all `clusterset dns` reads).

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import dns.rcode
 import pytest
+import yaml
 
 from tests.conftest import eventually
 from tests.controlplane import ControlPlane
@@ -267,3 +269,67 @@ def test_remote_only_consumption_creates_the_namespace(control_plane: ControlPla
         assert si["spec"]["type"] == "ClusterSetIP"
         ns = get(cp, "member2", "/api/v1/namespaces/remote-only")
         assert ns["metadata"]["labels"]["clusterset.io/managed"] == "true"
+
+
+def in_cluster_kubeconfig(cp: ControlPlane, cluster: str) -> Path:
+    """`cluster`'s kubeconfig with its context named `in-cluster`, as the chart writes it."""
+    path = cp.context_kubeconfig(cluster)
+    config = yaml.safe_load(path.read_text())
+    for ctx in config["contexts"]:
+        ctx["name"] = "in-cluster"
+    config["current-context"] = "in-cluster"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def ready_text(mport: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/ready", timeout=5) as r:
+        return str(r.read().decode())
+
+
+def test_member_dns_learns_its_cluster_id_without_being_told(
+    control_plane: ControlPlane,
+) -> None:
+    """Issue 19: the chart's member DNS (context `in-cluster`, no --cluster) answered a
+    local-first service by its ClusterSetIP, silently. Now it takes its ID from the hub's
+    Leases, and from the cluster's ClusterProperty once there is one; /ready says which."""
+    cp = control_plane
+    ready = [{"addresses": ["10.244.9.1"], "conditions": {"ready": True}}]
+    for member, ip in (("member1", "10.244.9.1"), ("member2", "10.245.9.1")):
+        export_service(cp, member, "default", "who", endpoints=[{**ready[0], "addresses": [ip]}])
+        apply(cp, member, f"{MCS}/namespaces/default/serviceexports/who", {
+            "apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceExport",
+            "metadata": {"name": "who", "namespace": "default",
+                         "annotations": {"clusterset.io/dns-policy": "local-first"}},
+        })  # fmt: skip
+    own = get(cp, "member2", "/api/v1/namespaces/default/services/who")["spec"]["clusterIP"]
+    port, mport = free_port(), free_port()
+    controller, _ = hub_and_member2_dns(cp, port)
+    dns = ["dns", "--kubeconfig", str(in_cluster_kubeconfig(cp, "member2")),
+           "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{mport}", *LEASE]  # fmt: skip
+    name = "who.default.svc.clusterset.local"
+    prop_path = "/apis/about.k8s.io/v1beta1/clusterproperties/cluster.clusterset.k8s.io"
+    with logged(*dns) as dns_output:
+        wait_answering(port, timeout=60)
+        eventually("the guess is said", lambda: "a guess" in dns_output(), timeout=30)
+        assert "cluster ID: in-cluster (from the kubeconfig context name" in ready_text(mport)
+        with logged(*controller):
+            eventually("the local copy answers", lambda: answers(port, name) == [own], timeout=60)
+            about = ready_text(mport)
+            assert about.startswith("OK\ncluster ID: member2 (from the hub's Lease kube-system/"), (
+                about
+            )
+            apply(cp, "member2", prop_path, {
+                "apiVersion": "about.k8s.io/v1beta1", "kind": "ClusterProperty",
+                "metadata": {"name": "cluster.clusterset.k8s.io"}, "spec": {"value": "member2"},
+            })  # fmt: skip
+            try:
+                eventually(
+                    "the ClusterProperty is the source",
+                    lambda: "(from ClusterProperty cluster.clusterset.k8s.io)" in ready_text(mport),
+                    timeout=30,
+                )
+                assert answers(port, name) == [own]
+            finally:
+                cp.request("member2", "DELETE", prop_path)
+        assert "Traceback" not in dns_output(), dns_output()[-3000:]

@@ -81,7 +81,11 @@ def test_metrics_count_what_was_served(ops_server) -> None:  # type: ignore[no-u
 def test_health_ready_and_lameduck_shutdown(ops_server) -> None:  # type: ignore[no-untyped-def]
     port, mport, proc = ops_server
     assert get(f"http://127.0.0.1:{mport}/health") == (200, "OK")
-    assert get(f"http://127.0.0.1:{mport}/ready") == (200, "OK")
+    # /ready also says which cluster ID the answers are for, and where it came from.
+    assert get(f"http://127.0.0.1:{mport}/ready") == (
+        200,
+        "OK\ncluster ID: member2 (from --cluster)",
+    )
     assert get(f"http://127.0.0.1:{mport}/nope")[0] == 404
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.3)

@@ -253,6 +253,7 @@ class Hub:
                 *(
                     renew_source_leases(
                         m,
+                        self.ids[name],
                         reachable,
                         namespace=self.lease_namespace,
                         renewed=renewed,

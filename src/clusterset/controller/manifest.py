@@ -137,6 +137,7 @@ class FolderFeed:
             local_services=dict(objs.services),
             generation=self.generation,
             observed_at=time.time(),
+            cluster_source="--cluster" if self.cluster else "",
         )
 
     async def views(self, stop: asyncio.Event | None = None) -> AsyncIterator[ImportedView]:
@@ -407,7 +408,7 @@ class ClusterSetFeed:
         if cluster not in observed.desired.clusters:
             return ImportedView(cluster, {}, {}, ALWAYS_NAMESPACES, {}, self.generation)
         view = observed.desired.view(cluster, observed.state, self.generation)
-        return dataclasses.replace(view, observed_at=time.time())
+        return dataclasses.replace(view, observed_at=time.time(), cluster_source="--cluster")
 
     async def views(
         self, cluster: ClusterId, stop: asyncio.Event | None = None

@@ -41,6 +41,9 @@ class MemberFeed:
         )
         self.cluster = cluster
         self.generation = 0
+        # The ID in use and where it came from, said in the log when it changes and on /ready.
+        self.identity: tuple[ClusterId | None, str] = (cluster, "--cluster" if cluster else "")
+        self._disagreed: tuple[ClusterId, str] | None = None
 
     async def views(self, debounce: float = 0.05) -> AsyncIterator[ImportedView]:
         task = asyncio.create_task(self.member.run(), name=f"member {self.member.name}")
@@ -50,9 +53,9 @@ class MemberFeed:
             while True:
                 self._wake.clear()
                 self.generation = next_generation(self.generation)
-                cluster = self.cluster or self._own_id()
+                cluster = self._own_id()
                 view = self.member.imported_view(cluster, self.generation)
-                yield dataclasses.replace(view, observed_at=seen)
+                yield dataclasses.replace(view, observed_at=seen, cluster_source=self.identity[1])
                 await self._wake.wait()
                 seen = time.time()
                 await asyncio.sleep(debounce)
@@ -62,9 +65,36 @@ class MemberFeed:
                 await task
 
     def _own_id(self) -> ClusterId | None:
-        """Without --cluster: the source-cluster our own exports carry is unknown; use the
-        context name if it is a valid cluster ID (local-first then works)."""
-        try:
-            return cluster_id(self.member.name)
-        except InvalidName:
-            return None
+        """The ID local-first compares the source clusters with: --cluster, else the
+        cluster's ClusterProperty, else the consumer the hub's Leases name, else the
+        context name (a guess, said as such: the chart's in-cluster kubeconfig names its
+        context `in-cluster`, which no hub calls a member)."""
+        found = self.member.identity()
+        if self.cluster is not None:
+            if found is not None and found[0] != self.cluster and found != self._disagreed:
+                self._disagreed = found
+                log.warning(
+                    "cluster ID %s (--cluster) differs from %s (%s): --cluster wins",
+                    self.cluster, found[0], found[1],
+                )  # fmt: skip
+            return self.cluster
+        now: tuple[ClusterId | None, str]
+        if found is not None:
+            now = found
+        else:
+            try:
+                now = (cluster_id(self.member.name), "the kubeconfig context name, a guess")
+            except InvalidName:
+                now = (None, "unknown")
+        if now != self.identity:
+            self.identity = now
+            if now[0] is None or now[1].endswith("a guess"):
+                log.warning(
+                    "cluster ID %s (%s): local-first answers the ClusterSetIP unless it is the "
+                    "ID the hub gives this cluster; set --cluster (chart: dns.clusterID) or "
+                    "the ClusterProperty %s",
+                    now[0], now[1], "cluster.clusterset.k8s.io",
+                )  # fmt: skip
+            else:
+                log.info("cluster ID %s (from %s)", now[0], now[1])
+        return now[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
 SOURCE_LEASE_LABEL = "clusterset.io/source-cluster"
+CONSUMER_LEASE_LABEL = "clusterset.io/consumer-cluster"
 HUB = "hub"  # reads what the controller needs, and what it wrote (to prune)
 MEMBER = "member"  # reads what the member DNS server needs
 
@@ -72,6 +74,8 @@ class MemberCluster:
                 "endpointslices": inf(k.ENDPOINT_SLICES, label_selector=convert.LABEL_SERVICE_NAME),
                 "namespaces": inf(k.NAMESPACES),
                 "services": inf(k.SERVICES),
+                # The cluster's own ID (KEP-2149), for local-first; the DNS RBAC grants the read.
+                "clusterproperties": inf(k.CLUSTER_PROPERTIES, optional=True),
                 "leases": inf(
                     k.LEASES,
                     label_selector=SOURCE_LEASE_LABEL,
@@ -251,6 +255,23 @@ class MemberCluster:
                 continue
             out[cid] = renewed.timestamp() + valid
         return out
+
+    def identity(self) -> tuple[ClusterId, str] | None:
+        """This cluster's own ID as a member DNS learns it, and where from: its ClusterProperty
+        cluster.clusterset.k8s.io (KEP-2149), else the consumer the hub's Leases here name
+        (the ID the hub gave it); None while neither is there."""
+        properties = self.informers.get("clusterproperties")
+        prop = properties.store.get(convert.CLUSTER_ID_PROPERTY) if properties else None
+        with contextlib.suppress(InvalidName, TypeError):
+            value = ((prop or {}).get("spec") or {}).get("value")
+            if value is not None:
+                return cluster_id(value), f"ClusterProperty {convert.CLUSTER_ID_PROPERTY}"
+        informer = self.informers.get("leases")
+        for key, lease in sorted(informer.store.items()) if informer is not None else ():
+            labels = (lease.get("metadata") or {}).get("labels") or {}
+            with contextlib.suppress(InvalidName):
+                return cluster_id(labels.get(CONSUMER_LEASE_LABEL, "")), f"the hub's Lease {key}"
+        return None
 
     def imported_view(self, cluster: ClusterId | None, generation: int) -> ImportedView:
         objs, _ = self.objects()

@@ -70,6 +70,9 @@ class ImportedView:
     leases: Mapping[ClusterId, float] = field(default_factory=dict)
     # (service, source cluster) pairs whose endpoints fail active probes.
     probe_failed: frozenset[tuple[ServiceKey, ClusterId]] = frozenset()
+    # Where `cluster` came from (--cluster, the ClusterProperty, the hub's Leases, ...):
+    # /ready says it, since local-first is only right with the ID the hub uses.
+    cluster_source: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,13 +153,23 @@ class DnsServer:
             registry=self.registry,
         )
         self.prober: Prober | None = None
+        self.identity: tuple[ClusterId | None, str] = (None, "")
         self.ops: OpsServer | None = None
         if options.metrics_listen:
             self.ops = OpsServer(
                 parse_listen(options.metrics_listen, "--metrics-listen"),
                 self.registry,
                 ready=self.ready,
+                about=self.about,
             )
+
+    def about(self) -> str:
+        """The cluster ID the answers are computed for, and where it came from."""
+        zone = self.holder.zone
+        if zone is None:
+            return ""
+        cid, source = self.identity
+        return f"cluster ID: {cid or 'none'}" + (f" (from {source})" if source else "")
 
     def ready(self) -> bool:
         """First full load served, and not shutting down (lameduck)."""
@@ -282,6 +292,7 @@ class DnsServer:
                 pending.cancel()
 
     def _install(self, zone: CompiledZone, view: ImportedView) -> None:
+        self.identity = (view.cluster, view.cluster_source)
         self.holder.swap(zone)
         if view.observed_at:
             self.change_latency.observe(max(0.0, time.time() - view.observed_at))

@@ -144,6 +144,7 @@ class OpsServer:
         *,
         ready: Callable[[], bool],
         alive: Callable[[], bool] = lambda: True,
+        about: Callable[[], str] = lambda: "",
     ) -> None:
         metrics = make_wsgi_app(registry)
 
@@ -156,7 +157,10 @@ class OpsServer:
                 start(
                     "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")]
                 )
-                return [b"OK" if ok else b"not ready" if path == "/ready" else b"unhealthy"]
+                body = b"OK" if ok else b"not ready" if path == "/ready" else b"unhealthy"
+                # /ready also says what this server is (its cluster ID and where it came from).
+                extra = about() if path == "/ready" else ""
+                return [body + (f"\n{extra}".encode() if extra else b"")]
             start("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found"]
 
