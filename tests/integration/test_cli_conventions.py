@@ -4,11 +4,14 @@ command that takes one, and the kubeconfig defaults are kubectl's."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.integration import servers
 
 pytestmark = pytest.mark.integration
 
@@ -116,3 +119,43 @@ def test_kubeconfig_defaults_are_kubectls(tmp_path: Path) -> None:
     bare = base | {"HOME": str(tmp_path / "nohome")}
     line = one_line(clusterset("status", env=bare))
     assert "--manifests DIR or --kubeconfig is required" in line, line
+
+
+def test_help_is_h_too_and_examples_keep_their_lines() -> None:
+    out = clusterset("status", "-h")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    examples = lines.index("  Examples:")
+    assert lines[examples + 1].strip().startswith("clusterset status --manifests"), out.stdout
+    assert lines[examples + 2].strip().startswith("clusterset status --kubeconfig"), out.stdout
+
+
+def test_completion_scripts_and_their_callback() -> None:
+    for shell, marker in (("bash", "complete -o"), ("zsh", "#compdef clusterset"),
+                          ("fish", "complete --command clusterset")):  # fmt: skip
+        out = clusterset("completion", shell)
+        assert out.returncode == 0 and marker in out.stdout, (shell, out.stdout[:300])
+    assert "expected bash, zsh, fish, powershell" in one_line(clusterset("completion", "tcsh"))
+    # What the bash script asks back, as bash would: the commands and flags that match.
+    env = os.environ | {"_CLUSTERSET_COMPLETE": "complete_bash", "COMP_CWORD": "1",
+                        "COMP_WORDS": "clusterset st"}  # fmt: skip
+    assert clusterset(env=env).stdout.split() == ["status"]
+    env |= {"COMP_CWORD": "2", "COMP_WORDS": "clusterset status --kubec"}
+    assert clusterset(env=env).stdout.split() == ["--kubeconfig"]
+
+
+def test_kubectl_plugin_entry_point() -> None:
+    """`kubectl clusterset ...`: kubectl runs `kubectl-clusterset` from $PATH."""
+    plugin = Path(sys.executable).parent / "kubectl-clusterset"
+    out = subprocess.run([str(plugin), "status", "-h"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("Usage: kubectl clusterset status [OPTIONS]"), out.stdout[:200]
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
+def test_interrupt_exits_130_and_sigterm_0(sig: signal.Signals, code: int, tmp_path: Path) -> None:
+    """docs/reference.md's exit codes: Ctrl-C is 130 (after the same graceful stop)."""
+    (tmp_path / "member2").mkdir()
+    with servers.clusterset("dns", "--manifests", str(tmp_path / "member2")) as (_port, proc):
+        proc.send_signal(sig)
+        assert proc.wait(timeout=10) == code

@@ -19,7 +19,13 @@ import typer
 from typer._click import exceptions as click
 
 from clusterset import __version__, logs
-from clusterset.cli.workers import follow_supervisor, for_worker, supervise, worker_index
+from clusterset.cli.workers import (
+    INTERRUPTED,
+    follow_supervisor,
+    for_worker,
+    supervise,
+    worker_index,
+)
 from clusterset.controller.manifest import ClusterSetFeed
 from clusterset.kube.api import KubeApi, load_contexts
 from clusterset.kube.karmada import members as karmada_members
@@ -44,9 +50,9 @@ app = typer.Typer(
     help="One DNS name for a Kubernetes service, whichever cluster it runs in.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # also registers Typer's completion classes (`completion SHELL`)
     rich_markup_mode=None,
-    context_settings={"auto_envvar_prefix": "CLUSTERSET"},
+    context_settings={"auto_envvar_prefix": "CLUSTERSET", "help_option_names": ["-h", "--help"]},
 )
 
 
@@ -322,23 +328,38 @@ def need_manifests(manifests: Path | None) -> Path:
     return manifests
 
 
-async def until_signal(task: asyncio.Task[None]) -> bool:
+async def until_signal(task: asyncio.Task[None]) -> int | None:
     """Wait for SIGINT/SIGTERM or for `task` to end (long-running work never ends on its
-    own); True when it ended, which the caller reports and exits non-zero for."""
+    own): the signal that came, or None when the task ended, which the caller reports and
+    exits non-zero for."""
     stop = asyncio.Event()
+    came: list[int] = []
     loop = asyncio.get_running_loop()
+
+    def got(sig: int) -> None:
+        came.append(sig)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, got, sig)
     stopper = asyncio.create_task(stop.wait(), name="stop")
     done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     stopper.cancel()
-    return task in done
+    return None if task in done and not came else came[0]
+
+
+def exit_if_interrupted(sig: int | None) -> None:
+    """After a graceful stop: SIGTERM is a clean exit (0, as Kubernetes expects); SIGINT
+    (Ctrl-C) exits 130, as shells and kubectl do."""
+    if sig == signal.SIGINT:
+        raise SystemExit(INTERRUPTED)
 
 
 async def serve_until_stopped(server: DnsServer, views: AsyncIterator[ImportedView]) -> None:
     await server.start()
     feed = asyncio.create_task(server.serve_views(views), name="zone-feed")
-    failed = await until_signal(feed) and feed.exception() is not None
+    sig = await until_signal(feed)
+    failed = sig is None and feed.exception() is not None
     if failed:
         # Serving a zone nobody updates any more would hide the failure: say why once, go
         # not-ready (lameduck) and exit non-zero, so that Kubernetes restarts the pod.
@@ -349,6 +370,7 @@ async def serve_until_stopped(server: DnsServer, views: AsyncIterator[ImportedVi
     await server.stop()
     if failed:
         raise SystemExit(1)
+    exit_if_interrupted(sig)
 
 
 def why(exc: BaseException | None) -> str:

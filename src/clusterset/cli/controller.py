@@ -21,6 +21,7 @@ from clusterset.cli.common import (
     UsageProblem,
     app,
     default_kubeconfig,
+    exit_if_interrupted,
     log,
     member_apis,
     source_lease_grace,
@@ -106,6 +107,7 @@ def controller(
     """Hub mode: watch every member and write ServiceImports, derived Services, MCS
     EndpointSlices and ServiceExport conditions into each.
 
+    \b
     Example: clusterset controller --kubeconfig members.yaml --context member1 --context member2
     """
     source_lease_grace(source_lease_duration, None)
@@ -204,7 +206,8 @@ def controller(
                 ),
                 name="admission",
             )
-        stopped_itself = await until_signal(task)
+        sig = await until_signal(task)
+        stopped_itself = sig is None
         ended.set()
         if stopped_itself:  # hub.run never returns on its own: say why it stopped, once
             log.error("controller stopped, exiting: %s", why(task.exception()))
@@ -221,6 +224,7 @@ def controller(
             ops.stop()
         if stopped_itself:
             raise SystemExit(1)
+        exit_if_interrupted(sig)
 
     import uvloop
 

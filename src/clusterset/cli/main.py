@@ -1,5 +1,6 @@
 """`clusterset`: run | dns | controller | status | render | resolve | corefile | check |
-wire-dns, one module of commands each (importing them registers them on the app).
+wire-dns | completion, one module of commands each (importing them registers them on the
+app). Installed also as `kubectl-clusterset`: `kubectl clusterset status` works.
 
 Errors the user can fix (bad flags, unreadable sources) print one line on
 stderr and exit 2; nothing prints a traceback.
@@ -7,6 +8,7 @@ stderr and exit 2; nothing prints a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -16,10 +18,11 @@ from typer._click import exceptions as click
 
 # Importing a command module registers its commands; this order is the order of --help.
 # isort: off
-from clusterset.cli import serve, controller, status, preflight  # noqa: F401
+from clusterset.cli import serve, controller, status, preflight, shell  # noqa: F401
 
 # isort: on
 from clusterset.cli.common import app
+from clusterset.cli.workers import INTERRUPTED
 from clusterset.kube.api import ConfigError
 from clusterset.manifests.load import SourceError
 from clusterset.server.app import ListenError
@@ -28,12 +31,19 @@ from clusterset.server.app import ListenError
 def main() -> None:
     """Entry point: usage problems and unreadable sources are one line and exit code 2."""
     command = typer.main.get_command(app)
+    # As a kubectl plugin (`kubectl clusterset ...`), usage lines say so.
+    plugin = os.path.basename(sys.argv[0]) == "kubectl-clusterset"
     try:
-        command.main(args=sys.argv[1:], prog_name="clusterset", standalone_mode=False)
+        command.main(
+            args=sys.argv[1:],
+            prog_name="kubectl clusterset" if plugin else "clusterset",
+            complete_var=shell.COMPLETE_VAR,
+            standalone_mode=False,
+        )
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except click.UsageError as exc:
         print(f"clusterset: error: {exc.format_message()}", file=sys.stderr)
         sys.exit(2)
@@ -41,4 +51,4 @@ def main() -> None:
         print(f"clusterset: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(INTERRUPTED)

@@ -59,6 +59,7 @@ def check(
     who reports Conflict and which export wins, each consumer's DNS answer). Exit 0: no
     conflict; 1: it would conflict; 2: bad input.
 
+    \b
     Examples:
       clusterset check --manifests examples/clusters --cluster member2 --service default/web
       clusterset check export.yaml --kubeconfig K --all-contexts --cluster member2 -o json
@@ -130,6 +131,7 @@ def wire_dns(
     Corefile, then watch real answers and roll back by itself. Exit 1 when it stopped or
     rolled back.
 
+    \b
     Examples:
       clusterset wire-dns --kubeconfig K --context member2 --server 10.96.0.53 --dry-run
       clusterset wire-dns --kubeconfig K --context member2 --server 10.96.0.53

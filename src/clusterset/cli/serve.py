@@ -92,6 +92,7 @@ def dns(
 ) -> None:
     """Serve the clusterset zone from one cluster's ServiceImports and MCS EndpointSlices.
 
+    \b
     Examples:
       clusterset dns --manifests DIR --listen 127.0.0.1:5300
       clusterset dns --kubeconfig ~/.kube/config --context member2 --listen 0.0.0.0:53
@@ -161,6 +162,7 @@ def run(
 ) -> None:
     """Controller + DNS in one process over ROOT/<cluster>/ folders.
 
+    \b
     Example: clusterset run --manifests examples/clusters --cluster member2 --listen 127.0.0.1:5300
     """
     if not cluster:

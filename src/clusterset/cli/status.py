@@ -66,6 +66,7 @@ def status(
     """Every ServiceExport with its conditions and every ServiceImport, kubectl-style;
     on real clusters also the per-source-cluster liveness Leases (fresh/stale/expired).
 
+    \b
     Examples:
       clusterset status --manifests examples/clusters -o wide
       clusterset status --kubeconfig members.yaml --all-contexts -o json
@@ -215,6 +216,7 @@ def corefile(
     """Print the CoreDNS stub-zone stanza that sends the clusterset zone to clusterset dns,
     and a ready-to-run kubectl command that adds it (no CoreDNS rebuild).
 
+    \b
     Example: clusterset corefile --server 10.96.0.53
     """
     if not server:

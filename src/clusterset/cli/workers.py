@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 WORKER_ENV = "CLUSTERSET_WORKER"  # "INDEX:SUPERVISOR_PID"
 RESTART_EVERY = 1.0  # seconds: a worker that keeps dying restarts at most this often
 USAGE = 2  # a worker's exit status for bad flags or a busy port: restarting cannot help
+INTERRUPTED = 130  # the exit status after SIGINT (shells', kubectl's), a worker's included
 
 
 def worker_index() -> int | None:
@@ -61,6 +62,7 @@ def supervise(workers: int) -> None:
     """Run `workers` copies of this command until SIGTERM/SIGINT; exit 2 if one exits 2."""
     argv = [sys.executable, "-m", "clusterset", *sys.argv[1:]]
     stopping = False
+    interrupted = False
     procs: list[subprocess.Popen[bytes]] = []
     started: list[float] = []
 
@@ -70,8 +72,9 @@ def supervise(workers: int) -> None:
         return proc
 
     def forward(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
+        nonlocal stopping, interrupted
         stopping = True
+        interrupted = interrupted or signum == signal.SIGINT
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signum)
@@ -101,7 +104,9 @@ def supervise(workers: int) -> None:
             started[i] = time.monotonic()
     for p in procs:
         code = p.wait()
-        if code not in (0, USAGE) and status == 0:
+        if code not in (0, USAGE, INTERRUPTED) and status == 0:
             status = 1
     if status:
         raise SystemExit(status)
+    if interrupted:
+        raise SystemExit(INTERRUPTED)
