@@ -26,9 +26,14 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """klog's header, which Kubernetes users read every day: level letter, mmdd, local
+    time to the microsecond (`E1207 12:20:00.123456 logger: message`)."""
+
     def format(self, record: logging.LogRecord) -> str:
         extra = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k not in _STD)
-        base = f"{record.levelname[0]} {record.name}: {record.getMessage()}"
+        when = time.strftime("%m%d %H:%M:%S", time.localtime(record.created))
+        micros = int((record.created % 1) * 1_000_000)
+        base = f"{record.levelname[0]}{when}.{micros:06d} {record.name}: {record.getMessage()}"
         if extra:
             base += " " + extra
         if record.exc_info:

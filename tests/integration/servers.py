@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,6 +21,10 @@ import dns.query
 import dns.rcode
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+# An error line of the text log format (klog's header: `E1207 12:20:00.123456 logger: ...`).
+TEXT_ERROR = re.compile(r"E\d{4} \d\d:\d\d:\d\d\.\d{6} ")
 
 
 def free_port(run: int = 1) -> int:

@@ -4,6 +4,7 @@ command that takes one, and the kubeconfig defaults are kubectl's."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration import servers
+from tests.integration.servers import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -159,3 +161,35 @@ def test_interrupt_exits_130_and_sigterm_0(sig: signal.Signals, code: int, tmp_p
     with servers.clusterset("dns", "--manifests", str(tmp_path / "member2")) as (_port, proc):
         proc.send_signal(sig)
         assert proc.wait(timeout=10) == code
+
+
+def test_status_is_a_lint_and_greppable(tmp_path: Path) -> None:
+    """Findings (an unreadable manifest, an invalid export, a conflict) exit 1, each said
+    once on stderr; the table has no wrapped cell and no trailing blank, piped or not."""
+    root = tmp_path / "clusters"
+    shutil.copytree(ROOT / "examples" / "clusters", root)
+    (root / "member1" / "bad.yaml").write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: bad, namespace: default}\n"
+        "spec: {ports: [{port: 99999}]}\n"
+    )
+    state = ["--state-file", str(tmp_path / "alloc.json")]
+    out = clusterset("status", "--manifests", str(root), "-o", "wide", *state)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.count("spec.ports[0].port: expected integer 1-65535") == 1, out.stderr
+    lines = out.stdout.splitlines()
+    assert all(line == line.rstrip() for line in lines)
+    web = [line for line in lines if line.startswith("member2 ") and " web " in line]
+    assert len(web) == 2 and "1/2 clusters disagree." in web[0], lines  # one line, unwrapped
+    assert web[0].split()[:6] == ["member2", "default", "web", "True(Valid)", "True(Exported)",
+                                  "True(PortConflict)"]  # fmt: skip
+    # One namespace without findings: exit 0; -o name is kubectl's one name per line.
+    (root / "member1" / "bad.yaml").unlink()  # an unreadable file is a finding in any -n
+    out = clusterset("status", "--manifests", str(root), "-n", "data", "-o", "name", *state)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [
+        "member1/serviceexport/data/db", "member2/serviceexport/data/db",
+        "member1/serviceimport/data/db", "member2/serviceimport/data/db",
+    ]  # fmt: skip
+    assert "-n and -A are exclusive" in one_line(
+        clusterset("status", "--manifests", str(root), "-n", "data", "-A")
+    )

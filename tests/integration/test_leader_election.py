@@ -21,6 +21,7 @@ from clusterset.kube import api as k
 from clusterset.kube.lease import LeaderElector
 from tests.conftest import eventually
 from tests.controlplane import ControlPlane
+from tests.integration.servers import TEXT_ERROR
 
 pytestmark = [pytest.mark.kube, pytest.mark.timeout(120)]
 
@@ -270,7 +271,7 @@ def test_a_controller_that_loses_its_lease_says_why_once_and_exits_1(
             proc.kill()
             proc.wait()
     output = log.read_text(errors="replace")
-    errors = [line for line in output.splitlines() if line.startswith("E ")]
+    errors = [line for line in output.splitlines() if TEXT_ERROR.match(line)]
     assert code == 1, output[-3000:]
     assert exited_after < 2 + 0.3 + 3, f"exited {exited_after:.1f}s after the lease was taken"
     assert "Traceback" not in output, output[-3000:]

@@ -10,8 +10,6 @@ from typing import Any
 import dns.message
 import dns.rdatatype
 import yaml
-from rich.console import Console
-from rich.table import Table
 
 from clusterset.controller.manifest import Observed
 from clusterset.model.ids import ClusterId
@@ -21,15 +19,23 @@ from clusterset.zone import records, schema
 from clusterset.zone.wire import FORWARD, CompiledZone, respond
 
 
-def _console() -> Console:
-    return Console(file=sys.stdout, width=200 if not sys.stdout.isatty() else None)
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """kubectl's table: columns padded to their widest cell and 3 spaces apart, nothing
+    wrapped and no trailing blanks, whatever the terminal (grep, awk and cut keep working)."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "".join(
+        "   ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() + "\n"
+        for r in [header, *rows]
+    )
 
 
-def status_data(observed: Observed) -> dict[str, Any]:
+def status_data(observed: Observed, namespace: str | None = None) -> dict[str, Any]:
     exports = []
     for (cid, key), conds in sorted(
         observed.desired.conditions.items(), key=lambda kv: (str(kv[0][1]), kv[0][0])
     ):
+        if namespace is not None and key.namespace != namespace:
+            continue
         exports.append(
             {
                 "cluster": cid,
@@ -49,6 +55,8 @@ def status_data(observed: Observed) -> dict[str, Any]:
     imports = []
     for cid, cd in sorted(observed.desired.clusters.items()):
         for key, imp in sorted(cd.imports.items()):
+            if namespace is not None and key.namespace != namespace:
+                continue
             imports.append(
                 {
                     "cluster": cid,
@@ -67,76 +75,73 @@ def status_data(observed: Observed) -> dict[str, Any]:
     return {"exports": exports, "imports": imports, "errors": observed.errors}
 
 
-def status(observed: Observed, fmt: str, *, leases: list[dict[str, Any]] | None = None) -> None:
-    data = status_data(observed)
+def findings(data: dict[str, Any]) -> int:
+    """Errors, invalid exports and conflicts in `data`: what makes `status` exit 1."""
+    bad = {("Valid", "False"), ("Conflict", "True")}
+    return len(data["errors"]) + sum(
+        1 for e in data["exports"] if any((c["type"], c["status"]) in bad for c in e["conditions"])
+    )
+
+
+def status(
+    observed: Observed,
+    fmt: str,
+    *,
+    leases: list[dict[str, Any]] | None = None,
+    namespace: str | None = None,
+) -> int:
+    """Print the status; the number of findings (errors, invalid exports, conflicts). The
+    errors themselves were logged once, on stderr, by the source that found them."""
+    data = status_data(observed, namespace)
     if leases is not None:
         data["sourceLeases"] = leases
     if fmt == "json":
         print(json.dumps(data, indent=2))
-        return
-    if fmt == "yaml":
+    elif fmt == "yaml":
         print(yaml.safe_dump(data, sort_keys=False), end="")
-        return
-    con = _console()
-    wide = fmt == "wide"
-    t = Table(title="ServiceExports", box=None, header_style="bold")
-    for col in ("CLUSTER", "NAMESPACE", "NAME", "VALID", "READY", "CONFLICT") + (
-        ("MESSAGE",) if wide else ()
-    ):
-        t.add_column(col)
+    elif fmt == "name":
+        for e in data["exports"]:
+            print(f"{e['cluster']}/serviceexport/{e['namespace']}/{e['name']}")
+        for i in data["imports"]:
+            print(f"{i['cluster']}/serviceimport/{i['namespace']}/{i['name']}")
+    else:
+        _status_tables(data, wide=fmt == "wide", leases=leases)
+    return findings(data)
+
+
+def _status_tables(
+    data: dict[str, Any], *, wide: bool, leases: list[dict[str, Any]] | None
+) -> None:
+    rows = []
     for e in data["exports"]:
         by = {c["type"]: c for c in e["conditions"]}
 
         def cell(kind: str, by: dict[str, Any] = by) -> str:
             c = by.get(kind)
-            return f"{c['status']} ({c['reason']})" if c else "-"
+            return f"{c['status']}({c['reason']})" if c else "-"
 
-        row = [
-            e["cluster"],
-            e["namespace"],
-            e["name"],
-            cell("Valid"),
-            cell("Ready"),
-            cell("Conflict"),
-        ]
+        row = [e["cluster"], e["namespace"], e["name"], cell("Valid"), cell("Ready"),
+               cell("Conflict")]  # fmt: skip
         if wide:
-            row.append("; ".join(c["message"] for c in e["conditions"] if c["message"]))
-        t.add_row(*row)
-    con.print(t)
-    t = Table(title="ServiceImports", box=None, header_style="bold")
-    for col in ("CLUSTER", "NAMESPACE", "NAME", "TYPE", "IP", "PORTS", "CLUSTERS") + (
-        ("SLICES",) if wide else ()
-    ):
-        t.add_column(col)
+            row.append("; ".join(c["message"] for c in e["conditions"] if c["message"]) or "-")
+        rows.append(row)
+    header = ["CLUSTER", "NAMESPACE", "SERVICEEXPORT", "VALID", "READY", "CONFLICT"]
+    print(table(header + (["MESSAGE"] if wide else []), rows), end="")
+    rows = []
     for i in data["imports"]:
-        row = [
-            i["cluster"],
-            i["namespace"],
-            i["name"],
-            i["type"],
-            ",".join(i["ips"]) or "-",
-            ",".join(i["ports"]) or "-",
-            ",".join(i["clusters"]),
-        ]
+        row = [i["cluster"], i["namespace"], i["name"], i["type"], ",".join(i["ips"]) or "-",
+               ",".join(i["ports"]) or "-", ",".join(i["clusters"]) or "-"]  # fmt: skip
         if wide:
             row.append(str(i["endpointSlices"]))
-        t.add_row(*row)
-    con.print(t)
+        rows.append(row)
+    header = ["CLUSTER", "NAMESPACE", "SERVICEIMPORT", "TYPE", "IP", "PORTS", "CLUSTERS"]
+    print()
+    print(table(header + (["SLICES"] if wide else []), rows), end="")
     if leases is not None:
-        t = Table(title="Source-cluster liveness Leases", box=None, header_style="bold")
-        for col in ("CONSUMER", "SOURCE", "STATE", "AGE", "RENEWED"):
-            t.add_column(col)
-        for lease in leases:
-            t.add_row(
-                lease["consumer"],
-                lease["source"],
-                lease["state"],
-                f"{lease['age']}s",
-                lease["renewed"],
-            )
-        con.print(t)
-    for err in data["errors"]:
-        print(f"error: {err}", file=sys.stderr)
+        rows = [[lease["consumer"], lease["source"], lease["state"], f"{lease['age']}s",
+                 lease["renewed"]] for lease in leases]  # fmt: skip
+        print()
+        print(table(["CONSUMER", "SOURCE-LEASE", "STATE", "AGE", "RENEWED"], rows), end="")
 
 
 def render(observed: Observed, cluster: ClusterId) -> None:

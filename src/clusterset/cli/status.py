@@ -23,7 +23,6 @@ from clusterset.cli.common import (
     KarmadaOpt,
     KubeconfigOpt,
     ManifestsOpt,
-    OutputOpt,
     PolicyOpt,
     StateFileOpt,
     TtlOpt,
@@ -54,7 +53,16 @@ from clusterset.zone import policy
 @app.command()
 def status(
     manifests: ManifestsOpt = None,
-    output_format: OutputOpt = "table",
+    output_format: Annotated[
+        str, typer.Option("-o", "--output", help="table|wide|name|json|yaml")
+    ] = "table",
+    namespace: Annotated[
+        str | None,
+        typer.Option("-n", "--namespace", help="Only this namespace (default: every one)."),
+    ] = None,
+    all_namespaces: Annotated[
+        bool, typer.Option("-A", "--all-namespaces", help="Every namespace (the default).")
+    ] = False,
     state_file: StateFileOpt = None,
     clusterset_cidr: CidrOpt = DEFAULT_CIDR,
     clusterset_cidr_v6: CidrV6Opt = DEFAULT_CIDR_V6,
@@ -65,22 +73,28 @@ def status(
 ) -> None:
     """Every ServiceExport with its conditions and every ServiceImport, kubectl-style;
     on real clusters also the per-source-cluster liveness Leases (fresh/stale/expired).
+    Exit 1 when there are findings (an unreadable manifest, an invalid export, a
+    conflict), which are logged on stderr: usable as a lint in CI.
 
     \b
     Examples:
       clusterset status --manifests examples/clusters -o wide
       clusterset status --kubeconfig members.yaml --all-contexts -o json
     """
-    if output_format not in ("table", "wide", "json", "yaml"):
-        raise UsageProblem(f"-o {output_format!r}: expected table, wide, json or yaml")
+    if output_format not in ("table", "wide", "name", "json", "yaml"):
+        raise UsageProblem(f"-o {output_format!r}: expected table, wide, name, json or yaml")
+    if namespace is not None and all_namespaces:
+        raise UsageProblem("-n and -A are exclusive")
     kubeconfig = kubeconfig or default_kubeconfig(manifests, karmada_kubeconfig)
     if kubeconfig is not None or karmada_kubeconfig is not None:
         apis = member_apis(kubeconfig, context, all_contexts, karmada_kubeconfig)
         observed, leases = asyncio.run(_observe_clusters(apis))
-        output.status(observed, output_format, leases=leases)
-        return
-    observed = manifest_feed(manifests, state_file, clusterset_cidr, clusterset_cidr_v6).observe()
-    output.status(observed, output_format)
+        found = output.status(observed, output_format, leases=leases, namespace=namespace)
+    else:
+        feed = manifest_feed(manifests, state_file, clusterset_cidr, clusterset_cidr_v6)
+        found = output.status(feed.observe(), output_format, namespace=namespace)
+    if found:
+        raise SystemExit(1)
 
 
 async def _observe_clusters(apis: dict[str, KubeApi]) -> tuple[Observed, list[dict[str, object]]]:
