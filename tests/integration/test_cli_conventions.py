@@ -4,16 +4,19 @@ command that takes one, and the kubeconfig defaults are kubectl's."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.integration import servers
 from tests.integration.servers import ROOT
+from tests.integration.test_dns_server import IMPORT
 
 pytestmark = pytest.mark.integration
 
@@ -193,3 +196,21 @@ def test_status_is_a_lint_and_greppable(tmp_path: Path) -> None:
     assert "-n and -A are exclusive" in one_line(
         clusterset("status", "--manifests", str(root), "-n", "data", "-A")
     )
+
+
+def test_log_queries_logs_both_transports_as_coredns_does(tmp_path: Path) -> None:
+    """CoreDNS's `log` plugin's shape: `CLIENT:PORT - ID "TYPE IN NAME PROTO SIZE" RCODE
+    SIZE`; UDP and TCP both (TCP was not logged; UDP printed a tuple and a number)."""
+    (tmp_path / "member2").mkdir()
+    (tmp_path / "member2" / "imports.yaml").write_text(
+        IMPORT.format(ip="10.250.0.10", db_ip="10.244.1.20")
+    )
+    args = ["dns", "--manifests", str(tmp_path / "member2"), "--log-queries"]
+    with servers.clusterset(*args) as (port, proc):
+        servers.query(port, "serve.default.svc.clusterset.local")
+        servers.query(port, "nope.default.svc.clusterset.local", tcp=True)
+        time.sleep(0.2)
+        log = servers.server_log(proc)
+    udp = r'127\.0\.0\.1:\d+ - \d+ "A IN serve\.default\.svc\.clusterset\.local\. udp \d+" NOERROR \d+'
+    tcp = r'127\.0\.0\.1:\d+ - \d+ "A IN nope\.default\.svc\.clusterset\.local\. tcp \d+" NXDOMAIN'
+    assert re.search(udp, log) and re.search(tcp, log), log

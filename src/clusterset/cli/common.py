@@ -5,6 +5,7 @@ stops a long-running command."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
@@ -36,7 +37,7 @@ from clusterset.model.ids import ClusterId, InvalidName, cluster_id
 from clusterset.model.objects import IPFamily
 from clusterset.model.state import ImportedView
 from clusterset.reconcile import allocate
-from clusterset.server.app import DnsOptions, DnsServer, parse_listen
+from clusterset.server.app import DnsOptions, DnsServer, ListenError, parse_listen
 from clusterset.server.forward import DEFAULT_ALLOW, parse_upstream
 from clusterset.zone import policy
 from clusterset.zone.records import ZoneSettings
@@ -224,7 +225,11 @@ def zone_settings(
     *,
     unified: bool = False,
     source_leases: bool = False,
+    listen: str | None = None,
 ) -> ZoneSettings:
+    """The zone's settings from flags. Without --ns-address the apex NS's glue is the
+    --listen address when that is one non-loopback IP, CoreDNS's kubernetes plugin's rule
+    for its own ns.dns name: an NS without an address is a lame delegation."""
     if not 0 <= ttl <= 3600:
         raise UsageProblem(f"--ttl {ttl}: expected 0-3600")
     if default_policy not in policy.POLICIES:
@@ -237,6 +242,10 @@ def zone_settings(
             ipaddress.ip_address(a)
         except ValueError as exc:
             raise UsageProblem(f"--ns-address {a!r}: not an IP address") from exc
+    if not ns and listen is not None:
+        with contextlib.suppress(ValueError, ListenError):
+            host = ipaddress.ip_address(parse_listen(listen)[0])
+            ns = [] if host.is_unspecified or host.is_loopback else [str(host)]
     return ZoneSettings(
         zone=z,
         ttl=ttl,

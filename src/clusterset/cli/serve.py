@@ -99,7 +99,13 @@ def dns(
     """
     source_lease_grace(source_lease_duration, lease_grace)
     settings = zone_settings(
-        zone, ttl, default_policy, ns_address, unified=unified, source_leases=lease_grace != 0
+        zone,
+        ttl,
+        default_policy,
+        ns_address,
+        unified=unified,
+        source_leases=lease_grace != 0,
+        listen=listen,
     )
     options = dns_options(
         settings,
@@ -168,7 +174,7 @@ def run(
     if not cluster:
         raise UsageProblem("--cluster NAME is required")
     cid = cluster_arg(cluster)
-    settings = zone_settings(zone, ttl, default_policy, unified=unified)
+    settings = zone_settings(zone, ttl, default_policy, unified=unified, listen=listen)
     options = dns_options(
         settings,
         listen,

@@ -136,7 +136,7 @@ class DnsServer:
                 s.close()
             self._sockets = None
         self.udp: UdpServer | None = None
-        self.tcp = TcpServer(self.holder, forwarder=self.forwarder)
+        self.tcp = TcpServer(self.holder, forwarder=self.forwarder, log_queries=options.log_queries)
         self.on_swap: list[Callable[[CompiledZone, ImportedView], None]] = []
         self.stopping = False
         self.registry = CollectorRegistry()

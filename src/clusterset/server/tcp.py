@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from clusterset.server.forward import Forwarder
 from clusterset.server.holder import ZoneHolder
+from clusterset.server.querylog import log_query
 from clusterset.zone.wire import respond
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,10 @@ class TcpServer:
         io_timeout: float = 3.0,
         max_connections: int = 256,
         forwarder: Forwarder | None = None,
+        log_queries: bool = False,
     ) -> None:
         self.holder = holder
+        self.log_queries = log_queries
         self.forwarder = forwarder
         self.idle_timeout = idle_timeout
         self.io_timeout = io_timeout
@@ -99,6 +102,8 @@ class TcpServer:
                 if reply is None:
                     return  # RFC 7766: close on an unanswerable message
                 holder.counters.rcodes[reply[3] & 0x0F] += 1
+                if self.log_queries:
+                    log_query(writer.get_extra_info("peername"), "tcp", query, reply)
                 writer.write(struct.pack("!H", len(reply)) + reply)
                 try:
                     await asyncio.wait_for(writer.drain(), self.io_timeout)

@@ -27,6 +27,7 @@ from types import ModuleType
 
 from clusterset.server.forward import Forwarder
 from clusterset.server.holder import ZoneHolder
+from clusterset.server.querylog import log_query
 from clusterset.zone.wire import UDP_PAYLOAD, respond
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ class UdpServer:
             return
         counters.rcodes[reply[3] & 0x0F] += 1
         if self.log_queries:
-            _log_query(addr, query, reply)
+            log_query(addr, "udp", query, reply)
         if reply[2] & _TC_BIT:
             counters.truncated += 1
         try:
@@ -172,18 +173,3 @@ class UdpServer:
                         break
                     t.join(timeout=0.01)
         self.sock.close()
-
-
-def _log_query(addr: object, query: bytes, reply: bytes) -> None:
-    """One line per query (only with --log-queries: it costs far more than answering)."""
-    import dns.message
-
-    try:
-        q = dns.message.from_wire(query).question[0]
-        what = f"{q.name} {dns.rdatatype.to_text(q.rdtype)}"
-    except Exception:
-        what = "(malformed)"
-    log.info(
-        "query",
-        extra={"client": str(addr), "q": what, "rcode": reply[3] & 0x0F, "size": len(reply)},
-    )
