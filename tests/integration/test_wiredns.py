@@ -315,3 +315,29 @@ def test_kube_dns_is_reported_and_left_alone(control_plane: ControlPlane) -> Non
         assert get(cp, "member2", f"{CM}/coredns") is None
     finally:
         cp.request("member2", "DELETE", f"{CM}/kube-dns")
+
+
+def test_printed_corefile_one_liner_adds_the_block_once(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """`clusterset corefile --context C`'s kubectl command, run twice as a user would paste
+    it: one block (it appended a second on every run), which wire-dns recognises as its own."""
+    cp = control_plane
+    configmap(cp, "member1", "coredns", KUBEADM)
+    try:
+        printed = subprocess.run(
+            [sys.executable, "-m", "clusterset", "corefile", "--server", "10.96.0.53",
+             "--context", "member1"],
+            capture_output=True, text=True, check=True, timeout=30,
+        ).stdout  # fmt: skip
+        command = printed.split("in place, once (CoreDNS's reload plugin picks it up):\n")[1]
+        env = {"PATH": f"{cache_bin_dir()}:/usr/bin:/bin", "KUBECONFIG": str(cp.kubeconfig_path)}
+        for _ in range(2):
+            subprocess.run(["sh", "-c", command], env=env, cwd=tmp_path, check=True, timeout=60)
+        text = get(cp, "member1", f"{CM}/coredns")["data"]["Corefile"]
+        assert text.count("clusterset.local:53 {") == 1, text
+        assert text.startswith(KUBEADM.rstrip("\n")), text
+        ours = [b for b in cf.parse(text) if b.marked]
+        assert [b.zones for b in ours] == [("clusterset.local",)], text
+    finally:
+        cp.request("member1", "DELETE", f"{CM}/coredns")

@@ -15,6 +15,7 @@ from clusterset.controller.manifest import Observed
 from clusterset.model.ids import ClusterId
 from clusterset.model.state import ImportedView
 from clusterset.reconcile import render as rendering
+from clusterset.reconcile.corefile import MARKER
 from clusterset.zone import records, schema
 from clusterset.zone.wire import FORWARD, CompiledZone, respond
 
@@ -179,14 +180,17 @@ def resolve(
         print(schema.explain(view, zone.state, name, unified_zone=settings.unified_zone))
 
 
-def corefile(zone: str, server: str, ttl: int, namespace: str, configmap: str) -> None:
-    stanza = f"{zone}:53 {{\n    errors\n    cache {ttl}\n    forward . {server}\n}}\n"
+def corefile(block: str, namespace: str, configmap: str, context: str | None) -> None:
+    """The stanza, and a kubectl one-liner that appends it unless its marker line is there."""
+    kubectl = "kubectl" + (f" --context {shlex.quote(context)}" if context else "")
+    kubectl += f" -n {shlex.quote(namespace)}"
     print("# Add this server block to the Corefile (CoreDNS forwards the zone; no rebuild):")
-    print(stanza)
-    print("# Or patch the ConfigMap in place (CoreDNS's reload plugin picks it up):")
+    print(block)
+    print("# Or patch the ConfigMap in place, once (CoreDNS's reload plugin picks it up):")
     print(
-        f"kubectl -n {namespace} get configmap {configmap} -o jsonpath='{{.data.Corefile}}' "
-        f"> /tmp/Corefile && printf '%s' {shlex.quote(stanza)} >> /tmp/Corefile && "
-        f"kubectl -n {namespace} create configmap {configmap} --from-file=Corefile=/tmp/Corefile "
-        f"--dry-run=client -o yaml | kubectl -n {namespace} apply -f -"
+        f"{kubectl} get configmap {configmap} -o jsonpath='{{.data.Corefile}}' > /tmp/Corefile "
+        f"&& {{ grep -qxF {shlex.quote(MARKER)} /tmp/Corefile || "
+        f"printf '\\n%s' {shlex.quote(block)} >> /tmp/Corefile; }} && "
+        f"{kubectl} create configmap {configmap} --from-file=Corefile=/tmp/Corefile "
+        f"--dry-run=client -o yaml | {kubectl} apply -f -"
     )

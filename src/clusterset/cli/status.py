@@ -36,6 +36,7 @@ from clusterset.cli.common import (
     member_apis,
     zone_settings,
 )
+from clusterset.cli.wiredns import forward_target
 from clusterset.controller.hub import Hub
 from clusterset.controller.manifest import Observed
 from clusterset.kube.api import KubeApi
@@ -44,6 +45,7 @@ from clusterset.manifests.load import SourceError
 from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.state import ImportedView
 from clusterset.reconcile import desired as rd
+from clusterset.reconcile.corefile import stanza
 from clusterset.server import probe
 from clusterset.server.app import compile_view
 from clusterset.server.forward import parse_upstream
@@ -226,12 +228,16 @@ def corefile(
         str, typer.Option(help="Namespace of the CoreDNS ConfigMap.")
     ] = "kube-system",
     configmap: Annotated[str, typer.Option(help="Name of the CoreDNS ConfigMap.")] = "coredns",
+    context: Annotated[
+        str | None, typer.Option("--context", help="kubectl context the command is for.")
+    ] = None,
 ) -> None:
     """Print the CoreDNS stub-zone stanza that sends the clusterset zone to clusterset dns,
-    and a ready-to-run kubectl command that adds it (no CoreDNS rebuild).
+    and a kubectl command that adds it once (run again, it changes nothing). `wire-dns`
+    does the same with a canary and a rollback.
 
     \b
-    Example: clusterset corefile --server 10.96.0.53
+    Example: clusterset corefile --server 10.96.0.53 --context member2
     """
     if not server:
         raise UsageProblem("--server IP is required (the ClusterIP of the clusterset-dns Service)")
@@ -240,5 +246,5 @@ def corefile(
     except ValueError as exc:
         raise UsageProblem(f"--server {server!r}: expected IP[:PORT]") from exc
     settings = zone_settings(zone, ttl, policy.KEP)
-    target = f"{host}:{port}" if port != 53 else host
-    output.corefile(settings.zone, target, ttl, namespace, configmap)
+    block = stanza(settings.zone, forward_target(host, port), ttl=ttl)
+    output.corefile(block, namespace, configmap, context)
