@@ -214,3 +214,28 @@ def test_log_queries_logs_both_transports_as_coredns_does(tmp_path: Path) -> Non
     udp = r'127\.0\.0\.1:\d+ - \d+ "A IN serve\.default\.svc\.clusterset\.local\. udp \d+" NOERROR \d+'
     tcp = r'127\.0\.0\.1:\d+ - \d+ "A IN nope\.default\.svc\.clusterset\.local\. tcp \d+" NXDOMAIN'
     assert re.search(udp, log) and re.search(tcp, log), log
+
+
+@pytest.mark.parametrize(
+    ("name", "rcode", "explained"),
+    [
+        (
+            "db-0.member1.db.data",
+            "NOERROR",
+            "answer: endpoint db-0 of cluster member1: 10.244.1.20",
+        ),
+        ("db-9.member1.db.data", "NXDOMAIN", "endpoint db-9 of cluster member1: no such ready"),
+        ("x.member1.serve.default", "NXDOMAIN", "endpoint names exist for Headless services only"),
+        ("member1.db.data", "NXDOMAIN", "MUST NOT exist (MCS DNS spec 2.3.4/2.4.4): NXDOMAIN"),
+    ],
+)
+def test_resolve_explains_what_it_answered(name: str, rcode: str, explained: str) -> None:
+    """An endpoint name was explained with every endpoint of the service; the reserved
+    <clusterid>.<svc> form with NXDOMAIN and then answer addresses."""
+    out = clusterset("resolve", f"{name}.svc.clusterset.local", "--manifests",
+                     str(ROOT / "examples" / "clusters"), "--cluster", "member2", "--explain")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert f"rcode {rcode}" in out.stdout, out.stdout
+    why = out.stdout.split("\nname form: ", 1)[1]
+    assert explained in why and "answer addresses" not in why, why
+    assert why.count("answer") <= 1, why

@@ -9,8 +9,11 @@ from dataclasses import dataclass
 import dns.name
 
 from clusterset.model.ids import ServiceKey
+from clusterset.model.objects import ImportType
 from clusterset.model.state import ImportedView
 from clusterset.zone.build import ZoneState
+from clusterset.zone.policy import SelectedEndpoint
+from clusterset.zone.records import endpoint_hostname
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,7 @@ def explain(
         lines.append(
             "<clusterid>.<svc>.<ns>.svc MUST NOT exist (MCS DNS spec 2.3.4/2.4.4): NXDOMAIN"
         )
+        return "\n".join(lines)
     if p.service:
         key = ServiceKey(p.namespace, p.service)
         imp = view.imports.get(key)
@@ -98,12 +102,30 @@ def explain(
                         f"  health history of {cid}: {'healthy' if t.healthy else 'unhealthy'} "
                         f"since t={t.since:.0f}"
                     )
-                if sel.addresses:
-                    lines.append(f"answer addresses: {', '.join(sel.addresses)}")
-                if sel.endpoints:
-                    lines.append(
-                        "answer endpoints: "
-                        + ", ".join(f"{e.address} ({e.cluster})" for e in sel.endpoints)
-                    )
+                if p.form == "endpoint":
+                    lines.append(_endpoint_answer(p, imp.type, sel.endpoints))
+                else:
+                    if sel.addresses:
+                        lines.append(f"answer addresses: {', '.join(sel.addresses)}")
+                    if sel.endpoints:
+                        lines.append(
+                            "answer endpoints: "
+                            + ", ".join(f"{e.address} ({e.cluster})" for e in sel.endpoints)
+                        )
                 lines.extend(f"note: {n}" for n in sel.notes)
     return "\n".join(lines)
+
+
+def _endpoint_answer(p: Parsed, kind: ImportType, endpoints: tuple[SelectedEndpoint, ...]) -> str:
+    """What <hostname>.<clusterid>.<svc> answers: that one endpoint, Headless only."""
+    name = f"endpoint {p.hostname} of cluster {p.cluster}"
+    if kind is not ImportType.HEADLESS:
+        return f"{name}: endpoint names exist for Headless services only (SPEC 2.4.1): NXDOMAIN"
+    found = [
+        e.address
+        for e in endpoints
+        if e.cluster == p.cluster and endpoint_hostname(e.hostname, e.address) == p.hostname
+    ]
+    if not found:
+        return f"{name}: no such ready endpoint: NXDOMAIN"
+    return f"answer: {name}: {', '.join(found)}"
