@@ -46,6 +46,19 @@ def test_no_conflict_exits_0(tmp_path: Path) -> None:
     assert "No conflict." in r.stdout
 
 
+def test_an_export_without_its_service_is_invalid_not_a_conflict(tmp_path: Path) -> None:
+    export = tmp_path / "ghost.yaml"
+    export.write_text(
+        "apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\n"
+        "metadata: {name: ghost, namespace: default}\n"
+    )
+    r = check(str(export), "--cluster", "member2", tmp=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert "would be Valid=False NoService: Service default/ghost not found" in r.stdout
+    assert r.stdout.rstrip().endswith("result: would be invalid (exit 1)"), r.stdout
+    assert "conflict" not in r.stdout.lower(), r.stdout
+
+
 def test_a_file_with_a_new_service_and_its_export(tmp_path: Path) -> None:
     f = tmp_path / "api.yaml"
     f.write_text(

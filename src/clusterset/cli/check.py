@@ -227,7 +227,8 @@ def emit(finding: preflight.Finding, output: str) -> None:
             f"{', '.join(f.dropped_ports)}"
         )
     if f.invalid:
-        print(f"Invalid: the export in {f.cluster} would be {f.invalid}")
+        reason, _, why = f.invalid.partition(": ")
+        print(f"Invalid: the export in {f.cluster} would be Valid=False {reason}: {why}")
     if f.conflicts:
         print(f"Conflict (KEP-1645: the oldest export wins, here {f.winner}'s):")
         for c in f.conflicts:
@@ -244,4 +245,7 @@ def emit(finding: preflight.Finding, output: str) -> None:
         else:
             print(f"  {a.consumer}: unchanged ({'; '.join(a.after)})")
     print()
-    print("result: would conflict (exit 1)" if f.conflicting else "result: ok (exit 0)")
+    if f.invalid:
+        print("result: would be invalid" + (" and conflict" if f.conflicts else "") + " (exit 1)")
+    else:
+        print("result: would conflict (exit 1)" if f.conflicts else "result: ok (exit 0)")
