@@ -239,3 +239,16 @@ def test_resolve_explains_what_it_answered(name: str, rcode: str, explained: str
     why = out.stdout.split("\nname form: ", 1)[1]
     assert explained in why and "answer addresses" not in why, why
     assert why.count("answer") <= 1, why
+
+
+def test_start_says_what_it_read_and_how_it_answers(tmp_path: Path) -> None:
+    """No silence while a big folder loads: the read, its counts and seconds, the mode, and
+    the first zone with the cluster ID it answers as."""
+    args = ["run", "--manifests", str(ROOT / "examples" / "clusters"), "--cluster", "member2",
+            "--state-file", str(tmp_path / "alloc.json"), "--default-policy", "local-first"]  # fmt: skip
+    with servers.clusterset(*args) as (_port, proc):
+        time.sleep(0.3)
+        log = servers.server_log(proc)
+    assert re.search(r"read 2 cluster folder\(s\) in \d+\.\ds: 5 exports, 5 services", log), log
+    assert "clusterset zone only; default policy local-first)" in log, log
+    assert re.search(r"zone: first load: 3 services, \d+ names, .* member2 \(from --cluster\)", log)

@@ -341,11 +341,23 @@ class ClusterSetFeed:
         Each pass updates the last one where its inputs changed (desired.changed_keys);
         the result equals a pass from scratch."""
         errors: list[str] = []
+        first = self._state is None
+        started = time.monotonic()
+        if first and not self.read_only:
+            log.info("reading %s (one folder per cluster)", self.root)
         try:
             clusters = self._read_folders(errors, changed)
         finally:
             release_workers()  # only a first read of a big folder uses them
         state = ClusterSetState(clusters)
+        if first and not self.read_only:
+            log.info(
+                "read %d cluster folder(s) in %.1fs: %d exports, %d services, %d EndpointSlices",
+                len(clusters), time.monotonic() - started,
+                sum(len(c.exports) for c in clusters.values()),
+                sum(len(c.services) for c in clusters.values()),
+                sum(len(s) for c in clusters.values() for s in c.slices.values()),
+            )  # fmt: skip
         keys = desired.changed_keys(self._state, state) if self._state is not None else None
         before = self._desired
         aggregates = desired.aggregate_all(

@@ -154,6 +154,7 @@ class DnsServer:
         )
         self.prober: Prober | None = None
         self.identity: tuple[ClusterId | None, str] = (None, "")
+        self.started = time.monotonic()  # for the first load's log line
         self.ops: OpsServer | None = None
         if options.metrics_listen:
             self.ops = OpsServer(
@@ -201,12 +202,18 @@ class DnsServer:
         )
         self.udp.start()
         await self.tcp.start(tcp)
-        log.info(
-            "dns: serving %s on %s:%d (udp+tcp; udp loop: %s)",
-            options.settings.zone,
-            *self.address,
-            "native" if self.udp.native is not None else "python",
+        settings = options.settings
+        unified = (
+            "unified: also {}, the rest to {}:{}".format(settings.unified_zone, *options.upstream)
+            if settings.unified_zone and options.upstream
+            else "clusterset zone only"
         )
+        log.info(
+            "dns: serving %s on %s:%d (udp+tcp; udp loop: %s; %s; default policy %s)",
+            settings.zone, *self.address,
+            "native" if self.udp.native is not None else "python",
+            unified, settings.default_policy,
+        )  # fmt: skip
 
     async def serve_views(self, views: AsyncIterator[ImportedView]) -> None:
         """Compile every view; recompile the last one when a policy's hysteresis or a lease
@@ -293,7 +300,16 @@ class DnsServer:
 
     def _install(self, zone: CompiledZone, view: ImportedView) -> None:
         self.identity = (view.cluster, view.cluster_source)
+        first = zone.synced and not (self.holder.zone is not None and self.holder.zone.synced)
         self.holder.swap(zone)
+        if first:
+            log.info(
+                "zone: first load: %d services, %d names, %.1fs after start; answering as "
+                "cluster %s%s",
+                len(zone.state.fragments), len(zone.names), time.monotonic() - self.started,
+                view.cluster or "(none)",
+                f" (from {view.cluster_source})" if view.cluster_source else "",
+            )  # fmt: skip
         if view.observed_at:
             self.change_latency.observe(max(0.0, time.time() - view.observed_at))
         for w in zone.state.new_warnings:  # a service's warning is logged when it is built
