@@ -302,6 +302,8 @@ class DnsServer:
         self.identity = (view.cluster, view.cluster_source)
         first = zone.synced and not (self.holder.zone is not None and self.holder.zone.synced)
         self.holder.swap(zone)
+        if view.observed_at:
+            self.change_latency.observe(max(0.0, time.time() - view.observed_at))
         if first:
             log.info(
                 "zone: first load: %d services, %d names, %.1fs after start; answering as "
@@ -310,8 +312,6 @@ class DnsServer:
                 view.cluster or "(none)",
                 f" (from {view.cluster_source})" if view.cluster_source else "",
             )  # fmt: skip
-        if view.observed_at:
-            self.change_latency.observe(max(0.0, time.time() - view.observed_at))
         for w in zone.state.new_warnings:  # a service's warning is logged when it is built
             log.warning("zone: %s", w)
         for cb in self.on_swap:
