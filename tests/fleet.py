@@ -922,7 +922,9 @@ def install_clusterset(
         {
             m.name: [helm, f"--kubeconfig={kc}", f"--kube-context={m.name}", "install",
                      "clusterset", chart, f"--namespace={namespace}", "--create-namespace",
-                     "--set=image.pullPolicy=Never", f"--set=dns.clusterID={m.name}",
+                     # No dns.clusterID, as the quickstart: each member DNS learns its ID
+                     # from the hub's Leases (docs/operations.md).
+                     "--set=image.pullPolicy=Never",
                      f"--set=dns.service.clusterIP={dns_service_ip(m)}",
                      "--set=memberRBAC.enabled=true",
                      # Beside CoreDNS on the first node: further nodes hold workloads only.

@@ -279,10 +279,29 @@ def measure_failover(fleet: Fleet, pod: str, url: str) -> str:
     )
 
 
+def dns_ready_texts(fleet: Fleet, cluster: str, pod: str = "client") -> list[str]:
+    """What /ready of each clusterset DNS pod of `cluster` says, asked from `pod`."""
+    ips = fleet.kubectl(cluster, "-n", "clusterset", "get", "pods", "-l",
+                        "app.kubernetes.io/component=dns", "-o",
+                        "jsonpath={.items[*].status.podIP}").split()  # fmt: skip
+    return [
+        fleet.exec(
+            cluster, "default", pod, "curl", "-sS", "--max-time", "3", f"http://{ip}:9153/ready"
+        )
+        for ip in ips
+    ]
+
+
 def test_local_first_fails_over_to_member1_and_back(fleet: Fleet) -> None:
     serve_everywhere_local_first(fleet)
     fleet.apply("member2", client_pod())
     print(measure_failover(fleet, "client", "http://serve.default.svc.clusterset.local:8080/"))
+    # Installed without dns.clusterID (as the quickstart does): the member DNS pods took
+    # member2's ID from the hub's Leases, which is what made local-first choose member2.
+    texts = dns_ready_texts(fleet, "member2")
+    assert len(texts) == 2, texts
+    for text in texts:
+        assert text.startswith("OK\ncluster ID: member2 (from the hub's Lease kube-system/"), text
 
 
 def test_unified_mode_keeps_the_cluster_local_name_and_fails_over(fleet: Fleet) -> None:
