@@ -3,6 +3,7 @@ command that takes one, and the kubeconfig defaults are kubectl's."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -252,3 +253,24 @@ def test_start_says_what_it_read_and_how_it_answers(tmp_path: Path) -> None:
     assert re.search(r"read 2 cluster folder\(s\) in \d+\.\ds: 5 exports, 5 services", log), log
     assert "clusterset zone only; default policy local-first)" in log, log
     assert re.search(r"zone: first load: 3 services, \d+ names, .* member2 \(from --cluster\)", log)
+
+
+def test_resolve_short_and_json_render_json(tmp_path: Path) -> None:
+    flags = ["--manifests", str(ROOT / "examples" / "clusters"), "--cluster", "member2",
+             "--state-file", str(tmp_path / "alloc.json")]  # fmt: skip
+    srv = "_postgres._tcp.db.data.svc.clusterset.local"
+    short = clusterset("resolve", srv, "SRV", *flags, "--short")
+    assert short.returncode == 0, short.stderr
+    targets = sorted(line.split()[3] for line in short.stdout.splitlines())
+    assert targets == ["db-0.member1.db.data.svc.clusterset.local.",
+                       "db-0.member2.db.data.svc.clusterset.local.",
+                       "db-1.member1.db.data.svc.clusterset.local."], short.stdout  # fmt: skip
+    out = clusterset("resolve", "serve.default.svc.clusterset.local", *flags, "-o", "json",
+                     "--explain")  # fmt: skip
+    got = json.loads(out.stdout)
+    assert got["rcode"] == "NOERROR" and [r["type"] for r in got["answer"]] == ["A"], got
+    assert got["explain"][0] == "name form: service", got["explain"]
+    rendered = json.loads(clusterset("render", *flags, "-o", "json").stdout)
+    assert rendered["kind"] == "List" and rendered["apiVersion"] == "v1"
+    kinds = {item["kind"] for item in rendered["items"]}
+    assert {"ServiceImport", "Service", "EndpointSlice"} <= kinds, kinds

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import dns.message
+import dns.rcode
 import dns.rdatatype
 import yaml
 
@@ -145,9 +146,12 @@ def _status_tables(
         print(table(["CONSUMER", "SOURCE-LEASE", "STATE", "AGE", "RENEWED"], rows), end="")
 
 
-def render(observed: Observed, cluster: ClusterId) -> None:
+def render(observed: Observed, cluster: ClusterId, fmt: str = "yaml") -> None:
     objs = rendering.cluster_objects(observed.desired.clusters[cluster])
-    print(yaml.safe_dump_all(objs, sort_keys=False), end="")
+    if fmt == "json":
+        print(json.dumps({"apiVersion": "v1", "kind": "List", "items": objs}, indent=2))
+    else:
+        print(yaml.safe_dump_all(objs, sort_keys=False), end="")
 
 
 def resolve(
@@ -158,8 +162,10 @@ def resolve(
     qtype: str,
     *,
     explain: bool,
+    form: str = "text",
 ) -> None:
-    """Answer with `zone` (compiled as the server compiles it) through the server's `respond`."""
+    """Answer with `zone` (compiled as the server compiles it) through the server's `respond`:
+    dig's text (`text`), dig +short (`short`) or JSON (`json`)."""
     try:
         rdtype = dns.rdatatype.from_text(qtype)
     except dns.rdatatype.UnknownRdatatype:
@@ -168,16 +174,43 @@ def resolve(
     query = dns.message.make_query(name, rdtype, use_edns=0)
     unified = settings.unified_zone is not None
     reply = respond(zone, zone.origin_wire, query.to_wire(), tcp=True, forward=unified)
+    why = (
+        schema.explain(view, zone.state, name, unified_zone=settings.unified_zone)
+        if explain
+        else ""
+    )
     if reply == FORWARD:
-        print(
-            f";; {name} {qtype}: not answered by clusterset; forwarded to the upstream cluster DNS"
-        )
+        if form == "json":
+            print(json.dumps({"name": name, "type": qtype.upper(), "forwarded": True}, indent=2))
+        else:
+            print(f";; {name} {qtype}: not answered by clusterset; forwarded to the upstream "
+                  "cluster DNS")  # fmt: skip
+        return
+    assert reply is not None
+    msg = dns.message.from_wire(reply)
+    if form == "json":
+        out: dict[str, Any] = {"name": name, "type": qtype.upper(),
+                               "rcode": dns.rcode.to_text(msg.rcode())}  # fmt: skip
+        for section, rrsets in (("answer", msg.answer), ("authority", msg.authority),
+                                ("additional", msg.additional)):  # fmt: skip
+            out[section] = [
+                {"name": rrset.name.to_text(), "ttl": rrset.ttl,
+                 "type": dns.rdatatype.to_text(rrset.rdtype), "data": rd.to_text()}
+                for rrset in rrsets for rd in rrset
+            ]  # fmt: skip
+        if explain:
+            out["explain"] = why.splitlines()
+        print(json.dumps(out, indent=2))
+        return
+    if form == "short":
+        for rrset in msg.answer:
+            for rd in rrset:
+                print(rd.to_text())
     else:
-        assert reply is not None
-        print(dns.message.from_wire(reply).to_text())
+        print(msg.to_text())
     if explain:
         print()
-        print(schema.explain(view, zone.state, name, unified_zone=settings.unified_zone))
+        print(why)
 
 
 def corefile(block: str, namespace: str, configmap: str, context: str | None) -> None:

@@ -161,15 +161,19 @@ def render(
     state_file: StateFileOpt = None,
     clusterset_cidr: CidrOpt = DEFAULT_CIDR,
     clusterset_cidr_v6: CidrV6Opt = DEFAULT_CIDR_V6,
+    output_format: Annotated[str, typer.Option("-o", "--output", help="yaml|json")] = "yaml",
 ) -> None:
-    """Print, as YAML, the objects the controller would apply to one cluster."""
+    """Print the objects the controller would apply to one cluster: YAML documents, or a
+    kubectl List in JSON."""
+    if output_format not in ("yaml", "json"):
+        raise UsageProblem(f"-o {output_format!r}: expected yaml or json")
     if not cluster:
         raise UsageProblem("--cluster NAME is required")
     cid = cluster_arg(cluster)
     observed = manifest_feed(manifests, state_file, clusterset_cidr, clusterset_cidr_v6).observe()
     if cid not in observed.desired.clusters:
         raise SourceError(f"--cluster {cid}: no such cluster under {manifests}")
-    output.render(observed, cid)
+    output.render(observed, cid, output_format)
 
 
 @app.command()
@@ -186,8 +190,22 @@ def resolve(
     clusterset_cidr: CidrOpt = DEFAULT_CIDR,
     clusterset_cidr_v6: CidrV6Opt = DEFAULT_CIDR_V6,
     unified: UnifiedOpt = False,
+    short: Annotated[
+        bool, typer.Option("--short", help="Only the answer's data, one per line (dig +short).")
+    ] = False,
+    output_format: Annotated[str, typer.Option("-o", "--output", help="text|json")] = "text",
 ) -> None:
-    """Answer NAME as the DNS server would for --cluster, and optionally explain it."""
+    """Answer NAME as the DNS server would for --cluster, and optionally explain it.
+
+    \b
+    Examples:
+      clusterset resolve serve.default.svc.clusterset.local --manifests ROOT --cluster member2
+      clusterset resolve _http._tcp.web.default.svc.clusterset.local SRV --cluster member2 --short
+    """
+    if output_format not in ("text", "json"):
+        raise UsageProblem(f"-o {output_format!r}: expected text or json")
+    if short and output_format == "json":
+        raise UsageProblem("--short and -o json are exclusive")
     if not cluster:
         raise UsageProblem("--cluster NAME is required")
     cid = cluster_arg(cluster)
@@ -200,7 +218,10 @@ def resolve(
     # As the server's first compile of this view: the clock now, and one round of probes.
     failed = asyncio.run(_probe_once(view))
     view = dataclasses.replace(view, now=time.time(), probe_failed=failed)
-    output.resolve(view, compile_view(view, settings), settings, name, qtype, explain=explain)
+    output.resolve(
+        view, compile_view(view, settings), settings, name, qtype,
+        explain=explain, form="short" if short else output_format,
+    )  # fmt: skip
 
 
 async def _probe_once(view: ImportedView) -> frozenset[tuple[ServiceKey, ClusterId]]:
