@@ -10,10 +10,13 @@ CoreDNS). Then the seed: `serve` runs in member1 only, and a pod in member2 curl
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import shutil
 import subprocess
+import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -435,3 +438,35 @@ def test_controller_leader_moves_when_its_pod_is_killed(fleet: Fleet) -> None:
         timeout=60,
     )  # fmt: skip
     print(f"controller leader {leader} killed: {new} leads after {moved:.1f} s")
+
+
+def test_gather_bundle_has_the_pods_logs_and_metrics(fleet: Fleet, tmp_path: Path) -> None:
+    """`clusterset gather` on the fleet: every clusterset pod's log and /metrics (through the
+    API's pod proxy), and not the hub's tokens, which are in Secrets and the hub's kubeconfig."""
+    bundle = tmp_path / "support.tar.gz"
+    out = subprocess.run(
+        [sys.executable, "-m", "clusterset", "gather", f"--kubeconfig={fleet.cp.kubeconfig_path}",
+         "--context=member1", "--context=member2", "-o", str(bundle)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    with tarfile.open(bundle) as tar:
+        files = {m.name.removeprefix("clusterset-gather/"): tar.extractfile(m).read()  # type: ignore[union-attr]
+                 for m in tar.getmembers() if m.isfile()}  # fmt: skip
+    for cluster in ("member1", "member2"):
+        dns_logs = [n for n in files if n.startswith(f"{cluster}/pods/") and n.endswith("/dns.log")]
+        metrics = [
+            n for n in files if n.startswith(f"{cluster}/pods/") and n.endswith("/dns.metrics")
+        ]
+        assert len(dns_logs) == 2 and len(metrics) == 2, sorted(files)
+        assert all(b"clusterset_dns_requests_total" in files[n] for n in metrics)
+        assert all(b"dns: serving clusterset.local" in files[n] for n in dns_logs), dns_logs
+    assert any(n.endswith("/controller.log") for n in files if n.startswith("member1/")), sorted(
+        files
+    )
+    everything = b"".join(files.values())
+    for cluster in ("member1", "member2"):
+        token = fleet.kubectl(cluster, "-n", "clusterset", "get", "secret", "clusterset-hub-token",
+                              "-o", "jsonpath={.data.token}")  # fmt: skip
+        assert base64.b64decode(token) not in everything and token.encode() not in everything
+    print(f"gather: {len(files)} files, {len(everything)} bytes; {out.stdout.splitlines()[0]}")

@@ -10,7 +10,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from clusterset.kube import wiredns as w
-from clusterset.kube.api import KubeApi
+from clusterset.kube.api import API_ERRORS, KubeApi
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +61,7 @@ async def run(api: KubeApi, opts: Options) -> int:
     except w.WireError as exc:
         say(str(exc))
         return 1
-    except w.API_ERRORS as exc:
+    except API_ERRORS as exc:
         say(f"{api.name}: the API call failed: {type(exc).__name__}: {exc}")
         return 1
     finally:
@@ -122,7 +122,7 @@ async def _run(api: KubeApi, opts: Options) -> int:
     for t in changed:
         try:
             await w.apply(api, t, t.corefile, keep_previous=t.previous is not None)
-        except w.API_ERRORS as exc:
+        except API_ERRORS as exc:
             say(
                 f"ROLLBACK FAILED for ConfigMap {w.NAMESPACE}/{t.name} ({exc}): "
                 "run wire-dns --undo, or restore it from the annotation by hand"

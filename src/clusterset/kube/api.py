@@ -38,6 +38,10 @@ class Gone(ApiError):
     """410: the resourceVersion is too old; relist."""
 
 
+# What a call to an apiserver can raise: its answer (ApiError), or no answer (httpx).
+API_ERRORS = (ApiError, httpx.HTTPError)
+
+
 class ConfigError(ValueError):
     """An unusable kubeconfig or context (one line for the user)."""
 
@@ -82,6 +86,8 @@ CLUSTER_PROPERTIES = Resource(
     "about.k8s.io", "v1beta1", "clusterproperties", "ClusterProperty", namespaced=False
 )
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
+PODS = Resource("", "v1", "pods", "Pod")
+CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
 KARMADA_CLUSTERS = Resource(
     "cluster.karmada.io", "v1alpha1", "clusters", "Cluster", namespaced=False
 )
@@ -188,6 +194,13 @@ class KubeApi:
 
     async def get(self, path: str) -> Obj:
         return await self._request("GET", path)
+
+    async def get_text(self, path: str, params: Mapping[str, str] | None = None) -> str:
+        """A non-JSON GET: a container's log, a pod's /metrics through the API proxy."""
+        r = await self.http.request("GET", path, params=params)
+        if r.status_code >= 400:
+            raise _error(r, path)
+        return r.text
 
     async def list(self, path: str, *, label_selector: str = "") -> tuple[list[Obj], str]:
         """Every item (paginated, 500 a page) and the list's resourceVersion."""

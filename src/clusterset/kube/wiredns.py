@@ -36,7 +36,6 @@ import dns.exception
 import dns.message
 import dns.rcode
 import dns.rdatatype
-import httpx2 as httpx
 
 from clusterset.kube.api import ApiError, KubeApi, Obj
 from clusterset.reconcile import corefile as cf
@@ -60,7 +59,6 @@ class WireError(Exception):
 
 
 # What a call to the cluster's API can raise: an answer of the apiserver, or no answer.
-API_ERRORS = (ApiError, httpx.HTTPError)
 
 
 @dataclass(frozen=True, slots=True)
