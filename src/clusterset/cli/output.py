@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import shlex
 import sys
@@ -101,6 +102,13 @@ def status(
         print(json.dumps(data, indent=2))
     elif fmt == "yaml":
         print(yaml.safe_dump(data, sort_keys=False), end="")
+    elif fmt == "matrix":
+        clusters, rows = matrix(data)
+        print(table(["SERVICE", *[c.upper() for c in clusters]],
+                    [[svc, *(", ".join(cell) or "-" for cell in cells)] for svc, cells in rows]),
+              end="")  # fmt: skip
+    elif fmt == "html":
+        print(html_page(data), end="")
     elif fmt == "name":
         for e in data["exports"]:
             print(f"{e['cluster']}/serviceexport/{e['namespace']}/{e['name']}")
@@ -109,6 +117,86 @@ def status(
     else:
         _status_tables(data, wide=fmt == "wide", leases=leases)
     return findings(data)
+
+
+def matrix(data: dict[str, Any]) -> tuple[list[str], list[tuple[str, list[list[str]]]]]:
+    """The fleet as service x cluster: each cell the states of that service in that cluster
+    (exported, conflict, invalid, not ready, imported), in that order."""
+    clusters = sorted(
+        {e["cluster"] for e in data["exports"]} | {i["cluster"] for i in data["imports"]}
+    )
+    cells: dict[str, dict[str, list[str]]] = {}
+    for e in data["exports"]:
+        conds = {c["type"]: c["status"] for c in e["conditions"]}
+        states = cells.setdefault(f"{e['namespace']}/{e['name']}", {}).setdefault(e["cluster"], [])
+        if conds.get("Valid") == "False":
+            states.append("invalid")
+        elif conds.get("Conflict") == "True":
+            states.append("conflict")
+        elif conds.get("Ready") == "False":
+            states.append("not ready")
+        else:
+            states.append("exported")
+    for i in data["imports"]:
+        cells.setdefault(f"{i['namespace']}/{i['name']}", {}).setdefault(i["cluster"], []).append(
+            "imported"
+        )
+    rows = [(svc, [per.get(c, []) for c in clusters]) for svc, per in sorted(cells.items())]
+    return clusters, rows
+
+
+_CSS = """body{font:14px system-ui,sans-serif;margin:2em;color:#222}
+table{border-collapse:collapse;margin:1em 0}
+th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}
+th{background:#f3f3f3}.exported{background:#d8f0d8}.imported{background:#dde8f8}
+.exported.imported{background:linear-gradient(90deg,#d8f0d8 50%,#dde8f8 50%)}
+.conflict{background:#ffe1b3}.invalid,.not-ready{background:#f8c8c8}.none{color:#999}
+.legend span{display:inline-block;padding:.2em .6em;margin-right:.5em;border:1px solid #ccc}
+ul.errors{color:#a00}"""
+
+
+def html_page(data: dict[str, Any]) -> str:
+    """A self-contained page (inline style, no script, nothing fetched): the matrix, then the
+    exports and imports, then the errors."""
+    esc = html.escape
+    clusters, rows = matrix(data)
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           "<title>clusterset status</title>", f"<style>{_CSS}</style></head><body>",
+           "<h1>clusterset status</h1>", '<p class="legend">',
+           *(f'<span class="{s.replace(" ", "-")}">{s}</span>' for s in
+             ("exported", "imported", "conflict", "invalid", "not ready")),
+           "</p>", '<table id="matrix"><tr><th>service</th>',
+           *(f"<th>{esc(c)}</th>" for c in clusters), "</tr>"]  # fmt: skip
+    for svc, cells in rows:
+        out.append(f'<tr><th scope="row">{esc(svc)}</th>')
+        for cluster, cell in zip(clusters, cells, strict=True):
+            cls = " ".join(s.replace(" ", "-") for s in cell) or "none"
+            label = ", ".join(cell) or "-"
+            out.append(f'<td class="{cls}" data-cluster="{esc(cluster)}">{esc(label)}</td>')
+        out.append("</tr>")
+    out.append("</table>")
+    out.append('<h2>ServiceExports</h2><table id="exports"><tr><th>cluster</th><th>service</th>'
+               "<th>conditions</th></tr>")  # fmt: skip
+    for e in data["exports"]:
+        conds = "; ".join(f"{c['type']}={c['status']} ({c['reason']})" for c in e["conditions"])
+        out.append(f"<tr><td>{esc(e['cluster'])}</td><td>{esc(e['namespace'])}/{esc(e['name'])}"
+                   f"</td><td>{esc(conds)}</td></tr>")  # fmt: skip
+    out.append("</table>")
+    out.append('<h2>ServiceImports</h2><table id="imports"><tr><th>cluster</th><th>service</th>'
+               "<th>type</th><th>IP</th><th>ports</th><th>clusters</th></tr>")  # fmt: skip
+    for i in data["imports"]:
+        row = (
+            i["cluster"], f"{i['namespace']}/{i['name']}", i["type"], ",".join(i["ips"]) or "-",
+            ",".join(i["ports"]) or "-", ",".join(i["clusters"]),
+        )  # fmt: skip
+        out.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>")
+    out.append("</table>")
+    if data["errors"]:
+        out.append('<h2>Errors</h2><ul class="errors">')
+        out.extend(f"<li>{esc(e)}</li>" for e in data["errors"])
+        out.append("</ul>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
 
 
 def _status_tables(

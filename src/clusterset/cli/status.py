@@ -56,7 +56,7 @@ from clusterset.zone import policy
 def status(
     manifests: ManifestsOpt = None,
     output_format: Annotated[
-        str, typer.Option("-o", "--output", help="table|wide|name|json|yaml")
+        str, typer.Option("-o", "--output", help="table|wide|matrix|html|name|json|yaml")
     ] = "table",
     namespace: Annotated[
         str | None,
@@ -83,8 +83,9 @@ def status(
       clusterset status --manifests examples/clusters -o wide
       clusterset status --kubeconfig members.yaml --all-contexts -o json
     """
-    if output_format not in ("table", "wide", "name", "json", "yaml"):
-        raise UsageProblem(f"-o {output_format!r}: expected table, wide, name, json or yaml")
+    formats = ("table", "wide", "matrix", "html", "name", "json", "yaml")
+    if output_format not in formats:
+        raise UsageProblem(f"-o {output_format!r}: expected {', '.join(formats)}")
     if namespace is not None and all_namespaces:
         raise UsageProblem("-n and -A are exclusive")
     kubeconfig = kubeconfig or default_kubeconfig(manifests, karmada_kubeconfig)
