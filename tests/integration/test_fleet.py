@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -470,3 +471,17 @@ def test_gather_bundle_has_the_pods_logs_and_metrics(fleet: Fleet, tmp_path: Pat
                               "-o", "jsonpath={.data.token}")  # fmt: skip
         assert base64.b64decode(token) not in everything and token.encode() not in everything
     print(f"gather: {len(files)} files, {len(everything)} bytes; {out.stdout.splitlines()[0]}")
+
+
+def test_version_reports_what_runs_in_each_member(fleet: Fleet) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "clusterset", "version", f"--kubeconfig={fleet.cp.kubeconfig_path}",
+         "--context=member1", "--context=member2", "-o", "json"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    got = json.loads(out)
+    running = {(s["cluster"], s["component"]): s for s in got["servers"]}
+    assert set(running) == {("member1", "dns"), ("member1", "controller"), ("member2", "dns")}, got
+    assert all(s["version"] == clusterset.__version__ and s["ready"] == s["replicas"]
+               for s in running.values()), got  # fmt: skip
+    assert got["client"] == clusterset.__version__ and got["unreachable"] == {}

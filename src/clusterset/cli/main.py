@@ -18,7 +18,7 @@ from typer._click import exceptions as click
 
 # Importing a command module registers its commands; this order is the order of --help.
 # isort: off
-from clusterset.cli import serve, controller, status, preflight, gather, shell  # noqa: F401
+from clusterset.cli import serve, controller, status, preflight, gather, version, shell  # noqa: F401
 
 # isort: on
 from clusterset.cli.common import app
