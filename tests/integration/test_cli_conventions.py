@@ -274,3 +274,26 @@ def test_resolve_short_and_json_render_json(tmp_path: Path) -> None:
     assert rendered["kind"] == "List" and rendered["apiVersion"] == "v1"
     kinds = {item["kind"] for item in rendered["items"]}
     assert {"ServiceImport", "Service", "EndpointSlice"} <= kinds, kinds
+
+
+def test_status_selects_by_exported_labels(tmp_path: Path) -> None:
+    root = tmp_path / "clusters"
+    shutil.copytree(ROOT / "examples" / "clusters", root)
+    (root / "member1" / "tiered.yaml").write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: tiered, namespace: default}\n"
+        "spec: {clusterIP: 10.96.12.99, ports: [{name: http, port: 80}]}\n---\n"
+        "apiVersion: multicluster.x-k8s.io/v1beta1\nkind: ServiceExport\n"
+        "metadata: {name: tiered, namespace: default}\nspec: {exportedLabels: {tier: web}}\n"
+    )
+    state = ["--state-file", str(tmp_path / "alloc.json")]
+    out = clusterset("status", "--manifests", str(root), "-l", "tier=web", "-o", "name", *state)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [
+        "member1/serviceexport/default/tiered",
+        "member1/serviceimport/default/tiered", "member2/serviceimport/default/tiered",
+    ]  # fmt: skip
+    out = clusterset("status", "--manifests", str(root), "-l", "!tier", "-o", "name", *state)
+    assert "tiered" not in out.stdout and "default/web" in out.stdout, out.stdout
+    assert "-l 'tier in web': cannot read" in one_line(
+        clusterset("status", "--manifests", str(root), "-l", "tier in web")
+    )

@@ -15,6 +15,7 @@ import yaml
 
 from clusterset.controller.manifest import Observed
 from clusterset.model.ids import ClusterId
+from clusterset.model.selector import Requirement, matches
 from clusterset.model.state import ImportedView
 from clusterset.reconcile import render as rendering
 from clusterset.reconcile.corefile import MARKER
@@ -32,12 +33,21 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     )
 
 
-def status_data(observed: Observed, namespace: str | None = None) -> dict[str, Any]:
+def status_data(
+    observed: Observed,
+    namespace: str | None = None,
+    selector: tuple[Requirement, ...] = (),
+) -> dict[str, Any]:
+    """Exports and imports, of `namespace` only if given, and only those whose exported labels
+    (spec.exportedLabels, which the ServiceImport carries) match `selector`."""
     exports = []
     for (cid, key), conds in sorted(
         observed.desired.conditions.items(), key=lambda kv: (str(kv[0][1]), kv[0][0])
     ):
         if namespace is not None and key.namespace != namespace:
+            continue
+        export = observed.state.clusters[cid].exports.get(key) if selector else None
+        if selector and not matches(selector, dict(export.exported_labels if export else ())):
             continue
         exports.append(
             {
@@ -59,6 +69,8 @@ def status_data(observed: Observed, namespace: str | None = None) -> dict[str, A
     for cid, cd in sorted(observed.desired.clusters.items()):
         for key, imp in sorted(cd.imports.items()):
             if namespace is not None and key.namespace != namespace:
+                continue
+            if selector and not matches(selector, dict(imp.labels)):
                 continue
             imports.append(
                 {
@@ -92,10 +104,11 @@ def status(
     *,
     leases: list[dict[str, Any]] | None = None,
     namespace: str | None = None,
+    selector: tuple[Requirement, ...] = (),
 ) -> int:
     """Print the status; the number of findings (errors, invalid exports, conflicts). The
     errors themselves were logged once, on stderr, by the source that found them."""
-    data = status_data(observed, namespace)
+    data = status_data(observed, namespace, selector)
     if leases is not None:
         data["sourceLeases"] = leases
     if fmt == "json":

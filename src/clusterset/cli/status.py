@@ -43,6 +43,8 @@ from clusterset.kube.api import KubeApi
 from clusterset.kube.cluster import SOURCE_LEASE_LABEL
 from clusterset.manifests.load import SourceError
 from clusterset.model.ids import ClusterId, ServiceKey
+from clusterset.model.selector import SelectorError
+from clusterset.model.selector import parse as parse_selector
 from clusterset.model.state import ImportedView
 from clusterset.reconcile import desired as rd
 from clusterset.reconcile.corefile import stanza
@@ -65,6 +67,14 @@ def status(
     all_namespaces: Annotated[
         bool, typer.Option("-A", "--all-namespaces", help="Every namespace (the default).")
     ] = False,
+    selector: Annotated[
+        str | None,
+        typer.Option(
+            "-l",
+            "--selector",
+            help="Only services whose exported labels (spec.exportedLabels) match (kubectl -l).",
+        ),
+    ] = None,
     state_file: StateFileOpt = None,
     clusterset_cidr: CidrOpt = DEFAULT_CIDR,
     clusterset_cidr_v6: CidrV6Opt = DEFAULT_CIDR_V6,
@@ -88,14 +98,22 @@ def status(
         raise UsageProblem(f"-o {output_format!r}: expected {', '.join(formats)}")
     if namespace is not None and all_namespaces:
         raise UsageProblem("-n and -A are exclusive")
+    try:
+        requirements = parse_selector(selector) if selector else ()
+    except SelectorError as exc:
+        raise UsageProblem(f"-l {selector!r}: {exc}") from exc
     kubeconfig = kubeconfig or default_kubeconfig(manifests, karmada_kubeconfig)
     if kubeconfig is not None or karmada_kubeconfig is not None:
         apis = member_apis(kubeconfig, context, all_contexts, karmada_kubeconfig)
         observed, leases = asyncio.run(_observe_clusters(apis))
-        found = output.status(observed, output_format, leases=leases, namespace=namespace)
+        found = output.status(
+            observed, output_format, leases=leases, namespace=namespace, selector=requirements
+        )
     else:
         feed = manifest_feed(manifests, state_file, clusterset_cidr, clusterset_cidr_v6)
-        found = output.status(feed.observe(), output_format, namespace=namespace)
+        found = output.status(
+            feed.observe(), output_format, namespace=namespace, selector=requirements
+        )
     if found:
         raise SystemExit(1)
 
