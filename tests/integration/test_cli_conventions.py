@@ -297,3 +297,31 @@ def test_status_selects_by_exported_labels(tmp_path: Path) -> None:
     assert "-l 'tier in web': cannot read" in one_line(
         clusterset("status", "--manifests", str(root), "-l", "tier in web")
     )
+
+
+def test_status_watch_prints_again_on_a_change(tmp_path: Path) -> None:
+    root = tmp_path / "clusters"
+    shutil.copytree(ROOT / "examples" / "clusters", root)
+    last = "member2/serviceimport/default/web\n"  # the last line of a look at the examples
+    with subprocess.Popen(
+        [sys.executable, "-m", "clusterset", "status", "--manifests", str(root), "-o", "name",
+         "-w", "--state-file", str(tmp_path / "alloc.json")],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    ) as proc:  # fmt: skip
+
+        def look() -> list[str]:
+            assert proc.stdout is not None
+            lines = [proc.stdout.readline()]
+            while lines[-1] not in (last, ""):
+                lines.append(proc.stdout.readline())
+            return lines
+
+        try:
+            assert "member1/serviceexport/default/serve\n" in look()
+            (root / "member1" / "serve.yaml").unlink()
+            second = look()
+            assert second[0] == "\n" and second[-1] == last, second  # a new look, blank line first
+            assert not [line for line in second if "default/serve" in line], second
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=10) == 130  # Ctrl-C, as kubectl get -w

@@ -34,12 +34,16 @@ def main() -> None:
     # As a kubectl plugin (`kubectl clusterset ...`), usage lines say so.
     plugin = os.path.basename(sys.argv[0]) == "kubectl-clusterset"
     try:
-        command.main(
+        # Not standalone, Typer returns an Exit's code (Ctrl-C is Exit(130)) instead of exiting;
+        # the commands themselves return None.
+        code = command.main(
             args=sys.argv[1:],
             prog_name="kubectl clusterset" if plugin else "clusterset",
             complete_var=shell.COMPLETE_VAR,
             standalone_mode=False,
         )
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:

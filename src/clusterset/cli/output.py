@@ -241,8 +241,9 @@ def _status_tables(
     print()
     print(table(header + (["SLICES"] if wide else []), rows), end="")
     if leases is not None:
-        rows = [[lease["consumer"], lease["source"], lease["state"], f"{lease['age']}s",
-                 lease["renewed"]] for lease in leases]  # fmt: skip
+        rows = [[lease["consumer"], lease["source"], lease["state"],
+                 "-" if lease["age"] is None else f"{lease['age']}s", lease["renewed"]]
+                for lease in leases]  # fmt: skip
         print()
         print(table(["CONSUMER", "SOURCE-LEASE", "STATE", "AGE", "RENEWED"], rows), end="")
 

@@ -4,9 +4,12 @@ to a cluster or to the allocation state."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
+import io
 import time
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -38,10 +41,11 @@ from clusterset.cli.common import (
 )
 from clusterset.cli.wiredns import forward_target
 from clusterset.controller.hub import Hub
-from clusterset.controller.manifest import Observed
+from clusterset.controller.manifest import ClusterSetFeed, Observed
 from clusterset.kube.api import KubeApi
 from clusterset.kube.cluster import SOURCE_LEASE_LABEL
 from clusterset.manifests.load import SourceError
+from clusterset.manifests.watch import changes
 from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.selector import SelectorError
 from clusterset.model.selector import parse as parse_selector
@@ -66,6 +70,10 @@ def status(
     ] = None,
     all_namespaces: Annotated[
         bool, typer.Option("-A", "--all-namespaces", help="Every namespace (the default).")
+    ] = False,
+    watch: Annotated[
+        bool,
+        typer.Option("-w", "--watch", help="Print again on every change, until Ctrl-C."),
     ] = False,
     selector: Annotated[
         str | None,
@@ -103,23 +111,49 @@ def status(
     except SelectorError as exc:
         raise UsageProblem(f"-l {selector!r}: {exc}") from exc
     kubeconfig = kubeconfig or default_kubeconfig(manifests, karmada_kubeconfig)
-    if kubeconfig is not None or karmada_kubeconfig is not None:
-        apis = member_apis(kubeconfig, context, all_contexts, karmada_kubeconfig)
-        observed, leases = asyncio.run(_observe_clusters(apis))
-        found = output.status(
+
+    def show(observed: Observed, leases: list[dict[str, object]] | None = None) -> int:
+        return output.status(
             observed, output_format, leases=leases, namespace=namespace, selector=requirements
         )
+
+    if kubeconfig is not None or karmada_kubeconfig is not None:
+        apis = member_apis(kubeconfig, context, all_contexts, karmada_kubeconfig)
+        found = asyncio.run(_observe_clusters(apis, show, watch=watch))
     else:
         feed = manifest_feed(manifests, state_file, clusterset_cidr, clusterset_cidr_v6)
-        found = output.status(
-            feed.observe(), output_format, namespace=namespace, selector=requirements
-        )
+        found = asyncio.run(_watch_folder(feed, show)) if watch else show(feed.observe())
     if found:
         raise SystemExit(1)
 
 
-async def _observe_clusters(apis: dict[str, KubeApi]) -> tuple[Observed, list[dict[str, object]]]:
-    """One read of every member (no writes): what the hub would compute, and the leases."""
+Show = Callable[[Observed, "list[dict[str, object]] | None"], int]
+
+
+def _changed(show: Show, observed: Observed, leases: list[dict[str, object]] | None,
+             last: list[str]) -> None:  # fmt: skip
+    """Print what `show` prints when it differs from the last print (watch mode)."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        show(observed, leases)
+    if buf.getvalue() != (last[0] if last else None):
+        if last:
+            print()
+        print(buf.getvalue(), end="", flush=True)
+        last[:] = [buf.getvalue()]
+
+
+async def _watch_folder(feed: ClusterSetFeed, show: Show) -> int:
+    """Manifest mode --watch: a look at every change of the folders the watcher reports."""
+    last: list[str] = []
+    async for changed in changes([feed.root]):
+        _changed(show, feed.observe(changed=changed), None, last)
+    return 0
+
+
+async def _observe_clusters(apis: dict[str, KubeApi], show: Show, *, watch: bool = False) -> int:
+    """One read of every member (no writes): what the hub would compute, and the leases,
+    shown; with `watch`, again every 2 s while the informers keep the caches current."""
     hub = Hub(apis)
     tasks = [asyncio.create_task(m.run()) for m in hub.members.values()]
     try:
@@ -130,47 +164,49 @@ async def _observe_clusters(apis: dict[str, KubeApi]) -> tuple[Observed, list[di
         except TimeoutError as exc:
             late = [n for n, m in hub.members.items() if not m.synced]
             raise SourceError(f"clusters not reachable within 30s: {', '.join(late)}") from exc
-        state = hub.observe()
-        aggregates = rd.aggregate_all(state)
-        desired = rd.reconcile(
-            state, ips=hub.clusterset_ips(state, aggregates), aggregates=aggregates
-        )
-        leases = []
-        now = time.time()
-        for name, m in hub.members.items():
-            items, _ = await m.api.list(
-                "/apis/coordination.k8s.io/v1/leases", label_selector=SOURCE_LEASE_LABEL
-            )
-            for lease in items:
-                spec = lease.get("spec") or {}
-                labels = (lease.get("metadata") or {}).get("labels") or {}
-                renewed = str(spec.get("renewTime") or "")
-                duration = float(spec.get("leaseDurationSeconds") or 30)
-                try:
-                    age = (
-                        now - dt.datetime.fromisoformat(renewed.replace("Z", "+00:00")).timestamp()
-                    )
-                except ValueError:
-                    age = float("inf")
-                state_name = (
-                    "fresh" if age <= duration else "stale" if age <= 2 * duration else "expired"
-                )
-                leases.append(
-                    {
-                        "consumer": name,
-                        "source": labels.get(SOURCE_LEASE_LABEL, "?"),
-                        "renewed": renewed,
-                        "age": round(age, 1),
-                        "state": state_name,
-                    }
-                )
-        return Observed(state, desired, []), leases
+        if not watch:
+            return show(*await _snapshot(hub))
+        last: list[str] = []
+        while True:  # without the Leases' age, which would make every look a change
+            _changed(show, *await _snapshot(hub, ages=False), last)
+            await asyncio.sleep(2)
     finally:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for api in apis.values():
             await api.close()
+
+
+async def _snapshot(hub: Hub, *, ages: bool = True) -> tuple[Observed, list[dict[str, object]]]:
+    """What the hub would compute now, and every member's liveness Leases (with their age, or
+    None for it)."""
+    state = hub.observe()
+    aggregates = rd.aggregate_all(state)
+    desired = rd.reconcile(state, ips=hub.clusterset_ips(state, aggregates), aggregates=aggregates)
+    leases: list[dict[str, object]] = []
+    now = time.time()
+    for name, m in hub.members.items():
+        items, _ = await m.api.list(
+            "/apis/coordination.k8s.io/v1/leases", label_selector=SOURCE_LEASE_LABEL
+        )
+        for lease in items:
+            spec = lease.get("spec") or {}
+            labels = (lease.get("metadata") or {}).get("labels") or {}
+            renewed = str(spec.get("renewTime") or "")
+            duration = float(spec.get("leaseDurationSeconds") or 30)
+            try:
+                age = now - dt.datetime.fromisoformat(renewed.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                age = float("inf")
+            state_name = (
+                "fresh" if age <= duration else "stale" if age <= 2 * duration else "expired"
+            )
+            leases.append(
+                {"consumer": name, "source": labels.get(SOURCE_LEASE_LABEL, "?"),
+                 "renewed": renewed, "age": round(age, 1) if ages else None, "state": state_name}
+            )  # fmt: skip
+    return Observed(state, desired, []), leases
 
 
 @app.command()
