@@ -325,3 +325,12 @@ def test_status_watch_prints_again_on_a_change(tmp_path: Path) -> None:
         finally:
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=10) == 130  # Ctrl-C, as kubectl get -w
+
+
+def test_status_jsonpath(tmp_path: Path) -> None:
+    flags = ["--manifests", str(ROOT / "examples" / "clusters"), "-n", "data",
+             "--state-file", str(tmp_path / "alloc.json")]  # fmt: skip
+    out = clusterset("status", *flags, "-o", "jsonpath={.exports[*].cluster}")
+    assert out.returncode == 0 and out.stdout == "member1 member2", (out.stdout, out.stderr)
+    line = one_line(clusterset("status", *flags, "-o", "jsonpath={range .exports[*]}{end}"))
+    assert "not supported (fields, [n] and [*] are)" in line, line

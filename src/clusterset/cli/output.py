@@ -14,6 +14,7 @@ import dns.rdatatype
 import yaml
 
 from clusterset.controller.manifest import Observed
+from clusterset.model import jsonpath
 from clusterset.model.ids import ClusterId
 from clusterset.model.selector import Requirement, matches
 from clusterset.model.state import ImportedView
@@ -115,6 +116,8 @@ def status(
         print(json.dumps(data, indent=2))
     elif fmt == "yaml":
         print(yaml.safe_dump(data, sort_keys=False), end="")
+    elif fmt.startswith("jsonpath="):
+        print(jsonpath.render(fmt.removeprefix("jsonpath="), data), end="")
     elif fmt == "matrix":
         clusters, rows = matrix(data)
         print(table(["SERVICE", *[c.upper() for c in clusters]],

@@ -46,6 +46,7 @@ from clusterset.kube.api import KubeApi
 from clusterset.kube.cluster import SOURCE_LEASE_LABEL
 from clusterset.manifests.load import SourceError
 from clusterset.manifests.watch import changes
+from clusterset.model import jsonpath
 from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.selector import SelectorError
 from clusterset.model.selector import parse as parse_selector
@@ -62,7 +63,10 @@ from clusterset.zone import policy
 def status(
     manifests: ManifestsOpt = None,
     output_format: Annotated[
-        str, typer.Option("-o", "--output", help="table|wide|matrix|html|name|json|yaml")
+        str,
+        typer.Option(
+            "-o", "--output", help="table|wide|matrix|html|name|json|yaml|jsonpath=TEMPLATE"
+        ),
     ] = "table",
     namespace: Annotated[
         str | None,
@@ -101,8 +105,13 @@ def status(
       clusterset status --manifests examples/clusters -o wide
       clusterset status --kubeconfig members.yaml --all-contexts -o json
     """
-    formats = ("table", "wide", "matrix", "html", "name", "json", "yaml")
-    if output_format not in formats:
+    formats = ("table", "wide", "matrix", "html", "name", "json", "yaml", "jsonpath=TEMPLATE")
+    if output_format.startswith("jsonpath="):
+        try:  # the template's faults before any cluster is asked
+            jsonpath.render(output_format.removeprefix("jsonpath="), {})
+        except jsonpath.JsonPathError as exc:
+            raise UsageProblem(f"-o {output_format!r}: {exc}") from exc
+    elif output_format not in formats:
         raise UsageProblem(f"-o {output_format!r}: expected {', '.join(formats)}")
     if namespace is not None and all_namespaces:
         raise UsageProblem("-n and -A are exclusive")
