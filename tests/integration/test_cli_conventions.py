@@ -46,6 +46,11 @@ FAULTS = {
     "no current-context": (GOOD, [], "no current-context; name one with --context"),
     "unknown context": (GOOD, ["--context", "nosuch"], "--context nosuch: not in --kubeconfig"),
     "dangling context": (GOOD, ["--context", "dangling"], "names a cluster or user it lacks"),
+    "dangling current-context": (
+        GOOD + "current-context: gone\n",
+        [],
+        "current-context 'gone' is not one of its contexts",
+    ),
 }
 
 # Every command that takes --kubeconfig, with what else it needs to get that far.
@@ -334,3 +339,13 @@ def test_status_jsonpath(tmp_path: Path) -> None:
     assert out.returncode == 0 and out.stdout == "member1 member2", (out.stdout, out.stderr)
     line = one_line(clusterset("status", *flags, "-o", "jsonpath={range .exports[*]}{end}"))
     assert "not supported (fields, [n] and [*] are)" in line, line
+
+
+def test_resolve_explains_a_forwarded_name_too(tmp_path: Path) -> None:
+    out = clusterset("resolve", "kubernetes.default.svc.cluster.local", "--manifests",
+                     str(ROOT / "examples" / "clusters"), "--cluster", "member2",
+                     "--unified-cluster-local", "--explain",
+                     "--state-file", str(tmp_path / "a.json"))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "forwarded to the upstream cluster DNS" in out.stdout
+    assert out.stdout.rstrip().endswith("of no imported service: clusterset forwards it upstream")

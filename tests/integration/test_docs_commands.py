@@ -45,6 +45,8 @@ def invocations(line: str, program: str) -> list[list[str]]:
         words = [w for w in words if not re.fullmatch(r"\w+=\S*", w)] or words  # VAR=… prefix
         if len(words) > 1 and words[0] in (program, f"kubectl-{program}"):
             found.append(words[1:])
+        elif len(words) > 2 and words[:2] == ["kubectl", program]:  # the kubectl plugin
+            found.append(words[2:])
     return found
 
 
@@ -112,5 +114,5 @@ def test_the_extractor_sees_what_it_should() -> None:
     assert invocations(lines[0], "clusterset") == [
         ["wire-dns", "--kubeconfig", "K", "--context", "member2", "--server", "$IP"]
     ]
-    assert invocations(lines[1], "clusterset") == []  # `kubectl clusterset`: kubectl's argv
+    assert invocations(lines[1], "clusterset") == [["status", "-o", "wide"]]  # the plugin
     assert invocations(lines[2], "clusterset") == [["status", "-o", "html"]]

@@ -11,23 +11,32 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.controlplane import ControlPlane
-from tests.integration.test_kube import apply, export_service
+from tests.integration.test_kube import MCS, apply, export_service
 from tests.unit.test_corefile import KUBEADM
 
 pytestmark = [pytest.mark.kube, pytest.mark.timeout(120)]
 
 SECRET_VALUE = "never-in-a-bundle-9c1f"
+# Credentials inside objects that gather does read: redacted on the way into the bundle.
+ANNOTATED_TOKEN = "annotated-tk-51e0"
+COREFILE_TOKEN = "corefile-tk-7d2a"
 
 
 def test_gather_collects_and_redacts(control_plane: ControlPlane, tmp_path: Path) -> None:
     cp = control_plane
     export_service(cp, "member1", "default", "gathered")
+    apply(cp, "member1", f"{MCS}/namespaces/default/serviceexports/gathered", {
+        "apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceExport",
+        "metadata": {"name": "gathered", "namespace": "default",
+                     "annotations": {"example.com/token": ANNOTATED_TOKEN}},
+    })  # fmt: skip
     cm = "/api/v1/namespaces/kube-system/configmaps/coredns"
     apply(cp, "member2", cm, {"apiVersion": "v1", "kind": "ConfigMap",
                               "metadata": {"name": "coredns", "namespace": "kube-system"},
-                              "data": {"Corefile": KUBEADM}})  # fmt: skip
+                              "data": {"Corefile": KUBEADM + f"# token: {COREFILE_TOKEN}\n"}})  # fmt: skip
     secret = "/api/v1/namespaces/default/secrets/gather-secret"
     apply(cp, "member1", secret, {"apiVersion": "v1", "kind": "Secret",
                                   "metadata": {"name": "gather-secret", "namespace": "default"},
@@ -46,6 +55,7 @@ def test_gather_collects_and_redacts(control_plane: ControlPlane, tmp_path: Path
     with tarfile.open(bundle) as tar:
         files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
         assert all(m.mode == 0o600 for m in tar.getmembers())
+    assert bundle.stat().st_mode & 0o777 == 0o600  # the archive itself: owner only
     names = {n.removeprefix("clusterset-gather/") for n in files}
     for member in ("member1", "member2"):
         assert {f"{member}/serviceexports.yaml", f"{member}/serviceimports.yaml",
@@ -58,4 +68,12 @@ def test_gather_collects_and_redacts(control_plane: ControlPlane, tmp_path: Path
     assert SECRET_VALUE.encode() not in everything
     assert base64.b64encode(SECRET_VALUE.encode()) not in everything
     assert cp.admin_token.encode() not in everything
+    for token in (ANNOTATED_TOKEN, COREFILE_TOKEN):
+        assert token.encode() not in everything, token
+    assert (
+        b"example.com/token: <redacted>" in files["clusterset-gather/member1/serviceexports.yaml"]
+    )
     assert b"managedFields" not in everything
+    for name, data in files.items():  # redaction leaves every YAML file YAML
+        if name.endswith(".yaml"):
+            list(yaml.safe_load_all(data))

@@ -35,7 +35,15 @@ def test_templates(template: str, want: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "template", ["{range .exports[*]}{.name}{end}", "{..name}", "{.exports[?(@.n)]}", "{name}"]
+    "template",
+    [
+        "{range .exports[*]}{.name}{end}",
+        "{..name}",
+        "{.exports[?(@.n)]}",
+        "{name}",
+        '{"\\q"}',
+        '{"a" "b"}',
+    ],
 )
 def test_unsupported_parts_are_named(template: str) -> None:
     with pytest.raises(JsonPathError):

@@ -89,9 +89,9 @@ def test_conflicts_name_the_oldest_export(svc_b, reasons, winner, dropped) -> No
     assert f.dropped_ports == dropped
     if not reasons:
         assert f.conflicts == ()
-        assert not f.conflicting
+        assert not f.fails
         return
-    assert f.conflicting
+    assert f.fails
     assert {c.cluster for c in f.conflicts} == {A, B}
     for c in f.conflicts:
         assert c.reasons == reasons
@@ -157,7 +157,7 @@ def test_headless_answer_lists_every_ready_endpoint() -> None:
 def test_missing_service_is_invalid() -> None:
     f = run(world(None))
     assert f.invalid.startswith("NoService")
-    assert f.conflicting
+    assert f.fails
 
 
 def test_an_older_proposed_export_wins_instead() -> None:

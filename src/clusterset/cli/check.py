@@ -146,7 +146,7 @@ def run(
         answer=lookup.service_answer,
     )
     emit(finding, output)
-    return 1 if finding.conflicting else 0
+    return 1 if finding.fails else 0
 
 
 def _summary(s: preflight.ImportSummary | None) -> dict[str, Any] | None:
@@ -188,7 +188,8 @@ def data(finding: preflight.Finding) -> dict[str, Any]:
             }
             for a in finding.answers
         ],
-        "conflicting": finding.conflicting,
+        "conflicting": bool(finding.conflicts),
+        "exitCode": 1 if finding.fails else 0,  # 1: a conflict, or the export invalid
     }
 
 

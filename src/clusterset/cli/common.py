@@ -10,9 +10,9 @@ import ipaddress
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -28,7 +28,7 @@ from clusterset.cli.workers import (
     worker_index,
 )
 from clusterset.controller.manifest import ClusterSetFeed
-from clusterset.kube.api import KubeApi, load_contexts
+from clusterset.kube.api import API_ERRORS, KubeApi, load_contexts
 from clusterset.kube.karmada import members as karmada_members
 from clusterset.kube.lease import (
     source_renew_interval,
@@ -44,6 +44,7 @@ from clusterset.zone.records import ZoneSettings
 from clusterset.zone.wire import UDP_PAYLOAD
 
 log = logging.getLogger("clusterset")
+T = TypeVar("T")
 
 
 app = typer.Typer(
@@ -469,7 +470,30 @@ def member_apis(
     return {name: KubeApi.from_config(name, cfg) for name, cfg in configs.items()}
 
 
-OutputOpt = Annotated[str, typer.Option("-o", "--output", help="table|wide|json|yaml")]
+async def each_cluster(
+    apis: dict[str, KubeApi], work: Callable[[KubeApi], Awaitable[T]]
+) -> tuple[dict[str, T], dict[str, str]]:
+    """`work` on every cluster at once, each client closed after: the results, and the
+    clusters whose API could not be reached or refused (by name, with why). Any other error
+    is a bug and is raised."""
+
+    async def one(api: KubeApi) -> T:
+        try:
+            return await work(api)
+        finally:
+            await api.close()
+
+    results = await asyncio.gather(*(one(a) for a in apis.values()), return_exceptions=True)
+    done: dict[str, T] = {}
+    failed: dict[str, str] = {}
+    for name, r in zip(apis, results, strict=True):
+        if isinstance(r, API_ERRORS):
+            failed[name] = f"{type(r).__name__}: {r}"
+        elif isinstance(r, BaseException):
+            raise r
+        else:
+            done[name] = r
+    return done, failed
 
 
 def manifest_feed(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import tarfile
 import time
 from pathlib import Path
@@ -20,10 +21,12 @@ from clusterset.cli.common import (
     UsageProblem,
     app,
     default_kubeconfig,
+    each_cluster,
     member_apis,
 )
 from clusterset.kube import gather as g
 from clusterset.kube.api import KubeApi
+from clusterset.manifests.load import SourceError
 
 
 @app.command()
@@ -55,12 +58,23 @@ def gather(
     """
     if log_lines < 0:
         raise UsageProblem("--log-lines must be >= 0")
+    if not output.parent.is_dir() or not os.access(output.parent, os.W_OK):
+        raise UsageProblem(f"-o {output}: {output.parent} is not a writable folder")
     kubeconfig = kubeconfig or default_kubeconfig(karmada_kubeconfig)
     apis = member_apis(kubeconfig, context, all_contexts, karmada_kubeconfig)
-    bundles, unreachable = asyncio.run(
-        _collect_all(apis, namespace=namespace, lease_namespace=lease_namespace, lines=log_lines)
-    )
-    _write(output, bundles, unreachable)
+
+    async def one(api: KubeApi) -> g.Bundle:
+        await api.get("/version")  # reachable at all? (else every item fails alike)
+        return await g.collect(
+            api, namespace=namespace, lease_namespace=lease_namespace, log_lines=log_lines
+        )
+
+    bundles, unreachable = asyncio.run(each_cluster(apis, one))
+    unreachable = {name: g.redact(why) for name, why in unreachable.items()}
+    try:
+        _write(output, bundles, unreachable)
+    except OSError as exc:
+        raise SourceError(f"-o {output}: {exc.strerror or exc}") from exc
     got = sum(len(b.files) for b in bundles.values())
     print(f"gather: {got} files from {len(bundles)} cluster(s) written to {output}")
     for problem in [p for b in bundles.values() for p in b.problems]:
@@ -71,36 +85,16 @@ def gather(
         raise SystemExit(1)
 
 
-async def _collect_all(
-    apis: dict[str, KubeApi], *, namespace: str, lease_namespace: str, lines: int
-) -> tuple[dict[str, g.Bundle], dict[str, str]]:
-    async def one(api: KubeApi) -> g.Bundle:
-        try:
-            await api.get("/version")  # reachable at all? (else every item fails alike)
-            return await g.collect(
-                api, namespace=namespace, lease_namespace=lease_namespace, log_lines=lines
-            )
-        finally:
-            await api.close()
-
-    results = await asyncio.gather(*(one(a) for a in apis.values()), return_exceptions=True)
-    bundles: dict[str, g.Bundle] = {}
-    unreachable: dict[str, str] = {}
-    for name, r in zip(apis, results, strict=True):
-        if isinstance(r, g.Bundle):
-            bundles[name] = r
-        else:
-            unreachable[name] = f"{type(r).__name__}: {r}"
-    return bundles, unreachable
-
-
 def _write(path: Path, bundles: dict[str, g.Bundle], unreachable: dict[str, str]) -> None:
+    """The archive, readable by its owner only (it holds logs and cluster state)."""
     files = {"summary.json": g.summary(bundles, unreachable).encode()}
     for b in bundles.values():
         files.update(b.files)
-    now = time.time()
-    with tarfile.open(path, "w:gz") as tar:
+    now = int(time.time())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # also when the file was there before
+    with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
         for name, data in sorted(files.items()):
             info = tarfile.TarInfo(f"clusterset-gather/{name}")
-            info.size, info.mtime, info.mode = len(data), int(now), 0o600
+            info.size, info.mtime, info.mode = len(data), now, 0o600
             tar.addfile(info, io.BytesIO(data))

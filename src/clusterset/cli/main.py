@@ -1,6 +1,7 @@
 """`clusterset`: run | dns | controller | status | render | resolve | corefile | check |
-wire-dns | completion, one module of commands each (importing them registers them on the
-app). Installed also as `kubectl-clusterset`: `kubectl clusterset status` works.
+wire-dns | gather | version | completion, one module of commands each (importing them
+registers them on the app). Installed also as `kubectl-clusterset`, so that
+`kubectl clusterset status` works.
 
 Errors the user can fix (bad flags, unreadable sources) print one line on
 stderr and exit 2; nothing prints a traceback.
@@ -44,9 +45,7 @@ def main() -> None:
         )
         if isinstance(code, int) and code:
             sys.exit(code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
+    except typer.Abort:  # end of input at a prompt
         sys.exit(INTERRUPTED)
     except click.UsageError as exc:
         print(f"clusterset: error: {exc.format_message()}", file=sys.stderr)
@@ -54,5 +53,3 @@ def main() -> None:
     except (SourceError, ListenError, ConfigError) as exc:
         print(f"clusterset: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(INTERRUPTED)

@@ -1,4 +1,5 @@
-"""Human (rich tables) and machine (JSON/YAML) output of status, render and resolve."""
+"""Human (kubectl-style tables, a matrix, an HTML page) and machine (JSON/YAML/jsonpath)
+output of status, render and resolve."""
 
 from __future__ import annotations
 
@@ -107,8 +108,9 @@ def status(
     namespace: str | None = None,
     selector: tuple[Requirement, ...] = (),
 ) -> int:
-    """Print the status; the number of findings (errors, invalid exports, conflicts). The
-    errors themselves were logged once, on stderr, by the source that found them."""
+    """Print the status; the number of findings (errors, invalid exports, conflicts). Every
+    error is said once on stderr, here (the manifest source is read quietly for status; on
+    clusters, errors are logged by the member that found them, and are not in `observed`)."""
     data = status_data(observed, namespace, selector)
     if leases is not None:
         data["sourceLeases"] = leases
@@ -132,6 +134,8 @@ def status(
             print(f"{i['cluster']}/serviceimport/{i['namespace']}/{i['name']}")
     else:
         _status_tables(data, wide=fmt == "wide", leases=leases)
+    for err in data["errors"]:
+        print(f"error: {err}", file=sys.stderr)
     return findings(data)
 
 
@@ -245,7 +249,7 @@ def _status_tables(
     print(table(header + (["SLICES"] if wide else []), rows), end="")
     if leases is not None:
         rows = [[lease["consumer"], lease["source"], lease["state"],
-                 "-" if lease["age"] is None else f"{lease['age']}s", lease["renewed"]]
+                 "-" if lease["age"] is None else f"{lease['age']}s", lease["renewed"] or "-"]
                 for lease in leases]  # fmt: skip
         print()
         print(table(["CONSUMER", "SOURCE-LEASE", "STATE", "AGE", "RENEWED"], rows), end="")
@@ -286,10 +290,16 @@ def resolve(
     )
     if reply == FORWARD:
         if form == "json":
-            print(json.dumps({"name": name, "type": qtype.upper(), "forwarded": True}, indent=2))
-        else:
-            print(f";; {name} {qtype}: not answered by clusterset; forwarded to the upstream "
-                  "cluster DNS")  # fmt: skip
+            fwd: dict[str, Any] = {"name": name, "type": qtype.upper(), "forwarded": True}
+            if explain:
+                fwd["explain"] = why.splitlines()
+            print(json.dumps(fwd, indent=2))
+            return
+        print(f";; {name} {qtype}: not answered by clusterset; forwarded to the upstream "
+              "cluster DNS")  # fmt: skip
+        if explain:
+            print()
+            print(why)
         return
     assert reply is not None
     msg = dns.message.from_wire(reply)

@@ -57,7 +57,7 @@ def check(
 ) -> None:
     """Pre-flight: what exporting a service would change (merged ServiceImport before/after,
     who reports Conflict and which export wins, each consumer's DNS answer). Exit 0: no
-    conflict; 1: it would conflict; 2: bad input.
+    conflict; 1: it would conflict, or the export would be invalid; 2: bad input.
 
     \b
     Examples:

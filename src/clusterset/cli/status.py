@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import datetime as dt
 import io
+import logging
 import time
 from collections.abc import Callable
 from typing import Annotated
@@ -42,8 +42,9 @@ from clusterset.cli.common import (
 from clusterset.cli.wiredns import forward_target
 from clusterset.controller.hub import Hub
 from clusterset.controller.manifest import ClusterSetFeed, Observed
-from clusterset.kube.api import KubeApi
+from clusterset.kube.api import API_ERRORS, KubeApi
 from clusterset.kube.cluster import SOURCE_LEASE_LABEL
+from clusterset.kube.lease import SOURCE_LEASE_DURATION, renewed_at
 from clusterset.manifests.load import SourceError
 from clusterset.manifests.watch import changes
 from clusterset.model import jsonpath
@@ -57,6 +58,8 @@ from clusterset.server import probe
 from clusterset.server.app import compile_view
 from clusterset.server.forward import parse_upstream
 from clusterset.zone import policy
+
+log = logging.getLogger(__name__)
 
 
 @app.command()
@@ -131,7 +134,7 @@ def status(
         found = asyncio.run(_observe_clusters(apis, show, watch=watch))
     else:
         feed = manifest_feed(manifests, state_file, clusterset_cidr, clusterset_cidr_v6)
-        found = asyncio.run(_watch_folder(feed, show)) if watch else show(feed.observe())
+        found = asyncio.run(_watch_folder(feed, show)) if watch else show(feed.observe(quiet=True))
     if found:
         raise SystemExit(1)
 
@@ -156,7 +159,7 @@ async def _watch_folder(feed: ClusterSetFeed, show: Show) -> int:
     """Manifest mode --watch: a look at every change of the folders the watcher reports."""
     last: list[str] = []
     async for changed in changes([feed.root]):
-        _changed(show, feed.observe(changed=changed), None, last)
+        _changed(show, feed.observe(quiet=True, changed=changed), None, last)
     return 0
 
 
@@ -188,32 +191,35 @@ async def _observe_clusters(apis: dict[str, KubeApi], show: Show, *, watch: bool
 
 
 async def _snapshot(hub: Hub, *, ages: bool = True) -> tuple[Observed, list[dict[str, object]]]:
-    """What the hub would compute now, and every member's liveness Leases (with their age, or
-    None for it)."""
+    """What the hub would compute now, and every member's liveness Leases: their state, and
+    with `ages` their age and renewTime (which change at every renewal; watch leaves them
+    out). A member whose Leases cannot be listed is said on stderr, not fatal."""
     state = hub.observe()
     aggregates = rd.aggregate_all(state)
     desired = rd.reconcile(state, ips=hub.clusterset_ips(state, aggregates), aggregates=aggregates)
     leases: list[dict[str, object]] = []
     now = time.time()
     for name, m in hub.members.items():
-        items, _ = await m.api.list(
-            "/apis/coordination.k8s.io/v1/leases", label_selector=SOURCE_LEASE_LABEL
-        )
+        try:
+            items, _ = await m.api.list(
+                "/apis/coordination.k8s.io/v1/leases", label_selector=SOURCE_LEASE_LABEL
+            )
+        except API_ERRORS as exc:
+            log.warning("cluster %s: cannot list the liveness Leases: %s", name, exc)
+            continue
         for lease in items:
             spec = lease.get("spec") or {}
             labels = (lease.get("metadata") or {}).get("labels") or {}
-            renewed = str(spec.get("renewTime") or "")
-            duration = float(spec.get("leaseDurationSeconds") or 30)
-            try:
-                age = now - dt.datetime.fromisoformat(renewed.replace("Z", "+00:00")).timestamp()
-            except ValueError:
-                age = float("inf")
+            duration = float(spec.get("leaseDurationSeconds") or SOURCE_LEASE_DURATION)
+            renewed = renewed_at(lease)
+            age = now - renewed if renewed is not None else float("inf")
             state_name = (
                 "fresh" if age <= duration else "stale" if age <= 2 * duration else "expired"
             )
             leases.append(
                 {"consumer": name, "source": labels.get(SOURCE_LEASE_LABEL, "?"),
-                 "renewed": renewed, "age": round(age, 1) if ages else None, "state": state_name}
+                 "renewed": str(spec.get("renewTime") or "") if ages else None,
+                 "age": round(age, 1) if ages else None, "state": state_name}
             )  # fmt: skip
     return Observed(state, desired, []), leases
 

@@ -19,10 +19,11 @@ from clusterset.cli.common import (
     UsageProblem,
     app,
     default_kubeconfig,
+    each_cluster,
     member_apis,
 )
 from clusterset.cli.output import table
-from clusterset.kube.api import API_ERRORS, KubeApi
+from clusterset.kube.api import KubeApi
 
 DEPLOYMENTS = "/apis/apps/v1/deployments"
 PART_OF = "app.kubernetes.io/part-of=clusterset"
@@ -66,18 +67,15 @@ def version(
 
 
 async def _deployments(apis: dict[str, KubeApi]) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    async def one(name: str, api: KubeApi) -> list[dict[str, Any]]:
-        try:
-            items, _ = await api.list(DEPLOYMENTS, label_selector=PART_OF)
-        finally:
-            await api.close()
+    async def one(api: KubeApi) -> list[dict[str, Any]]:
+        items, _ = await api.list(DEPLOYMENTS, label_selector=PART_OF)
         out = []
         for d in items:
             meta, spec = d.get("metadata") or {}, d.get("spec") or {}
             labels = meta.get("labels") or {}
             containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
             out.append({
-                "cluster": name,
+                "cluster": api.name,
                 "deployment": f"{meta.get('namespace')}/{meta.get('name')}",
                 "component": labels.get("app.kubernetes.io/component", "-"),
                 "version": labels.get("app.kubernetes.io/version", "-"),
@@ -87,14 +85,5 @@ async def _deployments(apis: dict[str, KubeApi]) -> tuple[list[dict[str, Any]], 
             })  # fmt: skip
         return out
 
-    results = await asyncio.gather(*(one(n, a) for n, a in apis.items()), return_exceptions=True)
-    servers: list[dict[str, Any]] = []
-    unreachable: dict[str, str] = {}
-    for name, r in zip(apis, results, strict=True):
-        if isinstance(r, list):
-            servers += r
-        elif isinstance(r, API_ERRORS):
-            unreachable[name] = str(r)
-        else:
-            raise r
-    return servers, unreachable
+    found, unreachable = await each_cluster(apis, one)
+    return [s for name in apis if name in found for s in found[name]], unreachable

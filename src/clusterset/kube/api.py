@@ -144,8 +144,13 @@ def load_contexts(
     for name in names:
         if name is None and not config.current_context:
             raise ConfigError(f"{flag} {path}: no current-context; name one with --context")
+        known = ", ".join(sorted(config.contexts))
+        if name is None and config.current_context not in config.contexts:
+            raise ConfigError(
+                f"{flag} {path}: current-context {config.current_context!r} is not one of its "
+                f"contexts ({known})"
+            )
         if name is not None and name not in config.contexts:
-            known = ", ".join(sorted(config.contexts))
             raise ConfigError(f"--context {name}: not in {flag} {path} (it has: {known})")
         try:
             single = config.get(context_name=name)
@@ -169,14 +174,36 @@ class KubeApi:
 
     @classmethod
     def from_config(cls, name: str, config: SingleConfig, *, base_path: str = "") -> KubeApi:
+        """A client for `config`; ConfigError when a file it names (CA, client certificate
+        or key) cannot be read or used."""
         params = client_adapter.ConnectionParams(timeout=httpx.Timeout(30, connect=5))
-        http = client_adapter.AsyncClient(config, params)
+        try:
+            http = client_adapter.AsyncClient(config, params)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            where = f" ({config.fname})" if config.fname else ""
+            why = (exc.strerror or exc) if isinstance(exc, OSError) else exc
+            raise ConfigError(f"context {name}{where}: a file it names: {why}") from exc
         if base_path:
             http.base_url = httpx.URL(str(http.base_url).rstrip("/") + base_path)
         return cls(name, http)
 
     async def close(self) -> None:
         await self.http.aclose()
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """The response, or ApiError for a status of 400 and above."""
+        r = await self.http.request(method, path, params=params, content=content, headers=headers)
+        if r.status_code >= 400:
+            raise _error(r, path)
+        return r
 
     async def _request(
         self,
@@ -187,9 +214,7 @@ class KubeApi:
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Obj:
-        r = await self.http.request(method, path, params=params, content=content, headers=headers)
-        if r.status_code >= 400:
-            raise _error(r, path)
+        r = await self._send(method, path, params=params, content=content, headers=headers)
         return r.json() if r.content else {}
 
     async def get(self, path: str) -> Obj:
@@ -197,10 +222,7 @@ class KubeApi:
 
     async def get_text(self, path: str, params: Mapping[str, str] | None = None) -> str:
         """A non-JSON GET: a container's log, a pod's /metrics through the API proxy."""
-        r = await self.http.request("GET", path, params=params)
-        if r.status_code >= 400:
-            raise _error(r, path)
-        return r.text
+        return (await self._send("GET", path, params=params)).text
 
     async def list(self, path: str, *, label_selector: str = "") -> tuple[list[Obj], str]:
         """Every item (paginated, 500 a page) and the list's resourceVersion."""

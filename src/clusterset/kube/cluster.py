@@ -7,14 +7,13 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from typing import Any
 
 import httpx2 as httpx
 
 from clusterset.kube import api as k
 from clusterset.kube.informer import Informer
-from clusterset.kube.lease import SOURCE_LEASE_DURATION
+from clusterset.kube.lease import SOURCE_LEASE_DURATION, renewed_at
 from clusterset.model import convert
 from clusterset.model.bag import (
     Grouped,
@@ -90,6 +89,7 @@ class MemberCluster:
         self._reported: set[str] = set()
         self._merged: Objects | None = None  # every converted object together
         self._errors: dict[tuple[str, str], str] = {}
+        self._bad_property: object = None  # an invalid cluster ID property, warned about once
 
     @property
     def reachable(self) -> bool:
@@ -245,33 +245,44 @@ class MemberCluster:
         for lease in informer.store.values() if informer is not None else ():
             labels = (lease.get("metadata") or {}).get("labels") or {}
             spec = lease.get("spec") or {}
+            renewed = renewed_at(lease)
             try:
                 cid = cluster_id(labels.get(SOURCE_LEASE_LABEL, ""))
-                renewed = datetime.fromisoformat(str(spec.get("renewTime")).replace("Z", "+00:00"))
                 valid = self.lease_grace or float(
                     spec.get("leaseDurationSeconds") or SOURCE_LEASE_DURATION
                 )
             except (InvalidName, ValueError, TypeError):
                 continue
-            out[cid] = renewed.timestamp() + valid
+            if renewed is not None:
+                out[cid] = renewed + valid
         return out
 
     def identity(self) -> tuple[ClusterId, str] | None:
         """This cluster's own ID as a member DNS learns it, and where from: its ClusterProperty
-        cluster.clusterset.k8s.io (KEP-2149), else the consumer the hub's Leases here name
-        (the ID the hub gave it); None while neither is there."""
+        cluster.clusterset.k8s.io (KEP-2149), else the consumer the most recently renewed of
+        the hub's Leases here names (the ID the hub gave it); None while neither is there."""
         properties = self.informers.get("clusterproperties")
         prop = properties.store.get(convert.CLUSTER_ID_PROPERTY) if properties else None
-        with contextlib.suppress(InvalidName, TypeError):
-            value = ((prop or {}).get("spec") or {}).get("value")
-            if value is not None:
-                return cluster_id(value), f"ClusterProperty {convert.CLUSTER_ID_PROPERTY}"
+        value = ((prop or {}).get("spec") or {}).get("value")
+        if value is not None:
+            try:
+                return cluster_id(str(value)), f"ClusterProperty {convert.CLUSTER_ID_PROPERTY}"
+            except InvalidName as exc:
+                if self._bad_property != value:  # said once per value
+                    self._bad_property = value
+                    log.warning("cluster %s: ClusterProperty %s ignored: %s",
+                                self.name, convert.CLUSTER_ID_PROPERTY, exc)  # fmt: skip
         informer = self.informers.get("leases")
-        for key, lease in sorted(informer.store.items()) if informer is not None else ():
+        named = []
+        for key, lease in informer.store.items() if informer is not None else ():
             labels = (lease.get("metadata") or {}).get("labels") or {}
             with contextlib.suppress(InvalidName):
-                return cluster_id(labels.get(CONSUMER_LEASE_LABEL, "")), f"the hub's Lease {key}"
-        return None
+                cid = cluster_id(labels.get(CONSUMER_LEASE_LABEL, ""))
+                named.append((renewed_at(lease) or 0.0, key, cid))
+        if not named:
+            return None
+        _, key, cid = max(named)
+        return cid, f"the hub's Lease {key}"
 
     def imported_view(self, cluster: ClusterId | None, generation: int) -> ImportedView:
         objs, _ = self.objects()

@@ -21,15 +21,28 @@ from clusterset.kube.cluster import SOURCE_LEASE_LABEL
 from clusterset.model import convert, labels
 
 REDACTED = "<redacted>"
-# A JWT (every ServiceAccount token is one), a bearer credential, and `key: value` pairs of
-# credential-looking keys, in YAML, JSON or logfmt.
+_KEYS = (
+    r"token|password|passwd|secret|api[_-]?key|client-key-data|client-certificate-data|"
+    r"credentials?|authorization"
+)
+# What a credential looks like, in YAML, JSON (also escaped inside a log line), logfmt,
+# flags, URLs and PEM; each value is consumed whole (quoted values with their spaces).
 _SECRETS = [
-    (re.compile(r"eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]{8,}"), REDACTED),
-    (re.compile(r"(?i)(bearer\s+)[\w.~+/=-]+"), rf"\1{REDACTED}"),
     (
+        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S),
+        REDACTED,
+    ),
+    (re.compile(r"eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]{8,}"), REDACTED),  # a JWT: every SA token
+    (re.compile(r"(?i)\b(bearer|basic)[ \t]+[^\s\"',\\]+"), rf"\1 {REDACTED}"),
+    (re.compile(r"(\b[a-z][\w+.-]*://)[^/\s:@]+:[^/\s@]+@"), rf"\1{REDACTED}@"),  # user:pw@
+    (re.compile(rf"(?i)(--(?:{_KEYS})[ =])[^\s]+"), rf"\1{REDACTED}"),
+    (re.compile(r"(?i)(\b(?:set-)?cookie:[ \t]*)[^\n]+"), rf"\1{REDACTED}"),
+    (
+        # `key: value`, `"key": "value"`, `key=value`, `\"key\":\"value\"`: not when the
+        # key ends a longer word (serviceAccountToken) or the value is on the next line.
         re.compile(
-            r"""(?i)(["']?(?:token|password|client-key-data|client-certificate-data|"""
-            r"""secret|authorization)["']?\s*[:=]\s*["']?)[^\s"',}]+"""
+            rf"""(?i)((?<![\w-])\\?["']?(?:{_KEYS})\\?["']?[ \t]*[:=][ \t]*)"""
+            r"""(\\?"(?:[^"\\\n]|\\[^"])*\\?"|'[^'\n]*'|[^\s,{}\["'\\][^\s,}"'\\]*)"""
         ),
         rf"\1{REDACTED}",
     ),

@@ -49,6 +49,15 @@ def micro_time(t: dt.datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def renewed_at(lease: k.Obj) -> float | None:
+    """A Lease's spec.renewTime in unix seconds; None when it has none or it is unreadable."""
+    raw = str((lease.get("spec") or {}).get("renewTime") or "")
+    try:
+        return dt.datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 def source_renew_interval(duration: float) -> float:
     """How often the hub renews a liveness Lease of `duration` seconds."""
     return duration * SOURCE_RENEW_FRACTION

@@ -58,9 +58,6 @@ class WireError(Exception):
     """wire-dns stopped; the message says why and what was (not) changed. Exit 1."""
 
 
-# What a call to the cluster's API can raise: an answer of the apiserver, or no answer.
-
-
 @dataclass(frozen=True, slots=True)
 class Target:
     """One ConfigMap holding a Corefile that wire-dns edits."""

@@ -54,7 +54,13 @@ def render(template: str, data: Any) -> str:
         out.append(template[pos : m.start()])
         expr = m.group(1).strip()
         if expr.startswith('"') and expr.endswith('"') and len(expr) >= 2:
-            out.append(json.loads(expr))  # a literal such as {"\n"}
+            try:
+                literal = json.loads(expr)  # a literal such as {"\n"}
+            except ValueError as exc:
+                raise JsonPathError(f"{{{expr}}}: not a string literal ({exc})") from exc
+            if not isinstance(literal, str):
+                raise JsonPathError(f"{{{expr}}}: not a string literal")
+            out.append(literal)
         elif expr in ("end",) or expr.startswith(("range", "..", "@")) or "?(" in expr:
             raise JsonPathError(f"{{{expr}}}: not supported (fields, [n] and [*] are)")
         else:

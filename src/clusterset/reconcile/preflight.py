@@ -78,7 +78,7 @@ class Finding:
     dropped_ports: tuple[str, ...] = ()  # ports of the proposed export left out of the merge
 
     @property
-    def conflicting(self) -> bool:
+    def fails(self) -> bool:
         """Exit 1 of `check`: a Conflict somewhere, or the export itself invalid."""
         return bool(self.conflicts) or bool(self.invalid)
 

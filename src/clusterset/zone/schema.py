@@ -70,10 +70,14 @@ def explain(
     if p.form == "outside" and unified_zone:
         p = parse(name, unified_zone)
         selections = state.explain_unified
-        if p.form == "service":
+        imported = p.form == "service" and ServiceKey(p.namespace, p.service) in view.imports
+        if imported:
             lines.append(f"unified {unified_zone} name: answered local-first by clusterset")
         else:
-            lines.append(f"{unified_zone} name clusterset does not answer: forwarded upstream")
+            lines.append(
+                f"{unified_zone} name of no imported service: clusterset forwards it upstream"
+            )
+            return "\n".join(lines)
     lines += [f"name form: {p.form}", f"asked as cluster: {view.cluster or '(any)'}"]
     if p.form == "reserved":
         lines.append(
