@@ -3,8 +3,10 @@ command that takes one, and the kubeconfig defaults are kubectl's."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import re
 import shutil
 import signal
@@ -349,3 +351,31 @@ def test_resolve_explains_a_forwarded_name_too(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "forwarded to the upstream cluster DNS" in out.stdout
     assert out.stdout.rstrip().endswith("of no imported service: clusterset forwards it upstream")
+
+
+def test_a_big_first_read_draws_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    """stderr a terminal (a pty): the bar, with files read of files found; stderr a pipe
+    (logs): no bar, the start-up lines only."""
+    root = tmp_path / "clusters"
+    (root / "member1").mkdir(parents=True)
+    for i in range(600):
+        (root / "member1" / f"s{i}.yaml").write_text(
+            f"apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: default}}\n"
+            f"spec: {{clusterIP: 10.96.{i // 250}.{i % 250 + 1}, ports: [{{port: 80}}]}}\n"
+        )
+    args = [sys.executable, "-m", "clusterset", "status", "--manifests", str(root),
+            "--state-file", str(tmp_path / "a.json"), "-o", "name"]  # fmt: skip
+    primary, secondary = pty.openpty()
+    with subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=secondary) as proc:
+        os.close(secondary)
+        drawn = b""
+        with contextlib.suppress(OSError):  # EIO once the process is gone
+            while chunk := os.read(primary, 65536):
+                drawn += chunk
+        assert proc.wait(timeout=60) == 0
+    os.close(primary)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn.decode(errors="replace"))  # no colours
+    assert "reading manifests" in text and "600/600 files" in text, text[-500:]
+    piped = clusterset("status", "--manifests", str(root), "--state-file",
+                       str(tmp_path / "a.json"), "-o", "name")  # fmt: skip
+    assert "reading manifests" not in piped.stderr

@@ -20,6 +20,7 @@ import typer
 from typer._click import exceptions as click
 
 from clusterset import __version__, logs
+from clusterset.cli.progress import on_terminal
 from clusterset.cli.workers import (
     INTERRUPTED,
     follow_supervisor,
@@ -505,4 +506,5 @@ def manifest_feed(
         cidrs=cidr_networks(v4, v6),
         state_file=state_file,
         read_only=True,
+        progress=on_terminal(),
     )

@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-# Typer vendors Click (typer._click) since 0.2x; its parse errors are that Click's classes.
 from clusterset.cli.common import (
     DEFAULT_CIDR,
     DEFAULT_CIDR_V6,
@@ -48,6 +47,9 @@ from clusterset.cli.common import (
     why,
     zone_settings,
 )
+
+# Typer vendors Click (typer._click) since 0.2x; its parse errors are that Click's classes.
+from clusterset.cli.progress import on_terminal
 from clusterset.controller.hub import Hub
 from clusterset.controller.manifest import ClusterSetFeed, FolderFeed, next_generation
 from clusterset.controller.member import MemberFeed
@@ -137,7 +139,7 @@ def dns(
         )
         run_server(options, lambda s: member.views())
         return
-    feed = FolderFeed(need_manifests(manifests), cluster=cid)
+    feed = FolderFeed(need_manifests(manifests), cluster=cid, progress=on_terminal())
     run_server(options, lambda s: feed.views())
 
 
@@ -203,6 +205,7 @@ def run(
         need_manifests(manifests),
         cidrs=cidr_networks(clusterset_cidr, clusterset_cidr_v6),
         state_file=state_file,
+        progress=on_terminal(),
     )
     feed.check(cid)  # an unreadable folder or an unknown --cluster: one line, exit 2
     run_server(options, lambda s: feed.views(cid))

@@ -9,6 +9,7 @@ each member would import, and DNS serves one member's view of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -21,6 +22,7 @@ from pathlib import Path
 from clusterset.manifests import allocations
 from clusterset.manifests.load import (
     FolderReader,
+    ReadProgress,
     SourceError,
     cluster_name,
     release_workers,
@@ -102,11 +104,18 @@ class _Outage:
 class FolderFeed:
     """One cluster's imported view from DIR."""
 
-    def __init__(self, root: Path, *, cluster: ClusterId | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        cluster: ClusterId | None = None,
+        progress: ReadProgress | None = None,
+    ) -> None:
         if not root.is_dir():
             raise SourceError(f"--manifests {root}: not a directory")
         self.root = root
         self.cluster = cluster
+        self.progress = progress  # told how far the first read is (a terminal's bar)
         self.reader = FolderReader(root)
         self.reader.files()  # unreadable at start: SourceError, one line and exit 2
         self.generation = 0
@@ -123,10 +132,15 @@ class FolderFeed:
         """The view now; `changed`: the watcher's paths (None: look at every file)."""
         if changed is not None and self.root in changed:
             changed = None  # the folder itself was made or moved
+        progress, self.progress = self.progress, None  # the first read only
+        if progress is not None:
+            progress.start(len(self.reader.files()))
         try:
-            objs, errors = self.reader.read(changed)
+            objs, errors = self.reader.read(changed, progress)
         finally:
             release_workers()  # only a first read of a big folder uses them
+            if progress is not None:
+                progress.stop()
         self.errors = _log_errors(errors, self.errors)
         self.generation = next_generation(self.generation)
         return ImportedView(
@@ -183,12 +197,14 @@ class ClusterSetFeed:
         cidrs: dict[IPFamily, allocate.Network],
         state_file: Path | None = None,
         read_only: bool = False,
+        progress: ReadProgress | None = None,
     ) -> None:
         if not root.is_dir():
             raise SourceError(f"--manifests {root}: not a directory")
         self.root = root
         self.cidrs = cidrs
         self.read_only = read_only
+        self.progress = progress  # told how far the first read is (a terminal's bar)
         self.state_file = state_file if state_file is not None else default_state_file(root)
         self.readers: dict[Path, FolderReader] = {}
         self.generation = 0
@@ -245,7 +261,10 @@ class ClusterSetFeed:
         return observed
 
     def _read_folders(
-        self, errors: list[str], changed: Collection[Path] | None
+        self,
+        errors: list[str],
+        changed: Collection[Path] | None,
+        progress: ReadProgress | None = None,
     ) -> dict[ClusterId, ClusterState]:
         """Each folder's ClusterState; one cluster ID claimed by two folders: the folder
         that held it keeps it, else the folder named like the ID, else the first by name.
@@ -270,7 +289,7 @@ class ClusterSetFeed:
                 paths = None
                 if hinted is not None and folder not in hinted.get(self.root, ()):
                     paths = hinted.get(folder, [])
-                objs, errs = reader.read(paths)
+                objs, errs = reader.read(paths, progress)
             except SourceError as exc:
                 self.unreadable.append(str(exc))
                 kept = self.last.get(folder)
@@ -345,10 +364,15 @@ class ClusterSetFeed:
         started = time.monotonic()
         if first and not self.read_only:
             log.info("reading %s (one folder per cluster)", self.root)
+        progress, self.progress = self.progress, None  # the first read only
+        if progress is not None:
+            progress.start(_count_files(self.folders()))
         try:
-            clusters = self._read_folders(errors, changed)
+            clusters = self._read_folders(errors, changed, progress)
         finally:
             release_workers()  # only a first read of a big folder uses them
+            if progress is not None:
+                progress.stop()
         state = ClusterSetState(clusters)
         if first and not self.read_only:
             log.info(
@@ -443,6 +467,15 @@ class ClusterSetFeed:
                     "cluster %r: no folder under %s has this cluster ID", cluster, self.root
                 )
             yield self.view(observed, cluster)
+
+
+def _count_files(folders: list[Path]) -> int:
+    """Manifest files in `folders` (an unreadable one counts 0: its error comes with the read)."""
+    total = 0
+    for folder in folders:
+        with contextlib.suppress(SourceError):
+            total += len(FolderReader(folder).files())
+    return total
 
 
 def _wants(agg: Aggregate | None) -> tuple[IPFamily, ...] | None:

@@ -17,7 +17,7 @@ import multiprocessing
 import os
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -113,7 +113,17 @@ PARALLEL_MIN = 200
 _pool: concurrent.futures.ProcessPoolExecutor | None = None
 
 
-def load_many(paths: list[Path]) -> dict[Path, Loaded] | None:
+class ReadProgress(Protocol):
+    """Told how far a first read of many files is (a terminal's progress bar)."""
+
+    def start(self, total: int) -> None: ...
+
+    def advance(self, files: int) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def load_many(paths: list[Path], progress: ReadProgress | None = None) -> dict[Path, Loaded] | None:
     """Load files read for the first time on every core; None when there are too few or
     worker processes cannot be had (the caller loads them itself)."""
     global _pool
@@ -125,7 +135,12 @@ def load_many(paths: list[Path]) -> dict[Path, Loaded] | None:
             ctx = multiprocessing.get_context("spawn")  # never fork a threaded server
             _pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx)
         results = _pool.map(_load_fresh, [str(p) for p in paths], chunksize=32)
-        return dict(zip(paths, results, strict=True))
+        out = {}
+        for path, loaded in zip(paths, results, strict=True):  # in order, as they come
+            out[path] = loaded
+            if progress is not None:
+                progress.advance(1)
+        return out
     except (OSError, RuntimeError, concurrent.futures.process.BrokenProcessPool) as exc:
         _workers_failed(exc)
         return None
@@ -195,7 +210,9 @@ class FolderReader:
             raise SourceError(f"{self.root}: cannot read folder: {exc.strerror or exc}") from exc
         return sorted(found, key=str)  # one folder: by name (Path's own order is slow)
 
-    def read(self, changed: Collection[Path] | None = None) -> tuple[Objects, list[str]]:
+    def read(
+        self, changed: Collection[Path] | None = None, progress: ReadProgress | None = None
+    ) -> tuple[Objects, list[str]]:
         """All objects of the folder now, and one error line per bad document.
 
         `changed`: the only files that may differ since the last read (the watcher's
@@ -224,10 +241,12 @@ class FolderReader:
             if files == self._files:
                 files = self._files
         swaps: dict[Path, tuple[tuple[Objects, list[str]] | None, tuple[Objects, list[str]]]] = {}
-        loaded = load_many(list(recheck)) if not self._parsed else None
+        loaded = load_many(list(recheck), progress) if not self._parsed else None
         for path in recheck:
             before = self._parsed.get(path)
             got = self._read_file(path, loaded.get(path) if loaded is not None else None)
+            if loaded is None and progress is not None:
+                progress.advance(1)
             if before is None or got[0] is not before[1]:
                 swaps[path] = ((before[1], before[2]) if before is not None else None, got)
         if files is self._files and self._result is not None:
