@@ -305,8 +305,10 @@ def test_member_dns_learns_its_cluster_id_without_being_told(
     own = get(cp, "member2", "/api/v1/namespaces/default/services/who")["spec"]["clusterIP"]
     port, mport = free_port(), free_port()
     controller, _ = hub_and_member2_dns(cp, port)
+    # --ns-service as the chart passes it: here `who` plays the DNS's own Service.
     dns = ["dns", "--kubeconfig", str(in_cluster_kubeconfig(cp, "member2")),
-           "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{mport}", *LEASE]  # fmt: skip
+           "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{mport}", *LEASE,
+           "--ns-service", "default/who"]  # fmt: skip
     name = "who.default.svc.clusterset.local"
     # Earlier tests' hubs left their Leases in member2: the DNS must start without one.
     cp.request("member2", "DELETE", "/apis/coordination.k8s.io/v1/namespaces/kube-system/"
@@ -315,6 +317,8 @@ def test_member_dns_learns_its_cluster_id_without_being_told(
     with logged(*dns) as dns_output:
         wait_answering(port, timeout=60)
         eventually("the guess is said", lambda: "a guess" in dns_output(), timeout=30)
+        # The apex NS's glue: the Service's ClusterIP (it had none without --ns-address).
+        assert answers(port, "ns.dns.clusterset.local") == [own]
         assert "cluster ID: in-cluster (from the kubeconfig context name" in ready_text(mport)
         with logged(*controller):
             eventually("the local copy answers", lambda: answers(port, name) == [own], timeout=60)

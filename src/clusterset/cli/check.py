@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from clusterset.cli.common import service_arg
 from clusterset.controller.hub import Hub
 from clusterset.controller.manifest import ClusterSetFeed
 from clusterset.kube.api import KubeApi
@@ -94,13 +95,6 @@ async def observe_clusters(
             await api.close()
 
 
-def parse_service(value: str) -> ServiceKey:
-    ns, sep, name = value.partition("/")
-    if not sep or not ns or not name:
-        raise SourceError(f"--service {value!r}: expected NAMESPACE/NAME")
-    return ServiceKey(ns, name)
-
-
 def run(
     state: ClusterSetState,
     ips: IPs,
@@ -131,7 +125,7 @@ def run(
                 export.annotations,
             )
     elif service is not None:
-        key = parse_service(service)
+        key = service_arg(service, "--service")
         existing = observed.exports.get(key)
         export = existing if existing is not None else ServiceExport(key.namespace, key.name, when)
     else:

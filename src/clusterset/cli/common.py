@@ -34,7 +34,7 @@ from clusterset.kube.karmada import members as karmada_members
 from clusterset.kube.lease import (
     source_renew_interval,
 )
-from clusterset.model.ids import ClusterId, InvalidName, cluster_id
+from clusterset.model.ids import ClusterId, InvalidName, ServiceKey, cluster_id
 from clusterset.model.objects import IPFamily
 from clusterset.model.state import ImportedView
 from clusterset.reconcile import allocate
@@ -329,6 +329,14 @@ def cluster_arg(name: str) -> ClusterId:
         return cluster_id(name)
     except InvalidName as exc:
         raise UsageProblem(f"--cluster: {exc}") from exc
+
+
+def service_arg(value: str, flag: str) -> ServiceKey:
+    """NAMESPACE/NAME, or one line naming the flag."""
+    ns, sep, name = value.partition("/")
+    if not sep or not ns or not name or "/" in name:
+        raise UsageProblem(f"{flag} {value!r}: expected NAMESPACE/NAME")
+    return ServiceKey(ns, name)
 
 
 def need_manifests(manifests: Path | None) -> Path:

@@ -43,6 +43,7 @@ from clusterset.cli.common import (
     member_apis,
     need_manifests,
     run_server,
+    service_arg,
     source_lease_grace,
     why,
     zone_settings,
@@ -75,6 +76,13 @@ def dns(
     ] = None,
     default_policy: PolicyOpt = policy.KEP,
     ns_address: Annotated[list[str] | None, typer.Option(help="Glue for the apex NS.")] = None,
+    ns_service: Annotated[
+        str | None,
+        typer.Option(
+            help="NAMESPACE/NAME of this server's own Service: its ClusterIPs are the apex NS's "
+            "glue when no --ns-address is given (--kubeconfig only; the chart passes it)."
+        ),
+    ] = None,
     udp_threads: Annotated[int, typer.Option(help="UDP receive threads.")] = 1,
     unified: UnifiedOpt = False,
     upstream: UpstreamOpt = None,
@@ -124,6 +132,8 @@ def dns(
     )
     cid = cluster_arg(cluster) if cluster else None
     kubeconfig = kubeconfig or default_kubeconfig(manifests)
+    if ns_service and kubeconfig is None:
+        raise UsageProblem("--ns-service reads the cluster's Services: it needs --kubeconfig")
     if kubeconfig is not None:
         if manifests is not None:
             raise UsageProblem("--manifests and --kubeconfig are exclusive")
@@ -136,6 +146,7 @@ def dns(
             cluster=cid,
             lease_namespace=source_lease_namespace,
             lease_grace=lease_grace or None,
+            ns_service=service_arg(ns_service, "--ns-service") if ns_service else None,
         )
         run_server(options, lambda s: member.views())
         return

@@ -205,6 +205,7 @@ class ClusterSetFeed:
         self.cidrs = cidrs
         self.read_only = read_only
         self.progress = progress  # told how far the first read is (a terminal's bar)
+        self.read_seconds = 0.0  # how long the last read of the folders took
         self.state_file = state_file if state_file is not None else default_state_file(root)
         self.readers: dict[Path, FolderReader] = {}
         self.generation = 0
@@ -252,12 +253,13 @@ class ClusterSetFeed:
         observed = self.observe(quiet=True)
         if self.unreadable:
             raise SourceError(self.unreadable[0])
-        self.errors = _log_errors(observed.errors, [])
         if cluster not in observed.state.clusters:
             raise SourceError(
                 f"--cluster {cluster}: no folder under {self.root} has this cluster ID "
                 f"(found: {', '.join(sorted(observed.state.clusters)) or 'none'})"
             )
+        _log_read(observed.state, self.read_seconds)
+        self.errors = _log_errors(observed.errors, [])
         return observed
 
     def _read_folders(
@@ -360,9 +362,11 @@ class ClusterSetFeed:
         Each pass updates the last one where its inputs changed (desired.changed_keys);
         the result equals a pass from scratch."""
         errors: list[str] = []
-        first = self._state is None
+        # The first read says what it is doing, unless the caller (check(), status) says
+        # itself: a start that fails must be one error line.
+        say = self._state is None and not self.read_only and not quiet
         started = time.monotonic()
-        if first and not self.read_only:
+        if say:
             log.info("reading %s (one folder per cluster)", self.root)
         progress, self.progress = self.progress, None  # the first read only
         if progress is not None:
@@ -374,14 +378,9 @@ class ClusterSetFeed:
             if progress is not None:
                 progress.stop()
         state = ClusterSetState(clusters)
-        if first and not self.read_only:
-            log.info(
-                "read %d cluster folder(s) in %.1fs: %d exports, %d services, %d EndpointSlices",
-                len(clusters), time.monotonic() - started,
-                sum(len(c.exports) for c in clusters.values()),
-                sum(len(c.services) for c in clusters.values()),
-                sum(len(s) for c in clusters.values() for s in c.slices.values()),
-            )  # fmt: skip
+        self.read_seconds = time.monotonic() - started
+        if say:
+            _log_read(state, self.read_seconds)
         keys = desired.changed_keys(self._state, state) if self._state is not None else None
         before = self._desired
         aggregates = desired.aggregate_all(
@@ -467,6 +466,17 @@ class ClusterSetFeed:
                     "cluster %r: no folder under %s has this cluster ID", cluster, self.root
                 )
             yield self.view(observed, cluster)
+
+
+def _log_read(state: ClusterSetState, seconds: float) -> None:
+    """The first read's one line: what it found and how long it took."""
+    clusters = state.clusters.values()
+    log.info(
+        "read %d cluster folder(s) in %.1fs: %d exports, %d services, %d EndpointSlices",
+        len(clusters), seconds, sum(len(c.exports) for c in clusters),
+        sum(len(c.services) for c in clusters),
+        sum(len(s) for c in clusters for s in c.slices.values()),
+    )  # fmt: skip
 
 
 def _count_files(folders: list[Path]) -> int:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from clusterset.controller.manifest import next_generation
 from clusterset.kube import api as k
 from clusterset.kube.cluster import MEMBER, MemberCluster
-from clusterset.model.ids import ClusterId, InvalidName, cluster_id
+from clusterset.model.ids import ClusterId, InvalidName, ServiceKey, cluster_id
 from clusterset.model.state import ImportedView
 
 log = logging.getLogger(__name__)
@@ -29,8 +29,10 @@ class MemberFeed:
         cluster: ClusterId | None = None,
         lease_namespace: str = "kube-system",
         lease_grace: float | None = None,
+        ns_service: ServiceKey | None = None,
     ) -> None:
         self._wake = asyncio.Event()
+        self.ns_service = ns_service  # this server's own Service: its ClusterIPs are NS glue
         self.member = MemberCluster(
             name,
             api,
@@ -55,7 +57,12 @@ class MemberFeed:
                 self.generation = next_generation(self.generation)
                 cluster = self._own_id()
                 view = self.member.imported_view(cluster, self.generation)
-                yield dataclasses.replace(view, observed_at=seen, cluster_source=self.identity[1])
+                yield dataclasses.replace(
+                    view,
+                    observed_at=seen,
+                    cluster_source=self.identity[1],
+                    ns_addresses=self._ns_glue(),
+                )
                 await self._wake.wait()
                 seen = time.time()
                 await asyncio.sleep(debounce)
@@ -63,6 +70,15 @@ class MemberFeed:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def _ns_glue(self) -> tuple[str, ...]:
+        """The ClusterIPs of --ns-service (none while it is missing or headless)."""
+        if self.ns_service is None:
+            return ()
+        key = f"{self.ns_service.namespace}/{self.ns_service.name}"
+        spec = (self.member.store("services").get(key) or {}).get("spec") or {}
+        ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
+        return tuple(str(ip) for ip in ips if ip and ip != "None")[:2]
 
     def _own_id(self) -> ClusterId | None:
         """The ID local-first compares the source clusters with: --cluster, else the

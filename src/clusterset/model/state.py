@@ -73,6 +73,9 @@ class ImportedView:
     # Where `cluster` came from (--cluster, the ClusterProperty, the hub's Leases, ...):
     # /ready says it, since local-first is only right with the ID the hub uses.
     cluster_source: str = ""
+    # The apex NS's glue as the source found it (the server's own Service's ClusterIPs, for
+    # --ns-service); --ns-address, when given, wins.
+    ns_addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

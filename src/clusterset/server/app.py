@@ -275,7 +275,7 @@ class DnsServer:
                     zone = await asyncio.to_thread(
                         compile_view,
                         view,
-                        self.options.settings,
+                        self._settings(view),
                         None if full else self.holder.zone,
                     )
                 except Exception:  # a bug must not take DNS down: keep the zone we have
@@ -297,6 +297,13 @@ class DnsServer:
             probing.cancel()
             if pending is not None:
                 pending.cancel()
+
+    def _settings(self, view: ImportedView) -> records.ZoneSettings:
+        """The zone's settings, with the glue the source found when no --ns-address was set."""
+        settings = self.options.settings
+        if view.ns_addresses and not settings.ns_addresses:
+            return dataclasses.replace(settings, ns_addresses=view.ns_addresses)
+        return settings
 
     def _install(self, zone: CompiledZone, view: ImportedView) -> None:
         self.identity = (view.cluster, view.cluster_source)
