@@ -96,8 +96,10 @@ def test_a_first_read_on_worker_processes_equals_one_here(
     loaded: list[int] = []
     real = load.load_many
 
-    def counting(paths: list[Path]) -> dict[Path, load.Loaded] | None:
-        got = real(paths)
+    def counting(
+        paths: list[Path], progress: load.ReadProgress | None = None
+    ) -> dict[Path, load.Loaded] | None:
+        got = real(paths, progress)
         loaded.append(len(got) if got is not None else 0)
         return got
 
