@@ -331,7 +331,11 @@ def test_status_watch_prints_again_on_a_change(tmp_path: Path) -> None:
             assert not [line for line in second if "default/serve" in line], second
         finally:
             proc.send_signal(signal.SIGINT)
-            assert proc.wait(timeout=10) == 130  # Ctrl-C, as kubectl get -w
+            try:
+                code = proc.wait(timeout=20)
+            finally:
+                proc.kill()  # never left behind, whatever failed
+        assert code == 130  # Ctrl-C, as kubectl get -w
 
 
 def test_status_jsonpath(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ import dataclasses
 import io
 import logging
 import time
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
 import typer
 
@@ -35,8 +35,10 @@ from clusterset.cli.common import (
     app,
     cluster_arg,
     default_kubeconfig,
+    exit_if_interrupted,
     manifest_feed,
     member_apis,
+    until_signal,
     zone_settings,
 )
 from clusterset.cli.wiredns import forward_target
@@ -155,12 +157,30 @@ def _changed(show: Show, observed: Observed, leases: list[dict[str, object]] | N
         last[:] = [buf.getvalue()]
 
 
+async def _until_stopped(looks: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> int:
+    """--watch: `looks` until SIGINT (exit 130) or SIGTERM (0); `stop` is set first, so that
+    the folder watcher's thread ends at once rather than at its next timeout."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(looks(stop), name="watch")
+    sig = await until_signal(task)
+    stop.set()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    if sig is None:
+        task.result()  # it ended by itself: a failure, raised
+    exit_if_interrupted(sig)
+    return 0
+
+
 async def _watch_folder(feed: ClusterSetFeed, show: Show) -> int:
     """Manifest mode --watch: a look at every change of the folders the watcher reports."""
-    last: list[str] = []
-    async for changed in changes([feed.root]):
-        _changed(show, feed.observe(quiet=True, changed=changed), None, last)
-    return 0
+
+    async def looks(stop: asyncio.Event) -> None:
+        last: list[str] = []
+        async for changed in changes([feed.root], stop=stop):
+            _changed(show, feed.observe(quiet=True, changed=changed), None, last)
+
+    return await _until_stopped(looks)
 
 
 async def _observe_clusters(apis: dict[str, KubeApi], show: Show, *, watch: bool = False) -> int:
@@ -178,10 +198,14 @@ async def _observe_clusters(apis: dict[str, KubeApi], show: Show, *, watch: bool
             raise SourceError(f"clusters not reachable within 30s: {', '.join(late)}") from exc
         if not watch:
             return show(*await _snapshot(hub))
-        last: list[str] = []
-        while True:  # without the Leases' age, which would make every look a change
-            _changed(show, *await _snapshot(hub, ages=False), last)
-            await asyncio.sleep(2)
+
+        async def looks(stop: asyncio.Event) -> None:
+            last: list[str] = []
+            while not stop.is_set():  # without the Leases' age: every look would be a change
+                _changed(show, *await _snapshot(hub, ages=False), last)
+                await asyncio.sleep(2)
+
+        return await _until_stopped(looks)
     finally:
         for t in tasks:
             t.cancel()
