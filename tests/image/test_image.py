@@ -210,9 +210,12 @@ def test_dns_answers_dig_on_port_53_under_the_charts_security_context(
     pod = deployment("clusterset.yaml", "dns")["spec"]["template"]["spec"]
     container = pod["containers"][0]
     # The chart's command line, with a folder of member2's ServiceImports and EndpointSlices
-    # instead of a kubeconfig (no apiserver here); the rest as rendered (--listen=0.0.0.0:53).
+    # instead of a kubeconfig (no apiserver here, so no --ns-service either, which reads the
+    # cluster's Services); the rest as rendered (--listen=0.0.0.0:53).
     args = [
-        "--manifests=/examples" if a.startswith("--kubeconfig=") else a for a in container["args"]
+        "--manifests=/examples" if a.startswith("--kubeconfig=") else a
+        for a in container["args"]
+        if not a.startswith("--ns-service=")
     ]
     assert "--listen=0.0.0.0:53" in args
     assert capabilities(container["securityContext"]) == ["CAP_NET_BIND_SERVICE"]

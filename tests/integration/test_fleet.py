@@ -474,14 +474,25 @@ def test_gather_bundle_has_the_pods_logs_and_metrics(fleet: Fleet, tmp_path: Pat
 
 
 def test_version_reports_what_runs_in_each_member(fleet: Fleet) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "clusterset", "version", f"--kubeconfig={fleet.cp.kubeconfig_path}",
-         "--context=member1", "--context=member2", "-o", "json"],
-        capture_output=True, text=True, timeout=60, check=True,
-    ).stdout  # fmt: skip
-    got = json.loads(out)
+    """What runs, and how much of it is ready (after the leader test, a controller pod may
+    still be starting: wait until every replica is)."""
+
+    def version() -> dict[str, Any]:
+        out = subprocess.run(
+            [sys.executable, "-m", "clusterset", "version",
+             f"--kubeconfig={fleet.cp.kubeconfig_path}", "--context=member1",
+             "--context=member2", "-o", "json"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+        got: dict[str, Any] = json.loads(out)
+        return got
+
+    def all_ready() -> dict[str, Any]:
+        v = version()
+        return v if all(s["ready"] == s["replicas"] for s in v["servers"]) else {}
+
+    got = eventually("every clusterset replica ready", all_ready, timeout=120, interval=2)
     running = {(s["cluster"], s["component"]): s for s in got["servers"]}
     assert set(running) == {("member1", "dns"), ("member1", "controller"), ("member2", "dns")}, got
-    assert all(s["version"] == clusterset.__version__ and s["ready"] == s["replicas"]
-               for s in running.values()), got  # fmt: skip
+    assert all(s["version"] == clusterset.__version__ for s in running.values()), got
     assert got["client"] == clusterset.__version__ and got["unreachable"] == {}
