@@ -92,26 +92,31 @@ def test_every_queried_metric_is_exported(control_plane: ControlPlane, tmp_path:
                     "--metrics-listen", f"127.0.0.1:{dport}"):  # fmt: skip
         exported |= scrape(dport)
     cport = free_port()
-    proc = subprocess.Popen(
+    # As the unprivileged user: every metric family is registered at start, and a controller
+    # that may not read or write leaves the session's clusters to the other tests.
+    with subprocess.Popen(
         [sys.executable, "-m", "clusterset", "controller", "--kubeconfig",
-         str(control_plane.kubeconfig_path), "--context", "member1", "--context", "member2",
+         str(control_plane.user_kubeconfig()), "--context", "member1", "--context", "member2",
          "--metrics-listen", f"127.0.0.1:{cport}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        started = time.monotonic()
-        hub = eventually(
-            "the controller's /metrics with its reconcile histogram",
-            lambda: (
-                (m := _try_scrape(cport)) and "clusterset_reconcile_duration_seconds" in m and m
-            ),
-            timeout=60,
-        )
-        exported |= hub
-        print(f"controller metrics after {time.monotonic() - started:.1f} s")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+    ) as proc:  # fmt: skip
+        try:
+            started = time.monotonic()
+            hub = eventually(
+                "the controller's /metrics with its reconcile histogram",
+                lambda: (
+                    (m := _try_scrape(cport)) and "clusterset_reconcile_duration_seconds" in m and m
+                ),
+                timeout=60,
+            )
+            exported |= hub
+            print(f"controller metrics after {time.monotonic() - started:.1f} s")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            finally:
+                proc.kill()
     missing = queried_metrics() - exported
     assert not missing, f"queried but not exported: {sorted(missing)}"
 
