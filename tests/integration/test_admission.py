@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -34,10 +35,9 @@ pytestmark = [pytest.mark.kube, pytest.mark.timeout(300)]
 NS = "preflight"
 VWC = "clusterset-preflight"
 VWC_PATH = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
-PORT = free_port()
 
 
-def webhook_configuration(member: str) -> dict[str, Any]:
+def webhook_configuration(member: str, port: int) -> dict[str, Any]:
     """What the chart renders in a member (admission.url set), before the hub's caBundle."""
     rules = [
         {
@@ -60,7 +60,7 @@ def webhook_configuration(member: str) -> dict[str, Any]:
         "webhooks": [
             {
                 "name": "preflight.clusterset.io",
-                "clientConfig": {"url": f"https://127.0.0.1:{PORT}/validate/{member}"},
+                "clientConfig": {"url": f"https://127.0.0.1:{port}/validate/{member}"},
                 "rules": rules,
                 "failurePolicy": "Ignore",
                 "sideEffects": "None",
@@ -116,8 +116,11 @@ def service(cp: ControlPlane, cluster: str, name: str, port: int) -> None:
 @pytest.fixture(scope="module")
 def world(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[ControlPlane, Path]]:
+) -> Iterator[tuple[ControlPlane, Path, int]]:
     cp = control_plane
+    # The webhook's port is picked now, not at collection: a port free when the tests were
+    # collected may be some connection's ephemeral port half an hour later.
+    port = free_port()
     certs = tmp_path_factory.mktemp("webhook-certs")
     pki = cp.workdir / "pki"
     shutil.copy(pki / "serving.crt", certs / "tls.crt")
@@ -134,14 +137,14 @@ def world(
                 "metadata": {"name": NS, "labels": {"clusterset.io/preflight": "enabled"}},
             },
         )
-        apply(cp, member, f"{VWC_PATH}/{VWC}", webhook_configuration(member))
+        apply(cp, member, f"{VWC_PATH}/{VWC}", webhook_configuration(member, port))
     # member1 exports web on http:80 (the older export); member2 has web on http:8080.
     service(cp, "member1", "web", 80)
     apply(cp, "member1", f"{MCS}/namespaces/{NS}/serviceexports/web", export_obj("web"))
     service(cp, "member2", "web", 8080)
     service(cp, "member2", "other", 8080)
     try:
-        yield cp, certs
+        yield cp, certs, port
     finally:
         # No namespace controller here (a deleted namespace would stay Terminating with its
         # objects): remove what this module and its hub made, and leave the empty namespace.
@@ -159,32 +162,38 @@ def world(
 
 
 @contextlib.contextmanager
-def controller(cp: ControlPlane, certs: Path, *extra: str) -> Iterator[None]:
+def controller(cp: ControlPlane, certs: Path, port: int, *extra: str) -> Iterator[None]:
     """The hub with its webhook; its output must hold no traceback (shutdown included)."""
     args = [
         "controller", "--kubeconfig", str(cp.kubeconfig_path),
         "--context", "member1", "--context", "member2", "--no-leader-elect",
-        "--webhook-listen", f"127.0.0.1:{PORT}", "--webhook-cert-dir", str(certs),
+        "--webhook-listen", f"127.0.0.1:{port}", "--webhook-cert-dir", str(certs),
         "--webhook-config", VWC, *extra,
     ]  # fmt: skip
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen([sys.executable, "-m", "clusterset", *args], stdout=log, stderr=log)
         try:
             yield
-        finally:
+        except BaseException:
+            # What the hub said is what explains a failed wait: show it with the failure.
             proc.terminate()
             proc.wait(timeout=15)
             log.seek(0)
-            output = log.read().decode(errors="replace")
+            sys.stderr.write(log.read().decode(errors="replace")[-8000:])
+            raise
+        proc.terminate()
+        proc.wait(timeout=15)
+        log.seek(0)
+        output = log.read().decode(errors="replace")
         assert "Traceback" not in output, output[-4000:]
 
 
 def test_conflicting_export_gets_the_warning_then_the_apiserver_survives_the_webhook(
-    world: tuple[ControlPlane, Path],
+    world: tuple[ControlPlane, Path, int],
 ) -> None:
-    cp, certs = world
+    cp, certs, port = world
     path = f"{MCS}/namespaces/{NS}/serviceexports"
-    with controller(cp, certs):
+    with controller(cp, certs, port):
         eventually(
             "the hub's CA in member2's caBundle",
             lambda: (get(cp, "member2", f"{VWC_PATH}/{VWC}") or {})["webhooks"][0][
@@ -217,11 +226,11 @@ def test_conflicting_export_gets_the_warning_then_the_apiserver_survives_the_web
     assert time.monotonic() - started < 5
 
 
-def test_deny_conflicts_refuses_the_export(world: tuple[ControlPlane, Path]) -> None:
-    cp, certs = world
+def test_deny_conflicts_refuses_the_export(world: tuple[ControlPlane, Path, int]) -> None:
+    cp, certs, port = world
     path = f"{MCS}/namespaces/{NS}/serviceexports"
     cp.request("member2", "DELETE", f"{path}/web")
-    with controller(cp, certs, "--deny-conflicts"):
+    with controller(cp, certs, port, "--deny-conflicts"):
 
         def refused() -> Any:
             status, body, _ = create(cp, "member2", path, export_obj("web"), dry_run=True)
@@ -232,8 +241,27 @@ def test_deny_conflicts_refuses_the_export(world: tuple[ControlPlane, Path]) -> 
         assert "PortConflict" in body["message"]
 
 
-def test_check_reads_real_clusters(world: tuple[ControlPlane, Path]) -> None:
-    cp, _ = world
+def test_a_webhook_port_in_use_is_one_error_line(world: tuple[ControlPlane, Path, int]) -> None:
+    cp, certs, _ = world
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run(
+            [sys.executable, "-m", "clusterset", "controller", "--kubeconfig", str(cp.kubeconfig_path),
+             "--context", "member1", "--no-leader-elect", "--metrics-listen", "127.0.0.1:0",
+             "--webhook-listen", f"127.0.0.1:{port}", "--webhook-cert-dir", str(certs)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr, r.stderr
+    errors = [line for line in r.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, r.stderr
+    assert f"127.0.0.1:{port}" in errors[0], r.stderr
+
+
+def test_check_reads_real_clusters(world: tuple[ControlPlane, Path, int]) -> None:
+    cp, _, _ = world
     cp.request("member2", "DELETE", f"{MCS}/namespaces/{NS}/serviceexports/web")
     r = subprocess.run(
         [sys.executable, "-m", "clusterset", "check", "--kubeconfig", str(cp.kubeconfig_path),

@@ -115,11 +115,14 @@ def process(*args: str) -> Iterator[subprocess.Popen[bytes]]:
             print(output[-4000:])
 
 
-METRICS_PORT = free_port()
+@pytest.fixture(scope="module")
+def metrics_port() -> int:
+    """Picked when the module starts, not at collection (by then, maybe someone's port)."""
+    return free_port()
 
 
 @pytest.fixture(scope="module")
-def hub(control_plane: ControlPlane) -> Iterator[ControlPlane]:
+def hub(control_plane: ControlPlane, metrics_port: int) -> Iterator[ControlPlane]:
     cp = control_plane
     with process(
         "controller",
@@ -132,17 +135,17 @@ def hub(control_plane: ControlPlane) -> Iterator[ControlPlane]:
         "--context",
         "member3",
         "--metrics-listen",
-        f"127.0.0.1:{METRICS_PORT}",
+        f"127.0.0.1:{metrics_port}",
     ):
         yield cp
 
 
-def test_controller_metrics_and_readiness(hub: ControlPlane) -> None:
+def test_controller_metrics_and_readiness(hub: ControlPlane, metrics_port: int) -> None:
     import urllib.request
 
     def scrape() -> str | None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
                 text: str = r.read().decode()
         except OSError:  # not listening yet
             return None
@@ -156,7 +159,7 @@ def test_controller_metrics_and_readiness(hub: ControlPlane) -> None:
     assert 'clusterset_cluster_synced{cluster="member1"} 1.0' in text
     assert 'clusterset_objects{cluster="member2",kind="serviceimports"}' in text
     assert "clusterset_leader 1.0" in text
-    with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/ready", timeout=5) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/ready", timeout=5) as r:
         assert r.status == 200
 
 

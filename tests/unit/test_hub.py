@@ -110,3 +110,21 @@ def test_a_slow_reconcile_does_not_delay_lease_renewal(monkeypatch: pytest.Monke
         assert max(gaps) < 0.3, f"a renewal waited {max(gaps):.2f}s for the reconcile"
 
     asyncio.run(scenario())
+
+
+def test_the_hub_stops_when_cancelled_as_a_change_arrives() -> None:
+    """A controller under a stream of watch events never exited on SIGTERM: 3.11's
+    asyncio.wait_for swallowed the cancellation that arrived as the wake event was set, and
+    the reconcile loop (so the TaskGroup, so main) went on forever."""
+
+    async def scenario() -> None:
+        for _ in range(20):
+            hub = Hub({}, resync=60.0)
+            running = asyncio.create_task(hub.run())
+            await asyncio.sleep(0.01)
+            hub._wake.set()  # what a member's watch event does (on_change)
+            running.cancel()
+            done, _ = await asyncio.wait({running}, timeout=2)
+            assert done, "the hub went on after its cancellation"
+
+    asyncio.run(scenario())

@@ -77,9 +77,8 @@ async def observe_clusters(
     tasks = [asyncio.create_task(m.run(), name=f"check-{n}") for n, m in hub.members.items()]
     try:
         try:
-            await asyncio.wait_for(
-                asyncio.gather(*(m.wait_synced() for m in hub.members.values())), within
-            )
+            async with asyncio.timeout(within):
+                await asyncio.gather(*(m.wait_synced() for m in hub.members.values()))
         except TimeoutError as exc:
             late = [n for n, m in hub.members.items() if not m.synced]
             raise SourceError(

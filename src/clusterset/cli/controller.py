@@ -189,32 +189,35 @@ def controller(
         ops.start()
 
     async def main() -> None:
-        task = asyncio.create_task(hub.run(), name="hub")
         webhook = None
         if webhook_args is not None:
             from clusterset.controller import admission
 
             host, port, certs = webhook_args
-            webhook = asyncio.create_task(
-                admission.run(
-                    hub,
-                    host=host,
-                    port=port,
-                    certs=certs,
-                    config_name=webhook_config,
-                    deny=deny_conflicts,
-                ),
-                name="admission",
-            )
+            webhook = admission.AdmissionServer(
+                lambda: admission.hub_view(hub), host=host, port=port, certs=certs,
+                deny=deny_conflicts,
+            )  # fmt: skip
+            await webhook.start()  # a port in use is one error line, before anything runs
+
+        async def run() -> None:
+            # One task: a webhook that fails stops the controller (and says why), as the
+            # hub does; a hub running beside a dead webhook would fail its users silently.
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(hub.run(), name="hub")
+                if webhook is not None:
+                    tg.create_task(
+                        admission.run(hub, webhook, config_name=webhook_config),
+                        name="admission",
+                    )
+
+        task = asyncio.create_task(run(), name="controller")
         sig = await until_signal(task)
         stopped_itself = sig is None
         ended.set()
-        if stopped_itself:  # hub.run never returns on its own: say why it stopped, once
+        if stopped_itself:  # the hub never returns on its own: say why it stopped, once
             log.error("controller stopped, exiting: %s", why(task.exception()))
         task.cancel()
-        if webhook is not None:
-            webhook.cancel()
-            await asyncio.gather(webhook, return_exceptions=True)
         await asyncio.gather(task, return_exceptions=True)  # its failure is logged above
         if elector is not None:
             await elector.release()

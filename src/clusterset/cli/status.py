@@ -190,9 +190,8 @@ async def _observe_clusters(apis: dict[str, KubeApi], show: Show, *, watch: bool
     tasks = [asyncio.create_task(m.run()) for m in hub.members.values()]
     try:
         try:
-            await asyncio.wait_for(
-                asyncio.gather(*(m.wait_synced() for m in hub.members.values())), 30
-            )
+            async with asyncio.timeout(30):
+                await asyncio.gather(*(m.wait_synced() for m in hub.members.values()))
         except TimeoutError as exc:
             late = [n for n, m in hub.members.items() if not m.synced]
             raise SourceError(f"clusters not reachable within 30s: {', '.join(late)}") from exc

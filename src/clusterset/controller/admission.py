@@ -32,6 +32,7 @@ from clusterset.model.objects import ServiceExport
 from clusterset.model.state import ClusterSetState, ImportedView
 from clusterset.reconcile import desired as rd
 from clusterset.reconcile import preflight
+from clusterset.server.errors import ListenError
 from clusterset.zone import lookup
 
 log = logging.getLogger(__name__)
@@ -189,9 +190,14 @@ class AdmissionServer:
         self.writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
-        self.server = await asyncio.start_server(
-            self._serve, self.host, self.port, ssl=self.certs.context
-        )
+        try:
+            self.server = await asyncio.start_server(
+                self._serve, self.host, self.port, ssl=self.certs.context
+            )
+        except OSError as exc:
+            raise ListenError(
+                f"--webhook-listen {self.host}:{self.port}: {exc.strerror or exc}"
+            ) from exc
         self.port = self.server.sockets[0].getsockname()[1]
         log.info("admission webhook on https://%s:%d/validate/<member>", self.host, self.port)
 
@@ -277,17 +283,13 @@ class AdmissionServer:
 
 async def run(
     hub: Hub,
+    server: AdmissionServer,
     *,
-    host: str,
-    port: int,
-    certs: CertFiles,
     config_name: str | None,
-    deny: bool,
     interval: float = 30.0,
 ) -> None:
-    """Serve the webhook until cancelled; keep certificates and members' caBundles fresh."""
-    server = AdmissionServer(lambda: hub_view(hub), host=host, port=port, certs=certs, deny=deny)
-    await server.start()
+    """Serve the started webhook until cancelled; keep certificates and members' caBundles
+    fresh."""
     missing: set[str] = set()  # members already told they lack the configuration
     try:
         while True:

@@ -208,7 +208,8 @@ class Hub:
         backoff = 0.5
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.resync)
+                async with asyncio.timeout(self.resync):
+                    await self._wake.wait()
                 full = False
             except TimeoutError:
                 full = True  # the periodic resync: everything from scratch
@@ -229,7 +230,8 @@ class Hub:
                 # Retry after the backoff, or at once when any cluster reports a change:
                 # one failing member must not delay the others.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+                    async with asyncio.timeout(backoff):
+                        await self._wake.wait()
                 backoff = min(30.0, backoff * 2)
                 self._wake.set()
 

@@ -105,7 +105,8 @@ async def changes(
         full_at = loop.time() + rescan
         while True:
             try:
-                await asyncio.wait_for(wake.wait(), recheck)
+                async with asyncio.timeout(recheck):
+                    await wake.wait()
             except TimeoutError:
                 now = _identity(paths)
                 if now == identity and (not task.done() or None in now):

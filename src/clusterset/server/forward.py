@@ -520,7 +520,8 @@ class Forwarder:
             return refused(query)
         self.forwarded += 1
         try:
-            reply = await asyncio.wait_for(self._tcp_exchange(query), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                reply = await self._tcp_exchange(query)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, struct.error):
             self.timeouts += 1
             return servfail(query)

@@ -89,7 +89,8 @@ def targets(view: ImportedView, *, per_cluster: int = 3) -> list[Target]:
 
 async def tcp_ok(address: str, port: int, limit: float) -> tuple[bool, str]:
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(address, port), limit)
+        async with asyncio.timeout(limit):
+            _, writer = await asyncio.open_connection(address, port)
     except (OSError, TimeoutError) as exc:
         return False, f"{address}:{port}: {type(exc).__name__}"
     writer.close()

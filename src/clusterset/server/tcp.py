@@ -84,10 +84,12 @@ class TcpServer:
             while True:
                 conn.idle_since = loop.time()
                 try:
-                    head = await asyncio.wait_for(reader.readexactly(2), self.idle_timeout)
+                    async with asyncio.timeout(self.idle_timeout):
+                        head = await reader.readexactly(2)
                     conn.idle_since = None
                     (length,) = struct.unpack("!H", head)
-                    query = await asyncio.wait_for(reader.readexactly(length), self.io_timeout)
+                    async with asyncio.timeout(self.io_timeout):
+                        query = await reader.readexactly(length)
                 except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                     return
                 holder.counters.queries_tcp += 1
@@ -106,7 +108,8 @@ class TcpServer:
                     log_query(writer.get_extra_info("peername"), "tcp", query, reply)
                 writer.write(struct.pack("!H", len(reply)) + reply)
                 try:
-                    await asyncio.wait_for(writer.drain(), self.io_timeout)
+                    async with asyncio.timeout(self.io_timeout):
+                        await writer.drain()
                 except TimeoutError:
                     return  # a client that does not read its replies
         except ConnectionError:
@@ -116,7 +119,8 @@ class TcpServer:
                 del self._conns[writer]
             writer.close()
             try:
-                await asyncio.wait_for(writer.wait_closed(), self.io_timeout)
+                async with asyncio.timeout(self.io_timeout):
+                    await writer.wait_closed()
             except Exception:
                 writer.transport.abort()  # unsent replies to a client that does not read
 
