@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -165,3 +166,47 @@ def test_workers_exit_when_the_supervisor_dies_while_they_start(tmp_path: Path) 
     while any(running(pid) for pid in workers):
         assert time.monotonic() < deadline, "orphaned workers still running"
         time.sleep(0.1)
+
+
+def test_a_stopped_worker_is_killed_and_replaced(tmp_path: Path) -> None:
+    """A hung worker keeps its socket, so the kernel keeps giving it its share of the
+    flows: without the heartbeat, a SIGSTOPped worker left half the clients unanswered for
+    as long as it was stopped (issue 20 item 7). Also `run --workers` with --state-file:
+    worker 0 is its one writer now."""
+    mport = free_port(run=2)
+    args = ["run", "--manifests", str(ROOT / "examples" / "clusters"), "--cluster", "member2"]
+    args += ["--state-file", str(tmp_path / "alloc.json")]
+    with clusterset(*args, "--workers", "2", "--metrics-listen", f"127.0.0.1:{mport}") as (
+        port,
+        proc,
+    ):
+        deadline = time.monotonic() + 15
+        while len(children(proc.pid)) < 2 or not all(
+            ready(f"http://127.0.0.1:{mport + i}/ready") for i in range(2)
+        ):
+            assert time.monotonic() < deadline, "two ready workers"
+            time.sleep(0.1)
+        workers = children(proc.pid)
+        before = answers(port, 20)
+        assert len(before) == 2, before
+        time.sleep(1)  # a worker that has served a while (and so has sent heartbeats)
+        os.kill(workers[1], signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            lost = answers(port, 20)
+            assert any("no answer" in a for a in lost), lost  # the hang is felt meanwhile
+            while workers[1] in children(proc.pid):
+                assert time.monotonic() - stopped < 20, "the stopped worker is still there"
+                time.sleep(0.1)
+            replaced = time.monotonic() - stopped
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(workers[1], signal.SIGCONT)
+        assert replaced < 10, replaced  # HEARTBEAT_TIMEOUT (5 s) and a poll
+        assert answers(port, 40) == before  # the survivor alone, then both
+        while not ready(f"http://127.0.0.1:{mport + 1}/ready"):
+            assert time.monotonic() - stopped < 30
+            time.sleep(0.1)
+        assert answers(port, 40) == before
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0

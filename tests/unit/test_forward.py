@@ -123,3 +123,25 @@ def test_forwarded_reply_over_our_udp_size_is_truncated() -> None:
     r = dns.message.from_wire(forward.truncated(b"\x00\x00\x81\x80", q, qend, edns, 1232))
     assert r.flags & dns.flags.TC and r.payload == 1232 and not r.answer
     assert r.question[0].name.to_text() == "big.example.com."
+
+
+def test_cache_key_separates_cd() -> None:
+    """CD=1 answers skipped validation upstream: a CD=0 client must not get them."""
+    q = dns.message.make_query("example.com.", "A", use_edns=0)
+    plain = q.to_wire()
+    q.flags |= dns.flags.CD
+    cd = q.to_wire()
+    qend, edns, do = question_end(plain)
+    assert Cache.key(plain, qend, edns, do) != Cache.key(cd, qend, edns, do)
+
+
+def test_with_payload_rewrites_only_the_opt_size() -> None:
+    q = dns.message.make_query("example.com.", "A", use_edns=0)
+    r = dns.message.make_response(q, our_payload=8192)
+    r.answer.append(dns.rrset.from_text("example.com.", 60, "IN", "A", "192.0.2.1"))
+    out = dns.message.from_wire(forward.with_payload(r.to_wire(), 1232))
+    assert out.payload == 1232 and out.answer == r.answer
+    assert forward.with_payload(r.to_wire(), 100)[-8:-6] == b"\x02\x00"  # never below 512
+    plain = dns.message.make_response(dns.message.make_query("example.com.", "A")).to_wire()
+    assert forward.with_payload(plain, 1232) == plain  # no OPT: nothing to rewrite
+    assert forward.with_payload(r.to_wire()[:20], 1232) == r.to_wire()[:20]  # malformed

@@ -259,7 +259,9 @@ def test_a_bug_while_reading_costs_one_pass_not_the_feed(
     root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def three_changes(paths: object, *, stop: object = None) -> AsyncIterator[None]:
-        for _ in range(3):
+        for i in range(3):
+            if i == 2:  # something new for the pass after the failed one to serve
+                (root / "member1" / "more.yaml").write_text(exported("more"))
             yield None
 
     monkeypatch.setattr(manifest, "changes", three_changes)

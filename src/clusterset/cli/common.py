@@ -25,6 +25,7 @@ from clusterset.cli.workers import (
     INTERRUPTED,
     follow_supervisor,
     for_worker,
+    heartbeat,
     supervise,
     worker_index,
 )
@@ -412,7 +413,17 @@ def run_server(
         supervise(options.workers)
         return
     server = DnsServer(options)
-    uvloop.run(serve_until_stopped(server, make_views(server)))
+
+    async def main() -> None:
+        # A worker beats once it serves (joined the port); a hung one is replaced.
+        beat = None if index is None else asyncio.create_task(heartbeat(server.serving))
+        try:
+            await serve_until_stopped(server, make_views(server))
+        finally:
+            if beat is not None:
+                beat.cancel()
+
+    uvloop.run(main())
 
 
 KubeconfigOpt = Annotated[

@@ -51,6 +51,7 @@ from clusterset.cli.common import (
 
 # Typer vendors Click (typer._click) since 0.2x; its parse errors are that Click's classes.
 from clusterset.cli.progress import on_terminal
+from clusterset.cli.workers import worker_index
 from clusterset.controller.hub import Hub
 from clusterset.controller.manifest import ClusterSetFeed, FolderFeed, next_generation
 from clusterset.controller.member import MemberFeed
@@ -201,8 +202,6 @@ def run(
         udp_size=udp_size,
         workers=workers,
     )
-    if workers > 1 and state_file is not None:
-        raise UsageProblem("--workers: --state-file cannot be written by several processes")
     kubeconfig = kubeconfig or default_kubeconfig(manifests, karmada_kubeconfig)
     if kubeconfig is not None or karmada_kubeconfig is not None:
         if manifests is not None:
@@ -216,6 +215,8 @@ def run(
         need_manifests(manifests),
         cidrs=cidr_networks(clusterset_cidr, clusterset_cidr_v6),
         state_file=state_file,
+        # --workers: worker 0 allocates ClusterSetIPs, the others serve what it wrote.
+        follow=(worker_index() or 0) > 0,
         progress=on_terminal(),
     )
     feed.check(cid)  # an unreadable folder or an unknown --cluster: one line, exit 2

@@ -5,10 +5,17 @@ x N), so a worker that dies takes nothing from the others, and the kernel spread
 over the sockets still open. The supervisor starts this same command N times (the
 worker's index in CLUSTERSET_WORKER), restarts a worker that dies, and forwards SIGTERM
 and SIGINT. Worker i serves /metrics, /health and /ready on the --metrics-listen port + i.
+
+A worker that hangs (stopped, deadlocked) keeps its socket: the kernel goes on giving it
+its share of the flows, which nobody answers. So each serving worker writes a heartbeat
+byte into a pipe from its event loop every HEARTBEAT seconds; one silent for
+HEARTBEAT_TIMEOUT is killed, and restarted like a worker that died.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -22,7 +29,9 @@ from types import FrameType
 from clusterset.server.app import DnsOptions, parse_listen
 
 log = logging.getLogger(__name__)
-WORKER_ENV = "CLUSTERSET_WORKER"  # "INDEX:SUPERVISOR_PID"
+WORKER_ENV = "CLUSTERSET_WORKER"  # "INDEX:SUPERVISOR_PID:HEARTBEAT_FD"
+HEARTBEAT = 0.5  # seconds between a serving worker's heartbeats
+HEARTBEAT_TIMEOUT = 5.0  # a serving worker silent this long is hung: killed and restarted
 RESTART_EVERY = 1.0  # seconds: a worker that keeps dying restarts at most this often
 USAGE = 2  # a worker's exit status for bad flags or a busy port: restarting cannot help
 INTERRUPTED = 130  # the exit status after SIGINT (shells', kubectl's), a worker's included
@@ -38,7 +47,7 @@ def follow_supervisor(every: float = 1.0) -> None:
     """In a worker: SIGTERM ourselves (a graceful exit) once the supervisor is gone, even
     when it was killed with SIGKILL and could not forward anything, and even before this
     worker got here (its pid comes from the environment, not from getppid() now)."""
-    parent = int(os.environ[WORKER_ENV].partition(":")[2] or 0)
+    parent = int(os.environ[WORKER_ENV].split(":")[1] or 0)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -47,6 +56,23 @@ def follow_supervisor(every: float = 1.0) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="follow-supervisor", daemon=True).start()
+
+
+async def heartbeat(serving: asyncio.Event) -> None:
+    """In a worker: a byte into the supervisor's pipe every HEARTBEAT seconds from when it
+    is `serving` (the supervisor counts from the first beat). From the event loop, so a
+    loop that stops turning stops the beats."""
+    fields = os.environ.get(WORKER_ENV, "").split(":")
+    if len(fields) < 3 or not fields[2].isdigit():
+        return
+    fd = int(fields[2])
+    os.set_blocking(fd, False)
+    await serving.wait()
+    while True:
+        # A full pipe (the supervisor busy) or a gone supervisor: nothing to tell.
+        with contextlib.suppress(BlockingIOError, BrokenPipeError):
+            os.write(fd, b".")
+        await asyncio.sleep(HEARTBEAT)
 
 
 def for_worker(options: DnsOptions, index: int) -> DnsOptions:
@@ -65,11 +91,31 @@ def supervise(workers: int) -> None:
     interrupted = False
     procs: list[subprocess.Popen[bytes]] = []
     started: list[float] = []
+    beats: list[int] = []  # the read end of each worker's heartbeat pipe
+    beat_at: list[float | None] = []  # its last heartbeat; None before its first
 
     def spawn(i: int) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(argv, env={**os.environ, WORKER_ENV: f"{i}:{os.getpid()}"})
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        env = {**os.environ, WORKER_ENV: f"{i}:{os.getpid()}:{write}"}
+        proc = subprocess.Popen(argv, env=env, pass_fds=(write,))
+        os.close(write)
+        if i < len(beats):
+            os.close(beats[i])
+            beats[i], beat_at[i] = read, None
+        else:
+            beats.append(read)
+            beat_at.append(None)
         log.info("workers: worker %d started (pid %d)", i, proc.pid)
         return proc
+
+    def hung(i: int) -> bool:
+        """Worker i beat before and has been silent for HEARTBEAT_TIMEOUT."""
+        with contextlib.suppress(BlockingIOError):
+            while os.read(beats[i], 4096):
+                beat_at[i] = time.monotonic()
+        last = beat_at[i]
+        return last is not None and time.monotonic() - last > HEARTBEAT_TIMEOUT
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping, interrupted
@@ -89,6 +135,13 @@ def supervise(workers: int) -> None:
         time.sleep(0.2)
         for i, p in enumerate(procs):
             code = p.poll()
+            if code is None and not stopping and hung(i):
+                log.error(
+                    "workers: worker %d (pid %d) sent no heartbeat for %gs: killing it",
+                    i, p.pid, HEARTBEAT_TIMEOUT,
+                )  # fmt: skip
+                p.kill()
+                code = p.wait()
             if code is None or stopping:
                 continue
             if code == USAGE:  # its one-line reason is on stderr already
@@ -106,6 +159,8 @@ def supervise(workers: int) -> None:
         code = p.wait()
         if code not in (0, USAGE, INTERRUPTED) and status == 0:
             status = 1
+    for fd in beats:
+        os.close(fd)
     if status:
         raise SystemExit(status)
     if interrupted:

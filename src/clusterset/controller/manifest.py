@@ -52,6 +52,15 @@ def next_generation(previous: int) -> int:
     return max(previous + 1, int(time.time()))
 
 
+def _same(view: ImportedView, served: ImportedView | None) -> bool:
+    """Whether `view` serves what `served` did: then no new generation (a new SOA serial, the
+    server's answer memo dropped) is made of a rescan that found nothing. Unchanged objects
+    are the same objects, so this is mostly identity checks."""
+    return served is not None and served == dataclasses.replace(
+        view, generation=served.generation, observed_at=served.observed_at
+    )
+
+
 # Bad-input lines logged per change: beyond this, one summary line (30,000 bad objects must
 # not mean 30,000 log lines each time one of them changes).
 MAX_ERROR_LINES = 20
@@ -121,6 +130,7 @@ class FolderFeed:
         self.generation = 0
         self.errors: list[str] = []
         self._grouped: tuple[Mapping[str, EndpointSlice], Grouped] | None = None
+        self._served: ImportedView | None = None
 
     def _group(self, slices: Mapping[str, EndpointSlice]) -> Grouped:
         """group_slices, grouping again only the services whose slices changed."""
@@ -129,7 +139,8 @@ class FolderFeed:
         return grouped
 
     def snapshot(self, changed: Collection[Path] | None = None) -> ImportedView:
-        """The view now; `changed`: the watcher's paths (None: look at every file)."""
+        """The view now; `changed`: the watcher's paths (None: look at every file). Nothing
+        changed since the last one: that view itself (the same generation)."""
         if changed is not None and self.root in changed:
             changed = None  # the folder itself was made or moved
         progress, self.progress = self.progress, None  # the first read only
@@ -142,21 +153,25 @@ class FolderFeed:
             if progress is not None:
                 progress.stop()
         self.errors = _log_errors(errors, self.errors)
-        self.generation = next_generation(self.generation)
-        return ImportedView(
+        view = ImportedView(
             cluster=self.cluster,
             imports=dict(objs.imports),
             slices=self._group(objs.mcs_slices),
             namespaces=implied_namespaces(objs),
             local_services=dict(objs.services),
-            generation=self.generation,
             observed_at=time.time(),
             cluster_source="--cluster" if self.cluster else "",
         )
+        if self._served is not None and _same(view, self._served):
+            return self._served
+        self.generation = next_generation(self.generation)
+        self._served = dataclasses.replace(view, generation=self.generation)
+        return self._served
 
     async def views(self, stop: asyncio.Event | None = None) -> AsyncIterator[ImportedView]:
         """A view per change; while the folder cannot be read, none (the last one serves)."""
         outage = _Outage()
+        served: ImportedView | None = None
         async for changed in changes([self.root], stop=stop):
             try:
                 view = await asyncio.to_thread(self.snapshot, changed)
@@ -167,7 +182,9 @@ class FolderFeed:
                 outage.bug(exc)
                 continue
             outage.ok()
-            yield view
+            if view is not served:  # a rescan that found nothing: no new generation
+                served = view
+                yield view
 
 
 @dataclass(slots=True)
@@ -188,6 +205,12 @@ class ClusterSetFeed:
 
     `read_only` (status, render, resolve): allocations are read and computed the same
     way, but the state file is never written, renamed or created.
+
+    `follow` (`run --workers`, every worker but 0): one process allocates, the others
+    serve what it wrote. Workers allocating each from its own history gave two colliding
+    services opposite addresses in different workers (issue 20). A follower re-reads the
+    state file whenever it changes, never writes it, and serves no view of a consumer
+    until the file holds an address for every service it imports.
     """
 
     def __init__(
@@ -197,6 +220,7 @@ class ClusterSetFeed:
         cidrs: dict[IPFamily, allocate.Network],
         state_file: Path | None = None,
         read_only: bool = False,
+        follow: bool = False,
         progress: ReadProgress | None = None,
     ) -> None:
         if not root.is_dir():
@@ -204,6 +228,7 @@ class ClusterSetFeed:
         self.root = root
         self.cidrs = cidrs
         self.read_only = read_only
+        self.follow = follow
         self.progress = progress  # told how far the first read is (a terminal's bar)
         self.read_seconds = 0.0  # how long the last read of the folders took
         self.state_file = state_file if state_file is not None else default_state_file(root)
@@ -222,14 +247,21 @@ class ClusterSetFeed:
         self._wanted: dict[ClusterId, list[tuple[ServiceKey, tuple[IPFamily, ...]]]] = {}
         self._ips: dict[tuple[ClusterId, ServiceKey], tuple[str, ...]] = {}
         self._exhausted: dict[ClusterId, dict[ServiceKey, str]] = {}
-        self.allocations, problems = allocations.load(self.state_file, keep_aside=not read_only)
+        self._served: ImportedView | None = None  # the last view made (see view())
+        self._file_seen = _stat(self.state_file)
+        # Per consumer, the services a follower has no address for yet (the allocator's
+        # next write brings them).
+        self.lacking: dict[ClusterId, list[ServiceKey]] = {}
+        self.allocations, problems = allocations.load(
+            self.state_file, keep_aside=not (read_only or follow), cidrs=cidrs
+        )
         for p in problems:
             log.error("%s", p)
         self._dirty = bool(problems)
         self._save_problem = ""
 
     def _save_state(self) -> None:
-        if self.read_only:
+        if self.read_only or self.follow:
             return
         try:
             allocations.save(self.state_file, self.allocations)
@@ -387,10 +419,12 @@ class ClusterSetFeed:
             state, previous=before.aggregates if before else None, changed=keys
         )
         dirty = self._dirty
+        reloaded = self.follow and self._reload_allocations()
         # Allocation looks at every import of every consumer: skip it when no changed key
         # gained, lost or changed a ClusterSetIP family (most edits are endpoints).
         same = (
-            keys is not None
+            not reloaded
+            and keys is not None
             and before is not None
             and self._wanted.keys() == clusters.keys()
             and all(_wants(before.aggregates.get(k)) == _wants(aggregates.get(k)) for k in keys)
@@ -399,6 +433,7 @@ class ClusterSetFeed:
         for cid in set(self._wanted) - set(clusters):
             del self._wanted[cid]
             self._exhausted.pop(cid, None)
+            self.lacking.pop(cid, None)
         for key in [k for k in self._ips if k[0] not in clusters]:
             del self._ips[key]
         for cid in () if same else clusters:
@@ -407,8 +442,12 @@ class ClusterSetFeed:
             if mine == self._wanted.get(cid) and cid in self.allocations:
                 continue  # same services, same families: the same addresses
             self._wanted[cid] = mine
-            got = allocate.allocate(mine, cidrs=self.cidrs, previous=self.allocations.get(cid, {}))
-            if got != self.allocations.get(cid):
+            held = self.allocations.get(cid, {})
+            seeded = allocations.previous(self.allocations, cid)  # what the others hold too
+            got = allocate.allocate(mine, cidrs=self.cidrs, previous=seeded)
+            if self.follow:
+                self.lacking[cid] = [k for k, _ in mine if k not in held]
+            elif got != held or cid not in self.allocations:
                 dirty = True
                 self.allocations[cid] = got
             for key in [k for k in self._ips if k[0] == cid]:
@@ -438,19 +477,45 @@ class ClusterSetFeed:
             result = _with_exhaustion(result, exhausted)
         return Observed(state, result, errors)
 
+    def _reload_allocations(self) -> bool:
+        """A follower's state file changed: take the allocator's addresses (True)."""
+        seen = _stat(self.state_file)
+        if seen == self._file_seen:
+            return False
+        self._file_seen = seen
+        self.allocations, problems = allocations.load(
+            self.state_file, keep_aside=False, cidrs=self.cidrs
+        )
+        for p in problems:  # the allocator renames a whole file into place: a real problem
+            log.warning("%s", p)
+        self._wanted.clear()  # every consumer's addresses are looked at again
+        return True
+
     def view(self, observed: Observed, cluster: ClusterId) -> ImportedView:
-        self.generation = next_generation(self.generation)
+        """What `cluster` serves; the last view itself when nothing in it changed (the same
+        generation, so the same SOA serial)."""
         if cluster not in observed.desired.clusters:
-            return ImportedView(cluster, {}, {}, ALWAYS_NAMESPACES, {}, self.generation)
-        view = observed.desired.view(cluster, observed.state, self.generation)
-        return dataclasses.replace(view, observed_at=time.time(), cluster_source="--cluster")
+            view = ImportedView(cluster, {}, {}, ALWAYS_NAMESPACES, {})
+        else:
+            view = observed.desired.view(cluster, observed.state, 0)
+            view = dataclasses.replace(view, observed_at=time.time(), cluster_source="--cluster")
+        if _same(view, self._served):
+            assert self._served is not None
+            return self._served
+        self.generation = next_generation(self.generation)
+        self._served = dataclasses.replace(view, generation=self.generation)
+        return self._served
 
     async def views(
         self, cluster: ClusterId, stop: asyncio.Event | None = None
     ) -> AsyncIterator[ImportedView]:
         """A view per change; while ROOT cannot be read, none (the last one serves)."""
         outage = _Outage()
-        async for changed in changes([self.root], stop=stop):
+        served: ImportedView | None = None
+        source = changes([self.root], stop=stop)
+        if self.follow:
+            source = _also_when_changed(source, self.state_file)
+        async for changed in source:
             try:
                 # Off the event loop: keep TCP answering meanwhile.
                 observed = await asyncio.to_thread(self.observe, changed=changed)
@@ -465,7 +530,46 @@ class ClusterSetFeed:
                 log.warning(
                     "cluster %r: no folder under %s has this cluster ID", cluster, self.root
                 )
-            yield self.view(observed, cluster)
+            if self.lacking.get(cluster):
+                continue  # the allocator has not written their addresses yet: keep the last
+            view = self.view(observed, cluster)
+            if view is not served:  # a rescan that found nothing: no new generation
+                served = view
+                yield view
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+async def _also_when_changed(
+    source: AsyncIterator[frozenset[Path] | None], path: Path, every: float = 0.05
+) -> AsyncIterator[frozenset[Path] | None]:
+    """`source`'s batches, and an empty batch (no folder changed) whenever `path` changes:
+    polled, as the state file lives outside ROOT and is replaced by rename."""
+    it = aiter(source)
+    pending = asyncio.ensure_future(anext(it))
+    seen = _stat(path)
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=every)
+            if pending in done:
+                try:
+                    batch = pending.result()
+                except StopAsyncIteration:
+                    return
+                pending = asyncio.ensure_future(anext(it))
+                yield batch
+            now = _stat(path)
+            if now != seen:
+                seen = now
+                yield frozenset()
+    finally:
+        pending.cancel()
 
 
 def _log_read(state: ClusterSetState, seconds: float) -> None:

@@ -5,6 +5,11 @@ replaced by `{}`, which would move every ClusterSetIP on restart: its readable
 entries are recovered, the file is kept aside as `<name>.corrupt-<unix-time>`,
 and one line says so. Each writer writes its own temporary file, fsyncs it and
 renames it over the state file, so two processes never interleave one `.tmp`.
+
+Every consumer is meant to hold the same address for a service: what one consumer's
+section lacks (cut off by truncation, or a service it never imported) is taken from
+the others' (`previous`), so that a restart never swaps two services' addresses. An
+address outside the configured ClusterSetIP ranges is dropped with one line.
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ import os
 import re
 import tempfile
 import time
+from collections import ChainMap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from clusterset.model.ids import ClusterId, InvalidName, ServiceKey, cluster_id
+from clusterset.model.objects import IPFamily, family_of
+from clusterset.reconcile.allocate import Network
 
 Allocations = dict[ClusterId, dict[ServiceKey, tuple[str, ...]]]
 
@@ -28,11 +36,14 @@ Allocations = dict[ClusterId, dict[ServiceKey, tuple[str, ...]]]
 _TOKEN = re.compile(r'"([^"\\]*)"\s*:\s*(?:(\{)|\[([^\]\[{}]*)\])', re.DOTALL)
 
 
-def load(path: Path, *, keep_aside: bool = True) -> tuple[Allocations, list[str]]:
+def load(
+    path: Path, *, keep_aside: bool = True, cidrs: Mapping[IPFamily, Network] | None = None
+) -> tuple[Allocations, list[str]]:
     """The allocations in `path` and one line per problem; bad parts are dropped, not fatal.
 
     `keep_aside`: rename a file with problems to `.corrupt-<ts>` (writers do; read-only
-    commands must not touch it).
+    commands must not touch it). `cidrs`: the ranges now configured; addresses outside
+    them (the range was changed) are dropped with one line, without keeping the file aside.
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -69,7 +80,50 @@ def load(path: Path, *, keep_aside: bool = True) -> tuple[Allocations, list[str]
                 problems.append(f"state file {path}: cannot keep aside ({exc})")
         count = sum(len(v) for v in allocations.values())
         problems.append(f"state file {path}: {count} allocation(s) kept")
+    if cidrs is not None:
+        problems.extend(f"state file {path}: {p}" for p in _outside(allocations, cidrs))
     return allocations, problems
+
+
+# Addresses named in the line about addresses outside the ranges; the rest are counted.
+MAX_NAMED = 5
+
+
+def _outside(allocations: Allocations, cidrs: Mapping[IPFamily, Network]) -> list[str]:
+    """Drop addresses outside `cidrs` (the allocator would silently replace them): one line."""
+    dropped: list[str] = []
+    for cid, by_key in sorted(allocations.items()):
+        for key, ips in sorted(by_key.items()):
+            bad = [ip for ip in ips if not _within(ip, cidrs)]
+            if not bad:
+                continue
+            dropped.extend(f"{cid} {key} {ip}" for ip in bad)
+            kept = tuple(ip for ip in ips if ip not in bad)
+            if kept:
+                by_key[key] = kept
+            else:
+                del by_key[key]
+    if not dropped:
+        return []
+    ranges = ", ".join(str(net) for _fam, net in sorted(cidrs.items()))
+    more = f" and {len(dropped) - MAX_NAMED} more" if len(dropped) > MAX_NAMED else ""
+    return [
+        f"{len(dropped)} ClusterSetIP(s) outside the configured range(s) ({ranges or 'none'}) "
+        f"dropped; those services get new addresses: {'; '.join(dropped[:MAX_NAMED])}{more}"
+    ]
+
+
+def _within(ip: str, cidrs: Mapping[IPFamily, Network]) -> bool:
+    net = cidrs.get(family_of(ip))
+    return net is not None and ipaddress.ip_address(ip) in net
+
+
+def previous(allocations: Allocations, cluster: ClusterId) -> Mapping[ServiceKey, tuple[str, ...]]:
+    """What `cluster` held, then what the other consumers hold for the keys it lacks (by
+    cluster ID): a section cut off by a truncated file is seeded from the others, not
+    allocated again in another order (which swaps two services that collided)."""
+    others = [by_key for cid, by_key in sorted(allocations.items()) if cid != cluster]
+    return ChainMap(allocations.get(cluster, {}), *others)
 
 
 def _first_line(exc: Exception) -> str:

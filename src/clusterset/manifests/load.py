@@ -5,7 +5,9 @@ reported as one line (file, document index, kind/name, field) and the last
 good version of what that file held is kept. A document is composed into YAML
 nodes and its expansion counted before anything is built, so an alias bomb costs
 a bounded walk, not gigabytes. One object defined twice (in two documents or two
-files) is one line and a deterministic winner.
+files) is one line and a deterministic winner. A file over MAX_FILE_BYTES is not
+read (one line; its last good content is kept), and one over INLINE_MAX is parsed in
+a worker process, so that DNS answers meanwhile.
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # "billion laughs" documents (nine nested anchors in 490 bytes expand to ~10^9 nodes).
 NODE_FLOOR = 100_000
 MAX_DEPTH = 100
+# The most one manifest file may hold, checked before it is read: the apiserver refuses a
+# request over 3 MiB (etcd stores at most 1.5 MiB an object), so no `kubectl get -o yaml`
+# of one object is bigger. Unbounded, one 200 MB scalar held the GIL 2.2 s (issue 20).
+MAX_FILE_BYTES = 3 * 1024 * 1024
+# Files bigger than this are parsed in a worker process: measured with
+# tests/stress/gil_gap.py, parsing here held the GIL from a UDP responder thread 9 ms at
+# 64 KiB of small keys, 40 ms at 256 KiB, 360 ms at 3 MiB (collecting their nodes) and
+# 39 ms for one 3 MiB scalar (libyaml scans it in one call).
+INLINE_MAX = 64 * 1024
 
 
 class SourceError(ValueError):
@@ -106,6 +117,11 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 # One file's objects by document slot (None: unreadable) and its error lines.
 Loaded = tuple[dict[str, Objects] | None, list[str]]
+# One file as parsed, before its last good objects fill the gaps: each document slot's
+# objects (None: a bad object, which keeps its last good copy), the error lines, and the
+# first document that could not be read (it and all after keep theirs; None: all read).
+# No slots at all: the file itself was not read.
+Parsed = tuple[dict[str, Objects | None] | None, list[str], int | None]
 
 # A first read of at least this many files loads them in worker processes (every core):
 # parsing and converting are a cold start's time, in pure Python under the GIL (profiled).
@@ -126,21 +142,35 @@ class ReadProgress(Protocol):
 def load_many(paths: list[Path], progress: ReadProgress | None = None) -> dict[Path, Loaded] | None:
     """Load files read for the first time on every core; None when there are too few or
     worker processes cannot be had (the caller loads them itself)."""
-    global _pool
-    workers = min(os.cpu_count() or 1, 8)
-    if workers < 2 or len(paths) < PARALLEL_MIN:
+    if min(os.cpu_count() or 1, 8) < 2 or len(paths) < PARALLEL_MIN:
         return None
     try:
-        if _pool is None:
-            ctx = multiprocessing.get_context("spawn")  # never fork a threaded server
-            _pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx)
-        results = _pool.map(_load_fresh, [str(p) for p in paths], chunksize=32)
+        results = _workers().map(_load_fresh, [str(p) for p in paths], chunksize=32)
         out = {}
         for path, loaded in zip(paths, results, strict=True):  # in order, as they come
             out[path] = loaded
             if progress is not None:
                 progress.advance(1)
         return out
+    except (OSError, RuntimeError, concurrent.futures.process.BrokenProcessPool) as exc:
+        _workers_failed(exc)
+        return None
+
+
+def _workers() -> concurrent.futures.ProcessPoolExecutor:
+    """The parse workers, started on demand (spawn starts one per task waiting, up to 8)."""
+    global _pool
+    if _pool is None:
+        ctx = multiprocessing.get_context("spawn")  # never fork a threaded server
+        _pool = concurrent.futures.ProcessPoolExecutor(min(os.cpu_count() or 1, 8), mp_context=ctx)
+    return _pool
+
+
+def _parse_aside(path: str) -> Parsed | None:
+    """_parse in a worker process, so that this one's GIL stays free for DNS; None when no
+    worker can be had (the caller parses here)."""
+    try:
+        return _workers().submit(_parse, path).result()
     except (OSError, RuntimeError, concurrent.futures.process.BrokenProcessPool) as exc:
         _workers_failed(exc)
         return None
@@ -153,7 +183,8 @@ def _workers_failed(exc: BaseException) -> None:
 
 
 def release_workers() -> None:
-    """Stop the parse workers (after a cold read; edits are parsed in-process)."""
+    """Stop the parse workers (after a cold read, or a file over INLINE_MAX: other edits
+    are parsed in-process)."""
     global _pool
     if _pool is not None:
         _pool.shutdown(wait=False, cancel_futures=True)
@@ -192,7 +223,7 @@ class FolderReader:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._good: dict[Path, dict[str, Objects]] = {}
-        self._parsed: dict[Path, tuple[tuple[int, int, int], Objects, list[str]]] = {}
+        self._parsed: dict[Path, tuple[tuple[int, ...], Objects, list[str]]] = {}
         self._owner: dict[tuple[str, str], Path] = {}
         self._files: list[Path] = []
         self._result: tuple[Objects, list[str]] | None = None
@@ -340,46 +371,86 @@ class FolderReader:
         return out, errors
 
     def _read_file(self, path: Path, loaded: Loaded | None = None) -> tuple[Objects, list[str]]:
-        """`loaded`: what a worker made of the file already."""
+        """`loaded`: what a worker made of the file already. The change time is in the
+        stamp: a chmod changes nothing else, and a file made unreadable must be reported."""
         try:
             st = path.stat()
-            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            stamp: tuple[int, ...] | None = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
         except OSError:
-            stamp = None
+            st, stamp = None, None
         cached = self._parsed.get(path)
         if stamp is not None and cached is not None and cached[0] == stamp:
             return cached[1], cached[2]  # unchanged since the last read: no re-parse
-        objs, errors = self._parse_file(path, loaded)
+        objs, errors = self._parse_file(path, loaded, st.st_size if st is not None else 0)
         if stamp is not None:
             self._parsed[path] = (stamp, objs, errors)
         return objs, errors
 
-    def _parse_file(self, path: Path, loaded: Loaded | None = None) -> tuple[Objects, list[str]]:
-        """`loaded`: what a worker made of the file already (first reads only: no history)."""
+    def _parse_file(
+        self, path: Path, loaded: Loaded | None = None, size: int = 0
+    ) -> tuple[Objects, list[str]]:
+        """`loaded`: what a worker made of the file already (first reads only: no history);
+        `size`: its size when stat'ed (over INLINE_MAX: parsed in a worker)."""
         previous = self._good.get(path, {})
-        current, errors = loaded if loaded is not None else _load(str(path), previous)
+        current, errors = loaded if loaded is not None else _load(str(path), previous, size)
         if current is None:
             return _union(previous), errors
         self._good[path] = current
         return _union(current, errors, path), errors
 
 
-def _load(path: str, previous: Mapping[str, Objects]) -> Loaded:
+def _load(path: str, previous: Mapping[str, Objects], size: int = 0) -> Loaded:
     """One file's objects by document slot, and its error lines. A bad document keeps its
-    slot's `previous` objects; None: the file is unreadable (keep all of `previous`)."""
+    slot's `previous` objects; None: the file is unreadable (keep all of `previous`).
+    `size` (as stat'ed) over INLINE_MAX: parsed in a worker process."""
+    parsed = _parse_aside(path) if INLINE_MAX < size <= MAX_FILE_BYTES else None
+    slots, errors, broken = parsed if parsed is not None else _parse(path)
+    if slots is None:
+        return None, errors
+    current = {
+        slot: objs if objs is not None else previous[slot]
+        for slot, objs in slots.items()
+        if objs is not None or slot in previous
+    }
+    if broken is not None:
+        current.update({k: v for k, v in previous.items() if _doc_index(k) >= broken})
+    return current, errors
+
+
+def _too_big(path: str) -> Parsed:
+    """One line naming the file and the bound; the file keeps its last good content."""
+    line = (
+        f"{path}: larger than {MAX_FILE_BYTES} bytes (3 MiB, what the apiserver accepts); "
+        "not read, its last good content is kept"
+    )
+    return None, [line], None
+
+
+def _read(path: str) -> str | Parsed:
+    """The file's text, at most MAX_FILE_BYTES of it; else why not (one line)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size > MAX_FILE_BYTES:
+                return _too_big(path)
+            data = f.read(MAX_FILE_BYTES + 1)  # it may have grown since
+        if len(data) > MAX_FILE_BYTES:
+            return _too_big(path)
+        return data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return None, [f"{path}: unreadable: {exc}"]
-    current: dict[str, Objects] = {}
+        return None, [f"{path}: unreadable: {exc}"], None
+
+
+def _parse(path: str) -> Parsed:
+    """Read and convert one file (anywhere: no history needed, see Parsed)."""
+    text = _read(path)
+    if not isinstance(text, str):
+        return text
+    current: dict[str, Objects | None] = {}
     errors: list[str] = []
     for index, doc, problem in _documents(text):
         if problem is not None:
             errors.append(f"{path}: document {index}: {problem}")
-            # Keep the last good objects of every document from here on.
-            current.update({k: v for k, v in previous.items() if _doc_index(k) >= index})
-            break
+            return current, errors, index  # the rest keeps its last good objects
         if doc is None:
             continue
         for suffix, item in _items(doc):
@@ -389,19 +460,17 @@ def _load(path: str, previous: Mapping[str, Objects]) -> Loaded:
                 add_object(one, item)
             except convert.ObjectError as exc:
                 errors.append(f"{path}: document {slot}: {exc}")
-                if slot in previous:
-                    current[slot] = previous[slot]
+                current[slot] = None
                 continue
             except Exception as exc:  # a conversion bug costs this object, not the folder
                 errors.append(
                     f"{path}: document {slot}: internal error converting it "
                     f"({type(exc).__name__}: {str(exc)[:200]}); please report"
                 )
-                if slot in previous:
-                    current[slot] = previous[slot]
+                current[slot] = None
                 continue
             current[slot] = one
-    return current, errors
+    return current, errors, None
 
 
 def _load_fresh(path: str) -> Loaded:

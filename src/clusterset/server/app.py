@@ -136,6 +136,7 @@ class DnsServer:
                 s.close()
             self._sockets = None
         self.udp: UdpServer | None = None
+        self.serving = asyncio.Event()  # set once UDP and TCP are open (a worker's heartbeat)
         self.tcp = TcpServer(self.holder, forwarder=self.forwarder, log_queries=options.log_queries)
         self.on_swap: list[Callable[[CompiledZone, ImportedView], None]] = []
         self.stopping = False
@@ -202,6 +203,7 @@ class DnsServer:
         )
         self.udp.start()
         await self.tcp.start(tcp)
+        self.serving.set()
         settings = options.settings
         unified = (
             "unified: also {}, the rest to {}:{}".format(settings.unified_zone, *options.upstream)

@@ -1,9 +1,14 @@
 """Forwarding for the unified cluster.local mode: queries we do not answer go upstream.
 
 We sit in front of the cluster DNS (kube-dns/CoreDNS). Replies pass through
-unchanged (rcode, flags, EDNS, TC) but for the ID; a small TTL cache saves
-upstream round trips. Only clients in `allow` get forwarding, so the server
-never becomes an open resolver.
+unchanged (rcode, flags, EDNS options, TC) but for the ID and the OPT payload size,
+which is ours (a client must not size its next query by the upstream's 8192 when we
+send at most `udp_size` over UDP). A small TTL cache saves upstream round trips; it
+keys on DO and CD as CoreDNS's cache does, and never stores the answer to an RD=0
+query (a referral must not be served to the RD=1 clients after it). TCP forwards
+reuse a few pooled upstream connections, one query at a time each, as CoreDNS's
+forward does. Only clients in `allow` get forwarding, so the server never becomes
+an open resolver.
 
 Spoofing (RFC 5452): each upstream query gets a random 16-bit ID and leaves from
 one of a small pool of UDP sockets on kernel-chosen random ports, renewed as
@@ -55,6 +60,8 @@ QUERIES_PER_SOCKET = 256  # then the socket is replaced by one on a new random p
 MAX_IN_FLIGHT = 2048  # distinct upstream queries waiting, all clients together
 MAX_PER_CLIENT = 256  # waiting queries of one client address
 MAX_WAITERS = 64  # clients waiting for one coalesced upstream query
+TCP_POOL = 4  # idle upstream TCP connections kept for reuse
+TCP_IDLE = 5.0  # seconds an idle upstream TCP connection is kept (CoreDNS's forward: 10)
 
 
 def parse_upstream(value: str) -> tuple[str, int]:
@@ -159,7 +166,7 @@ CACHE_BYTES = 32 << 20
 
 
 class Cache:
-    """(qname lowercased, qtype, qclass, EDNS present, DO) -> reply; TTLs aged on hits.
+    """(qname lowercased, qtype, qclass, EDNS present, DO, CD) -> reply; TTLs aged on hits.
 
     Bounded by entries and by bytes: a client chooses what is forwarded, and a reply over
     TCP can be 64 KiB.
@@ -177,8 +184,10 @@ class Cache:
     @staticmethod
     def key(query: bytes, qend: int, edns: bool, do: bool) -> bytes:
         # Only the name is case-insensitive: lowercasing the type bytes too would make
-        # TYPE97 (0x0061) the same key as HTTPS (0x0041).
-        return query[12 : qend - 4].lower() + query[qend - 4 : qend] + bytes([edns, do])
+        # TYPE97 (0x0061) the same key as HTTPS (0x0041). CD is in the key as in CoreDNS's
+        # cache: a CD=1 answer skipped DNSSEC validation and must not reach CD=0 clients.
+        cd = bool(query[3] & 0x10)
+        return query[12 : qend - 4].lower() + query[qend - 4 : qend] + bytes([edns, do, cd])
 
     def get(self, key: bytes, query: bytes, qend: int, now: float) -> bytes | None:
         e = self._data.get(key)
@@ -231,6 +240,25 @@ def question_end(query: bytes) -> tuple[int, bool, bool]:
     return i, edns, do
 
 
+def with_payload(reply: bytes, udp_size: int) -> bytes:
+    """`reply` with its OPT RR advertising `udp_size` (at least 512) instead of the
+    upstream's payload size; unchanged without OPT or when malformed."""
+    try:
+        qd, an, ns, ar = struct.unpack_from("!HHHH", reply, 4)
+        i = 12
+        for _ in range(qd):
+            i = _skip_name(reply, i) + 4
+        for _ in range(an + ns + ar):
+            i = _skip_name(reply, i)
+            rtype, rdlen = struct.unpack_from("!H6xH", reply, i)
+            if rtype == 41:
+                return reply[: i + 2] + struct.pack("!H", max(512, udp_size)) + reply[i + 4 :]
+            i += 10 + rdlen
+    except (IndexError, struct.error):
+        pass
+    return reply
+
+
 def _opt_at(msg: bytes, i: int) -> bool:
     """An OPT RR (root owner, type 41) starts at `i`."""
     return i + 11 <= len(msg) and msg[i] == 0 and msg[i + 1 : i + 3] == b"\x00\x29"
@@ -273,6 +301,7 @@ class _Flight:
     """One upstream query; every client asking the same question meanwhile waits on it."""
 
     key: bytes
+    store: bytes | None  # the cache key, None for an RD=0 query (its answer is not cached)
     port: _Port
     qid: int
     question: bytes  # what we asked (`_question`), to check the reply's question section
@@ -299,8 +328,24 @@ def _random_id() -> int:
     return int.from_bytes(os.urandom(2), "big")
 
 
+def _store_key(query: bytes, key: bytes) -> bytes | None:
+    """Where the upstream's answer to `query` is cached: nowhere for RD=0. CoreDNS keys on
+    DO and CD only, so an RD=0 referral would be served to RD=1 clients; an RD=0 query is
+    still answered from what RD=1 queries cached, as a resolver does."""
+    return key if query[2] & 0x01 else None
+
+
+@dataclass(slots=True)
+class _Conn:
+    """A pooled upstream TCP connection; it carries one query at a time."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    idle_since: float = 0.0
+
+
 class Forwarder:
-    """UDP upstream with random IDs and ports and reply checks; TCP per query; shared cache."""
+    """UDP upstream with random IDs and ports and reply checks; pooled TCP; shared cache."""
 
     def __init__(
         self,
@@ -323,6 +368,8 @@ class Forwarder:
         self._retired: list[_Port] = []
         self._flights: dict[bytes, _Flight] = {}
         self._per_client: dict[str, int] = {}
+        self._idle: list[_Conn] = []  # most recently used last
+        self._stopped = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.forwarded = 0
         self.refused = 0
@@ -334,6 +381,7 @@ class Forwarder:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self._stopped = False
         self._ports = [self._open() for _ in range(POOL)]
         self._reaper = asyncio.create_task(self._reap(), name="forward-reaper")
 
@@ -356,6 +404,10 @@ class Forwarder:
         for port in self._ports + self._retired:
             self._close(port)
         self._ports, self._retired = [], []
+        self._stopped = True
+        for conn in self._idle:
+            conn.writer.close()
+        self._idle = []
 
     def allowed(self, host: str) -> bool:
         ok = self._allowed.get(host)
@@ -407,8 +459,9 @@ class Forwarder:
             send(hit, addr)
             return
         waiter = _Waiter(query, qend, edns, addr, host, send)
-        # Flags that change the upstream's answer (RD, AD, CD) are part of the flight key.
-        fkey = key + bytes([query[2] & 0x01, query[3] & 0x30])
+        # Flags that change the upstream's answer (RD, AD; CD is in `key`) are part of the
+        # flight key.
+        fkey = key + bytes([query[2] & 0x01, query[3] & 0x20])
         flight = self._flights.get(fkey)
         if flight is not None:
             if len(flight.waiters) >= MAX_WAITERS:
@@ -435,7 +488,9 @@ class Forwarder:
         if edns and _opt_at(query, qend):
             # Ask for what we can pass on: our own UDP size, not the client's.
             out[qend + 3 : qend + 5] = struct.pack("!H", max(512, self.udp_size))
-        flight = _Flight(fkey, port, qid, _question(query, qend), self.clock(), [waiter])
+        flight = _Flight(
+            fkey, _store_key(query, key), port, qid, _question(query, qend), self.clock(), [waiter]
+        )
         try:
             port.sock.send(out)
         except OSError:
@@ -482,7 +537,9 @@ class Forwarder:
             return
         del port.flights[flight.qid]
         del self._flights[flight.key]
-        self.cache.put(flight.key[:-2], data, self.clock())
+        data = with_payload(data, self.udp_size)
+        if flight.store is not None:
+            self.cache.put(flight.store, data, self.clock())
         for w in flight.waiters:
             self._release(w.host)
             reply = w.query[:2] + data[2:12] + w.query[12 : w.qend] + data[w.qend :]
@@ -491,7 +548,8 @@ class Forwarder:
             w.send(reply, w.client)
 
     async def _reap(self) -> None:
-        """Answer SERVFAIL for queries the upstream never answered; close retired sockets."""
+        """Answer SERVFAIL for queries the upstream never answered; close retired sockets
+        and upstream TCP connections idle for TCP_IDLE."""
         while True:
             await asyncio.sleep(self.timeout / 2)
             cutoff = self.clock() - self.timeout
@@ -505,6 +563,7 @@ class Forwarder:
             for port in [p for p in self._retired if not p.flights]:
                 self._retired.remove(port)
                 self._close(port)
+            self._expire_idle()
 
     # -- TCP ------------------------------------------------------------------------------
     async def forward_tcp(self, query: bytes, host: str) -> bytes:
@@ -535,17 +594,55 @@ class Forwarder:
         ):
             self.mismatched += 1
             return servfail(query)
-        self.cache.put(key, reply, self.clock())
+        reply = with_payload(reply, self.udp_size)
+        store = _store_key(query, key)
+        if store is not None:
+            self.cache.put(store, reply, self.clock())
         return reply
 
     async def _tcp_exchange(self, query: bytes) -> bytes:
+        """`query` on a pooled connection; if a reused one fails (the upstream may have
+        closed it while it sat idle), once more on a fresh one."""
+        conn = self._checkout()
+        if conn is not None:
+            try:
+                return await self._ask(conn, query)
+            except (OSError, asyncio.IncompleteReadError):
+                pass
         reader, writer = await asyncio.open_connection(*self.upstream)
+        return await self._ask(_Conn(reader, writer), query)
+
+    async def _ask(self, conn: _Conn, query: bytes) -> bytes:
+        """One exchange; the connection goes back to the pool only after a reply with our
+        ID, so a cancelled or confused exchange never leaves a stray reply for the next."""
+        reply = b""
         try:
-            writer.write(struct.pack("!H", len(query)) + query)
-            (length,) = struct.unpack("!H", await reader.readexactly(2))
-            return await reader.readexactly(length)
+            conn.writer.write(struct.pack("!H", len(query)) + query)
+            await conn.writer.drain()
+            (length,) = struct.unpack("!H", await conn.reader.readexactly(2))
+            reply = await conn.reader.readexactly(length)
+            return reply
         finally:
-            writer.close()
+            if reply[:2] == query[:2] and not self._stopped and len(self._idle) < TCP_POOL:
+                conn.idle_since = self.clock()
+                self._idle.append(conn)
+            else:
+                conn.writer.close()
+
+    def _checkout(self) -> _Conn | None:
+        """The most recently used idle connection still open, if any."""
+        self._expire_idle()
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.reader.at_eof() and not conn.writer.is_closing():
+                return conn
+            conn.writer.close()
+        return None
+
+    def _expire_idle(self) -> None:
+        cutoff = self.clock() - TCP_IDLE
+        while self._idle and self._idle[0].idle_since < cutoff:
+            self._idle.pop(0).writer.close()
 
 
 def _question(msg: bytes, qend: int) -> bytes:

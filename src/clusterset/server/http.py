@@ -2,18 +2,23 @@
 
 prometheus-client renders the metrics; the DNS hot path only bumps plain ints
 (`holder.Counters`), read here at scrape time by a collector, so no lock is
-taken per query. Served by the stdlib WSGI server in a daemon thread.
+taken per query. Served by a small asyncio HTTP/1.1 server in a thread of its own,
+so that a connection costs a socket and a coroutine, not a thread, and its limits
+(`OpsServer`) keep slow or unfinished requests from holding threads and fds.
 """
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
+import socket
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from urllib.parse import unquote
 
 from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -53,8 +58,8 @@ class DnsCollector(Collector):
         )
         tcp = CounterMetricFamily(
             "clusterset_dns_tcp_closed",
-            "TCP connections closed for want of a slot: idle ones evicted, or new ones "
-            "rejected while every slot was mid-query.",
+            "TCP connections closed for want of a slot: ones waiting on their client "
+            "evicted, or new ones rejected while every slot was being answered.",
             labels=["reason"],
         )
         tcp.add_metric(["evicted"], c.tcp_evicted)
@@ -125,17 +130,18 @@ class DnsCollector(Collector):
             )
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http: " + format, *args)
-
-
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
+HEAD_LIMIT = 8192  # bytes of request line and headers; past that the connection is closed
 
 
 class OpsServer:
-    """Serves the registry and the two probes; `ready` and `alive` are callables."""
+    """Serves the registry and the two probes; `ready` and `alive` are callables.
+
+    The request head must arrive within `timeout` seconds of the connect, and the reply
+    be taken within `timeout` more, or the connection is closed (one request per
+    connection). At most `max_connections` are open: a newcomer past that closes the one
+    that has waited longest for its request, so unfinished requests cannot starve the
+    probes, and threads and fds stay bounded whatever clients do.
+    """
 
     def __init__(
         self,
@@ -145,6 +151,8 @@ class OpsServer:
         ready: Callable[[], bool],
         alive: Callable[[], bool] = lambda: True,
         about: Callable[[], str] = lambda: "",
+        timeout: float = 5.0,
+        max_connections: int = 64,
     ) -> None:
         metrics = make_wsgi_app(registry)
 
@@ -164,25 +172,159 @@ class OpsServer:
             start("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found"]
 
+        self.app = app
+        self.timeout = timeout
+        self.max_connections = max_connections
+        host, port = listen
+        self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         try:
-            self.httpd = make_server(
-                listen[0], listen[1], app, server_class=_ThreadingWSGIServer, handler_class=_Quiet
-            )
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._sock.bind((host, port))
+            self._sock.listen()
         except OSError as exc:
-            raise ListenError(
-                f"--metrics-listen {listen[0]}:{listen[1]}: {exc.strerror or exc}"
-            ) from exc
-        self.address = self.httpd.server_address[:2]
-        self._thread = threading.Thread(
-            target=self.httpd.serve_forever, name="ops-http", daemon=True
-        )
+            self._sock.close()
+            raise ListenError(f"--metrics-listen {host}:{port}: {exc.strerror or exc}") from exc
+        self.address: tuple[str, int] = self._sock.getsockname()[:2]
+        # Open connections: loop time of the connect while the request is awaited, None
+        # once it is being answered (not evictable).
+        self._conns: dict[asyncio.StreamWriter, float | None] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop = asyncio.new_event_loop()
+        self._stopped = asyncio.Event()
+        self._thread = threading.Thread(target=self._run, name="ops-http", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        if self._thread.ident is None:  # never started
+            self._sock.close()
+            self._loop.close()
+            return
+        self._loop.call_soon_threadsafe(self._stopped.set)
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._main())
+        finally:
+            self._loop.close()
+
+    async def _main(self) -> None:
+        server = await asyncio.start_server(self._client, sock=self._sock, limit=HEAD_LIMIT)
+        try:
+            await self._stopped.wait()
+        finally:
+            server.close()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _admit(self) -> bool:
+        """Room for one more connection: close the one waiting longest for its request
+        if need be; False when every one is being answered."""
+        if len(self._conns) < self.max_connections:
+            return True
+        waiting = [(t, w) for w, t in self._conns.items() if t is not None]
+        if not waiting:
+            return False
+        _, oldest = min(waiting, key=lambda tw: tw[0])
+        del self._conns[oldest]
+        oldest.transport.abort()  # its pending read fails and its task returns
+        return True
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._admit():
+            writer.transport.abort()
+            return
+        task = asyncio.current_task()
+        assert task is not None  # a connection callback runs in its own task
+        self._tasks.add(task)
+        self._conns[writer] = asyncio.get_running_loop().time()
+        try:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    head = await _read_head(reader)
+            except (TimeoutError, ValueError, asyncio.IncompleteReadError, ConnectionError):
+                return  # too slow, too long, or gone: no reply
+            if writer not in self._conns:
+                return  # evicted as the last byte came
+            self._conns[writer] = None
+            writer.write(self._respond(head))
+            async with asyncio.timeout(self.timeout):
+                await writer.drain()
+            writer.close()
+        except (TimeoutError, ConnectionError):
+            pass  # a client that does not read its reply
+        finally:
+            self._conns.pop(writer, None)
+            self._tasks.discard(task)
+            if not writer.is_closing():
+                writer.transport.abort()  # nothing worth flushing: free the fd now
+
+    def _respond(self, head: list[str]) -> bytes:
+        """The WSGI app's answer to a request head, as a whole HTTP/1.1 response."""
+        try:
+            method, target, version = head[0].split()
+        except ValueError:
+            return _response("400 Bad Request", [], b"bad request", send_body=True)
+        path, _, query = target.partition("?")
+        # The keys the two WSGI apps read (make_wsgi_app: method, query, Accept headers).
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": method,
+            "PATH_INFO": unquote(path, "iso-8859-1"),
+            "QUERY_STRING": query,
+            "SERVER_PROTOCOL": version,
+            "wsgi.input": io.BytesIO(),
+            "wsgi.errors": sys.stderr,
+        }
+        for line in head[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                environ["HTTP_" + name.strip().upper().replace("-", "_")] = value.strip()
+        reply: list[tuple[str, list[tuple[str, str]]]] = []
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            reply.append((status, headers))
+
+        try:
+            body = b"".join(self.app(environ, start))
+        except Exception:
+            log.exception("http: internal error answering %s", path)
+            return _response("500 Internal Server Error", [], b"internal error", send_body=True)
+        status, headers = reply[-1]
+        return _response(status, headers, body, send_body=method != "HEAD")
+
+
+async def _read_head(reader: asyncio.StreamReader) -> list[str]:
+    """Request line and header lines, without the blank line that ends them; ValueError
+    past HEAD_LIMIT bytes (the reader's limit bounds each line, this the sum)."""
+    lines: list[str] = []
+    size = 0
+    while True:
+        try:
+            line = await reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError as exc:
+            raise ValueError("request head too long") from exc
+        size += len(line)
+        if size > HEAD_LIMIT:
+            raise ValueError("request head too long")
+        text = line.decode("iso-8859-1").rstrip("\r\n")
+        if not text:
+            if lines:
+                return lines
+            continue  # blank lines before the request line are allowed (RFC 9112 2.2)
+        lines.append(text)
+
+
+def _response(
+    status: str, headers: list[tuple[str, str]], body: bytes, *, send_body: bool
+) -> bytes:
+    """A whole response; a HEAD one has the GET one's headers and no body."""
+    head = f"HTTP/1.1 {status}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers)
+    head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    return head.encode("iso-8859-1") + (body if send_body else b"")
 
 
 RECONCILE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10)
