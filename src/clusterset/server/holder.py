@@ -20,7 +20,7 @@ class Counters:
     dropped: int = 0
     truncated: int = 0
     forwarded: int = 0
-    tcp_evicted: int = 0  # idle TCP connections closed to make room for a new one
+    tcp_evicted: int = 0  # TCP connections waiting on their client, closed for a newcomer
     tcp_rejected: int = 0  # TCP connections refused: every slot busy mid-query
     rcodes: list[int] = field(default_factory=lambda: [0] * 24)
 
