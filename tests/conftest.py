@@ -24,12 +24,13 @@ def eventually(
     last: Any = None
     while time.monotonic() < deadline:
         try:
-            last = check()
+            got = check()
         except AssertionError as exc:
             last = exc
         else:
-            if last:
-                return last
+            if got:
+                return got
+            last = got
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
@@ -60,10 +61,11 @@ def install_crds(cp: ControlPlane, cluster: str) -> None:
 
             eventually(f"CRD {name} established in {cluster}", established)
     for group_path in ("/apis/multicluster.x-k8s.io/v1beta1", "/apis/about.k8s.io/v1beta1"):
-        eventually(
-            f"{group_path} served in {cluster}",
-            lambda p=group_path: cp.request(cluster, "GET", p)[0] == 200,
-        )
+
+        def served(path: str = group_path) -> bool:
+            return cp.request(cluster, "GET", path)[0] == 200
+
+        eventually(f"{group_path} served in {cluster}", served)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dns.message
 import dns.rcode
 import dns.rdatatype
+import dns.rrset
 
 from clusterset.model.state import ImportedView
 from clusterset.zone import build, records
@@ -36,7 +37,7 @@ def ask(
     return reply
 
 
-def rrs(section: list[dns.rrset.RRset]) -> set[str]:  # type: ignore[name-defined]
+def rrs(section: list[dns.rrset.RRset]) -> set[str]:
     return {
         f"{r.name.to_text().lower()} {r.ttl} {dns.rdatatype.to_text(r.rdtype)} {rd.to_text()}"
         for r in section

@@ -3,7 +3,9 @@
 zone.records builds every record as dnspython rdata (the reference model of the
 grammar); `render` lays each answer out with dnspython's Renderer exactly as the
 server did before zone.encode packed the bytes itself. Tests compare every answer of
-zone.build with this one, byte for byte.
+zone.build with this one, byte for byte. `service_answer` is the pre-flight check's
+answer text as it was read from the whole dnspython zone, before zone.lookup read one
+service's fragment of zone.build.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from dataclasses import dataclass
 import dns.exception
 import dns.name
 import dns.rdataclass
+import dns.rdatatype
 import dns.renderer
 import dns.rrset
 
+from clusterset.model.ids import ServiceKey
 from clusterset.model.state import ImportedView
 from clusterset.zone import records
 from clusterset.zone.encode import Prebuilt, Rotation, headers
@@ -89,3 +93,21 @@ def render(view: ImportedView, settings: records.ZoneSettings, *, serial: int) -
         + soa.minimum.to_bytes(4, "big")
     )
     return Rendered(frozenset(name_wire(n) for n in recs.names), answers, (soa_rr.ttl, fixed), recs)
+
+
+def service_answer(
+    view: ImportedView, key: ServiceKey, settings: records.ZoneSettings
+) -> tuple[str, ...]:
+    """`<svc>.<ns>.svc.<zone>` A, AAAA and SRV as sorted "TYPE rdata" lines, or NXDOMAIN."""
+    recs = records.build(view, settings, serial=1)
+    name = dns.name.from_text(f"{key.name}.{key.namespace}.svc", recs.origin)
+    if name not in recs.names:
+        return ("NXDOMAIN",)
+    lines: list[str] = []
+    for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.SRV):
+        got = recs.answers.get((name, rdtype))
+        if got is not None:
+            # What the server serves first: a round-robin answer's first turn.
+            rrs = (recs.rotations.get((name, rdtype)) or [got.answer])[0]
+            lines.extend(f"{dns.rdatatype.to_text(rdtype)} {rr.rdata.to_text()}" for rr in rrs)
+    return tuple(sorted(lines)) or ("NODATA",)

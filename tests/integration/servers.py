@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import dns.message
@@ -33,7 +33,7 @@ def free_port(run: int = 1) -> int:
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
+            port: int = u.getsockname()[1]
             if port + run > 65536:
                 continue
             try:
@@ -80,7 +80,8 @@ def _stderr(proc: subprocess.Popen[bytes]) -> str:
     log = getattr(proc, "log", None)
     if log is not None:
         log.seek(0)
-        return log.read().decode(errors="replace")[-3000:]
+        text: str = log.read().decode(errors="replace")
+        return text[-3000:]
     try:
         out, err = proc.communicate(timeout=2)
     except subprocess.TimeoutExpired:
@@ -185,7 +186,7 @@ zone:
         proc.communicate(timeout=5)
 
 
-def unbound_stub(zones: dict[str, int], tmp: Path) -> Iterator[int]:
+def unbound_stub(zones: dict[str, int], tmp: Path) -> AbstractContextManager[int]:
     """unbound with one stub-zone per entry (zone -> port on 127.0.0.1)."""
     return _unbound(zones, tmp)
 

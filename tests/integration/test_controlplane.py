@@ -19,8 +19,10 @@ from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
+import lightkube
 import pytest
 import yaml
+from lightkube.resources.core_v1 import Namespace
 
 from tests.controlplane import ControlPlane, ControlPlaneError, cache_bin_dir
 
@@ -181,14 +183,11 @@ def test_kubeconfig_has_one_context_per_cluster(cp: ControlPlane) -> None:
 
 
 def test_kubeconfig_works_with_lightkube(cp: ControlPlane) -> None:
-    lightkube = pytest.importorskip("lightkube")
-    from lightkube.resources.core_v1 import Namespace
-
     config = lightkube.KubeConfig.from_file(cp.kubeconfig_path)
     for cluster in CLUSTERS:
         client = lightkube.Client(config.get(context_name=cluster))
         try:
-            names = {ns.metadata.name for ns in client.list(Namespace)}
+            names = {ns.metadata.name for ns in client.list(Namespace) if ns.metadata}
         finally:
             client.close()
         assert {"default", "kube-system"} <= names

@@ -26,6 +26,7 @@ runs for the whole module, and the direct objects' source clusters have no Lease
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import tempfile
@@ -638,15 +639,14 @@ def servers(control_plane: ControlPlane) -> Iterator[tuple[int, int]]:
     seed(cp)
     with hub(cp):
         for name, typ in HUB_IMPORTS.items():
-            eventually(
-                f"import {name} in member2",
-                lambda n=name, t=typ: (
-                    (si := get(cp, "member2", f"{MCS}/v1beta1/namespaces/{HUB_NS}/serviceimports/{n}"))
-                    and si["spec"]["type"] == t
-                    and (t == "Headless" or si["spec"].get("ips"))
-                ),
-                timeout=60,
-            )  # fmt: skip
+
+            def imported(n: str = name, t: str = typ) -> bool:
+                si = get(cp, "member2", f"{MCS}/v1beta1/namespaces/{HUB_NS}/serviceimports/{n}")
+                return bool(
+                    si and si["spec"]["type"] == t and (t == "Headless" or si["spec"].get("ips"))
+                )
+
+            eventually(f"import {name} in member2", imported, timeout=60)
 
         def slices_from_sources() -> bool:
             items = get(
@@ -668,7 +668,7 @@ def servers(control_plane: ControlPlane) -> Iterator[tuple[int, int]]:
             for port_ in (ours, theirs):
                 for probe in (f"web.{HUB_NS}.svc", f"db.{HUB_NS}.svc", f"alpha.{DIRECT_NS}.svc"):
                     eventually(
-                        f"{probe} on port {port_}", lambda p=port_, n=probe: answers(p, n), 60
+                        f"{probe} on port {port_}", functools.partial(answers, port_, probe), 60
                     )
             yield ours, theirs
 

@@ -15,6 +15,7 @@ a missing helm fails these tests, it does not skip them.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -644,12 +645,14 @@ def installed(cp: ControlPlane) -> ControlPlane:
     for crd in crds:
         apply(cp, crd)
     for crd in crds:
-        eventually(
-            f"CRD {crd['metadata']['name']} established",
-            lambda c=crd: established(cp, c["metadata"]["name"]),
-        )
+        name: str = crd["metadata"]["name"]
+        eventually(f"CRD {name} established", functools.partial(established, cp, name))
     for group in ("/apis/multicluster.x-k8s.io/v1beta1", "/apis/about.k8s.io/v1beta1"):
-        eventually(f"{group} served", lambda g=group: cp.request("member1", "GET", g)[0] == 200)
+
+        def served(g: str = group) -> bool:
+            return cp.request("member1", "GET", g)[0] == 200
+
+        eventually(f"{group} served", served)
     apply(cp, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
     return cp
 

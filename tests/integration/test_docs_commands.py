@@ -60,7 +60,7 @@ def documented(program: str) -> list[tuple[str, list[str]]]:
 
 
 def test_every_documented_clusterset_command_parses() -> None:
-    root = typer.main.get_command(app)
+    root = typer.main.get_group(app)
     seen, bad = 0, []
     for where, args in documented("clusterset"):
         if any(a in ("…", "...") or "…" in a for a in args) or args[0].startswith("<"):

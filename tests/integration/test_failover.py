@@ -72,7 +72,7 @@ def set_member2_ready(root: Path, ready: bool) -> None:
 def answer(port: int, name: str = NAME) -> str:
     r = query(port, name)
     assert r.rcode() == dns.rcode.NOERROR, dns.rcode.to_text(r.rcode())
-    return r.answer[0][0].address
+    return str(r.answer[0][0].address)
 
 
 def wait_for(port: int, want: str, within: float, name: str = NAME) -> float:

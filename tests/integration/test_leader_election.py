@@ -25,7 +25,7 @@ from tests.integration.servers import TEXT_ERROR
 
 pytestmark = [pytest.mark.kube, pytest.mark.timeout(120)]
 
-TIMING = {"lease_duration": 3.0, "renew_deadline": 2.0, "retry_period": 0.3}
+TIMING: dict[str, Any] = {"lease_duration": 3.0, "renew_deadline": 2.0, "retry_period": 0.3}
 
 
 class Partitionable:

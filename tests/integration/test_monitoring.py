@@ -102,11 +102,14 @@ def test_every_queried_metric_is_exported(control_plane: ControlPlane, tmp_path:
     ) as proc:  # fmt: skip
         try:
             started = time.monotonic()
+
+            def with_histogram() -> set[str] | None:
+                m = _try_scrape(cport)
+                return m if "clusterset_reconcile_duration_seconds" in m else None
+
             hub = eventually(
                 "the controller's /metrics with its reconcile histogram",
-                lambda: (
-                    (m := _try_scrape(cport)) and "clusterset_reconcile_duration_seconds" in m and m
-                ),
+                with_histogram,
                 timeout=60,
             )
             exported |= hub

@@ -287,8 +287,8 @@ def test_forged_upstream_replies_are_never_delivered_or_cached() -> None:
             # 1. IDs are random and queries leave from more than one port.
             ids, ports = [], set()
             for i in range(64):
-                q = dns.message.make_query(f"n{i}.example.", "A", id=i + 1).to_wire()
-                fwd._handle(q, ("127.0.0.1", 40000), lambda data, addr: got.append(data))
+                qw = dns.message.make_query(f"n{i}.example.", "A", id=i + 1).to_wire()
+                fwd._handle(qw, ("127.0.0.1", 40000), lambda data, addr: got.append(data))
                 data, src = await loop.sock_recvfrom(upstream, 4096)
                 ids.append(struct.unpack_from("!H", data)[0])
                 ports.add(src[1])

@@ -103,18 +103,18 @@ def read_png(data: bytes) -> tuple[int, int, list[tuple[int, int, int]]]:
     raw, stride = zlib.decompress(idat), width * step
     prev, pixels, i = bytearray(stride), [], 0
     for _ in range(height):
-        kind, line = raw[i], bytearray(raw[i + 1 : i + 1 + stride])
+        filt, line = raw[i], bytearray(raw[i + 1 : i + 1 + stride])
         i += 1 + stride
         for x in range(stride):
             a = line[x - step] if x >= step else 0
             b, c = prev[x], prev[x - step] if x >= step else 0
-            if kind == 1:
+            if filt == 1:
                 line[x] = (line[x] + a) & 0xFF
-            elif kind == 2:
+            elif filt == 2:
                 line[x] = (line[x] + b) & 0xFF
-            elif kind == 3:
+            elif filt == 3:
                 line[x] = (line[x] + (a + b) // 2) & 0xFF
-            elif kind == 4:
+            elif filt == 4:
                 p = a + b - c
                 pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
                 pred = a if pa <= pb and pa <= pc else b if pb <= pc else c

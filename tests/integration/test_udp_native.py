@@ -165,7 +165,7 @@ def test_counters_and_replies_are_exact(loop: str, host: str) -> None:
                 assert reply is not None, expect
                 assert int.from_bytes(reply[:2], "big") == qid
                 assert first.setdefault(packet[2:], reply[2:]) == reply[2:]
-                rcode = dns.rcode.to_text(reply[3] & 0x0F)
+                rcode = dns.rcode.to_text(dns.rcode.Rcode(reply[3] & 0x0F))
                 if expect == "TC":
                     assert reply[2] & 0x02
                     expect = "NOERROR"

@@ -8,11 +8,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.objects import ImportType, IPFamily
+from clusterset.model.state import ClusterSetState
 from clusterset.reconcile import allocate, render
 from clusterset.reconcile.desired import derived_name, reconcile
 from clusterset.reconcile.slices import MANAGED_BY, MAX_ENDPOINTS
@@ -23,7 +25,7 @@ M1, M2, M3 = ClusterId("member1"), ClusterId("member2"), ClusterId("member3")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def seed(**kw):  # type: ignore[no-untyped-def]
+def seed(**kw: Any) -> ClusterSetState:
     return clusterset(
         cluster(
             "member1",
@@ -191,7 +193,7 @@ def test_reconcile_is_deterministic_across_hash_seeds() -> None:
     assert outs[0] == outs[1]
 
 
-CIDRS = {
+CIDRS: dict[IPFamily, allocate.Network] = {
     IPFamily.IPV4: ipaddress.IPv4Network("10.250.0.0/24"),
     IPFamily.IPV6: ipaddress.IPv6Network("fd00::/120"),
 }

@@ -17,8 +17,9 @@ from clusterset.controller.manifest import ClusterSetFeed
 from clusterset.manifests import load
 from clusterset.model.ids import ClusterId
 from clusterset.model.objects import IPFamily
+from clusterset.reconcile import allocate
 
-CIDRS = {
+CIDRS: dict[IPFamily, allocate.Network] = {
     IPFamily.IPV4: ipaddress.IPv4Network("10.250.0.0/16"),
     IPFamily.IPV6: ipaddress.IPv6Network("fd63:6c75:7374::/112"),
 }

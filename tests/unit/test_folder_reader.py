@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import random
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def test_reading_changed_files_equals_reading_everything(tmp_path: Path) -> None
     names = [f"f{i}" for i in range(6)]
 
     class AlwaysMerge(FolderReader):
-        def _patch(self, swaps: object) -> None:  # type: ignore[override]
+        def _patch(self, swaps: object) -> None:
             return None  # the oracle: every read merges every file again
 
     hinted, full = FolderReader(tmp_path), AlwaysMerge(tmp_path)
@@ -149,7 +150,7 @@ def test_no_worker_processes_means_parsing_here(
     def refuse(*args: object, **kwargs: object) -> None:
         raise OSError("no /dev/shm")
 
-    monkeypatch.setattr(load.concurrent.futures, "ProcessPoolExecutor", refuse)
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", refuse)
     objs, errors = FolderReader(tmp_path).read()
     assert len(objs.services) == load.PARALLEL_MIN and not errors
     assert [r.getMessage() for r in caplog.records] == [

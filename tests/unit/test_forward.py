@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dns.flags
 import dns.message
+import dns.rdatatype
 import dns.rrset
 import pytest
 
@@ -12,7 +13,7 @@ from clusterset.server.forward import Cache, Forwarder, parse_upstream, question
 
 
 def _key(name: str, rdtype: str | int) -> bytes:
-    q = dns.message.make_query(name, rdtype, use_edns=0).to_wire()
+    q = dns.message.make_query(name, dns.rdatatype.RdataType.make(rdtype), use_edns=0).to_wire()
     qend, edns, do = question_end(q)
     return Cache.key(q, qend, edns, do)
 
@@ -33,7 +34,9 @@ def test_cache_does_not_answer_another_type_with_the_same_lowercase_bytes() -> N
     key = Cache.key(qw, qend, edns, do)
     cache.put(key, reply.to_wire(), now=0.0)
     assert cache.get(key, qw, qend, now=1.0) is not None  # cached for HTTPS itself
-    other = dns.message.make_query("example.com.", 97, use_edns=0).to_wire()
+    other = dns.message.make_query(
+        "example.com.", dns.rdatatype.RdataType(97), use_edns=0
+    ).to_wire()
     oend, oedns, odo = question_end(other)
     assert cache.get(Cache.key(other, oend, oedns, odo), other, oend, now=1.0) is None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from clusterset.model.ids import ServiceKey
+from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.objects import ServicePort
 from clusterset.model.state import ClusterState
 from clusterset.reconcile.aggregate import aggregate
@@ -47,5 +47,5 @@ def test_a_losing_port_carries_no_endpoints(
     state = clusterset(member("a", ports_a, 1.0, "10.1.0.1"), member("b", ports_b, 2.0, "10.2.0.1"))
     slices = imported_slices(state, aggregate(state, KEY))
     carried = {s.source_cluster: {p.name for p in s.ports} for s in slices if s.endpoints}
-    assert carried["a"] == {p.name for p in ports_a}
-    assert carried["b"] == carried_b
+    assert carried[ClusterId("a")] == {p.name for p in ports_a}
+    assert carried[ClusterId("b")] == carried_b

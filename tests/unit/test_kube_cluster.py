@@ -74,7 +74,7 @@ def test_a_source_expires_at_renew_time_plus_lease_duration(
 
 
 def _raw(rng: Any, kind: str, name: str, rv: int) -> dict[str, Any]:
-    meta = {"name": name, "namespace": "ns", "resourceVersion": str(rv)}
+    meta: dict[str, Any] = {"name": name, "namespace": "ns", "resourceVersion": str(rv)}
     if kind == "Service":
         return {
             "apiVersion": "v1",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import pytest
 
@@ -29,12 +30,12 @@ def mkview(
     *,
     local_ready: int = 2,
     local_total: int = 2,
-    ann=None,
-    type=ImportType.CLUSTER_SET_IP,  # type: ignore[no-untyped-def]
+    ann: tuple[tuple[str, str], ...] | None = None,
+    type: ImportType = ImportType.CLUSTER_SET_IP,
     remotes: dict[str, int] | None = None,
     regions: dict[str, str] | None = None,
     now: float = 1000.0,
-    tracks=None,
+    tracks: Mapping[tuple[ServiceKey, ClusterId], Track] | None = None,
     expired: frozenset[ClusterId] = frozenset(),
 ) -> ImportedView:
     remotes = {"m1": 2, "m3": 1} if remotes is None else remotes

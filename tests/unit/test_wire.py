@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 import struct
 
+import dns.edns
+import dns.flags
 import dns.message
 import dns.rcode
 import pytest
@@ -78,7 +80,12 @@ def test_golden_nxdomain_bytes_soa_points_into_question() -> None:
 
 def test_edns_is_echoed_with_do_bit_and_no_options() -> None:
     q = dns.message.make_query("svc1.ns.svc." + Z, "A", use_edns=0, want_dnssec=True, payload=4096)
-    q.use_edns(0, dns.flags.DO, 4096, options=[dns.edns.GenericOption(10, b"12345678")])  # cookie
+    q.use_edns(
+        0,
+        dns.flags.DO,
+        4096,
+        options=[dns.edns.GenericOption(dns.edns.OptionType.COOKIE, b"12345678")],
+    )  # cookie
     r = dns.message.from_wire(respond(ZONE, ORIGIN, q.to_wire()))  # type: ignore[arg-type]
     assert r.edns == 0 and r.ednsflags & dns.flags.DO and r.options == ()
     assert r.payload == 1232
@@ -199,7 +206,7 @@ def test_malformed_packets(packet: bytes, expect: str | None) -> None:
         return
     assert reply is not None
     assert reply[:2] == packet[:2]
-    assert dns.rcode.to_text(reply[3] & 0xF) == expect
+    assert dns.rcode.to_text(dns.rcode.Rcode(reply[3] & 0xF)) == expect
     assert reply[2] & 0x80
 
 

@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 from prometheus_client import CollectorRegistry
 
-# Typer vendors Click (typer._click) since 0.2x; its parse errors are that Click's classes.
 from clusterset.cli.common import (
     AllContextsOpt,
     ContextOpt,
@@ -31,6 +30,7 @@ from clusterset.cli.common import (
 from clusterset.controller.hub import Hub
 from clusterset.kube.api import load_contexts
 from clusterset.kube.karmada import control_api as karmada_control_api
+from clusterset.kube.karmada import proxied
 from clusterset.kube.lease import (
     LEASE_DURATION,
     RENEW_DEADLINE,
@@ -39,7 +39,7 @@ from clusterset.kube.lease import (
     LeaderElector,
     check_timing,
 )
-from clusterset.server.app import parse_listen
+from clusterset.server.app import ListenError, parse_listen
 from clusterset.server.http import HubCollector, HubStats, OpsServer, reconcile_histogram
 
 
@@ -121,7 +121,7 @@ def controller(
         raise UsageProblem(str(exc)) from exc
     kubeconfig = kubeconfig or default_kubeconfig(karmada_kubeconfig)
     apis = member_apis(kubeconfig, context, all_contexts, karmada_kubeconfig)
-    if not apis:
+    if not apis and karmada_kubeconfig is None:  # Karmada's joins come while running
         raise UsageProblem("no member clusters")
     webhook_args = None
     if webhook_listen:
@@ -136,15 +136,14 @@ def controller(
         webhook_args = (*parse_listen(webhook_listen), certs)
     # With Karmada, the hub's own state (leader Lease, retention rules) lives in its
     # control plane, and its ResourceBindings say which imports are Karmada's.
-    karmada = (
-        karmada_control_api(
-            next(
-                iter(load_contexts(karmada_kubeconfig, None, flag="--karmada-kubeconfig").values())
-            )
+    karmada = membership = None
+    if karmada_kubeconfig is not None:
+        config = next(
+            iter(load_contexts(karmada_kubeconfig, None, flag="--karmada-kubeconfig").values())
         )
-        if karmada_kubeconfig is not None
-        else None
-    )
+        karmada = karmada_control_api(config)
+        # The members then follow Karmada's Cluster objects (joins and unjoins while running).
+        membership = proxied(config, only=frozenset(context or ()))
     elector = None
     if leader_elect:
         lease_api = (
@@ -175,6 +174,7 @@ def controller(
         lease_duration=source_lease_duration,
         create_namespaces=create_namespaces,
         karmada=karmada,
+        membership=membership,
         on_duration=reconcile_histogram(registry).observe,
     )
     registry.register(HubCollector(lambda: hub_stats(hub)))
@@ -195,10 +195,13 @@ def controller(
 
             host, port, certs = webhook_args
             webhook = admission.AdmissionServer(
-                lambda: admission.hub_view(hub), host=host, port=port, certs=certs,
+                admission.HubViews(hub), host=host, port=port, certs=certs,
                 deny=deny_conflicts,
             )  # fmt: skip
-            await webhook.start()  # a port in use is one error line, before anything runs
+            try:  # a port in use is one error line, before anything runs
+                await webhook.start()
+            except OSError as exc:
+                raise ListenError(f"--webhook-listen {host}:{port}: {exc.strerror or exc}") from exc
 
         async def run() -> None:
             # One task: a webhook that fails stops the controller (and says why), as the
@@ -221,7 +224,8 @@ def controller(
         await asyncio.gather(task, return_exceptions=True)  # its failure is logged above
         if elector is not None:
             await elector.release()
-        for api in [*apis.values(), *([karmada] if karmada is not None else [])]:
+        # The members now (the hub closed those that left), and the control plane.
+        for api in [m.api for m in hub.members.values()] + ([karmada] if karmada else []):
             await api.close()
         if ops is not None:
             ops.stop()

@@ -1,7 +1,8 @@
-"""`clusterset`: run | dns | controller | status | render | resolve | corefile | check |
-wire-dns | gather | version | completion, one module of commands each (importing them
-registers them on the app). Installed also as `kubectl-clusterset`, so that
-`kubectl clusterset status` works.
+"""`clusterset`: dns | run | controller | status | render | resolve | corefile | check |
+wire-dns | gather | version | completion, from seven modules (serve: dns, run; controller;
+status: status, render, resolve, corefile; preflight: check, wire-dns; gather; version;
+shell: completion); importing a module registers its commands on the app. Installed also
+as `kubectl-clusterset`, so that `kubectl clusterset status` works.
 
 Errors the user can fix (bad flags, unreadable sources) print one line on
 stderr and exit 2; nothing prints a traceback.
@@ -27,6 +28,8 @@ from clusterset.cli.workers import INTERRUPTED
 from clusterset.kube.api import ConfigError
 from clusterset.manifests.load import SourceError
 from clusterset.server.app import ListenError
+
+__all__ = ["app", "main"]  # app: with every command registered
 
 
 def main() -> None:

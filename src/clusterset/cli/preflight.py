@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-# Typer vendors Click (typer._click) since 0.2x; its parse errors are that Click's classes.
 from clusterset.cli.common import (
     DEFAULT_CIDR,
     DEFAULT_CIDR_V6,

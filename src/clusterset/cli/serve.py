@@ -48,8 +48,6 @@ from clusterset.cli.common import (
     why,
     zone_settings,
 )
-
-# Typer vendors Click (typer._click) since 0.2x; its parse errors are that Click's classes.
 from clusterset.cli.progress import on_terminal
 from clusterset.cli.workers import worker_index
 from clusterset.controller.hub import Hub

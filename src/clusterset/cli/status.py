@@ -14,7 +14,6 @@ from typing import Annotated, Any
 
 import typer
 
-# Typer vendors Click (typer._click) since 0.2x; its parse errors are that Click's classes.
 from clusterset.cli import output
 from clusterset.cli.common import (
     DEFAULT_CIDR,

@@ -9,12 +9,18 @@ the configuration's failurePolicy is Ignore, and so is this server's.
 
 HTTP/1.1 over TLS on asyncio streams (the apiserver keeps connections alive). The
 certificate files are re-read when they change (cert-manager or a Secret rotates them).
+
+A review costs one service, not the fleet (`preflight.check` reconciles and builds the
+DNS answers of the reviewed key only), and it runs in a worker thread, at most
+`REVIEW_THREADS` at a time: the event loop also renews the leader Lease, and a burst of
+`kubectl apply` must not hold it up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import ssl
@@ -25,42 +31,69 @@ from pathlib import Path
 from typing import Any
 
 from clusterset.controller.hub import Hub
-from clusterset.kube.webhook import ensure_ca_bundle
+from clusterset.kube.webhook import CaBundle, ensure_ca_bundle
 from clusterset.model import convert
 from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.objects import ServiceExport
 from clusterset.model.state import ClusterSetState, ImportedView
-from clusterset.reconcile import desired as rd
 from clusterset.reconcile import preflight
-from clusterset.server.errors import ListenError
+from clusterset.reconcile.aggregate import aggregate
 from clusterset.zone import lookup
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 3 * 1024 * 1024  # the apiserver's own request size limit
+REVIEW_THREADS = 4  # reviews at once; more wait on the loop (no thread each)
 CERT, KEY, CA = "tls.crt", "tls.key", "ca.crt"
 IPs = Mapping[tuple[ClusterId, ServiceKey], tuple[str, ...]]
 
 
 @dataclass(frozen=True, slots=True)
 class View:
-    """What a decision needs from the hub: state, member name -> cluster ID, and today's
-    ClusterSetIPs (computed only when a check runs: most Services are not exported)."""
+    """What a decision needs from the hub: state, member name -> cluster ID, and one
+    service's ClusterSetIPs in every member (looked up only when a check runs: most
+    Services are not exported)."""
 
     state: ClusterSetState
     ids: Mapping[str, ClusterId]
     synced: bool
-    ips: Callable[[], IPs]
+    ips: Callable[[ServiceKey], IPs]
 
 
 def hub_view(hub: Hub) -> View:
+    """Observe the hub now. On the event loop: observe() reads and updates the informers'
+    caches."""
     state = hub.observe()
     return View(
         state,
         dict(hub.ids),
         all(m.synced for m in hub.members.values()),
-        lambda: hub.clusterset_ips(state, rd.aggregate_all(state)),
+        functools.partial(_service_ips, hub, state),
     )
+
+
+def _service_ips(hub: Hub, state: ClusterSetState, key: ServiceKey) -> IPs:
+    """`key`'s ClusterSetIPs. Called in the review's thread: it only looks single objects up
+    in the informers' stores (dict reads, atomic under the GIL), never iterates them."""
+    return hub.clusterset_ips(state, {key: aggregate(state, key)})
+
+
+class HubViews:
+    """The hub's view for reviews, observed again only after a watch event: an observation
+    copies every member's objects (O(fleet)), and a burst of reviews can share one."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._view: View | None = None
+        self._changes = -1
+
+    def __call__(self) -> View:
+        synced = all(m.synced for m in self.hub.members.values())
+        view = self._view
+        if view is None or self._changes != self.hub.changes or view.synced != synced:
+            self._changes = self.hub.changes
+            view = self._view = hub_view(self.hub)
+        return view
 
 
 def _answer(view: ImportedView, key: ServiceKey) -> tuple[str, ...]:
@@ -70,7 +103,8 @@ def _answer(view: ImportedView, key: ServiceKey) -> tuple[str, ...]:
 def review(
     body: Mapping[str, Any], member: str, view: View, *, deny: bool, now: float
 ) -> dict[str, Any]:
-    """AdmissionReview in -> AdmissionReview out. Pure given `view` and `now`."""
+    """AdmissionReview in -> AdmissionReview out. Pure given `view` and `now`; thread-safe
+    (the server runs it off the event loop)."""
     request = body.get("request") or {}
     uid = str(request.get("uid", ""))
     allowed, warnings, message = decide(request, member, view, deny=deny, now=now)
@@ -131,13 +165,20 @@ def decide(
         key=key,
         export=export,
         service=service,
-        ips=view.ips(),
+        ips=view.ips(key),
         answer=_answer,
     )
     warnings = finding.warnings()
     if deny and finding.conflicts:
         return False, warnings, "clusterset: --deny-conflicts: " + "; ".join(warnings)
     return True, warnings, ""
+
+
+def _review_bytes(
+    body: bytes, member: str, view: View, *, deny: bool, now: float
+) -> dict[str, Any]:
+    """`review` of a raw body (up to 3 MiB of JSON: parsed off the loop too)."""
+    return review(json.loads(body), member, view, deny=deny, now=now)
 
 
 class CertFiles:
@@ -188,16 +229,12 @@ class AdmissionServer:
         self.deny = deny
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
+        self._threads = asyncio.Semaphore(REVIEW_THREADS)
 
     async def start(self) -> None:
-        try:
-            self.server = await asyncio.start_server(
-                self._serve, self.host, self.port, ssl=self.certs.context
-            )
-        except OSError as exc:
-            raise ListenError(
-                f"--webhook-listen {self.host}:{self.port}: {exc.strerror or exc}"
-            ) from exc
+        self.server = await asyncio.start_server(
+            self._serve, self.host, self.port, ssl=self.certs.context
+        )
         self.port = self.server.sockets[0].getsockname()[1]
         log.info("admission webhook on https://%s:%d/validate/<member>", self.host, self.port)
 
@@ -251,8 +288,7 @@ class AdmissionServer:
             return keep
         member = path.removeprefix("/validate/").strip("/")
         try:
-            review_in = json.loads(body)
-            out = review(review_in, member, self.view(), deny=self.deny, now=time.time())
+            out = await self.answer(body, member)
         except (ValueError, AttributeError) as exc:
             await self._send(writer, 400, {"error": f"not an AdmissionReview: {exc}"}, close=True)
             return False
@@ -267,6 +303,15 @@ class AdmissionServer:
         )
         await self._send(writer, 200, out, close=not keep)
         return keep
+
+    async def answer(self, body: bytes, member: str) -> dict[str, Any]:
+        """The AdmissionReview answering `body`: parsed and decided in a worker thread, with
+        the view observed here, on the loop. Raises ValueError for a body that is not one."""
+        view = self.view()
+        async with self._threads:
+            return await asyncio.to_thread(
+                _review_bytes, body, member, view, deny=self.deny, now=time.time()
+            )
 
     async def _send(
         self, writer: asyncio.StreamWriter, status: int, obj: object, *, close: bool
@@ -301,7 +346,9 @@ async def run(
                     except Exception as exc:  # one unreachable member must not stop the others
                         log.warning("%s: cannot update the webhook caBundle: %s", m.name, exc)
                         continue
-                    if found is None and m.name not in missing:
+                    if found is not CaBundle.MISSING:
+                        missing.discard(m.name)
+                    elif m.name not in missing:
                         log.warning(
                             "%s: no ValidatingWebhookConfiguration %s: the webhook is not "
                             "registered there",
@@ -309,8 +356,6 @@ async def run(
                             config_name,
                         )
                         missing.add(m.name)
-                    elif found is not None:
-                        missing.discard(m.name)
             await asyncio.sleep(interval)
             try:
                 if server.certs.reload():

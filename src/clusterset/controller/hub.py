@@ -2,7 +2,8 @@
 
 Events only set a flag; one loop reconciles from the stores of all clusters
 (level-based, never from the event), coalescing bursts, with a periodic full
-resync and retries after errors. Only the elected leader writes.
+resync and retries after errors. Only the elected leader writes. With Karmada, the
+members are its Cluster objects, followed while running (join, unjoin, reconnect).
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ import datetime as dt
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from clusterset.kube import api as k
-from clusterset.kube.cluster import HUB, MemberCluster
-from clusterset.kube.karmada import KarmadaControl
+from clusterset.kube.cluster import HUB, SOURCE_LEASE_LABEL, MemberCluster
+from clusterset.kube.karmada import ClusterInfo, KarmadaControl, Membership, cluster_infos
 from clusterset.kube.lease import SOURCE_LEASE_DURATION, LeaderElector, source_renew_interval
 from clusterset.kube.sink import apply_member, derived_ips, renew_source_leases
 from clusterset.model.ids import ClusterId, InvalidName, ServiceKey
+from clusterset.model.labels import LABEL_OWNED
 from clusterset.model.objects import ImportType
 from clusterset.model.state import ClusterSetState, ClusterState
 from clusterset.reconcile import desired as rd
@@ -44,18 +46,40 @@ class Hub:
         lease_duration: int = SOURCE_LEASE_DURATION,
         create_namespaces: bool = False,
         karmada: k.KubeApi | None = None,
+        membership: Membership | None = None,
     ) -> None:
         self.create_namespaces = create_namespaces
         self.lease_namespace = lease_namespace
         self.lease_duration = lease_duration
         self.lease_renew = source_renew_interval(lease_duration)
         self._wake = asyncio.Event()
+        # Watch events so far: what observe() returns changes only when this does (the
+        # admission webhook observes again only then).
+        self.changes = 0
+        # Replaced, never changed in place: the metrics thread iterates it.
         self.members = {
-            name: MemberCluster(name, api, mode=HUB, on_change=self._wake.set)
+            name: MemberCluster(name, api, mode=HUB, on_change=self._changed)
             for name, api in apis.items()
         }
+        # With `membership`, the members follow Karmada's Cluster objects (self._follow).
+        self.membership = membership if karmada else None
+        self._clusters_changed = asyncio.Event()
         # The Karmada control plane, when members are Karmada's (--karmada-kubeconfig).
-        self.karmada = KarmadaControl(karmada, on_change=self._wake.set) if karmada else None
+        self.karmada = (
+            KarmadaControl(
+                karmada,
+                on_change=self._changed,
+                on_clusters=self._clusters_changed.set if self.membership else None,
+            )
+            if karmada
+            else None
+        )
+        self._group: asyncio.TaskGroup | None = None  # run()'s: member tasks start in it
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._seen: dict[str, ClusterInfo] = {}  # each Cluster as last acted on
+        # Writes to members, serialized with a withdrawal: a pass must not write into a
+        # member that is being emptied.
+        self._writing = asyncio.Lock()
         self.elector = elector
         self.resync = resync
         self.debounce = debounce
@@ -67,6 +91,10 @@ class Hub:
         self.errors = 0
         self.last_duration = 0.0
         self._last: tuple[ClusterSetState, rd.Desired] | None = None  # the last pass
+
+    def _changed(self) -> None:
+        self.changes += 1
+        self._wake.set()
 
     def observe(self) -> ClusterSetState:
         clusters: dict[ClusterId, ClusterState] = {}
@@ -149,10 +177,11 @@ class Hub:
             for name, m in self.members.items()
             if name in self.ids and m.synced and m.reachable
         ]
-        outcomes = await asyncio.gather(
-            *(apply_member(m, self.ids[name], desired, now=now) for name, m in targets),
-            return_exceptions=True,
-        )
+        async with self._writing:
+            outcomes = await asyncio.gather(
+                *(apply_member(m, self.ids[name], desired, now=now) for name, m in targets),
+                return_exceptions=True,
+            )
         results = []
         for (name, _m), out in zip(targets, outcomes, strict=True):
             if isinstance(out, BaseException):
@@ -180,15 +209,122 @@ class Hub:
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
+            self._group = tg
             for m in self.members.values():
-                tg.create_task(m.run(), name=f"member {m.name}")
+                self._start(m)
             if self.karmada is not None:
                 tg.create_task(self.karmada.run(), name="karmada")
+            if self.membership is not None:
+                tg.create_task(self._follow(), name="karmada-membership")
             if self.elector is not None:
                 tg.create_task(self._lead(), name="leader-election")
                 await self.elector.leading.wait()
             tg.create_task(self._loop(), name="reconcile")
             tg.create_task(self._leases(), name="source-leases")
+
+    def _start(self, m: MemberCluster) -> None:
+        assert self._group is not None, "members start inside run()"
+        self._tasks[m.name] = self._group.create_task(m.run(), name=f"member {m.name}")
+
+    async def _stop(self, m: MemberCluster) -> None:
+        """Stop a member's informers and close its client."""
+        task = self._tasks.pop(m.name, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])  # unlike awaiting it, keeps our own cancellation
+        await m.api.close()
+
+    def _add(self, name: str) -> None:
+        assert self.membership is not None
+        m = MemberCluster(name, self.membership.connect(name), mode=HUB, on_change=self._changed)
+        self.members = {**self.members, name: m}
+        self._start(m)
+        self._changed()
+
+    async def _follow(self) -> None:
+        """Karmada's Cluster objects, as they change, into follow()."""
+        assert self.karmada is not None
+        assert self.karmada.clusters is not None
+        assert self.membership is not None
+        clusters, only = self.karmada.clusters, self.membership.only
+        while True:
+            await self._clusters_changed.wait()
+            self._clusters_changed.clear()
+            await self.follow(cluster_infos(clusters.store, only))
+
+    async def follow(self, clusters: Mapping[str, ClusterInfo]) -> None:
+        """Make the members Karmada's clusters: start a joined one; withdraw from and stop
+        one unjoined (its exports then leave the others' imports on the next pass);
+        reconnect one whose connection changed, or that is Ready again while its watches
+        are down (they would wait out their backoff)."""
+        for name in sorted(self.members):
+            info = clusters.get(name)
+            if info is None or info.leaving:
+                await self._leave(name, "Cluster deleted" if info is None else "unjoined")
+        for name, info in sorted(clusters.items()):
+            if info.leaving:
+                continue
+            before = self._seen.get(name)
+            self._seen[name] = info
+            state = "Ready" if info.ready else f"not Ready: {info.why}"
+            if name not in self.members:
+                self._add(name)
+                log.info("karmada: cluster %s joined (%s); watching it", name, state)
+            elif before is not None and before.connection != info.connection:
+                await self._reconnect(name)
+                log.info("karmada: cluster %s: its apiEndpoint or secrets changed; "
+                         "reconnected (%s)", name, state)  # fmt: skip
+            elif not info.ready and (before is None or before.ready):
+                log.warning("karmada: cluster %s unreachable (%s); its watches retry, and "
+                            "its endpoints leave DNS when its source Lease expires",
+                            name, info.why)  # fmt: skip
+            elif info.ready and before is not None and not before.ready:
+                reconnect = not self.members[name].reachable
+                if reconnect:
+                    await self._reconnect(name)
+                log.info("karmada: cluster %s Ready again%s", name,
+                         "; reconnected" if reconnect else "")  # fmt: skip
+        self._seen = {n: i for n, i in self._seen.items() if n in self.members}
+
+    async def _reconnect(self, name: str) -> None:
+        """A new client and fresh caches; until they sync, nothing of it is pruned."""
+        await self._stop(self.members[name])
+        self._add(name)
+
+    async def _leave(self, name: str, why: str) -> None:
+        m = self.members[name]
+        cid = self.ids.get(name)
+        self.members = {n: x for n, x in self.members.items() if n != name}
+        self.ids.pop(name, None)
+        self._changed()  # the next pass runs without it
+        outcome = await self._withdraw(m, cid)
+        await self._stop(m)
+        log.info("karmada: cluster %s left (%s); %s", name, why, outcome)
+
+    async def _withdraw(self, m: MemberCluster, cid: ClusterId | None) -> str:
+        """Delete what clusterset wrote into a member that leaves (its imports, derived
+        Services, MCS slices and source Leases), while it is still reachable; what it says."""
+        left = "what clusterset wrote there stays (label clusterset.io/managed=true)"
+        if not (m.synced and m.reachable and cid is not None):
+            return f"not reachable: {left}"
+        if not self._may_write():
+            return "not the leader: nothing withdrawn"
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        async with self._writing:
+            r = await apply_member(m, cid, rd.Desired({}, {}, {}), now=now)
+            path = k.LEASES.path(self.lease_namespace)
+            try:
+                leases, _ = await m.api.list(path, label_selector=SOURCE_LEASE_LABEL)
+                for lease in leases:
+                    meta = lease.get("metadata") or {}
+                    if (meta.get("labels") or {}).get(LABEL_OWNED) == "true":
+                        await m.api.delete(k.LEASES.path(self.lease_namespace, meta["name"]))
+                        r.deleted += 1
+            except (*k.API_ERRORS, OSError) as exc:
+                r.errors.append(f"source Leases: {type(exc).__name__}: {exc}")
+        if r.errors:
+            return f"withdrew {r.deleted} object(s), then failed: {'; '.join(r.errors)}; {left}"
+        return f"withdrew {r.deleted} object(s) clusterset wrote there"
 
     def _may_write(self) -> bool:
         """Only a leader whose last renewal is within the renew deadline writes."""
@@ -251,21 +387,22 @@ class Hub:
             if not self._may_write():
                 await asyncio.sleep(self.lease_renew)
                 continue
-            results = await asyncio.gather(
-                *(
-                    renew_source_leases(
-                        m,
-                        self.ids[name],
-                        reachable,
-                        namespace=self.lease_namespace,
-                        renewed=renewed,
-                        duration=self.lease_duration,
-                    )
-                    for name, m in self.members.items()
-                    if name in self.ids and m.reachable
-                ),
-                return_exceptions=True,
-            )
+            async with self._writing:
+                results = await asyncio.gather(
+                    *(
+                        renew_source_leases(
+                            m,
+                            self.ids[name],
+                            reachable,
+                            namespace=self.lease_namespace,
+                            renewed=renewed,
+                            duration=self.lease_duration,
+                        )
+                        for name, m in self.members.items()
+                        if name in self.ids and m.reachable
+                    ),
+                    return_exceptions=True,
+                )
             for r in results:
                 for e in r if isinstance(r, list) else [str(r)]:
                     log.warning("%s", e)

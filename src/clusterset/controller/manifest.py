@@ -15,7 +15,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +44,6 @@ from clusterset.reconcile import allocate, desired
 from clusterset.reconcile.aggregate import Aggregate
 
 log = logging.getLogger(__name__)
-# ClusterProperty naming the cluster's region, for the `region` failover tier.
 
 
 def next_generation(previous: int) -> int:
@@ -168,7 +167,7 @@ class FolderFeed:
         self._served = dataclasses.replace(view, generation=self.generation)
         return self._served
 
-    async def views(self, stop: asyncio.Event | None = None) -> AsyncIterator[ImportedView]:
+    async def views(self, stop: asyncio.Event | None = None) -> AsyncGenerator[ImportedView, None]:
         """A view per change; while the folder cannot be read, none (the last one serves)."""
         outage = _Outage()
         served: ImportedView | None = None
@@ -217,7 +216,7 @@ class ClusterSetFeed:
         self,
         root: Path,
         *,
-        cidrs: dict[IPFamily, allocate.Network],
+        cidrs: Mapping[IPFamily, allocate.Network],
         state_file: Path | None = None,
         read_only: bool = False,
         follow: bool = False,
@@ -508,7 +507,7 @@ class ClusterSetFeed:
 
     async def views(
         self, cluster: ClusterId, stop: asyncio.Event | None = None
-    ) -> AsyncIterator[ImportedView]:
+    ) -> AsyncGenerator[ImportedView, None]:
         """A view per change; while ROOT cannot be read, none (the last one serves)."""
         outage = _Outage()
         served: ImportedView | None = None

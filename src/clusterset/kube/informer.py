@@ -1,11 +1,14 @@
 """An informer: one list+watch cache of one resource in one cluster.
 
-List (paginated) replaces the store and emits synthetic changes by diffing
-old and new, which recovers deletions missed while disconnected or after a
-410; then watch from the list's resourceVersion, advancing it on every event
-and BOOKMARK. 410 Gone -> relist; transport errors -> jittered backoff
-0.2 s .. 30 s. `synced` is set after the first list. Only what reconcile and
-DNS need is kept of each object (managedFields dropped).
+List (paginated) replaces the store and, if anything differs (or on the first list),
+calls on_change once with every key marked changed (take_changes() -> None), which
+recovers deletions missed while disconnected or after a 410; then watch from the list's
+resourceVersion, advancing it on every event and BOOKMARK. 410 Gone -> relist at once;
+other API errors -> jittered backoff 0.2 s .. 30 s, then relist; transport errors -> the
+same backoff, then resume the watch from the last resourceVersion (relist only if no list
+succeeded yet). An `optional` resource answering 403/404 is an empty store, retried every
+30 s. `synced` is set after the first list (or that empty answer). Objects are kept
+whole, managedFields dropped.
 """
 
 from __future__ import annotations
@@ -59,7 +62,6 @@ class Informer:
         self._changes: set[str] | None = None
         self.synced = asyncio.Event()
         self.restarts = 0
-        self.relists = 0
         self.resource_version = ""
         # True while the last list/watch request reached the apiserver: the hub renews a
         # source cluster's liveness Lease only while every informer of it is connected.
@@ -97,7 +99,6 @@ class Informer:
         self.store = new
         self._changes = None
         self.resource_version = rv
-        self.relists += 1
         self.connected = True
         if changed or not self.synced.is_set():
             self.synced.set()

@@ -8,13 +8,18 @@ ResourceInterpreterCustomization whose retention rule keeps the member's `spec.i
 field clusterset fills in Karmada's imports) while the template has none. It also reads
 Karmada's ResourceBindings: a ServiceImport template placed on a member is Karmada's to create
 there, so clusterset does not create (or keeps deleting its own) import of that name there.
+
+Membership follows Karmada's Cluster objects while the controller runs (a watch, not a list
+at start): the hub adds a joined cluster, withdraws from and drops one being unjoined, and
+reconnects one whose apiEndpoint or secret references change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx2 as httpx
@@ -53,7 +58,8 @@ def control_api(config: SingleConfig) -> k.KubeApi:
 
 
 async def members(config: SingleConfig, *, only: list[str] | None = None) -> dict[str, k.KubeApi]:
-    """One KubeApi per Karmada member (Ready or not: the informers retry)."""
+    """One KubeApi per Karmada member at start (Ready or not: the informers retry); the
+    hub then follows the Cluster objects (Membership)."""
     control = control_api(config)
     try:
         items, _ = await control.list(k.KARMADA_CLUSTERS.path())
@@ -65,7 +71,64 @@ async def members(config: SingleConfig, *, only: list[str] | None = None) -> dic
         if missing:
             raise k.ConfigError(f"--context: Karmada has no cluster {', '.join(missing)}")
         names = [n for n in names if n in only]
-    return {n: k.KubeApi.from_config(n, config, base_path=proxy_path(n)) for n in names}
+    connect = proxied(config).connect
+    return {n: connect(n) for n in names}
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """How the hub follows Karmada's Cluster objects: a client for a member by name (through
+    the cluster proxy), and the only clusters to follow (--context; empty: every one)."""
+
+    connect: Callable[[str], k.KubeApi]
+    only: frozenset[str] = frozenset()
+
+
+def proxied(config: SingleConfig, *, only: frozenset[str] = frozenset()) -> Membership:
+    """Membership through Karmada's cluster proxy, with the control plane's credentials."""
+    return Membership(
+        lambda name: k.KubeApi.from_config(name, config, base_path=proxy_path(name)), only
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterInfo:
+    """What the hub acts on in one Cluster object."""
+
+    # How Karmada's proxy reaches the member: when it changes, open watches still go the
+    # old way (the proxy reads the Cluster and its Secrets per request), so reconnect.
+    connection: tuple[str, ...]
+    ready: bool
+    why: str  # the Ready condition's reason and message
+    leaving: bool  # deletionTimestamp set: unjoined, its finalizers still hold the proxy
+
+
+def cluster_info(obj: Obj) -> ClusterInfo:
+    spec = obj.get("spec") or {}
+
+    def ref(field: str) -> str:
+        r = spec.get(field) or {}
+        return f"{r.get('namespace', '')}/{r.get('name', '')}"
+
+    conds = (obj.get("status") or {}).get("conditions") or []
+    ready: Obj = next((c for c in conds if c.get("type") == "Ready"), {})
+    why = ": ".join(str(ready[f]) for f in ("reason", "message") if ready.get(f))
+    return ClusterInfo(
+        connection=(
+            str(spec.get("apiEndpoint", "")),
+            str(spec.get("proxyURL", "")),
+            ref("secretRef"),
+            ref("impersonatorSecretRef"),
+        ),
+        ready=ready.get("status") == "True",
+        why=why or "no Ready condition yet",
+        leaving=bool((obj.get("metadata") or {}).get("deletionTimestamp")),
+    )
+
+
+def cluster_infos(clusters: Mapping[str, Obj], only: frozenset[str]) -> dict[str, ClusterInfo]:
+    """Member name -> its ClusterInfo, for the clusters to follow."""
+    return {name: cluster_info(obj) for name, obj in clusters.items() if not only or name in only}
 
 
 def retention(version: str) -> Obj:
@@ -103,9 +166,21 @@ def placed_imports(bindings: dict[str, Obj]) -> dict[str, frozenset[ServiceKey]]
 class KarmadaControl:
     """What the hub reads from and writes to the Karmada control plane itself."""
 
-    def __init__(self, api: k.KubeApi, *, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        api: k.KubeApi,
+        *,
+        on_change: Callable[[], None],
+        on_clusters: Callable[[], None] | None = None,
+    ) -> None:
         self.api = api
         self.bindings = Informer(api, k.KARMADA_BINDINGS, on_change=on_change, optional=True)
+        # Watched only when membership follows Karmada (on_clusters: a Cluster changed).
+        self.clusters = (
+            Informer(api, k.KARMADA_CLUSTERS, on_change=on_clusters)
+            if on_clusters is not None
+            else None
+        )
 
     def placed_imports(self) -> dict[str, frozenset[ServiceKey]]:
         return placed_imports(self.bindings.store)
@@ -133,6 +208,8 @@ class KarmadaControl:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.bindings.run(), name="informer karmada/resourcebindings")
+            if self.clusters is not None:
+                tg.create_task(self.clusters.run(), name="informer karmada/clusters")
             backoff = 1.0
             while not await self.install_retention():
                 await asyncio.sleep(backoff)

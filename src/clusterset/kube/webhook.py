@@ -3,12 +3,14 @@
 The chart installs the configuration in each member (failurePolicy Ignore); the hub
 reads its CA (ca.crt of its certificate Secret) and writes it into every webhook's
 `clientConfig.caBundle` there. Only the named configuration is touched, and only its
-caBundle fields; a missing configuration is logged, never created.
+caBundle fields; a missing configuration is reported (MISSING), never created: the caller
+checks every member again and again, and says so once per member.
 """
 
 from __future__ import annotations
 
 import base64
+import enum
 import logging
 
 from clusterset.kube.api import ApiError, KubeApi
@@ -18,17 +20,22 @@ log = logging.getLogger(__name__)
 PATH = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
 
 
-async def ensure_ca_bundle(api: KubeApi, name: str, ca: bytes) -> bool:
-    """Set caBundle on every webhook of configuration `name`; True when it was changed."""
+class CaBundle(enum.Enum):
+    """What ensure_ca_bundle found."""
+
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    MISSING = "missing"  # no such configuration in the cluster
+
+
+async def ensure_ca_bundle(api: KubeApi, name: str, ca: bytes) -> CaBundle:
+    """Set caBundle on every webhook of configuration `name`. Logs only an update."""
     path = f"{PATH}/{name}"
     try:
         vwc = await api.get(path)
     except ApiError as exc:
         if exc.status == 404:
-            log.warning(
-                "%s: no ValidatingWebhookConfiguration %s: webhook not wired", api.name, name
-            )
-            return False
+            return CaBundle.MISSING
         raise
     bundle = base64.b64encode(ca).decode()
     changed = False
@@ -37,7 +44,8 @@ async def ensure_ca_bundle(api: KubeApi, name: str, ca: bytes) -> bool:
         if cc.get("caBundle") != bundle:
             cc["caBundle"] = bundle
             changed = True
-    if changed:
-        await api.replace(path, vwc)
-        log.info("%s: caBundle of ValidatingWebhookConfiguration %s updated", api.name, name)
-    return changed
+    if not changed:
+        return CaBundle.UNCHANGED
+    await api.replace(path, vwc)
+    log.info("%s: caBundle of ValidatingWebhookConfiguration %s updated", api.name, name)
+    return CaBundle.UPDATED

@@ -346,7 +346,6 @@ def endpoint_slice(obj: Raw, *, mcs: bool) -> EndpointSlice:
                 serving=_condition(obj, ep, where, "serving"),
                 terminating=_condition(obj, ep, where, "terminating"),
                 zone=str(ep.get("zone") or ""),
-                node_name=str(ep.get("nodeName") or ""),
             )
         )
     return EndpointSlice(

@@ -1,4 +1,5 @@
-"""Labels and annotations by which objects are recognised: ours, Kubernetes', Karmada's.
+"""Names clusterset reads and writes on objects: labels, annotations and the region
+ClusterProperty; ours, Kubernetes', Karmada's.
 
 Objects are told apart by their labels, never by name prefixes; the one exception is Karmada's
 own pairing of a ServiceImport `<svc>` with its derived Service `derived-<svc>`, which Karmada

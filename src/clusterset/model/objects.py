@@ -80,7 +80,6 @@ class Endpoint:
     serving: bool | None = None
     terminating: bool | None = None
     zone: str = ""
-    node_name: str = ""
 
     @property
     def is_ready(self) -> bool:
@@ -139,9 +138,6 @@ class ServiceExport:
     def key(self) -> ServiceKey:
         return ServiceKey(self.namespace, self.name)
 
-    def annotation(self, name: str) -> str | None:
-        return dict(self.annotations).get(name)
-
 
 @dataclass(frozen=True, slots=True)
 class ServiceImport:
@@ -164,6 +160,3 @@ class ServiceImport:
     @property
     def key(self) -> ServiceKey:
         return ServiceKey(self.namespace, self.name)
-
-    def annotation(self, name: str) -> str | None:
-        return dict(self.annotations).get(name)

@@ -8,7 +8,11 @@ Rules (KEP-1645 "Constraints and Conflict Resolution"; mcs-api conformance):
   when the exports' port sets differ at all (conformance expects it even
   when the union merges cleanly);
 - type (headlessness), session affinity (+config), internalTrafficPolicy,
-  trafficDistribution, IP families, exported labels/annotations: the oldest wins;
+  trafficDistribution, IP families, exported labels/annotations: the oldest wins (IP
+  families: not the intersection, so that a later export cannot take a family and its
+  ClusterSetIP away from clients; the same set in another order is no conflict);
+- each conflict's message names the field and both values (the first disagreeing
+  export's and the oldest's);
 - Conflict=True (reasons comma-joined) on every valid export of a conflicted service;
 - the ServiceImport exists while at least one valid export does.
 """
@@ -31,8 +35,6 @@ from clusterset.model.objects import (
     family_of,
 )
 from clusterset.model.state import ClusterSetState
-
-# ServiceExport annotations carried to the ServiceImport: our answer-policy settings.
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +124,84 @@ _CHECKS: tuple[tuple[Reason, str, Callable[[Contribution], Hashable]], ...] = (
 )
 
 
-def _type_name(c: Contribution) -> str:
-    return "Headless" if c.service.headless else "ClusterSetIP"
+def _port_text(p: ServicePort) -> str:
+    return f"{p.name + ':' if p.name else ''}{p.port}/{p.protocol.value}"
+
+
+def _port_difference(c: Contribution, oldest: Contribution) -> str:
+    """The first port of `c` that the oldest export does not have as is, and the oldest's
+    port it collides with (same name, else same protocol and number); or the first of the
+    oldest's ports that `c` lacks."""
+    theirs = oldest.service.ports
+    have = _port_set(oldest.service)
+    for p in c.service.ports:
+        if (p.name, p.protocol.value, p.port) in have:
+            continue
+        clash = next((q for q in theirs if p.name and q.name == p.name), None) or next(
+            (q for q in theirs if (q.protocol, q.port) == (p.protocol, p.port)), None
+        )
+        if clash is None:
+            return (
+                f"port {_port_text(p)} of {c.cluster} is not among the oldest export's "
+                f"({oldest.cluster}: {', '.join(map(_port_text, theirs)) or 'none'})"
+            )
+        return (
+            f"port {_port_text(p)} of {c.cluster} differs from the oldest export's "
+            f"({oldest.cluster}, {_port_text(clash)}); using the oldest's"
+        )
+    mine = _port_set(c.service)
+    lost = next(q for q in theirs if (q.name, q.protocol.value, q.port) not in mine)
+    return (
+        f"the oldest export's port {_port_text(lost)} ({oldest.cluster}) is missing in {c.cluster}"
+    )
+
+
+def _pairs_difference(kind: str, mine: tuple[tuple[str, str], ...], theirs: dict[str, str]) -> str:
+    """`kind` k=v of the first key whose value differs (or that only one side has)."""
+    ours = dict(mine)
+    key = next(k for k in sorted(ours.keys() | theirs.keys()) if ours.get(k) != theirs.get(k))
+    return f"{kind} {key}={ours.get(key, '(unset)')}"
+
+
+def _value_text(reason: Reason, c: Contribution) -> str:
+    """`c`'s value of the field `reason` compares, as a condition message names it."""
+    svc = c.service
+    if reason is Reason.TYPE_CONFLICT:
+        return "Headless" if svc.headless else "ClusterSetIP"
+    if reason is Reason.SESSION_AFFINITY_CONFLICT:
+        return svc.session_affinity
+    if reason is Reason.SESSION_AFFINITY_CONFIG_CONFLICT:
+        timeout = svc.session_affinity_timeout if svc.session_affinity == "ClientIP" else None
+        return f"timeoutSeconds {timeout}" if timeout is not None else "none"
+    if reason is Reason.INTERNAL_TRAFFIC_POLICY_CONFLICT:
+        return svc.internal_traffic_policy or "Cluster"
+    if reason is Reason.TRAFFIC_DISTRIBUTION_CONFLICT:
+        return svc.traffic_distribution or "(unset)"
+    if reason is Reason.IP_FAMILY_CONFLICT:
+        return ",".join(f.value for f in _families(svc))
+    raise AssertionError(reason)
+
+
+def _difference(reason: Reason, c: Contribution, oldest: Contribution) -> str:
+    """How disagreeing export `c` differs from the oldest, naming both values."""
+    if reason is Reason.PORT_CONFLICT:
+        return _port_difference(c, oldest)
+    if reason in (Reason.LABELS_CONFLICT, Reason.ANNOTATIONS_CONFLICT):
+        kind = "label" if reason is Reason.LABELS_CONFLICT else "annotation"
+        mine, theirs = (
+            (c.export.exported_labels, oldest.export.exported_labels)
+            if reason is Reason.LABELS_CONFLICT
+            else (c.export.exported_annotations, oldest.export.exported_annotations)
+        )
+        return (
+            f"{_pairs_difference(kind, mine, dict(theirs))} of {c.cluster} differs from the "
+            f"oldest export's ({oldest.cluster}, {_pairs_difference(kind, theirs, dict(mine))}); "
+            "using the oldest's"
+        )
+    return (
+        f"{_value_text(reason, c)} of {c.cluster} differs from the oldest export's "
+        f"({oldest.cluster}, {_value_text(reason, oldest)}); using the oldest's"
+    )
 
 
 def aggregate(state: ClusterSetState, key: ServiceKey) -> Aggregate:
@@ -152,13 +230,12 @@ def aggregate(state: ClusterSetState, key: ServiceKey) -> Aggregate:
     messages: list[str] = []
     for reason, field, value in _CHECKS:
         want = value(oldest)
-        disagree = sum(1 for c in valid if value(c) != want)
+        disagree = [c for c in valid if value(c) != want]
         if disagree:
             reasons.append(reason.value)
-            what = _type_name(oldest) if reason is Reason.TYPE_CONFLICT else field
             messages.append(
-                f"Conflicting {field}. Using {what!r} from oldest service export in "
-                f"{oldest.cluster!r}. {disagree}/{len(valid)} clusters disagree."
+                f"Conflicting {field}: {_difference(reason, disagree[0], oldest)}. "
+                f"{len(disagree)}/{len(valid)} clusters disagree."
             )
     if reasons:
         conflict = Condition(

@@ -19,9 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 MARKER = "# clusterset wire-dns: forwards the clusterset zone to clusterset dns"
-# NodeLocal DNSCache placeholders that node-cache itself fills in at start-up (the others,
-# __PILLAR__LOCAL__DNS__ etc., are substituted when the manifest is installed).
-NODELOCAL_RUNTIME = ("__PILLAR__CLUSTER__DNS__", "__PILLAR__UPSTREAM__SERVERS__")
 _OWN_PORTS = frozenset({"health", "ready", "prometheus"})
 
 
@@ -185,10 +182,6 @@ def unwire(text: str) -> str:
         if b.marked:
             text = _without(text, b)
     return text
-
-
-def is_wired(text: str) -> bool:
-    return any(b.marked for b in parse(text))
 
 
 def loopback(

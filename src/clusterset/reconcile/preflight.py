@@ -8,9 +8,10 @@ both call `check`; neither re-implements a KEP rule. The comparison is between
   service (for a Service-only change: the clusterset as observed), and
 - *after*: the same with the proposed export (and Service) in place,
 
-each run through the same `aggregate` and `reconcile` as the controller. The DNS
-answers come from a caller-supplied `answer(view, key)` (the zone layer is a sibling
-of this one, so it is passed in, not imported).
+each run through the same `aggregate` and `reconcile` as the controller, for that one
+service: the cost of a check does not grow with the fleet. The DNS answers come from a
+caller-supplied `answer(view, key)` (the zone layer is a sibling of this one, so it is
+passed in, not imported). `ips` needs only the checked key's ClusterSetIPs.
 """
 
 from __future__ import annotations
@@ -156,12 +157,16 @@ def proposed_states(
 
 def _answers(
     state: ClusterSetState,
-    key: ServiceKey,
+    agg: Aggregate,
     ips: Mapping[tuple[ClusterId, ServiceKey], tuple[str, ...]],
     answer: AnswerFn,
 ) -> dict[ClusterId, tuple[str, ...]]:
-    aggregates = rd.aggregate_all(state)
-    desired = rd.reconcile(state, ips=ips, aggregates=aggregates)
+    """Each consumer's answer for `agg.key`, reconciling that one key only: a key's imports,
+    slices and answers depend on its own exports, so the rest of the fleet is not needed
+    (the webhook runs this at every `kubectl apply`)."""
+    key = agg.key
+    mine = {(cid, key): ips[(cid, key)] for cid in state.clusters if (cid, key) in ips}
+    desired = rd.reconcile(state, ips=mine, aggregates={key: agg})
     out: dict[ClusterId, tuple[str, ...]] = {}
     for cid, cd in sorted(desired.clusters.items()):
         imp = cd.imports.get(key)
@@ -207,8 +212,8 @@ def check(
         if mine is not None
         else ()
     )
-    answers_before = _answers(before, key, ips, answer)
-    answers_after = _answers(after, key, ips, answer)
+    answers_before = _answers(before, agg_before, ips, answer)
+    answers_after = _answers(after, agg_after, ips, answer)
     answers = tuple(
         AnswerChange(cid, answers_before.get(cid, ()), answers_after.get(cid, ()))
         for cid in sorted(set(answers_before) | set(answers_after))

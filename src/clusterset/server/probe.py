@@ -128,9 +128,12 @@ class Prober:
         for gone in set(self.state) - live:
             del self.state[gone]
 
+    async def _connect(self, address: str, port: int, limit: float) -> tuple[bool, str]:
+        async with self._sem:  # per connect, not per target: at most `concurrency` in flight
+            return await tcp_ok(address, port, limit)
+
     async def _probe(self, t: Target) -> None:
-        async with self._sem:
-            results = await asyncio.gather(*(tcp_ok(a, p, t.timeout) for a, p in t.addresses))
+        results = await asyncio.gather(*(self._connect(a, p, t.timeout) for a, p in t.addresses))
         self.probes += len(results)
         ok = any(r for r, _ in results)
         st = self.state.setdefault((t.key, t.cluster), _State())

@@ -64,10 +64,6 @@ class TcpServer:
         self._conns: dict[asyncio.StreamWriter, _Conn] = {}
         self._per_source: dict[str, int] = {}
 
-    @property
-    def active(self) -> int:
-        return len(self._conns)
-
     async def start(self, sock: socket.socket) -> None:
         self._server = await asyncio.start_server(self._client, sock=sock)
 

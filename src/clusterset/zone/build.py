@@ -193,9 +193,7 @@ def build(
     lease_wake = None
     if settings.source_leases and view.leases:
         view, lease_wake = expire_leases(view)
-    unified_root = None
-    if settings.unified_zone:
-        unified_root = labels_wire(["svc"], name_from_text(settings.unified_zone.lower()))
+    unified_root = _unified_root(settings)
     me = view.cluster
     # A unified zone at or under our own zone could give two services the same name;
     # fragments would then not be independent: always build such a zone whole.
@@ -292,6 +290,32 @@ def build(
         for key in [k for k in fragments if k not in view.imports or k.namespace not in namespaces]:
             _drop(state, fragments.pop(key), key)
     return state
+
+
+def service(
+    view: ImportedView, key: ServiceKey, settings: ZoneSettings
+) -> tuple[Fragment, Answers] | None:
+    """The fragment `build` makes for `key` alone, and its answers; None when the zone has
+    none (not imported, or its namespace is missing).
+
+    A fragment depends only on its service's inputs and the globals (module docstring), so
+    this is what the server holds for the service, at the cost of one service: what the
+    pre-flight check and the admission webhook read.
+    """
+    imp = view.imports.get(key)
+    if imp is None or key.namespace not in view.namespaces:
+        return None
+    if settings.source_leases and view.leases:
+        view, _ = expire_leases(view)
+    svc_root = labels_wire(["svc"], name_from_text(settings.zone.lower()))
+    slices = view.slices.get(key, ())
+    return _service_fragment(view, imp, slices, settings, svc_root, _unified_root(settings), ())
+
+
+def _unified_root(settings: ZoneSettings) -> bytes | None:
+    if not settings.unified_zone:
+        return None
+    return labels_wire(["svc"], name_from_text(settings.unified_zone.lower()))
 
 
 def _drop(state: ZoneState, frag: Fragment, key: ServiceKey | None) -> None:

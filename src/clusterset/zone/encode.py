@@ -138,16 +138,6 @@ def name_from_text(text: str) -> bytes:
     return labels_wire(stripped.split(".") if stripped else [], b"\x00")
 
 
-def name_to_text(wire: bytes) -> str:
-    """Dotted text of a wire name (for messages and tests)."""
-    parts = []
-    i = 0
-    while wire[i]:
-        parts.append(wire[i + 1 : i + 1 + wire[i]].decode(errors="replace"))
-        i += wire[i] + 1
-    return ".".join(parts) + "."
-
-
 @functools.lru_cache(maxsize=65536)
 def address(text: str) -> tuple[int, bytes]:
     """(A or AAAA, packed address) of an IP literal."""
