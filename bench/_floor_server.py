@@ -20,7 +20,7 @@ from pathlib import Path
 
 from clusterset.controller.manifest import FolderFeed
 from clusterset.server.app import compile_view
-from clusterset.zone.records import ZoneSettings
+from clusterset.zone.settings import ZoneSettings
 from clusterset.zone.wire import respond
 
 

@@ -8,7 +8,7 @@ servers take turns, and the table shows medians of --runs. CPU seconds come from
 /proc/<pid>/stat (utime+stime, whole process) around each dnsperf run. A fixed-rate
 run (`-Q 5000`, per-query latencies from dnsperf -v) gives p50/p99.
 
-The peer servers load a zone file rendered from `clusterset.zone.records.build` on
+The peer servers load a zone file rendered from `tests/zone_records.py` (`build`) on
 the same manifests, and answers are compared before anything is measured.
 """
 
@@ -37,9 +37,10 @@ import dns.rrset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _synth
+from tests import zone_records as records
 
 from clusterset.controller.manifest import FolderFeed
-from clusterset.zone import records
+from clusterset.zone.settings import ZoneSettings
 
 ZONE = "clusterset.local"
 QUIET_WAIT = float(
@@ -449,7 +450,7 @@ def main() -> int:
         t0 = time.perf_counter()
         _synth.write_imported_folder(manifests, args.services)
         view = FolderFeed(manifests).snapshot()
-        recs = records.build(view, records.ZoneSettings(), serial=1)
+        recs = records.build(view, ZoneSettings(), serial=1)
         zonefile = work / f"{ZONE}.zone"
         zonefile.write_text(zone_text(recs))
         qlines, kinds = query_lines(recs, args.queries)

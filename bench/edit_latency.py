@@ -104,7 +104,7 @@ def pipeline_cost(root: Path, state_file: Path, repeat: int) -> tuple[float, flo
     from clusterset.model.ids import ClusterId
     from clusterset.model.objects import IPFamily
     from clusterset.server.app import compile_view
-    from clusterset.zone.records import ZoneSettings
+    from clusterset.zone.settings import ZoneSettings
 
     feed = ClusterSetFeed(
         root,
@@ -135,7 +135,7 @@ def incremental_cost(root: Path, state_file: Path, target: Path, text: str) -> t
     from clusterset.model.ids import ClusterId
     from clusterset.model.objects import IPFamily
     from clusterset.server.app import compile_view
-    from clusterset.zone.records import ZoneSettings
+    from clusterset.zone.settings import ZoneSettings
 
     feed = ClusterSetFeed(
         root,

@@ -157,12 +157,13 @@ def zone_phases(p: Phases, desired_: Any, state: Any, edits: int) -> None:
     import statistics
 
     from clusterset.server.app import compile_view
-    from clusterset.zone import encode, records
+    from clusterset.zone import encode
+    from clusterset.zone.settings import ZoneSettings
 
     cid = sorted(state.clusters)[0]
     view = desired_.view(cid, state, 1)
     try:
-        zone = compile_view(view, records.ZoneSettings())
+        zone = compile_view(view, ZoneSettings())
     except Exception as exc:
         p.fail("zone", exc)
         return
@@ -195,7 +196,7 @@ def zone_phases(p: Phases, desired_: Any, state: Any, edits: int) -> None:
             generation=view.generation + 1,
         )
         t0, c0 = time.perf_counter(), time.process_time()
-        zone = compile_view(view, records.ZoneSettings(), zone)
+        zone = compile_view(view, ZoneSettings(), zone)
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
         assert zone.state.rebuilt == 1

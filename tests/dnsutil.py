@@ -8,12 +8,13 @@ import dns.rdatatype
 import dns.rrset
 
 from clusterset.model.state import ImportedView
-from clusterset.zone import build, records
+from clusterset.zone import build
+from clusterset.zone.settings import ZoneSettings
 from clusterset.zone.wire import CompiledZone, respond
 
 
 def compile_view(view: ImportedView, **settings: object) -> CompiledZone:
-    return CompiledZone(build.build(view, records.ZoneSettings(**settings), serial=42))  # type: ignore[arg-type]
+    return CompiledZone(build.build(view, ZoneSettings(**settings), serial=42))  # type: ignore[arg-type]
 
 
 def ask(

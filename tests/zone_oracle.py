@@ -1,6 +1,6 @@
 """The oracle for zone.build: the same zone rendered with dnspython's objects and renderer.
 
-zone.records builds every record as dnspython rdata (the reference model of the
+tests/zone_records.py builds every record as dnspython rdata (the reference model of the
 grammar); `render` lays each answer out with dnspython's Renderer exactly as the
 server did before zone.encode packed the bytes itself. Tests compare every answer of
 zone.build with this one, byte for byte. `service_answer` is the pre-flight check's
@@ -21,9 +21,10 @@ import dns.rrset
 
 from clusterset.model.ids import ServiceKey
 from clusterset.model.state import ImportedView
-from clusterset.zone import records
 from clusterset.zone.encode import Prebuilt, Rotation, headers
+from clusterset.zone.settings import ZoneSettings
 from clusterset.zone.wire import NOERROR
+from tests import zone_records as records
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def prebuild(
     return Prebuilt(headers(NOERROR, an, 0, ar), wire[start:], tuple(ends), (an, 0, ar))
 
 
-def render(view: ImportedView, settings: records.ZoneSettings, *, serial: int) -> Rendered:
+def render(view: ImportedView, settings: ZoneSettings, *, serial: int) -> Rendered:
     recs = records.build(view, settings, serial=serial)
     answers: dict[bytes, Prebuilt | Rotation] = {}
     for (name, rdtype), ans in recs.answers.items():
@@ -95,9 +96,7 @@ def render(view: ImportedView, settings: records.ZoneSettings, *, serial: int) -
     return Rendered(frozenset(name_wire(n) for n in recs.names), answers, (soa_rr.ttl, fixed), recs)
 
 
-def service_answer(
-    view: ImportedView, key: ServiceKey, settings: records.ZoneSettings
-) -> tuple[str, ...]:
+def service_answer(view: ImportedView, key: ServiceKey, settings: ZoneSettings) -> tuple[str, ...]:
     """`<svc>.<ns>.svc.<zone>` A, AAAA and SRV as sorted "TYPE rdata" lines, or NXDOMAIN."""
     recs = records.build(view, settings, serial=1)
     name = dns.name.from_text(f"{key.name}.{key.namespace}.svc", recs.origin)

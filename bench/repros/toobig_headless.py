@@ -16,7 +16,8 @@ from clusterset.model.objects import (
     ServicePort,
 )
 from clusterset.model.state import ImportedView
-from clusterset.zone import build, records
+from clusterset.zone import build
+from clusterset.zone.settings import ZoneSettings
 from clusterset.zone.wire import CompiledZone
 
 
@@ -32,7 +33,7 @@ def zone(n: int) -> CompiledZone:
         "default", "db-x", "db", ports=(port,), endpoints=eps, source_cluster=ClusterId("member1")
     )
     view = ImportedView(ClusterId("member2"), {key: imp}, {key: (sl,)}, frozenset({"default"}))
-    return CompiledZone(build.build(view, records.ZoneSettings(), serial=1))
+    return CompiledZone(build.build(view, ZoneSettings(), serial=1))
 
 
 lo, hi = 1, 4000

@@ -34,7 +34,7 @@ from clusterset.model.bag import Objects, add_object, group_slices, implied_name
 from clusterset.model.ids import ServiceKey
 from clusterset.model.state import ImportedView
 from clusterset.zone.build import build
-from clusterset.zone.records import ZoneSettings
+from clusterset.zone.settings import ZoneSettings
 from clusterset.zone.wire import CompiledZone, respond
 
 HERE = Path(__file__).parent

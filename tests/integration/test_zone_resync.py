@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from clusterset.model.state import ImportedView
 from clusterset.server.app import DnsOptions, DnsServer
-from clusterset.zone.records import ZoneSettings
+from clusterset.zone.settings import ZoneSettings
 from clusterset.zone.wire import CompiledZone
 from tests.factories import endpoint, eslice, imported, view
 

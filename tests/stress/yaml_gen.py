@@ -266,7 +266,7 @@ def fuzz(work: Path, *, cases: int, seed: int, reconcile_every: int = 25) -> Rep
     from clusterset.manifests.load import FolderReader
     from clusterset.model.ids import ClusterId, ServiceKey
     from clusterset.server.app import compile_view
-    from clusterset.zone.records import ZoneSettings
+    from clusterset.zone.settings import ZoneSettings
 
     r = random.Random(seed)
     root = work / "clusters"

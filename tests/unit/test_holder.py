@@ -10,7 +10,8 @@ import pytest
 
 from clusterset.model.state import ImportedView
 from clusterset.server.holder import ZoneHolder
-from clusterset.zone import build, records
+from clusterset.zone import build
+from clusterset.zone.settings import ZoneSettings
 from clusterset.zone.wire import CompiledZone
 
 ORIGIN = b"\x0aclusterset\x05local\x00"
@@ -33,7 +34,7 @@ def test_cycles_alive_at_a_swap_are_collected_after_they_become_garbage() -> Non
     now = [0.0]
     holder = ZoneHolder(ORIGIN, clock=lambda: now[0])
     zone = CompiledZone(
-        build.build(ImportedView(None, {}, {}, frozenset()), records.ZoneSettings(), serial=1)
+        build.build(ImportedView(None, {}, {}, frozenset()), ZoneSettings(), serial=1)
     )
     cycles = [_Cycle() for _ in range(100)]
     refs = [weakref.ref(c) for c in cycles]

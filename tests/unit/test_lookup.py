@@ -10,7 +10,7 @@ import pytest
 from clusterset.model.ids import ServiceKey
 from clusterset.model.state import ImportedView
 from clusterset.zone import lookup
-from clusterset.zone.records import ZoneSettings
+from clusterset.zone.settings import ZoneSettings
 from tests import zone_oracle
 from tests.conformance.test_vectors import FIXTURES, load_view
 from tests.unit.test_zone_build import SETTINGS, random_view

@@ -219,17 +219,18 @@ def test_swrr_sequence() -> None:
 
 
 def test_lease_expiry_is_computed_from_now_and_each_leases_expiry() -> None:
-    from clusterset.zone import records
+    from clusterset.zone.settings import ZoneSettings
+    from tests import zone_records as records
 
     base = mkview(type=ImportType.HEADLESS, ann=(), remotes={"m1": 1, "m3": 1}, now=1000.0)
     # view.leases: when each Lease expires (renewTime + leaseDurationSeconds).
     v = dataclasses.replace(base, leases={ClusterId("m1"): 990.0, ClusterId("m3"): 1025.0})
-    recs = records.build(v, records.ZoneSettings(source_leases=True), serial=1)
+    recs = records.build(v, ZoneSettings(source_leases=True), serial=1)
     sel = recs.explain[KEY]
     assert {e.cluster for e in sel.endpoints} == {"m2", "m3"}  # m1's lease lapsed 10 s ago
     assert recs.wake_at == 1025.0  # m3 lapses then: rebuild then
     assert "lease expired for: m1" in sel.notes
-    recs = records.build(v, records.ZoneSettings(source_leases=False), serial=1)
+    recs = records.build(v, ZoneSettings(source_leases=False), serial=1)
     assert {e.cluster for e in recs.explain[KEY].endpoints} == {"m1", "m2", "m3"}
 
 

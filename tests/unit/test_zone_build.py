@@ -20,7 +20,7 @@ from clusterset.model.objects import (
 )
 from clusterset.model.state import ImportedView, Track
 from clusterset.zone import build, encode, policy
-from clusterset.zone.records import ZoneSettings
+from clusterset.zone.settings import ZoneSettings
 from clusterset.zone.wire import CompiledZone, respond
 from tests import zone_oracle
 from tests.conformance.test_vectors import FIXTURES, load_view

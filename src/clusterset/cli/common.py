@@ -42,7 +42,7 @@ from clusterset.reconcile import allocate
 from clusterset.server.app import DnsOptions, DnsServer, ListenError, parse_listen
 from clusterset.server.forward import DEFAULT_ALLOW, parse_upstream
 from clusterset.zone import policy
-from clusterset.zone.records import ZoneSettings
+from clusterset.zone.settings import ZoneSettings
 from clusterset.zone.wire import UDP_PAYLOAD
 
 log = logging.getLogger("clusterset")

@@ -21,7 +21,8 @@ from clusterset.model.selector import Requirement, matches
 from clusterset.model.state import ImportedView
 from clusterset.reconcile import render as rendering
 from clusterset.reconcile.corefile import MARKER
-from clusterset.zone import records, schema
+from clusterset.zone import schema
+from clusterset.zone.settings import ZoneSettings
 from clusterset.zone.wire import FORWARD, CompiledZone, respond
 
 
@@ -266,7 +267,7 @@ def render(observed: Observed, cluster: ClusterId, fmt: str = "yaml") -> None:
 def resolve(
     view: ImportedView,
     zone: CompiledZone,
-    settings: records.ZoneSettings,
+    settings: ZoneSettings,
     name: str,
     qtype: str,
     *,

@@ -18,12 +18,11 @@ import time
 from collections.abc import Callable, Mapping
 
 from clusterset.kube import api as k
-from clusterset.kube.cluster import HUB, SOURCE_LEASE_LABEL, MemberCluster
+from clusterset.kube.cluster import HUB, MemberCluster
 from clusterset.kube.karmada import ClusterInfo, KarmadaControl, Membership, cluster_infos
 from clusterset.kube.lease import SOURCE_LEASE_DURATION, LeaderElector, source_renew_interval
 from clusterset.kube.sink import apply_member, derived_ips, renew_source_leases
 from clusterset.model.ids import ClusterId, InvalidName, ServiceKey
-from clusterset.model.labels import LABEL_OWNED
 from clusterset.model.objects import ImportType
 from clusterset.model.state import ClusterSetState, ClusterState
 from clusterset.reconcile import desired as rd
@@ -282,7 +281,7 @@ class Hub:
                 reconnect = not self.members[name].reachable
                 if reconnect:
                     await self._reconnect(name)
-                log.info("karmada: cluster %s Ready again%s", name,
+                log.info("karmada: cluster %s Ready (was not: %s)%s", name, before.why,
                          "; reconnected" if reconnect else "")  # fmt: skip
         self._seen = {n: i for n, i in self._seen.items() if n in self.members}
 
@@ -303,7 +302,8 @@ class Hub:
 
     async def _withdraw(self, m: MemberCluster, cid: ClusterId | None) -> str:
         """Delete what clusterset wrote into a member that leaves (its imports, derived
-        Services, MCS slices and source Leases), while it is still reachable; what it says."""
+        Services and MCS slices), while it is still reachable; what it says. Its source
+        Leases stay to expire: the chart's member RBAC grants no delete on Leases."""
         left = "what clusterset wrote there stays (label clusterset.io/managed=true)"
         if not (m.synced and m.reachable and cid is not None):
             return f"not reachable: {left}"
@@ -312,16 +312,6 @@ class Hub:
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         async with self._writing:
             r = await apply_member(m, cid, rd.Desired({}, {}, {}), now=now)
-            path = k.LEASES.path(self.lease_namespace)
-            try:
-                leases, _ = await m.api.list(path, label_selector=SOURCE_LEASE_LABEL)
-                for lease in leases:
-                    meta = lease.get("metadata") or {}
-                    if (meta.get("labels") or {}).get(LABEL_OWNED) == "true":
-                        await m.api.delete(k.LEASES.path(self.lease_namespace, meta["name"]))
-                        r.deleted += 1
-            except (*k.API_ERRORS, OSError) as exc:
-                r.errors.append(f"source Leases: {type(exc).__name__}: {exc}")
         if r.errors:
             return f"withdrew {r.deleted} object(s), then failed: {'; '.join(r.errors)}; {left}"
         return f"withdrew {r.deleted} object(s) clusterset wrote there"

@@ -23,8 +23,9 @@ from clusterset.server.http import DnsCollector, OpsServer
 from clusterset.server.probe import Prober
 from clusterset.server.tcp import TcpServer
 from clusterset.server.udp import UdpServer
-from clusterset.zone import build, records
+from clusterset.zone import build
 from clusterset.zone.encode import name_from_text
+from clusterset.zone.settings import ZoneSettings
 from clusterset.zone.wire import UDP_PAYLOAD, CompiledZone
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def bind(host: str, port: int, reuse_port: bool = False) -> tuple[socket.socket,
 
 @dataclass(slots=True)
 class DnsOptions:
-    settings: records.ZoneSettings
+    settings: ZoneSettings
     listen: str = "127.0.0.1:5353"
     udp_threads: int = 1
     # Safety net of the incremental build: a full rebuild at least this often (seconds).
@@ -91,7 +92,7 @@ class DnsOptions:
 
 
 def compile_view(
-    view: ImportedView, settings: records.ZoneSettings, previous: CompiledZone | None = None
+    view: ImportedView, settings: ZoneSettings, previous: CompiledZone | None = None
 ) -> CompiledZone:
     """The zone of `view`; only the services whose inputs changed since `previous` are built."""
     state = previous.state if previous is not None and previous.synced else None
@@ -300,7 +301,7 @@ class DnsServer:
             if pending is not None:
                 pending.cancel()
 
-    def _settings(self, view: ImportedView) -> records.ZoneSettings:
+    def _settings(self, view: ImportedView) -> ZoneSettings:
         """The zone's settings, with the glue the source found when no --ns-address was set."""
         settings = self.options.settings
         if view.ns_addresses and not settings.ns_addresses:

@@ -16,13 +16,29 @@ Time: a local-first answer may depend on `now` (hysteresis). A fragment whose
 output depends on `now` is rebuilt every time; one that was eligible only from
 a given time on is reused only from that time on (see `_timing`).
 
-The grammar and every rule are those of `records.py` (module docstring); that
-module renders the same zone through dnspython and is the oracle the tests
-compare these bytes with. Pure: no I/O, no clock.
+The name grammar (relative to the zone; KEP-1645 DNS specification 1.0.0,
+with the [DECISION]s of docs/dns-schema.md):
+
+    dns-version                          TXT "1.0.0"
+    svc, pod, <ns>.svc                   exist (NODATA) when the namespace exists locally
+    <svc>.<ns>.svc                       A/AAAA: ClusterSetIP -> spec.ips;
+                                         Headless -> ready endpoints of every cluster
+                                         SRV (bare): every port, deduplicated by (target, port)
+    _<port>._<proto>.<svc>.<ns>.svc      SRV for a named port
+    <hostname>.<clusterid>.<svc>.<ns>.svc  A/AAAA of one ready endpoint of a Headless service
+    <clusterid>.<svc>.<ns>.svc           MUST NOT exist (SPEC 2.3.4/2.4.4): NXDOMAIN
+    apex                                 SOA, NS ns.dns.<zone> (+ glue when addresses are known)
+
+Every name absent from the result is NXDOMAIN; every name present but
+without the asked type is NODATA.
+
+tests/zone_records.py renders the same grammar through dnspython: the oracle the
+tests compare these bytes with. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import struct
 from collections.abc import Callable, Mapping
@@ -48,7 +64,7 @@ from clusterset.zone.encode import (
     name_from_text,
     prebuild,
 )
-from clusterset.zone.records import ZoneSettings, endpoint_hostname, expire_leases
+from clusterset.zone.settings import ZoneSettings
 
 Answers = dict[bytes, Prebuilt | Rotation]
 TrackKey = tuple[ServiceKey, ClusterId]
@@ -129,7 +145,8 @@ class ZoneState:
 
 
 class _Builder:
-    """Records of one fragment, accumulated in the order records.py adds them."""
+    """Records of one fragment, accumulated in the order the oracle (tests/zone_records.py)
+    adds them."""
 
     __slots__ = ("answers", "names", "rotations", "ttl", "warnings")
 
@@ -576,3 +593,25 @@ def _rotate(b: _Builder, name: bytes, sel: policy.Selection) -> None:
             [by_addr[p] for p in (address(a)[1] for a in order) if p in by_addr]
             for order in sel.rotations
         ]
+
+
+def endpoint_hostname(hostname: str, address: str) -> str:
+    """Precedence of SPEC 2.1: the hostname field, else the dashed address (CoreDNS rule).
+
+    An IPv6 form ending in '-' gets a '0' so that the label does not end in a dash
+    (as CoreDNS's kubernetes plugin does).
+    """
+    if hostname:
+        return hostname.lower()
+    if ":" in address:
+        dashed = address.replace(":", "-")
+        return dashed + "0" if dashed.endswith("-") else dashed
+    return address.replace(".", "-")
+
+
+def expire_leases(view: ImportedView) -> tuple[ImportedView, float | None]:
+    """Sources whose lease lapsed are expired; also when the next live lease will lapse."""
+    expired = {c for c, until in view.leases.items() if view.now > until}
+    live = [until for c, until in view.leases.items() if c not in expired]
+    wake = min(live) if live else None
+    return dataclasses.replace(view, expired=view.expired | frozenset(expired)), wake

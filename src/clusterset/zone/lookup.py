@@ -18,7 +18,7 @@ from clusterset.model.ids import ServiceKey
 from clusterset.model.state import ImportedView
 from clusterset.zone import build
 from clusterset.zone.encode import AAAA, SRV, A, NameProblem, Prebuilt, labels_wire, name_from_text
-from clusterset.zone.records import ZoneSettings
+from clusterset.zone.settings import ZoneSettings
 
 _TYPES = (A, AAAA, SRV)
 _QUESTION_TAIL = struct.Struct("!HH")  # qtype, class IN

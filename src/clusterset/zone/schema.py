@@ -1,5 +1,5 @@
 """The qname grammar as a parser (for `resolve --explain` and tests); the zone build
-(`zone.build`; `zone.records` is its dnspython reference) is its generator. Both follow
+(`zone.build`; tests/zone_records.py is its dnspython reference) is its generator. Both follow
 docs/dns-schema.md."""
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import dns.name
 from clusterset.model.ids import ServiceKey
 from clusterset.model.objects import ImportType
 from clusterset.model.state import ImportedView
-from clusterset.zone.build import ZoneState
+from clusterset.zone.build import ZoneState, endpoint_hostname
 from clusterset.zone.policy import SelectedEndpoint
-from clusterset.zone.records import endpoint_hostname
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,32 +1,11 @@
-"""Build the record set of the clusterset zone from one cluster's imported view.
-
-The name grammar (relative to the zone; KEP-1645 DNS specification 1.0.0,
-with the [DECISION]s of docs/dns-schema.md):
-
-    dns-version                          TXT "1.0.0"
-    svc, pod, <ns>.svc                   exist (NODATA) when the namespace exists locally
-    <svc>.<ns>.svc                       A/AAAA: ClusterSetIP -> spec.ips;
-                                         Headless -> ready endpoints of every cluster
-                                         SRV (bare): every port, deduplicated by (target, port)
-    _<port>._<proto>.<svc>.<ns>.svc      SRV for a named port
-    <hostname>.<clusterid>.<svc>.<ns>.svc  A/AAAA of one ready endpoint of a Headless service
-    <clusterid>.<svc>.<ns>.svc           MUST NOT exist (SPEC 2.3.4/2.4.4): NXDOMAIN
-    apex                                 SOA, NS ns.dns.<zone> (+ glue when addresses are known)
-
-Every name absent from the result is NXDOMAIN; every name present but
-without the asked type is NODATA.
-
-This is the reference model of the grammar over dnspython objects: the server
-builds its zone with `zone.build` (wire bytes, per service, incremental), and
-the tests render this model with dnspython (tests/zone_oracle.py) and compare
-every answer byte for byte. It also writes the zone file the benchmark's peer
-servers load (bench/dns_qps.py). `ZoneSettings` and `endpoint_hostname` are
-shared by both.
+"""The clusterset zone's records as dnspython objects: the reference model the tests
+render (tests/zone_oracle.py) and compare every answer of `zone.build` with, byte for
+byte; it also writes the zone file the benchmark's peer servers load (bench/dns_qps.py).
+The grammar is zone/build.py's (module docstring).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -52,6 +31,8 @@ from clusterset.model.objects import (
 )
 from clusterset.model.state import ImportedView, Track
 from clusterset.zone import policy
+from clusterset.zone.build import endpoint_hostname, expire_leases
+from clusterset.zone.settings import ZoneSettings
 
 IN = dns.rdataclass.IN
 A = dns.rdatatype.A
@@ -60,22 +41,6 @@ SRV = dns.rdatatype.SRV
 TXT = dns.rdatatype.TXT
 SOA = dns.rdatatype.SOA
 NS = dns.rdatatype.NS
-
-
-@dataclass(frozen=True, slots=True)
-class ZoneSettings:
-    zone: str = "clusterset.local"
-    ttl: int = 5
-    version: str = "1.0.0"
-    version_ttl: int = 28800
-    ns_addresses: tuple[str, ...] = ()
-    default_policy: str = policy.KEP
-    # Opt-in: also answer <svc>.<ns>.svc.<unified_zone> (e.g. cluster.local) for imported
-    # services, local-first; everything else there is forwarded upstream by the server.
-    unified_zone: str | None = None
-    # Honour the source clusters' liveness Leases: a source whose Lease expired
-    # (view.leases) stops counting, its endpoints are not answered.
-    source_leases: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,20 +86,6 @@ class ZoneRecords:
         rr = self.answers[(self.origin, SOA)].answer[0]
         assert isinstance(rr.rdata, dns.rdtypes.ANY.SOA.SOA)
         return rr.rdata
-
-
-def endpoint_hostname(hostname: str, address: str) -> str:
-    """Precedence of SPEC 2.1: the hostname field, else the dashed address (CoreDNS rule).
-
-    An IPv6 form ending in '-' gets a '0' so that the label does not end in a dash
-    (as CoreDNS's kubernetes plugin does).
-    """
-    if hostname:
-        return hostname.lower()
-    if ":" in address:
-        dashed = address.replace(":", "-")
-        return dashed + "0" if dashed.endswith("-") else dashed
-    return address.replace(".", "-")
 
 
 def _addr_rdata(address: str) -> dns.rdata.Rdata:
@@ -261,14 +212,6 @@ def build(view: ImportedView, settings: ZoneSettings, *, serial: int) -> ZoneRec
                 lambda imp=imp, slices=slices: _unified(recs, view, imp, slices, settings),
             )
     return recs
-
-
-def expire_leases(view: ImportedView) -> tuple[ImportedView, float | None]:
-    """Sources whose lease lapsed are expired; also when the next live lease will lapse."""
-    expired = {c for c, until in view.leases.items() if view.now > until}
-    live = [until for c, until in view.leases.items() if c not in expired]
-    wake = min(live) if live else None
-    return dataclasses.replace(view, expired=view.expired | frozenset(expired)), wake
 
 
 def _unified(
