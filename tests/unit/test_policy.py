@@ -246,3 +246,23 @@ def test_failing_probes_take_a_cluster_out() -> None:
         mkview(type=ImportType.HEADLESS, ann=()), probe_failed=frozenset({(KEY, ClusterId("m1"))})
     )
     assert "m1" not in {e.cluster for e in sel(v).endpoints}
+
+
+@pytest.mark.parametrize(
+    ("groups", "weights"),
+    [
+        ({"a": ("10.0.0.1",), "b": ("10.0.0.1", "10.0.0.2")}, {}),
+        ({"a": ("10.0.0.1", "10.0.0.2"), "b": ("10.0.0.2",), "c": ("10.0.0.3",)}, {"a": 2}),
+        ({"a": ("10.0.0.1",), "b": ("10.0.0.1",)}, {}),
+    ],
+    ids=["shared-address", "weighted", "same-address-everywhere"],
+)
+def test_rotations_answer_a_shared_address_once(
+    groups: dict[str, tuple[str, ...]], weights: dict[str, int]
+) -> None:
+    """Two clusters with the same endpoint address: every turn holds each address once, and
+    the same set as the base answer (found by the lookup-vs-oracle test, issue 22)."""
+    everything = set().union(*groups.values())
+    for turn in policy.rotations(groups, weights):
+        assert len(turn) == len(set(turn)), turn
+        assert set(turn) == everything

@@ -238,7 +238,9 @@ def rotations(
         turn[g] += 1
         first = members[k:] + members[:k]
         rest = [a for h in sorted(groups) if h != g for a in groups[h]]
-        out.append(first + tuple(rest))
+        # An address two clusters share (the same endpoint IP in both) is answered once, as
+        # in the base answer: a repeated A record is a wasted byte budget and a skewed order.
+        out.append(tuple(dict.fromkeys((*first, *rest))))
     return tuple(out)  # repeats are the weights: a 3:1 split is 3 turns of one order
 
 
