@@ -23,7 +23,8 @@ The fuzz also sends them now and then. `--count 0` runs the worst cases alone.
 
 is a mixed attack instead: the worst-case datagrams, TCP connections that send half a
 message and dribble the rest, and slow unfinished HTTP requests to --metrics-listen,
-while legitimate clients ask over UDP, TCP and HTTP and count what is lost (goal: 0).
+while legitimate clients ask over UDP, TCP and HTTP and count what is lost (goal: 0);
+then the UDP and TCP parts against knotd serving the same name, for the same time.
 """
 
 from __future__ import annotations
@@ -810,9 +811,37 @@ def legit_http(port: int, stop: threading.Event, every: float = 1.0, timeout: fl
 
 
 def soak(seconds: float, rate: float, *, tcp_conns: int = 300, http_conns: int = 100) -> bool:
-    """The mixed attack of the module docstring for `seconds`; prints the losses, True if none."""
+    """The mixed attack of the module docstring for `seconds` on clusterset, then on knotd
+    (the UDP and TCP parts: it serves no HTTP); prints the losses, True if ours has none."""
     tmp = Path(tempfile.mkdtemp(prefix="clusterset-soak-"))
-    server = Server(write_folder(tmp), tmp / "server.log")
+    try:
+        server = Server(write_folder(tmp), tmp / "server.log")
+        try:
+            ours = _attack(
+                "clusterset", seconds, rate, server.port, server.proc.pid, server.metrics,
+                tcp_conns=tcp_conns, http_conns=http_conns,
+            )  # fmt: skip
+        finally:
+            server.stop()
+        with knotd(tmp) as (knot_port, knot_pid):
+            _attack("knotd", seconds, rate, knot_port, knot_pid, None, tcp_conns=tcp_conns)
+        return ours
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _attack(
+    who: str,
+    seconds: float,
+    rate: float,
+    port: int,
+    pid: int,
+    metrics: int | None,
+    *,
+    tcp_conns: int,
+    http_conns: int = 0,
+) -> bool:
+    """One server under the mixed attack; True when it lived and lost nothing."""
     stop = threading.Event()
     results: dict[str, object] = {}
 
@@ -822,39 +851,41 @@ def soak(seconds: float, rate: float, *, tcp_conns: int = 300, http_conns: int =
         return t
 
     packets = list(worst_packets().values())
+    rss_before = rss_kib(pid)
+    threads = [
+        run("udp attack", lambda: attack_udp(port, packets, rate, stop)),
+        run("tcp attack", lambda: attack_tcp_partial(port, tcp_conns, stop)),
+        run("tcp", lambda: legit_tcp(port, stop)),
+    ]
+    if metrics is not None:
+        threads.append(run("http attack", lambda: attack_http_slow(metrics, http_conns, stop)))
+        threads.append(run("http", lambda: legit_http(metrics, stop)))
     try:
-        rss_before = rss_kib(server.proc.pid)
-        threads = [
-            run("udp attack", lambda: attack_udp(server.port, packets, rate, stop)),
-            run("tcp attack", lambda: attack_tcp_partial(server.port, tcp_conns, stop)),
-            run("http attack", lambda: attack_http_slow(server.metrics, http_conns, stop)),
-            run("tcp", lambda: legit_tcp(server.port, stop)),
-            run("http", lambda: legit_http(server.metrics, stop)),
-        ]
-        try:
-            results["udp"] = legit_udp(server.port, seconds, qps=50)
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(timeout=30)
-        alive = server.proc.poll() is None
-        print(
-            f"soak {seconds:.0f} s: attack {results.get('udp attack', 0)} B of UDP worst cases, "
-            f"{results.get('tcp attack')} TCP connections holding half a message "
-            f"(of {tcp_conns} at once), {results.get('http attack')} slow HTTP requests "
-            f"(of {http_conns} at once)"
-        )
-        for kind in ("udp", "tcp", "http"):
-            print(f"  legitimate {kind.upper():<4}: {results.get(kind)}")
-        print(
-            f"server {'alive' if alive else 'DEAD'}, RSS {rss_before / 1024:.1f} -> "
-            f"{rss_kib(server.proc.pid) / 1024 if alive else 0:.1f} MiB"
-        )
-        losses = [results.get(k) for k in ("udp", "tcp", "http")]
-        return alive and all(isinstance(x, Loss) and x.lost == 0 for x in losses)
+        results["udp"] = legit_udp(port, seconds, qps=50)
     finally:
-        server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    alive = os.path.exists(f"/proc/{pid}")
+    kinds = ("udp", "tcp", "http") if metrics is not None else ("udp", "tcp")
+    print(
+        f"{who}, soak {seconds:.0f} s: attack {results.get('udp attack', 0)} B of UDP worst "
+        f"cases, {results.get('tcp attack')} TCP connections holding half a message (of "
+        f"{tcp_conns} at once)"
+        + (
+            f", {results.get('http attack')} slow HTTP requests (of {http_conns} at once)"
+            if metrics is not None
+            else ""
+        )
+    )
+    for kind in kinds:
+        print(f"  legitimate {kind.upper():<4}: {results.get(kind)}")
+    print(
+        f"  {'alive' if alive else 'DEAD'}, RSS {rss_before / 1024:.1f} -> "
+        f"{rss_kib(pid) / 1024 if alive else 0:.1f} MiB"
+    )
+    losses = [results.get(k) for k in kinds]
+    return alive and all(isinstance(x, Loss) and x.lost == 0 for x in losses)
 
 
 def main() -> None:
