@@ -540,7 +540,11 @@ def test_image_contract_matches_the_chart(defaults: list[Obj]) -> None:
     froms = re.findall(r"^FROM\s+(\S+)", docker, re.M)
     assert len(froms) >= 2, "multi-stage"
     assert "ARG PYTHON_IMAGE=python:3.11-slim" in docker
-    assert all(f.startswith("${PYTHON_IMAGE}") for f in froms)
+    # The build stage: the same Python with a compiler (it builds the UDP fast path); the
+    # runtime stage: the slim one.
+    assert "ARG BUILD_IMAGE=python:3.11" in docker
+    assert froms[0].startswith("${BUILD_IMAGE}") and froms[-1] == "${PYTHON_IMAGE}"
+    assert "import clusterset.server._fastudp" in docker, "the build fails without the extension"
     assert re.search(r"^USER 65532:65532$", docker, re.M)
     assert re.search(r'^ENTRYPOINT \["clusterset"\]$', docker, re.M)
     (expose,) = re.findall(r"^EXPOSE (.+)$", docker, re.M)

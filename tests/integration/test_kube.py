@@ -192,6 +192,7 @@ def test_hub_imports_into_every_member_with_ips_and_conditions(hub: ControlPlane
     assert si["spec"]["type"] == "ClusterSetIP"
     assert si["spec"]["ports"] == [{"name": "http", "port": 80, "protocol": "TCP"}]
     assert si["status"]["clusters"] == [{"cluster": "member1"}]
+    assert si["status"]["endpointSliceObjects"] == "Present"  # kept by the apiserver's schema
     derived = si["metadata"]["annotations"]["multicluster.kubernetes.io/derived-service"]
     svc = get(cp, "member2", f"/api/v1/namespaces/default/services/{derived}")
     assert svc["spec"]["clusterIP"] == si["spec"]["ips"][0]

@@ -84,6 +84,9 @@ class MemberCluster:
             }
         # The multicluster.x-k8s.io version this cluster serves, found by discovery in run().
         self.mcs_version: str | None = None
+        # Whether its ServiceImport schema keeps status.endpointSliceObjects (an older
+        # v1beta1 CRD prunes it: then it is left out, not re-sent on every pass).
+        self.slice_presence = True
         # Conversion is cached per object and resourceVersion: a change converts one object.
         self._converted: dict[tuple[str, str], tuple[str, Objects | str]] = {}
         self._reported: set[str] = set()
@@ -139,6 +142,7 @@ class MemberCluster:
 
     async def run(self) -> None:
         self.mcs_version = await self.discover_mcs()
+        self.slice_presence = True  # a new run (a reconnect) looks at the schema again
         for i in self.informers.values():
             if i.resource.group == k.MCS_GROUP and i.resource.version != self.mcs_version:
                 i.retarget(dataclasses.replace(i.resource, version=self.mcs_version))

@@ -113,14 +113,15 @@ async def _apply(
     *,
     status: bool = False,
     absent: tuple[str, ...] = (),
-) -> None:
-    """Apply what `render_obj` makes unless `have` already holds it. `src`: the desired
-    input it is rendered from (see _Verified). `absent`: labels we may have set before
-    that the object no longer carries (a subset check alone would never drop them)."""
+) -> Obj | None:
+    """Apply what `render_obj` makes unless `have` already holds it; the object as stored
+    when it was applied. `src`: the desired input it is rendered from (see _Verified).
+    `absent`: labels we may have set before that the object no longer carries (a subset
+    check alone would never drop them)."""
     memo = (res.api_version + "/" + res.plural, skey, status)
     if verified.same(memo, src, have):
         r.unchanged += 1
-        return
+        return None
     obj = render_obj()
     meta = obj["metadata"]
     path = res.path(meta.get("namespace"), meta["name"]) + ("/status" if status else "")
@@ -129,12 +130,13 @@ async def _apply(
     if have is not None and not stale and contains(_meta_view(obj), _meta_view(have)):
         r.unchanged += 1
         verified.holds(memo, src, have)
-        return
+        return None
     if r.unreachable:
-        return
+        return None
     try:
-        await member.api.apply(path, obj)
+        stored = await member.api.apply(path, obj)
         r.applied += 1
+        return stored
     except (httpx.HTTPError, OSError) as exc:
         r.unreachable = True
         r.errors.append(f"cluster {member.name}: unreachable: {type(exc).__name__}: {exc}")
@@ -142,6 +144,7 @@ async def _apply(
         r.errors.append(
             f"cluster {member.name}: apply {res.kind} {meta.get('namespace')}/{meta['name']}: {exc}"
         )
+    return None
 
 
 async def _delete(member: MemberCluster, res: k.Resource, key: str, r: ApplyResult) -> None:
@@ -260,17 +263,28 @@ async def apply_member(
             # A foreign import's status goes on Karmada's object only: ours of that name is
             # about to be pruned, and writing it first would be a wasted write.
             if key not in foreign_imports or (have is not None and not _owned(have)):
-                await _apply(
+                presence = member.slice_presence
+                stored = await _apply(
                     member,
                     import_res,
                     skey,
-                    functools.partial(render.service_import_status, imp, version),
+                    functools.partial(
+                        render.service_import_status, imp, version, presence=presence
+                    ),
                     have,
                     r,
                     verified,
-                    imp,
+                    (imp, presence),
                     status=True,
                 )
+                kept = ((stored or {}).get("status") or {}).get("endpointSliceObjects")
+                if stored is not None and presence and version != "v1alpha1" and not kept:
+                    member.slice_presence = False
+                    log.info(
+                        "cluster %s: its ServiceImport schema has no "
+                        "status.endpointSliceObjects (an older CRD): left out",
+                        member.name,
+                    )
             for s in slices_wanted.get(key, ()):
                 ekey = f"{s.namespace}/{s.name}"
                 want_slices.add(ekey)

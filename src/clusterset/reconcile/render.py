@@ -75,12 +75,20 @@ def service_import_ips(imp: ServiceImport, version: str = MCS_VERSION) -> Obj:
     }
 
 
-def service_import_status(imp: ServiceImport, version: str = MCS_VERSION) -> Obj:
+def service_import_status(
+    imp: ServiceImport, version: str = MCS_VERSION, *, presence: bool = True
+) -> Obj:
+    """`status.clusters`, and that clusterset keeps MCS EndpointSlices for every import it
+    writes (`endpointSliceObjects: Present`, KEP-1645) where the schema has the field:
+    v1alpha1's and older v1beta1 CRDs prune it (`presence` False)."""
+    status: Obj = {"clusters": [{"cluster": c} for c in imp.clusters]}
+    if presence and version != "v1alpha1":
+        status["endpointSliceObjects"] = "Present"
     return {
         "apiVersion": mcs_api(version),
         "kind": "ServiceImport",
         "metadata": {"name": imp.name, "namespace": imp.namespace},
-        "status": {"clusters": [{"cluster": c} for c in imp.clusters]},
+        "status": status,
     }
 
 
