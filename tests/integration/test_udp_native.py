@@ -1,11 +1,14 @@
 """The UDP loop in C (`_fastudp`, memo hits) and in Python give the same bytes and counters.
 
-Every test runs against both loops of a real `clusterset dns` process; the native one must
-be built (`pip install -e .` builds it): a missing module fails, it is not skipped.
+Every test runs against both loops of a real `clusterset dns` process, but the `test_receiver_*`
+ones, on `_fastudp.Receiver` itself; the native loop must be built (`pip install -e .` builds
+it): a missing module fails, it is not skipped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import socket
 import subprocess
@@ -15,6 +18,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from threading import Thread
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -321,3 +326,154 @@ def test_receiver_batches_hits_misses_and_zone_swaps() -> None:
         holder.zone = SimpleNamespace(memo_udp={query[2:]: reply[2:]})
         assert rx.serve(holder, rcodes)[1] == _fastudp.BATCH  # type: ignore[arg-type]
         assert rx.serve(holder, rcodes)[1] == 5  # type: ignore[arg-type]
+
+
+_QUERY = b"\x00\x07" + b"\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x00\x00\x01\x00\x01"
+_REPLY = _QUERY[:2] + b"\x84\x03" + _QUERY[4:]  # QR AA, NXDOMAIN
+
+
+def _udp_pair() -> tuple[socket.socket, socket.socket]:
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.settimeout(2)
+    return server, client
+
+
+def _serving_thread(rx: Any, holder: object, rcodes: list[int]) -> tuple[Thread, list[object]]:
+    """`rx.serve` in a thread (blocked in recvmmsg until a datagram or a shutdown)."""
+    out: list[object] = []
+
+    def run() -> None:
+        try:
+            out.append(rx.serve(holder, rcodes))
+        except Exception as exc:
+            out.append(exc)
+
+    t = Thread(target=run, daemon=True)
+    t.start()
+    time.sleep(0.1)
+    assert t.is_alive() and not out
+    return t, out
+
+
+def test_receiver_refuses_a_second_init_while_serving() -> None:
+    """The old __init__ swapped the fd of a Receiver whose serve() was running."""
+    from types import SimpleNamespace
+
+    from clusterset.server import _fastudp
+
+    server, client = _udp_pair()
+    with server, client, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+        rx = _fastudp.Receiver(server.fileno())
+        holder = SimpleNamespace(zone=SimpleNamespace(memo_udp={_QUERY[2:]: _REPLY[2:]}))
+        t, out = _serving_thread(rx, holder, [0] * 24)
+        with pytest.raises(RuntimeError, match="already initialised"):
+            rx.__init__(other.fileno())  # type: ignore[misc]
+        client.sendto(_QUERY, server.getsockname())  # still served from the first socket
+        assert client.recvfrom(100)[0] == _REPLY
+        t.join(5)
+        assert out and not isinstance(out[0], Exception)
+        with pytest.raises(RuntimeError, match="already initialised"):  # idle: refused too
+            rx.__init__(other.fileno())  # type: ignore[misc]
+        rx.close()
+
+
+def test_receiver_keeps_its_socket_when_the_fd_number_is_reused() -> None:
+    """The Receiver works on its own duplicate: the socket closed and its number given to a
+    new one, serve() still reads the first socket (the old one read the new socket's)."""
+    from types import SimpleNamespace
+
+    from clusterset.server import _fastudp
+
+    server, client = _udp_pair()
+    with client:
+        fd, address = server.fileno(), server.getsockname()
+        rx = _fastudp.Receiver(fd)
+        server.close()
+        reused = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        if reused.fileno() != fd:  # the lowest free number may be another
+            os.dup2(reused.fileno(), fd)
+            reused.close()
+            reused = socket.socket(fileno=fd)
+        no_zone = SimpleNamespace(zone=None)  # everything handed back
+        with reused:
+            reused.bind(("127.0.0.1", 0))
+            client.sendto(b"to the new socket", reused.getsockname())
+            client.sendto(b"to the first one", address)
+            time.sleep(0.1)
+            misses = rx.serve(no_zone, [0] * 24)[0]  # type: ignore[arg-type]
+            assert [m[0] for m in misses] == [b"to the first one"]
+            reused.settimeout(2)
+            assert reused.recvfrom(100)[0] == b"to the new socket"
+        rx.close()
+        with pytest.raises(OSError):  # closed: as a closed socket
+            rx.serve(no_zone, [0] * 24)  # type: ignore[arg-type]
+
+
+def test_receiver_rcodes_shrunk_while_serving() -> None:
+    """The list is checked again once the GIL is back (the old code indexed the emptied
+    list: a crash)."""
+    from types import SimpleNamespace
+
+    from clusterset.server import _fastudp
+
+    server, client = _udp_pair()
+    with server, client:
+        rx = _fastudp.Receiver(server.fileno())
+        holder = SimpleNamespace(zone=SimpleNamespace(memo_udp={_QUERY[2:]: _REPLY[2:]}))
+        rcodes = [0] * 24
+        t, out = _serving_thread(rx, holder, rcodes)
+        rcodes.clear()
+        client.sendto(_QUERY, server.getsockname())
+        t.join(5)
+        assert isinstance(out[0], ValueError), out
+        assert client.recvfrom(100)[0] == _REPLY  # sent before the count failed
+        rcodes += [0] * 24
+        client.sendto(_QUERY, server.getsockname())
+        rx.serve(holder, rcodes)  # type: ignore[arg-type]
+        assert rcodes[3] == 1
+        rx.close()
+
+
+def test_receiver_closed_while_serving_sends_nothing_more() -> None:
+    """close() from another thread during serve(): the batch's memo hit is not sent nor
+    counted as a response, and the fd is closed when serve() returns."""
+    from types import SimpleNamespace
+
+    from clusterset.server import _fastudp
+
+    server, client = _udp_pair()
+    with server, client:
+        rx = _fastudp.Receiver(server.fileno())
+        holder = SimpleNamespace(zone=SimpleNamespace(memo_udp={_QUERY[2:]: _REPLY[2:]}))
+        rcodes = [0] * 24
+        t, out = _serving_thread(rx, holder, rcodes)
+        rx.close()  # busy: takes effect in the running serve()
+        client.sendto(_QUERY, server.getsockname())
+        t.join(5)
+        assert out == [([], 1, 0, 1)]  # received, dropped
+        assert rcodes == [0] * 24
+        client.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            client.recvfrom(100)
+        with pytest.raises(OSError):
+            rx.serve(holder, rcodes)  # type: ignore[arg-type]
+
+
+def test_receiver_woken_by_shutdown_counts_nothing() -> None:
+    """shutdown(SHUT_RD) (UdpServer.stop) ends a blocked serve(); its end marker (no
+    length, no peer) is not a query."""
+    from types import SimpleNamespace
+
+    from clusterset.server import _fastudp
+
+    server, client = _udp_pair()
+    with server, client:
+        rx = _fastudp.Receiver(server.fileno())
+        t, out = _serving_thread(rx, SimpleNamespace(zone=None), [0] * 24)
+        with contextlib.suppress(OSError):  # ENOTCONN on Linux, but the receive is woken
+            server.shutdown(socket.SHUT_RD)
+        t.join(5)
+        assert out == [([], 0, 0, 0)]
+        rx.close()

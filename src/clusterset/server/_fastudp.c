@@ -5,11 +5,22 @@
  *   2. with the GIL: look up query[2:] in holder.zone.memo_udp (a dict: bytes -> bytes);
  *      a hit is answered with query[:2] + value, a miss is returned to Python,
  *   3. sendmmsg() every hit (GIL released), the value objects kept alive meanwhile,
- *   4. add the hits' rcodes to the `rcodes` list and return
+ *   4. with the GIL again: add the hits' rcodes to the `rcodes` list and return
  *      (misses [(bytes, addr)], queries, truncated, dropped).
  * Python answers the misses with wire.respond() as the pure-Python loop does; that also
  * fills the memo. Nothing is cached between calls: the zone and its memo are read (and
  * referenced) anew for every batch, so a zone swap takes effect at the next batch.
+ * While the GIL is released only the Receiver's own C buffers are used, and the bytes of
+ * the memo values it holds references to (immutable); every Python object is read with the
+ * GIL held, and `rcodes` is checked again once the GIL is back.
+ *
+ * The Receiver owns a duplicate of the socket's fd (taken in __init__): closing the Python
+ * socket never frees the number it uses, so a serve() still running can never read from or
+ * send on another socket that was given that number. The duplicate is closed by close()
+ * (at the end of the running serve() if one is running, which then sends nothing more),
+ * or when the Receiver is freed.
+ * A serve() blocked in recvmmsg is woken by shutdown(SHUT_RD) on the socket: the batch then
+ * ends with entries of no length and no peer, which are skipped and not counted.
  * Why in C: see the docstring of clusterset/server/udp.py (measured figures).
  */
 #define PY_SSIZE_T_CLEAN
@@ -17,18 +28,24 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #define BATCH 32      /* datagrams per call: bounds the work done per GIL acquisition */
 #define RXSIZE 65536  /* per datagram: larger than any UDP payload, as recvfrom(65535) */
+#define NRCODES 16    /* the 4-bit RCODE of the header; `rcodes` must have at least these */
 
 typedef struct {
     PyObject_HEAD
-    int fd;
+    int fd;                     /* our own duplicate of the socket's fd; -1 once closed */
     int busy;                   /* serve() is not reentrant: one Receiver per thread */
-    unsigned char *rx;          /* BATCH * RXSIZE bytes, one slot per datagram */
+    int closing;                /* close() was called during serve(): send nothing more,
+                                   close when it returns */
+    unsigned char *rx;          /* BATCH * RXSIZE bytes, one slot per datagram; NULL: no
+                                   __init__ yet (set once: __init__ is refused afterwards) */
     struct sockaddr_storage addr[BATCH];
     struct iovec rxiov[BATCH];
     struct mmsghdr rxmsg[BATCH];
@@ -37,29 +54,76 @@ typedef struct {
     PyObject *txval[BATCH];     /* the memo values being sent: owned references */
 } Receiver;
 
+/* What one batch did, returned to Python or added to `rcodes` at its end. */
+typedef struct {
+    Py_ssize_t rcodes[NRCODES];
+    Py_ssize_t queries, truncated, dropped;
+    int ntx; /* hits ready to send: txmsg[0 .. ntx) */
+} Tally;
+
 static PyObject *str_zone, *str_memo_udp;
+
+static PyObject *Receiver_new(PyTypeObject *tp, PyObject *args, PyObject *kwds) {
+    Receiver *self = (Receiver *)PyType_GenericNew(tp, args, kwds);
+    if (self != NULL)
+        self->fd = -1;
+    return (PyObject *)self;
+}
 
 static int Receiver_init(Receiver *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"fd", NULL};
-    int fd;
+    int fd, type;
+    socklen_t typelen = sizeof type;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "i", kwlist, &fd))
         return -1;
+    if (self->rx != NULL) { /* another thread may be inside serve() with our fd */
+        PyErr_SetString(PyExc_RuntimeError, "Receiver: already initialised");
+        return -1;
+    }
     if (fd < 0) {
         PyErr_SetString(PyExc_ValueError, "negative file descriptor");
         return -1;
     }
-    if (self->rx == NULL) {
-        self->rx = PyMem_RawMalloc((size_t)BATCH * RXSIZE);
-        if (self->rx == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &typelen) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
     }
-    self->fd = fd;
+    if (type != SOCK_DGRAM) {
+        PyErr_SetString(PyExc_ValueError, "Receiver: not a datagram socket");
+        return -1;
+    }
+    self->rx = PyMem_RawMalloc((size_t)BATCH * RXSIZE);
+    if (self->rx == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (self->fd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1; /* rx stays: this Receiver cannot be initialised again */
+    }
     return 0;
 }
 
+static void close_fd(Receiver *self) {
+    if (self->fd >= 0)
+        close(self->fd); /* our duplicate: the socket lives on while Python holds it */
+    self->fd = -1;
+    self->closing = 0;
+}
+
+/* From the serving thread, or another (UdpServer.stop): a serve() running then sends no
+ * reply it has not started sending, and closes the fd when it returns. */
+static PyObject *Receiver_close(Receiver *self, PyObject *Py_UNUSED(ignored)) {
+    if (self->busy)
+        self->closing = 1;
+    else
+        close_fd(self);
+    Py_RETURN_NONE;
+}
+
 static void Receiver_dealloc(Receiver *self) {
+    close_fd(self); /* never busy here: serve() holds a reference to self */
     PyMem_RawFree(self->rx);
     PyTypeObject *tp = Py_TYPE(self);
     tp->tp_free((PyObject *)self);
@@ -86,20 +150,8 @@ static PyObject *make_addr(const struct sockaddr_storage *ss, socklen_t len) {
     return NULL;
 }
 
-static PyObject *Receiver_serve(Receiver *self, PyObject *args) {
-    PyObject *holder, *rcodes;
-    if (!PyArg_ParseTuple(args, "OO!", &holder, &PyList_Type, &rcodes))
-        return NULL;
-    if (PyList_GET_SIZE(rcodes) < 16) {
-        PyErr_SetString(PyExc_ValueError, "rcodes: expected a list of at least 16 ints");
-        return NULL;
-    }
-    if (self->rx == NULL || self->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "Receiver: not initialised, or serve() running");
-        return NULL;
-    }
-    self->busy = 1;
-
+/* Step 1: up to BATCH datagrams into rx, the GIL released. The count, or -1 and errno. */
+static int receive_batch(Receiver *self) {
     for (int i = 0; i < BATCH; i++) {
         self->rxiov[i].iov_base = self->rx + (size_t)i * RXSIZE;
         self->rxiov[i].iov_len = RXSIZE;
@@ -115,85 +167,74 @@ static PyObject *Receiver_serve(Receiver *self, PyObject *args) {
     if (n < 0)
         err = errno;
     Py_END_ALLOW_THREADS
-    if (n < 0) {
-        self->busy = 0;
-        errno = err;
-        return PyErr_SetFromErrno(PyExc_OSError);
+    errno = err;
+    return n;
+}
+
+/* Step 2 for datagram i (GIL held): queue a memo hit for sending, or append a miss.
+ * 0, or -1 with an exception set. */
+static int answer_one(Receiver *self, int i, PyObject *memo, PyObject *misses, Tally *t) {
+    const unsigned char *buf = self->rx + (size_t)i * RXSIZE;
+    Py_ssize_t len = (Py_ssize_t)self->rxmsg[i].msg_len;
+    socklen_t namelen = self->rxmsg[i].msg_hdr.msg_namelen;
+    if (len == 0 && namelen == 0)
+        return 0; /* no peer: not a datagram but the end of a shut-down socket */
+    if (self->rxmsg[i].msg_hdr.msg_flags & MSG_TRUNC) {
+        t->queries++;
+        t->dropped++; /* cannot happen with RXSIZE > 65535; never answer a cut query */
+        return 0;
     }
-
-    PyObject *zone = NULL, *memo = NULL, *misses = NULL, *result = NULL;
-    Py_ssize_t counts[16] = {0};
-    Py_ssize_t queries = 0, truncated = 0, dropped = 0;
-    int ntx = 0;
-
-    misses = PyList_New(0);
-    if (misses == NULL)
-        goto done;
-    zone = PyObject_GetAttr(holder, str_zone);
-    if (zone == NULL)
-        goto done;
-    if (zone != Py_None) {
-        memo = PyObject_GetAttr(zone, str_memo_udp);
-        if (memo == NULL)
-            goto done;
-        if (!PyDict_Check(memo))
-            Py_CLEAR(memo); /* everything goes to Python */
+    /* Memo keys are whole queries (never replies: QR clear) after the 2-byte ID. */
+    if (memo != NULL && len >= 12 && !(buf[2] & 0x80)) {
+        PyObject *key = PyBytes_FromStringAndSize((const char *)buf + 2, len - 2);
+        if (key == NULL)
+            return -1;
+        PyObject *val = PyDict_GetItemWithError(memo, key); /* borrowed */
+        Py_DECREF(key);
+        if (val == NULL && PyErr_Occurred())
+            return -1;
+        if (val != NULL && PyBytes_CheckExact(val) && PyBytes_GET_SIZE(val) >= 2) {
+            const unsigned char *v = (const unsigned char *)PyBytes_AS_STRING(val);
+            int k = t->ntx++;
+            Py_INCREF(val); /* the memo may be cleared by another thread meanwhile */
+            self->txval[k] = val;
+            self->txiov[k][0].iov_base = (void *)buf; /* the client's ID */
+            self->txiov[k][0].iov_len = 2;
+            self->txiov[k][1].iov_base = (void *)v;
+            self->txiov[k][1].iov_len = (size_t)PyBytes_GET_SIZE(val);
+            memset(&self->txmsg[k], 0, sizeof self->txmsg[k]);
+            self->txmsg[k].msg_hdr.msg_name = &self->addr[i];
+            self->txmsg[k].msg_hdr.msg_namelen = namelen;
+            self->txmsg[k].msg_hdr.msg_iov = self->txiov[k];
+            self->txmsg[k].msg_hdr.msg_iovlen = 2;
+            t->queries++;
+            t->rcodes[v[1] & 0x0F]++; /* reply byte 3: RCODE */
+            if (v[0] & 0x02)          /* reply byte 2: TC */
+                t->truncated++;
+            return 0;
+        }
     }
-
-    for (int i = 0; i < n; i++) {
-        const unsigned char *buf = self->rx + (size_t)i * RXSIZE;
-        Py_ssize_t len = (Py_ssize_t)self->rxmsg[i].msg_len;
-        queries++;
-        if (self->rxmsg[i].msg_hdr.msg_flags & MSG_TRUNC) {
-            dropped++; /* cannot happen with RXSIZE > 65535; never answer a cut query */
-            continue;
-        }
-        /* Memo keys are whole queries (never replies: QR clear) after the 2-byte ID. */
-        if (memo != NULL && len >= 12 && !(buf[2] & 0x80)) {
-            PyObject *key = PyBytes_FromStringAndSize((const char *)buf + 2, len - 2);
-            if (key == NULL)
-                goto done;
-            PyObject *val = PyDict_GetItemWithError(memo, key); /* borrowed */
-            Py_DECREF(key);
-            if (val == NULL && PyErr_Occurred())
-                goto done;
-            if (val != NULL && PyBytes_CheckExact(val) && PyBytes_GET_SIZE(val) >= 2) {
-                const unsigned char *v = (const unsigned char *)PyBytes_AS_STRING(val);
-                Py_INCREF(val); /* the memo may be cleared by another thread meanwhile */
-                self->txval[ntx] = val;
-                self->txiov[ntx][0].iov_base = (void *)buf; /* the client's ID */
-                self->txiov[ntx][0].iov_len = 2;
-                self->txiov[ntx][1].iov_base = (void *)v;
-                self->txiov[ntx][1].iov_len = (size_t)PyBytes_GET_SIZE(val);
-                memset(&self->txmsg[ntx], 0, sizeof self->txmsg[ntx]);
-                self->txmsg[ntx].msg_hdr.msg_name = &self->addr[i];
-                self->txmsg[ntx].msg_hdr.msg_namelen = self->rxmsg[i].msg_hdr.msg_namelen;
-                self->txmsg[ntx].msg_hdr.msg_iov = self->txiov[ntx];
-                self->txmsg[ntx].msg_hdr.msg_iovlen = 2;
-                ntx++;
-                counts[v[1] & 0x0F]++; /* reply byte 3: RCODE */
-                if (v[0] & 0x02)       /* reply byte 2: TC */
-                    truncated++;
-                continue;
-            }
-        }
-        PyObject *addr = make_addr(&self->addr[i], self->rxmsg[i].msg_hdr.msg_namelen);
-        if (addr == NULL) {
-            if (PyErr_Occurred())
-                goto done;
-            dropped++; /* not an IP peer: nothing to answer */
-            continue;
-        }
-        PyObject *item = Py_BuildValue("(y#N)", (const char *)buf, len, addr);
-        if (item == NULL || PyList_Append(misses, item) < 0) {
-            Py_XDECREF(item);
-            goto done;
-        }
-        Py_DECREF(item);
+    PyObject *addr = make_addr(&self->addr[i], namelen);
+    if (addr == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+        t->queries++;
+        t->dropped++; /* not an IP peer: nothing to answer */
+        return 0;
     }
+    /* A miss: counted in Python, with the rest of the fallback's work. */
+    PyObject *item = Py_BuildValue("(y#N)", (const char *)buf, len, addr);
+    if (item == NULL || PyList_Append(misses, item) < 0) {
+        Py_XDECREF(item);
+        return -1;
+    }
+    Py_DECREF(item);
+    return 0;
+}
 
-    /* Queries handed to Python are counted there, with the rest of the fallback's work. */
-    queries -= PyList_GET_SIZE(misses);
+/* Step 3: send txmsg[0 .. ntx), the GIL released (it reads only rx, addr and the bytes of
+ * the values held in txval). The replies that could not be sent. */
+static Py_ssize_t send_batch(Receiver *self, int ntx) {
     int k = 0;
     Py_ssize_t failed = 0;
     Py_BEGIN_ALLOW_THREADS
@@ -209,40 +250,111 @@ static PyObject *Receiver_serve(Receiver *self, PyObject *args) {
         }
     }
     Py_END_ALLOW_THREADS
-    dropped += failed;
+    return failed;
+}
 
-    for (int j = 0; j < 16; j++) {
+/* Step 4 (GIL held): rcodes[j] += counts[j]. The list's size is checked here, with the GIL
+ * taken back, and before each item: another thread (or an int subclass's __add__) may have
+ * shrunk it since serve() checked it. 0, or -1 and an exception. */
+static int add_rcodes(PyObject *rcodes, const Py_ssize_t counts[NRCODES]) {
+    for (int j = 0; j < NRCODES; j++) {
         if (counts[j] == 0)
             continue;
+        if (PyList_GET_SIZE(rcodes) <= j) {
+            PyErr_SetString(PyExc_ValueError, "rcodes: expected a list of at least 16 ints");
+            return -1;
+        }
         PyObject *add = PyLong_FromSsize_t(counts[j]);
         PyObject *sum = add ? PyNumber_Add(PyList_GET_ITEM(rcodes, j), add) : NULL;
         Py_XDECREF(add);
-        if (sum == NULL)
-            goto done;
-        if (PyList_SetItem(rcodes, j, sum) < 0)
-            goto done;
+        if (sum == NULL || PyList_SetItem(rcodes, j, sum) < 0)
+            return -1;
     }
-    result = Py_BuildValue("(Onnn)", misses, queries, truncated, dropped);
+    return 0;
+}
+
+/* Steps 2 to 4 for the n datagrams in rx (GIL held); the result tuple, or NULL. */
+static PyObject *answer_batch(Receiver *self, int n, PyObject *holder, PyObject *rcodes) {
+    PyObject *zone = NULL, *memo = NULL, *misses = NULL, *result = NULL;
+    Tally t = {0};
+
+    misses = PyList_New(0);
+    if (misses == NULL)
+        goto done;
+    zone = PyObject_GetAttr(holder, str_zone);
+    if (zone == NULL)
+        goto done;
+    if (zone != Py_None) {
+        memo = PyObject_GetAttr(zone, str_memo_udp);
+        if (memo == NULL)
+            goto done;
+        if (!PyDict_Check(memo))
+            Py_CLEAR(memo); /* everything goes to Python */
+    }
+    for (int i = 0; i < n; i++)
+        if (answer_one(self, i, memo, misses, &t) < 0)
+            goto done;
+    if (self->closing) { /* close() meanwhile (UdpServer.stop): nothing more is sent */
+        t.dropped += t.ntx;
+        t.truncated = 0;
+        memset(t.rcodes, 0, sizeof t.rcodes); /* responses sent: none */
+    } else {
+        t.dropped += send_batch(self, t.ntx);
+    }
+    if (add_rcodes(rcodes, t.rcodes) < 0)
+        goto done;
+    result = Py_BuildValue("(Onnn)", misses, t.queries, t.truncated, t.dropped);
 
 done:
-    for (int t = 0; t < ntx; t++)
-        Py_DECREF(self->txval[t]);
+    for (int k = 0; k < t.ntx; k++)
+        Py_DECREF(self->txval[k]);
     Py_XDECREF(misses);
     Py_XDECREF(memo);
     Py_XDECREF(zone);
+    return result;
+}
+
+static PyObject *Receiver_serve(Receiver *self, PyObject *args) {
+    PyObject *holder, *rcodes, *result = NULL;
+    if (!PyArg_ParseTuple(args, "OO!", &holder, &PyList_Type, &rcodes))
+        return NULL;
+    if (PyList_GET_SIZE(rcodes) < NRCODES) { /* checked again before use: add_rcodes */
+        PyErr_SetString(PyExc_ValueError, "rcodes: expected a list of at least 16 ints");
+        return NULL;
+    }
+    if (self->rx == NULL || self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "Receiver: not initialised, or serve() running");
+        return NULL;
+    }
+    if (self->fd < 0) { /* closed: as a closed socket's calls */
+        errno = EBADF;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    self->busy = 1;
+    int n = receive_batch(self);
+    if (n < 0)
+        PyErr_SetFromErrno(PyExc_OSError);
+    else
+        result = answer_batch(self, n, holder, rcodes);
     self->busy = 0;
+    if (self->closing)
+        close_fd(self);
     return result;
 }
 
 static PyMethodDef Receiver_methods[] = {
     {"serve", (PyCFunction)Receiver_serve, METH_VARARGS,
      "serve(holder, rcodes) -> (misses, queries, truncated, dropped)"},
+    {"close", (PyCFunction)Receiver_close, METH_NOARGS,
+     "close(): close the Receiver's own fd; a serve() running in another thread sends\n"
+     "nothing more and closes it when it returns. serve() then raises OSError(EBADF)."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyType_Slot Receiver_slots[] = {
-    {Py_tp_doc, "Receiver(fd): batched UDP receive, memo hits answered natively."},
-    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_doc, "Receiver(fd): batched UDP receive, memo hits answered natively.\n\n"
+                "Works on its own duplicate of fd; call close() when done."},
+    {Py_tp_new, Receiver_new},
     {Py_tp_init, Receiver_init},
     {Py_tp_dealloc, Receiver_dealloc},
     {Py_tp_methods, Receiver_methods},

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.state import ImportedView, Track
+from clusterset.server import gcpolicy
 from clusterset.server.errors import ListenError as ListenError
 from clusterset.server.forward import DEFAULT_ALLOW, Forwarder, is_own_address
 from clusterset.server.holder import ZoneHolder
@@ -184,6 +185,7 @@ class DnsServer:
         # interval each UDP query waiting behind it waits up to 5 ms (measured in
         # bench/dns_soak.py: 18 ms average latency while the folder changes every 100 ms).
         sys.setswitchinterval(SWITCH_INTERVAL)
+        gcpolicy.configure()
         if self.ops is not None:
             self.ops.start()
         if self.forwarder is not None:
@@ -271,6 +273,7 @@ class DnsServer:
                     # resync) of the same view must not add its age to the histogram.
                     observed_at=latest.observed_at if fresh else 0.0,
                 )
+                gcpolicy.collect_young()  # before the new zone's objects are there to visit
                 # Compile off the event loop so TCP and the feed stay responsive on big zones.
                 started = time.perf_counter()
                 full = time.monotonic() >= full_due

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import gc
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from clusterset.zone.wire import CompiledZone
 
@@ -13,7 +11,13 @@ from clusterset.zone.wire import CompiledZone
 @dataclass(slots=True)
 class Counters:
     """Plain ints bumped on the hot path (a prometheus Counter costs a lock per query);
-    exported at scrape time by the metrics collector."""
+    exported at scrape time by the metrics collector, which sums them (`ZoneHolder.total`).
+
+    Each object has one writer thread: `x += 1` is a read then a write, and from two
+    threads an increment is lost when they interleave (CPython 3.11's GIL happens not to
+    switch there; nothing promises it, and free-threaded builds do). `ZoneHolder.counters`
+    belongs to the event loop (TCP); each UDP thread has its own (`thread_counters`).
+    """
 
     queries_udp: int = 0
     queries_tcp: int = 0
@@ -24,46 +28,73 @@ class Counters:
     tcp_rejected: int = 0  # TCP connections refused: every slot busy mid-query
     rcodes: list[int] = field(default_factory=lambda: [0] * 24)
 
+    def add(self, other: Counters) -> None:
+        """Add `other`'s counts to these (at scrape time; `other` may be being written)."""
+        for f in _INT_FIELDS:
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+        self.rcodes = [a + b for a, b in zip(self.rcodes, other.rcodes, strict=True)]
 
-# Seconds between collections that also look at frozen objects. A full pass over a
-# 5,500-service zone (~340k objects) holds the GIL for ~0.1 s on an idle core, over a
-# 10-cluster x 2,000-service fleet about a second: as rare as the zone's own full rebuild.
-FULL_COLLECT_EVERY = 600.0
+
+_INT_FIELDS = tuple(f.name for f in fields(Counters) if f.name != "rcodes")
+
+
+# A full collection (thaw, collect everything, freeze) runs only when the frozen heap has
+# grown by this share since the last one. It holds the GIL over the whole heap (~0.7 s at 10
+# clusters x 2,000 services x 10 endpoints), so never on a timer: an old zone holds no
+# reference cycle and is freed by reference counting, and what a full collection would free
+# is cyclic garbage that was alive at some freeze (a TCP connection's objects, say), which
+# can only accumulate by growing the frozen heap. The heap then carries at most that share
+# of such garbage, and a server whose heap is stable never stalls for it.
+FULL_COLLECT_GROWTH = 0.25
 
 
 class ZoneHolder:
     """Swapped whole: readers take `holder.zone` once per query and never see half a zone."""
 
-    __slots__ = ("_clock", "_full_at", "counters", "generation", "origin", "zone")
+    __slots__ = (
+        "_frozen_after_full",
+        "_thread_counters",
+        "counters",
+        "generation",
+        "origin",
+        "zone",
+    )
 
-    def __init__(
-        self,
-        origin: bytes,
-        *,
-        clock: Callable[[], float] = time.monotonic,  # injectable for tests
-    ) -> None:
+    def __init__(self, origin: bytes) -> None:
         self.origin = origin
         self.zone: CompiledZone | None = None
         self.generation = 0
-        self.counters = Counters()
-        self._clock = clock
-        self._full_at = float("-inf")
+        self.counters = Counters()  # the event loop's (TCP); threads take their own
+        self._thread_counters: list[Counters] = []
+        self._frozen_after_full = 0  # frozen objects after the last full collection
+
+    def thread_counters(self) -> Counters:
+        """New counters for the calling thread alone to write, included in `total()`."""
+        counters = Counters()
+        self._thread_counters.append(counters)  # one list.append: atomic under the GIL
+        return counters
+
+    def total(self) -> Counters:
+        """Every thread's counts summed now (scrape time): exact, since none is shared."""
+        total = Counters()
+        for counters in [self.counters, *self._thread_counters]:
+            total.add(counters)
+        return total
 
     def swap(self, zone: CompiledZone) -> None:
         """Install `zone`; keep the collector off the hot path by freezing what is alive.
 
-        Frozen objects are never collected, so cyclic garbage of earlier zones would stay
-        forever: at most every FULL_COLLECT_EVERY seconds everything is thawed and a full
-        collection runs before freezing again, so such garbage lives at most that long.
+        Collections then visit only what was made since (the server collects that before
+        each compile: server/gcpolicy.py). The first swap, and one after which the frozen
+        heap has grown by FULL_COLLECT_GROWTH, runs a full collection first.
         """
         self.zone = zone
         self.generation += 1
-        now = self._clock()
-        if now - self._full_at >= FULL_COLLECT_EVERY:
-            self._full_at = now
+        # No young collection first: it would visit every entry of the zone's new dicts
+        # (~50 ms a swap on a fleet, profiled); the server collects before compiling instead.
+        gc.freeze()
+        if gc.get_freeze_count() > self._frozen_after_full * (1 + FULL_COLLECT_GROWTH):
             gc.unfreeze()
             gc.collect()
-        # No young collection first: it would visit every entry of the zone's new dicts
-        # (~50 ms a swap on a fleet, profiled); a young cycle frozen here waits for the
-        # next full collection.
-        gc.freeze()
+            gc.freeze()
+            self._frozen_after_full = gc.get_freeze_count()

@@ -1,7 +1,7 @@
 """/metrics, /health and /ready on a separate port (CoreDNS's prometheus/health/ready).
 
 prometheus-client renders the metrics; the DNS hot path only bumps plain ints
-(`holder.Counters`), read here at scrape time by a collector, so no lock is
+(`holder.Counters`, one per thread), summed here at scrape time by a collector, so no lock is
 taken per query. Served by a small asyncio HTTP/1.1 server in a thread of its own,
 so that a connection costs a socket and a coroutine, not a thread, and its limits
 (`OpsServer`) keep slow or unfinished requests from holding threads and fds.
@@ -37,7 +37,7 @@ class DnsCollector(Collector):
         self.forwarder = forwarder
 
     def collect(self) -> Iterator[Metric]:
-        c = self.holder.counters
+        c = self.holder.total()
         req = CounterMetricFamily(
             "clusterset_dns_requests", "DNS requests received.", labels=["proto"]
         )

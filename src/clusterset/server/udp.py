@@ -18,20 +18,23 @@ did not build, and with CLUSTERSET_NATIVE=0.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
 import time
 from types import ModuleType
+from typing import Any
 
 from clusterset.server.forward import Forwarder
-from clusterset.server.holder import ZoneHolder
+from clusterset.server.holder import Counters, ZoneHolder
 from clusterset.server.querylog import log_query
 from clusterset.zone.wire import UDP_PAYLOAD, respond
 
 log = logging.getLogger(__name__)
 _TC_BIT = 0x02
+STOP_WAIT = 5.0  # seconds stop() waits for the threads to leave their loops
 
 
 def _native_module() -> ModuleType | None:
@@ -65,6 +68,7 @@ class UdpServer:
         self.holder = holder
         self.forwarder = forwarder
         self._stop = False
+        self._receivers: list[Any] = []  # the native threads' Receivers, closed by stop()
         # --log-queries logs every reply: only the Python loop sees them all.
         self.native = None if log_queries else NATIVE
         self._threads = [
@@ -77,51 +81,56 @@ class UdpServer:
             t.start()
 
     def _loop(self) -> None:
+        counters = self.holder.thread_counters()  # this thread's alone: no increment lost
+        if self._stop:  # stopped before this thread ran
+            return
         if self.native is not None:
-            self._native_loop(self.native)
+            self._native_loop(self.native, counters)
             return
         recvfrom = self.sock.recvfrom
         answer = self._answer
-        while True:
+        while not self._stop:
             try:
                 query, addr = recvfrom(65535)
             except OSError:
-                if self._stop:
-                    return
                 continue
-            if self._stop:
+            if self._stop:  # also after shutdown: (b"", None), no query
                 return
-            answer(query, addr)
+            answer(query, addr, counters)
 
-    def _native_loop(self, native: ModuleType) -> None:
+    def _native_loop(self, native: ModuleType, counters: Counters) -> None:
         """Batches through C: hits are answered and counted there, misses come back here."""
-        serve = native.Receiver(self.sock.fileno()).serve
-        holder, counters, answer = self.holder, self.holder.counters, self._answer
-        rcodes = counters.rcodes
-        while True:
-            try:
-                misses, queries, truncated, dropped = serve(holder, rcodes)
-            except OSError:
+        receiver = native.Receiver(self.sock.fileno())  # its own dup of the fd
+        self._receivers.append(receiver)
+        try:
+            serve = receiver.serve
+            holder, answer, rcodes = self.holder, self._answer, counters.rcodes
+            while not self._stop:
+                try:
+                    misses, queries, truncated, dropped = serve(holder, rcodes)
+                except OSError:
+                    continue
+                except Exception:  # a bug (or no memory) must cost one batch, never the server
+                    log.exception("dns: internal error in a native UDP batch")
+                    continue
+                counters.queries_udp += queries
+                counters.truncated += truncated
+                counters.dropped += dropped
                 if self._stop:
                     return
-                continue
-            except Exception:  # a bug (or no memory) must cost one batch, never the server
-                log.exception("dns: internal error in a native UDP batch")
-                if self._stop:
-                    return
-                continue
-            counters.queries_udp += queries
-            counters.truncated += truncated
-            counters.dropped += dropped
-            if self._stop:
-                return
-            for query, addr in misses:
-                answer(query, addr)
+                for query, addr in misses:
+                    answer(query, addr, counters)
+        finally:
+            receiver.close()
 
-    def _answer(self, query: bytes, addr: tuple[str, int] | tuple[str, int, int, int]) -> None:
+    def _answer(
+        self,
+        query: bytes,
+        addr: tuple[str, int] | tuple[str, int, int, int],
+        counters: Counters,
+    ) -> None:
         """One query the memo did not answer (or every query, on the pure-Python loop)."""
         holder = self.holder
-        counters = holder.counters
         counters.queries_udp += 1
         try:
             reply = respond(
@@ -153,23 +162,27 @@ class UdpServer:
             counters.dropped += 1
 
     def stop(self) -> None:
-        """Wake every blocked receive with empty datagrams to ourselves until all threads end.
+        """Wake every thread, wait until all have left their receive loop, close the socket.
 
-        One wake-up per thread is not enough: a batched receive can take several at once.
+        shutdown(SHUT_RD) wakes every blocked receive at once (Linux says ENOTCONN for an
+        unconnected UDP socket, but wakes them), and every later one returns at once with
+        no datagram, so each thread sees `_stop` and ends (the native one closing its
+        Receiver's own fd). Only then is the socket closed: no thread still receiving can be
+        handed the fd number a new socket was given. A thread still busy after STOP_WAIT
+        (stuck in a batch) is logged and left: its Receiver is closed (the batch's replies
+        not yet being sent are not sent), the Python socket too (sendto fails), and it
+        stops at its next check.
         """
         self._stop = True
-        addr = self.sock.getsockname()
-        host = addr[0]
-        if host in ("0.0.0.0", "::"):
-            host = "127.0.0.1" if self.sock.family == socket.AF_INET else "::1"
-        deadline = time.monotonic() + 2
-        with socket.socket(self.sock.family, socket.SOCK_DGRAM) as s:
-            for t in self._threads:
-                while t.is_alive() and time.monotonic() < deadline:
-                    try:
-                        s.sendto(b"", (host, addr[1]))
-                    except OSError:
-                        t.join(timeout=max(0.0, deadline - time.monotonic()))
-                        break
-                    t.join(timeout=0.01)
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RD)
+        deadline = time.monotonic() + STOP_WAIT
+        for t in self._threads:
+            if t.ident is not None:  # started
+                t.join(timeout=max(0.0, deadline - time.monotonic()))
+        for receiver in list(self._receivers):
+            receiver.close()  # done already by the threads that ended
+        alive = [t.name for t in self._threads if t.is_alive()]
+        if alive:
+            log.warning("dns: UDP threads still busy %gs after stop: %s", STOP_WAIT, alive)
         self.sock.close()
