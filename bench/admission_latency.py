@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/admission_latency.py [--services 1000,5000] [--clusters 4] [--reviews 200]
 
-Builds a hub over `--clusters` members whose informer caches hold N services, each
+Builds the hub's observer over `--clusters` members whose informer caches hold N services, each
 exported by two of them (Service + EndpointSlice + ServiceExport, every fifth
 headless), as the watches would have filled them; no apiserver is contacted. Then
 `--reviews` times it sends a ServiceExport AdmissionReview for a random service from a
@@ -31,7 +31,7 @@ import _synth
 
 sys.path.insert(0, str(_synth.REPO / "src"))
 from clusterset.controller.admission import AdmissionServer, HubViews
-from clusterset.controller.hub import Hub
+from clusterset.controller.observer import Observer
 from clusterset.kube import api as k
 
 
@@ -46,7 +46,7 @@ def exporters(i: int, clusters: int) -> tuple[int, int]:
     return i % clusters, (i + 1) % clusters
 
 
-def fill(hub: Hub, services: int) -> None:
+def fill(hub: Observer, services: int) -> None:
     """Every member's informer caches, as synced watches leave them."""
     names = list(hub.members)
     stores: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
@@ -122,7 +122,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def measure(services: int, clusters: int, reviews: int, change: bool) -> dict[str, float]:
-    hub = Hub({f"member{c}": k.KubeApi(f"member{c}", None) for c in range(clusters)})  # type: ignore[arg-type]
+    hub = Observer({f"member{c}": k.KubeApi(f"member{c}", None) for c in range(clusters)})  # type: ignore[arg-type]
     fill(hub, services)
     t = time.perf_counter()
     views = HubViews(hub)
@@ -137,7 +137,7 @@ async def measure(services: int, clusters: int, reviews: int, change: bool) -> d
         c = exporters(i, clusters)[r % 2] if r % 2 == 0 else (i + 2) % clusters
         body = review_body(i, r)
         if change:
-            hub._changed()  # a watch event arrived since the last review
+            hub.changed()  # a watch event arrived since the last review
         t = time.perf_counter()
         out = await server.answer(body, f"member{c}")
         latencies.append(time.perf_counter() - t)

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from clusterset.kube import api as k
-from clusterset.kube.cluster import HUB, MEMBER, SOURCE_LEASE_LABEL, MemberCluster
-from clusterset.kube.lease import SOURCE_LEASE_DURATION
+from clusterset.kube.cluster import HUB, MEMBER, MemberCluster
+from clusterset.model import liveness
 from clusterset.model.ids import ClusterId
 
 
@@ -20,7 +20,7 @@ def _lease(source: str) -> dict[str, Any]:
             "name": f"clusterset-source-{source}",
             "namespace": "kube-system",
             "resourceVersion": "7",
-            "labels": {SOURCE_LEASE_LABEL: source},
+            "labels": {liveness.SOURCE_LABEL: source},
         },
         "spec": {"renewTime": "2026-11-29T17:00:00.000000Z", "leaseDurationSeconds": 40},
     }
@@ -55,7 +55,7 @@ RENEWED = dt.datetime(2026, 11, 29, 17, 0, tzinfo=dt.UTC).timestamp()
     [
         pytest.param(40, None, RENEWED + 40, id="the-leases-own-duration"),
         pytest.param(4, None, RENEWED + 4, id="short-lease"),
-        pytest.param(None, None, RENEWED + SOURCE_LEASE_DURATION, id="no-duration-default"),
+        pytest.param(None, None, RENEWED + liveness.DEFAULT_DURATION, id="no-duration-default"),
         pytest.param(40, 15.0, RENEWED + 15, id="lease-grace-overrides"),
     ],
 )

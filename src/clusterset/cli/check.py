@@ -8,7 +8,6 @@ the export would be invalid); 2: bad input (raised as SourceError, one line).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Mapping
@@ -18,8 +17,8 @@ from typing import Any
 import yaml
 
 from clusterset.cli.common import service_arg
-from clusterset.controller.hub import Hub
 from clusterset.controller.manifest import ClusterSetFeed
+from clusterset.controller.observer import SYNC_WITHIN, observing
 from clusterset.kube.api import KubeApi
 from clusterset.manifests.load import SourceError
 from clusterset.model import convert
@@ -70,28 +69,13 @@ def observe_manifests(feed: ClusterSetFeed) -> tuple[ClusterSetState, IPs]:
 
 
 async def observe_clusters(
-    apis: dict[str, KubeApi], *, within: float = 30.0
+    apis: dict[str, KubeApi], *, within: float = SYNC_WITHIN
 ) -> tuple[ClusterSetState, IPs, dict[str, ClusterId]]:
     """One read-only look at every member: state, today's ClusterSetIPs, context -> ID."""
-    hub = Hub(apis)
-    tasks = [asyncio.create_task(m.run(), name=f"check-{n}") for n, m in hub.members.items()]
-    try:
-        try:
-            async with asyncio.timeout(within):
-                await asyncio.gather(*(m.wait_synced() for m in hub.members.values()))
-        except TimeoutError as exc:
-            late = [n for n, m in hub.members.items() if not m.synced]
-            raise SourceError(
-                f"clusters not reachable within {within:g}s: {', '.join(late)}"
-            ) from exc
-        state = hub.observe()
-        return state, hub.clusterset_ips(state, rd.aggregate_all(state)), dict(hub.ids)
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for api in apis.values():
-            await api.close()
+    async with observing(apis, within=within) as observer:
+        state = observer.observe()
+        ips = observer.clusterset_ips(state, rd.aggregate_all(state))
+        return state, ips, dict(observer.ids)
 
 
 def run(

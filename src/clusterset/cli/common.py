@@ -32,9 +32,7 @@ from clusterset.cli.workers import (
 from clusterset.controller.manifest import ClusterSetFeed
 from clusterset.kube.api import API_ERRORS, KubeApi, load_contexts
 from clusterset.kube.karmada import members as karmada_members
-from clusterset.kube.lease import (
-    source_renew_interval,
-)
+from clusterset.model import liveness
 from clusterset.model.ids import ClusterId, InvalidName, ServiceKey, cluster_id
 from clusterset.model.objects import IPFamily
 from clusterset.model.state import ImportedView
@@ -173,7 +171,7 @@ def source_lease_grace(duration: int, grace: float | None) -> float:
     """Check the liveness-Lease flags; the renewal interval they imply."""
     if duration < 1:
         raise UsageProblem(f"--source-lease-duration {duration}: expected at least 1")
-    interval = source_renew_interval(duration)
+    interval = liveness.renew_interval(duration)
     if grace is not None and (grace < 0 or 0 < grace < interval):
         raise UsageProblem(
             f"--lease-grace {grace:g}: shorter than the hub's renewal interval "

@@ -35,10 +35,10 @@ from clusterset.kube.lease import (
     LEASE_DURATION,
     RENEW_DEADLINE,
     RETRY_PERIOD,
-    SOURCE_LEASE_DURATION,
     LeaderElector,
     check_timing,
 )
+from clusterset.model import liveness
 from clusterset.server.app import ListenError, parse_listen
 from clusterset.server.http import HubCollector, HubStats, OpsServer, reconcile_histogram
 
@@ -79,8 +79,8 @@ def controller(
     ] = RETRY_PERIOD,
     source_lease_namespace: Annotated[
         str, typer.Option(help="Namespace of the per-source-cluster liveness Leases.")
-    ] = "kube-system",
-    source_lease_duration: SourceLeaseDurationOpt = SOURCE_LEASE_DURATION,
+    ] = liveness.NAMESPACE,
+    source_lease_duration: SourceLeaseDurationOpt = liveness.DEFAULT_DURATION,
     create_namespaces: Annotated[
         bool,
         typer.Option(help="Create a service's namespace where it is missing (remote-only use)."),
@@ -195,7 +195,7 @@ def controller(
 
             host, port, certs = webhook_args
             webhook = admission.AdmissionServer(
-                admission.HubViews(hub), host=host, port=port, certs=certs,
+                admission.HubViews(hub.observer), host=host, port=port, certs=certs,
                 deny=deny_conflicts,
             )  # fmt: skip
             try:  # a port in use is one error line, before anything runs
@@ -210,7 +210,7 @@ def controller(
                 tg.create_task(hub.run(), name="hub")
                 if webhook is not None:
                     tg.create_task(
-                        admission.run(hub, webhook, config_name=webhook_config),
+                        admission.run(hub.observer, webhook, config_name=webhook_config),
                         name="admission",
                     )
 

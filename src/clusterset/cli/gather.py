@@ -27,6 +27,7 @@ from clusterset.cli.common import (
 from clusterset.kube import gather as g
 from clusterset.kube.api import KubeApi
 from clusterset.manifests.load import SourceError
+from clusterset.model import liveness
 
 
 @app.command()
@@ -43,7 +44,7 @@ def gather(
     ] = "clusterset",
     lease_namespace: Annotated[
         str, typer.Option("--lease-namespace", help="Namespace of the liveness Leases.")
-    ] = "kube-system",
+    ] = liveness.NAMESPACE,
     log_lines: Annotated[
         int, typer.Option("--log-lines", help="Last lines of each container's log.")
     ] = 2000,

@@ -54,9 +54,7 @@ from clusterset.controller.hub import Hub
 from clusterset.controller.manifest import ClusterSetFeed, FolderFeed, next_generation
 from clusterset.controller.member import MemberFeed
 from clusterset.kube.api import KubeApi, load_contexts
-from clusterset.kube.lease import (
-    SOURCE_LEASE_DURATION,
-)
+from clusterset.model import liveness
 from clusterset.model.ids import ClusterId
 from clusterset.model.state import ClusterSetState, ImportedView
 from clusterset.reconcile.desired import Desired
@@ -93,10 +91,10 @@ def dns(
     log_queries: QueryLogOpt = False,
     udp_size: UdpSizeOpt = UDP_PAYLOAD,
     lease_grace: LeaseGraceOpt = None,
-    source_lease_duration: SourceLeaseDurationOpt = SOURCE_LEASE_DURATION,
+    source_lease_duration: SourceLeaseDurationOpt = liveness.DEFAULT_DURATION,
     source_lease_namespace: Annotated[
         str, typer.Option(help="Namespace where the hub keeps the source-cluster Leases.")
-    ] = "kube-system",
+    ] = liveness.NAMESPACE,
     workers: WorkersOpt = 1,
 ) -> None:
     """Serve the clusterset zone from one cluster's ServiceImports and MCS EndpointSlices.

@@ -41,11 +41,10 @@ from clusterset.cli.common import (
     zone_settings,
 )
 from clusterset.cli.wiredns import forward_target
-from clusterset.controller.hub import Hub
 from clusterset.controller.manifest import ClusterSetFeed, Observed
+from clusterset.controller.observer import Observer, observing
+from clusterset.kube import liveness as kube_liveness
 from clusterset.kube.api import API_ERRORS, KubeApi
-from clusterset.kube.cluster import SOURCE_LEASE_LABEL
-from clusterset.kube.lease import SOURCE_LEASE_DURATION, renewed_at
 from clusterset.manifests.load import SourceError
 from clusterset.manifests.watch import changes
 from clusterset.model import jsonpath
@@ -185,64 +184,43 @@ async def _watch_folder(feed: ClusterSetFeed, show: Show) -> int:
 async def _observe_clusters(apis: dict[str, KubeApi], show: Show, *, watch: bool = False) -> int:
     """One read of every member (no writes): what the hub would compute, and the leases,
     shown; with `watch`, again every 2 s while the informers keep the caches current."""
-    hub = Hub(apis)
-    tasks = [asyncio.create_task(m.run()) for m in hub.members.values()]
-    try:
-        try:
-            async with asyncio.timeout(30):
-                await asyncio.gather(*(m.wait_synced() for m in hub.members.values()))
-        except TimeoutError as exc:
-            late = [n for n, m in hub.members.items() if not m.synced]
-            raise SourceError(f"clusters not reachable within 30s: {', '.join(late)}") from exc
+    async with observing(apis) as observer:
         if not watch:
-            return show(*await _snapshot(hub))
+            return show(*await _snapshot(observer))
 
         async def looks(stop: asyncio.Event) -> None:
             last: list[str] = []
             while not stop.is_set():  # without the Leases' age: every look would be a change
-                _changed(show, *await _snapshot(hub, ages=False), last)
+                _changed(show, *await _snapshot(observer, ages=False), last)
                 await asyncio.sleep(2)
 
         return await _until_stopped(looks)
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for api in apis.values():
-            await api.close()
 
 
-async def _snapshot(hub: Hub, *, ages: bool = True) -> tuple[Observed, list[dict[str, object]]]:
+async def _snapshot(
+    observer: Observer, *, ages: bool = True
+) -> tuple[Observed, list[dict[str, object]]]:
     """What the hub would compute now, and every member's liveness Leases: their state, and
     with `ages` their age and renewTime (which change at every renewal; watch leaves them
     out). A member whose Leases cannot be listed is said on stderr, not fatal."""
-    state = hub.observe()
+    state = observer.observe()
     aggregates = rd.aggregate_all(state)
-    desired = rd.reconcile(state, ips=hub.clusterset_ips(state, aggregates), aggregates=aggregates)
+    ips = observer.clusterset_ips(state, aggregates)
+    desired = rd.reconcile(state, ips=ips, aggregates=aggregates)
     leases: list[dict[str, object]] = []
     now = time.time()
-    for name, m in hub.members.items():
+    for name, m in observer.members.items():
         try:
-            items, _ = await m.api.list(
-                "/apis/coordination.k8s.io/v1/leases", label_selector=SOURCE_LEASE_LABEL
-            )
+            found = await kube_liveness.listed(m.api)
         except API_ERRORS as exc:
             log.warning("cluster %s: cannot list the liveness Leases: %s", name, exc)
             continue
-        for lease in items:
-            spec = lease.get("spec") or {}
-            labels = (lease.get("metadata") or {}).get("labels") or {}
-            duration = float(spec.get("leaseDurationSeconds") or SOURCE_LEASE_DURATION)
-            renewed = renewed_at(lease)
-            age = now - renewed if renewed is not None else float("inf")
-            state_name = (
-                "fresh" if age <= duration else "stale" if age <= 2 * duration else "expired"
-            )
-            leases.append(
-                {"consumer": name, "source": labels.get(SOURCE_LEASE_LABEL, "?"),
-                 "renewed": str(spec.get("renewTime") or "") if ages else None,
-                 "age": round(age, 1) if ages else None, "state": state_name}
-            )  # fmt: skip
+        leases.extend(
+            {"consumer": name, "source": lease.source or "?",
+             "renewed": lease.renew_time if ages else None,
+             "age": round(lease.age(now), 1) if ages else None, "state": lease.state(now)}
+            for lease in found
+        )  # fmt: skip
     return Observed(state, desired, []), leases
 
 

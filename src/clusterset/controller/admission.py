@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clusterset.controller.hub import Hub
+from clusterset.controller.observer import Observer
 from clusterset.kube.webhook import CaBundle, ensure_ca_bundle
 from clusterset.model import convert
 from clusterset.model.ids import ClusterId, ServiceKey
@@ -60,39 +60,38 @@ class View:
     ips: Callable[[ServiceKey], IPs]
 
 
-def hub_view(hub: Hub) -> View:
-    """Observe the hub now. On the event loop: observe() reads and updates the informers'
-    caches."""
-    state = hub.observe()
+def observe_view(observer: Observer) -> View:
+    """Observe now. On the event loop: observe() reads and updates the informers' caches."""
+    state = observer.observe()
     return View(
         state,
-        dict(hub.ids),
-        all(m.synced for m in hub.members.values()),
-        functools.partial(_service_ips, hub, state),
+        dict(observer.ids),
+        observer.synced,
+        functools.partial(_service_ips, observer, state),
     )
 
 
-def _service_ips(hub: Hub, state: ClusterSetState, key: ServiceKey) -> IPs:
+def _service_ips(observer: Observer, state: ClusterSetState, key: ServiceKey) -> IPs:
     """`key`'s ClusterSetIPs. Called in the review's thread: it only looks single objects up
     in the informers' stores (dict reads, atomic under the GIL), never iterates them."""
-    return hub.clusterset_ips(state, {key: aggregate(state, key)})
+    return observer.clusterset_ips(state, {key: aggregate(state, key)})
 
 
 class HubViews:
     """The hub's view for reviews, observed again only after a watch event: an observation
     copies every member's objects (O(fleet)), and a burst of reviews can share one."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(self, observer: Observer) -> None:
+        self.observer = observer
         self._view: View | None = None
         self._changes = -1
 
     def __call__(self) -> View:
-        synced = all(m.synced for m in self.hub.members.values())
+        synced = self.observer.synced
         view = self._view
-        if view is None or self._changes != self.hub.changes or view.synced != synced:
-            self._changes = self.hub.changes
-            view = self._view = hub_view(self.hub)
+        if view is None or self._changes != self.observer.changes or view.synced != synced:
+            self._changes = self.observer.changes
+            view = self._view = observe_view(self.observer)
         return view
 
 
@@ -327,7 +326,7 @@ class AdmissionServer:
 
 
 async def run(
-    hub: Hub,
+    observer: Observer,
     server: AdmissionServer,
     *,
     config_name: str | None,
@@ -340,7 +339,7 @@ async def run(
         while True:
             if config_name:
                 ca = server.certs.ca_bundle()
-                for m in hub.members.values():
+                for m in observer.members.values():
                     try:
                         found = await ensure_ca_bundle(m.api, config_name, ca)
                     except Exception as exc:  # one unreachable member must not stop the others

@@ -10,28 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
 
+from clusterset.controller.observer import Observer
 from clusterset.kube import api as k
-from clusterset.kube.cluster import HUB, MemberCluster
-from clusterset.kube.karmada import ClusterInfo, KarmadaControl, Membership, cluster_infos
-from clusterset.kube.lease import SOURCE_LEASE_DURATION, LeaderElector, source_renew_interval
-from clusterset.kube.sink import apply_member, derived_ips, renew_source_leases
-from clusterset.model.ids import ClusterId, InvalidName, ServiceKey
-from clusterset.model.objects import ImportType
-from clusterset.model.state import ClusterSetState, ClusterState
+from clusterset.kube import liveness as kube_liveness
+from clusterset.kube.cluster import MemberCluster
+from clusterset.kube.karmada import ClusterInfo, Membership, cluster_infos
+from clusterset.kube.lease import LeaderElector, micro_time
+from clusterset.kube.sink import apply_member
+from clusterset.model import liveness
+from clusterset.model.ids import ClusterId
+from clusterset.model.state import ClusterSetState
 from clusterset.reconcile import desired as rd
-from clusterset.reconcile.aggregate import Aggregate
 
 log = logging.getLogger(__name__)
 
 
 class Hub:
+    """The Observer's view of the clusterset, reconciled and written into every member."""
+
     def __init__(
         self,
         apis: dict[str, k.KubeApi],
@@ -41,8 +43,8 @@ class Hub:
         debounce: float = 0.05,
         on_reconciled: Callable[[rd.Desired, ClusterSetState], None] | None = None,
         on_duration: Callable[[float], None] | None = None,  # e.g. a Histogram's observe
-        lease_namespace: str = "kube-system",
-        lease_duration: int = SOURCE_LEASE_DURATION,
+        lease_namespace: str = liveness.NAMESPACE,
+        lease_duration: int = liveness.DEFAULT_DURATION,
         create_namespaces: bool = False,
         karmada: k.KubeApi | None = None,
         membership: Membership | None = None,
@@ -50,29 +52,20 @@ class Hub:
         self.create_namespaces = create_namespaces
         self.lease_namespace = lease_namespace
         self.lease_duration = lease_duration
-        self.lease_renew = source_renew_interval(lease_duration)
+        self.lease_renew = liveness.renew_interval(lease_duration)
         self._wake = asyncio.Event()
-        # Watch events so far: what observe() returns changes only when this does (the
-        # admission webhook observes again only then).
-        self.changes = 0
-        # Replaced, never changed in place: the metrics thread iterates it.
-        self.members = {
-            name: MemberCluster(name, api, mode=HUB, on_change=self._changed)
-            for name, api in apis.items()
-        }
         # With `membership`, the members follow Karmada's Cluster objects (self._follow).
         self.membership = membership if karmada else None
         self._clusters_changed = asyncio.Event()
-        # The Karmada control plane, when members are Karmada's (--karmada-kubeconfig).
-        self.karmada = (
-            KarmadaControl(
-                karmada,
-                on_change=self._changed,
-                on_clusters=self._clusters_changed.set if self.membership else None,
-            )
-            if karmada
-            else None
+        # What the hub reconciles from; with Karmada's control plane (--karmada-kubeconfig)
+        # also its placements, and its Clusters when the membership follows them.
+        self.observer = Observer(
+            apis,
+            on_change=self._wake.set,
+            karmada=karmada,
+            on_clusters=self._clusters_changed.set if self.membership else None,
         )
+        self.karmada = self.observer.karmada
         self._group: asyncio.TaskGroup | None = None  # run()'s: member tasks start in it
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._seen: dict[str, ClusterInfo] = {}  # each Cluster as last acted on
@@ -84,55 +77,14 @@ class Hub:
         self.debounce = debounce
         self.on_reconciled = on_reconciled
         self.on_duration = on_duration
-        self.ids: dict[str, ClusterId] = {}
-        self.observed = asyncio.Event()
         self.reconciles = 0
         self.errors = 0
         self.last_duration = 0.0
         self._last: tuple[ClusterSetState, rd.Desired] | None = None  # the last pass
 
-    def _changed(self) -> None:
-        self.changes += 1
-        self._wake.set()
-
-    def observe(self) -> ClusterSetState:
-        clusters: dict[ClusterId, ClusterState] = {}
-        placed = self.karmada.placed_imports() if self.karmada is not None else {}
-        for name, m in self.members.items():
-            try:
-                cs = m.cluster_state()
-            except InvalidName as exc:
-                log.error("%s; cluster skipped", exc)
-                continue
-            if placed.get(name):
-                # Karmada places a ServiceImport template here: the import is Karmada's.
-                cs = dataclasses.replace(cs, foreign_imports=cs.foreign_imports | placed[name])
-            if cs.cluster in clusters:
-                log.error(
-                    "cluster %s: cluster ID %r is used by another member; skipped", name, cs.cluster
-                )
-                continue
-            self.ids[name] = cs.cluster
-            clusters[cs.cluster] = cs
-        self.observed.set()
-        return ClusterSetState(clusters)
-
-    def clusterset_ips(
-        self, state: ClusterSetState, aggregates: dict[ServiceKey, Aggregate]
-    ) -> dict[tuple[ClusterId, ServiceKey], tuple[str, ...]]:
-        """Each member's ClusterSetIPs: what its apiserver allocated to the derived Services
-        (ours, or Karmada's derived-<svc> where Karmada made one)."""
-        ips: dict[tuple[ClusterId, ServiceKey], tuple[str, ...]] = {}
-        keys = [key for key, agg in aggregates.items() if agg.type is ImportType.CLUSTER_SET_IP]
-        for name, m in self.members.items():
-            cid = self.ids.get(name)
-            if cid is None or cid not in state.clusters:
-                continue
-            theirs = state.clusters[cid].foreign_derived
-            wanted = {key: theirs.get(key) or rd.derived_name(key) for key in keys}
-            for key, got in derived_ips(m, wanted).items():
-                ips[(cid, key)] = got
-        return ips
+    @property
+    def members(self) -> dict[str, MemberCluster]:
+        return self.observer.members
 
     async def reconcile_once(self, *, full: bool = False) -> bool:
         """One level-based pass; True when every write succeeded.
@@ -140,7 +92,7 @@ class Hub:
         The pass updates the last one where its inputs changed (rd.changed_keys), which
         equals a pass from scratch; `full` (the periodic resync) starts from scratch."""
         started = time.perf_counter()
-        state = self.observe()
+        state = self.observer.observe()
         before = None if full or self._last is None else self._last
         changed = rd.changed_keys(before[0], state) if before is not None else None
         # The pure passes run in a thread: on a big clusterset they take seconds, and on
@@ -157,7 +109,7 @@ class Hub:
             functools.partial(
                 rd.reconcile,
                 state,
-                ips=self.clusterset_ips(state, aggregates),
+                ips=self.observer.clusterset_ips(state, aggregates),
                 aggregates=aggregates,
                 create_namespaces=self.create_namespaces,
                 previous=before[1] if before is not None else None,
@@ -171,14 +123,15 @@ class Hub:
         ok = True
         # Members whose watches are down are skipped (their caches are stale, and writes
         # would only time out); the others are written at once, in parallel.
+        ids = self.observer.ids
         targets = [
             (name, m)
             for name, m in self.members.items()
-            if name in self.ids and m.synced and m.reachable
+            if name in ids and m.synced and m.reachable
         ]
         async with self._writing:
             outcomes = await asyncio.gather(
-                *(apply_member(m, self.ids[name], desired, now=now) for name, m in targets),
+                *(apply_member(m, ids[name], desired, now=now) for name, m in targets),
                 return_exceptions=True,
             )
         results = []
@@ -235,10 +188,7 @@ class Hub:
 
     def _add(self, name: str) -> None:
         assert self.membership is not None
-        m = MemberCluster(name, self.membership.connect(name), mode=HUB, on_change=self._changed)
-        self.members = {**self.members, name: m}
-        self._start(m)
-        self._changed()
+        self._start(self.observer.add(name, self.membership.connect(name)))
 
     async def _follow(self) -> None:
         """Karmada's Cluster objects, as they change, into follow()."""
@@ -291,11 +241,8 @@ class Hub:
         self._add(name)
 
     async def _leave(self, name: str, why: str) -> None:
-        m = self.members[name]
-        cid = self.ids.get(name)
-        self.members = {n: x for n, x in self.members.items() if n != name}
-        self.ids.pop(name, None)
-        self._changed()  # the next pass runs without it
+        cid = self.observer.ids.get(name)
+        m = self.observer.remove(name)  # the next pass runs without it
         outcome = await self._withdraw(m, cid)
         await self._stop(m)
         log.info("karmada: cluster %s left (%s); %s", name, why, outcome)
@@ -364,32 +311,33 @@ class Hub:
     async def _leases(self) -> None:
         """Per-source-cluster liveness (KEP-1645 "Endpoint TTL"): while a member is reachable,
         renew its Lease in every consumer; a source cut off stops being renewed, and member
-        DNS servers stop counting its endpoints once the lease is older than their grace."""
-        await self.observed.wait()  # cluster IDs are known after the first observation
+        DNS servers stop counting its endpoints once renewTime + leaseDurationSeconds (or
+        their --lease-grace) has passed."""
+        await self.observer.observed.wait()  # cluster IDs are known after the first observation
         while True:
-            now = dt.datetime.now(dt.UTC)
+            ids = self.observer.ids
             reachable = [
-                self.ids[name]
+                ids[name]
                 for name, m in self.members.items()
-                if name in self.ids and m.synced and m.reachable
+                if name in ids and m.synced and m.reachable
             ]
-            renewed = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            renewed = micro_time(dt.datetime.now(dt.UTC))
             if not self._may_write():
                 await asyncio.sleep(self.lease_renew)
                 continue
             async with self._writing:
                 results = await asyncio.gather(
                     *(
-                        renew_source_leases(
+                        kube_liveness.renew(
                             m,
-                            self.ids[name],
+                            ids[name],
                             reachable,
                             namespace=self.lease_namespace,
                             renewed=renewed,
                             duration=self.lease_duration,
                         )
                         for name, m in self.members.items()
-                        if name in self.ids and m.reachable
+                        if name in ids and m.reachable
                     ),
                     return_exceptions=True,
                 )

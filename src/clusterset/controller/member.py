@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from clusterset.controller.manifest import next_generation
 from clusterset.kube import api as k
 from clusterset.kube.cluster import MEMBER, MemberCluster
+from clusterset.model import liveness
 from clusterset.model.ids import ClusterId, InvalidName, ServiceKey, cluster_id
 from clusterset.model.state import ImportedView
 
@@ -27,7 +28,7 @@ class MemberFeed:
         api: k.KubeApi,
         *,
         cluster: ClusterId | None = None,
-        lease_namespace: str = "kube-system",
+        lease_namespace: str = liveness.NAMESPACE,
         lease_grace: float | None = None,
         ns_service: ServiceKey | None = None,
     ) -> None:

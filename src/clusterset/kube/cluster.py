@@ -13,8 +13,7 @@ import httpx2 as httpx
 
 from clusterset.kube import api as k
 from clusterset.kube.informer import Informer
-from clusterset.kube.lease import SOURCE_LEASE_DURATION, renewed_at
-from clusterset.model import convert
+from clusterset.model import convert, liveness
 from clusterset.model.bag import (
     Grouped,
     Objects,
@@ -30,8 +29,6 @@ from clusterset.model.state import ClusterState, ImportedView
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
-SOURCE_LEASE_LABEL = "clusterset.io/source-cluster"
-CONSUMER_LEASE_LABEL = "clusterset.io/consumer-cluster"
 HUB = "hub"  # reads what the controller needs, and what it wrote (to prune)
 MEMBER = "member"  # reads what the member DNS server needs
 
@@ -44,7 +41,7 @@ class MemberCluster:
         *,
         mode: str,
         on_change: Callable[[], None],
-        lease_namespace: str = "kube-system",
+        lease_namespace: str = liveness.NAMESPACE,
         lease_grace: float | None = None,  # None: each Lease's own leaseDurationSeconds
     ) -> None:
         self.lease_grace = lease_grace
@@ -77,7 +74,7 @@ class MemberCluster:
                 "clusterproperties": inf(k.CLUSTER_PROPERTIES, optional=True),
                 "leases": inf(
                     k.LEASES,
-                    label_selector=SOURCE_LEASE_LABEL,
+                    label_selector=liveness.SOURCE_LABEL,
                     optional=True,
                     namespace=lease_namespace,
                 ),
@@ -246,19 +243,12 @@ class MemberCluster:
         renewTime + leaseDurationSeconds, as for node Leases (or + the lease grace, if set)."""
         out: dict[ClusterId, float] = {}
         informer = self.informers.get("leases")
-        for lease in informer.store.values() if informer is not None else ():
-            labels = (lease.get("metadata") or {}).get("labels") or {}
-            spec = lease.get("spec") or {}
-            renewed = renewed_at(lease)
-            try:
-                cid = cluster_id(labels.get(SOURCE_LEASE_LABEL, ""))
-                valid = self.lease_grace or float(
-                    spec.get("leaseDurationSeconds") or SOURCE_LEASE_DURATION
-                )
-            except (InvalidName, ValueError, TypeError):
-                continue
-            if renewed is not None:
-                out[cid] = renewed + valid
+        for raw in informer.store.values() if informer is not None else ():
+            lease = liveness.parse(raw)
+            expires = lease.expires(self.lease_grace)
+            if expires is not None:
+                with contextlib.suppress(InvalidName):
+                    out[cluster_id(lease.source)] = expires
         return out
 
     def identity(self) -> tuple[ClusterId, str] | None:
@@ -278,11 +268,10 @@ class MemberCluster:
                                 self.name, convert.CLUSTER_ID_PROPERTY, exc)  # fmt: skip
         informer = self.informers.get("leases")
         named = []
-        for key, lease in informer.store.items() if informer is not None else ():
-            labels = (lease.get("metadata") or {}).get("labels") or {}
+        for key, raw in informer.store.items() if informer is not None else ():
+            lease = liveness.parse(raw)
             with contextlib.suppress(InvalidName):
-                cid = cluster_id(labels.get(CONSUMER_LEASE_LABEL, ""))
-                named.append((renewed_at(lease) or 0.0, key, cid))
+                named.append((lease.renewed or 0.0, key, cluster_id(lease.consumer)))
         if not named:
             return None
         _, key, cid = max(named)

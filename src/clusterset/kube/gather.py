@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from clusterset.kube import api as k
-from clusterset.kube.cluster import SOURCE_LEASE_LABEL
-from clusterset.model import convert, labels
+from clusterset.model import convert, labels, liveness
 
 REDACTED = "<redacted>"
 _KEYS = (
@@ -86,7 +85,7 @@ def _lists(namespace: str, lease_namespace: str) -> list[tuple[str, k.Resource, 
         ("endpointslices-mcs", k.ENDPOINT_SLICES, convert.LABEL_SERVICE_NAME, None),
         ("services-clusterset", k.SERVICES, f"{labels.LABEL_OWNED}=true", None),
         ("clusterproperties", k.CLUSTER_PROPERTIES, "", None),
-        ("leases-source", k.LEASES, SOURCE_LEASE_LABEL, lease_namespace),
+        ("leases-source", k.LEASES, liveness.SOURCE_LABEL, lease_namespace),
         ("leases-clusterset", k.LEASES, "", namespace),
         ("pods-clusterset", k.PODS, "", namespace),
     ]
@@ -96,7 +95,7 @@ async def collect(
     api: k.KubeApi,
     *,
     namespace: str = "clusterset",
-    lease_namespace: str = "kube-system",
+    lease_namespace: str = liveness.NAMESPACE,
     log_lines: int = 2000,
 ) -> Bundle:
     """Everything about one cluster; what cannot be read is a problem line, not a failure."""

@@ -30,11 +30,6 @@ from clusterset.kube import api as k
 
 log = logging.getLogger(__name__)
 
-# Per-source-cluster liveness Leases (not leader election): leaseDurationSeconds the hub
-# writes, renewed every quarter of it (as the kubelet renews its 40 s node Lease every 10 s).
-SOURCE_LEASE_DURATION = 40
-SOURCE_RENEW_FRACTION = 0.25
-
 LEASE_DURATION = 15.0
 RENEW_DEADLINE = 10.0
 RETRY_PERIOD = 2.0
@@ -47,20 +42,6 @@ def _now() -> dt.datetime:
 
 def micro_time(t: dt.datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def renewed_at(lease: k.Obj) -> float | None:
-    """A Lease's spec.renewTime in unix seconds; None when it has none or it is unreadable."""
-    raw = str((lease.get("spec") or {}).get("renewTime") or "")
-    try:
-        return dt.datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def source_renew_interval(duration: float) -> float:
-    """How often the hub renews a liveness Lease of `duration` seconds."""
-    return duration * SOURCE_RENEW_FRACTION
 
 
 def check_timing(*, lease_duration: float, renew_deadline: float, retry_period: float) -> None:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import httpx2 as httpx
 
 from clusterset.kube import api as k
-from clusterset.kube.cluster import CONSUMER_LEASE_LABEL, SOURCE_LEASE_LABEL, MemberCluster
+from clusterset.kube.cluster import MemberCluster
 from clusterset.model.conditions import Condition
 from clusterset.model.convert import (
     LABEL_K8S_SERVICE_NAME,
@@ -380,52 +380,3 @@ def derived_ips(
         ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
         out[key] = tuple(ip for ip in ips if ip and ip != "None")[:2]
     return out
-
-
-def source_lease(
-    source: ClusterId, *, consumer: ClusterId, namespace: str, renewed: str, duration: int
-) -> Obj:
-    """The liveness Lease of one source cluster, as the hub keeps it in every consumer. It
-    also names the consumer by the ID the hub knows it by: a member DNS without --cluster
-    or a ClusterProperty learns its own ID there (local-first needs it)."""
-    return {
-        "apiVersion": "coordination.k8s.io/v1",
-        "kind": "Lease",
-        "metadata": {
-            "name": f"clusterset-source-{source}",
-            "namespace": namespace,
-            "labels": {
-                SOURCE_LEASE_LABEL: source,
-                CONSUMER_LEASE_LABEL: consumer,
-                LABEL_OWNED: "true",
-            },
-        },
-        "spec": {
-            "holderIdentity": "clusterset-controller",
-            "leaseDurationSeconds": duration,
-            "renewTime": renewed,
-        },
-    }
-
-
-async def renew_source_leases(
-    member: MemberCluster,
-    consumer: ClusterId,
-    sources: list[ClusterId],
-    *,
-    namespace: str,
-    renewed: str,
-    duration: int,
-) -> list[str]:
-    """Renew, in `member` (cluster ID `consumer`), the Lease of every source cluster the hub
-    can reach now."""
-    errors = []
-    for source in sources:
-        obj = source_lease(
-            source, consumer=consumer, namespace=namespace, renewed=renewed, duration=duration
-        )
-        try:
-            await member.api.apply(k.LEASES.path(namespace, obj["metadata"]["name"]), obj)
-        except k.ApiError as exc:
-            errors.append(f"cluster {member.name}: renew lease of {source}: {exc}")
-    return errors

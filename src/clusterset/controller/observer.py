@@ -1,0 +1,161 @@
+"""The clusterset as every member's informers (and Karmada's placements) show it, read-only.
+
+One reader for everything that looks at the fleet: the hub reconciles and writes from it,
+the admission webhook reviews against it, and `check` and `status` take one look through
+it (`observing`). It writes nothing, elects no leader and renews no Lease: that is the
+hub's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+
+from clusterset.kube import api as k
+from clusterset.kube.cluster import HUB, MemberCluster
+from clusterset.kube.karmada import KarmadaControl
+from clusterset.kube.sink import derived_ips
+from clusterset.manifests.load import SourceError
+from clusterset.model.ids import ClusterId, InvalidName, ServiceKey
+from clusterset.model.objects import ImportType
+from clusterset.model.state import ClusterSetState, ClusterState
+from clusterset.reconcile import desired as rd
+from clusterset.reconcile.aggregate import Aggregate
+
+log = logging.getLogger(__name__)
+
+# How long a one-look command waits for every member's first list.
+SYNC_WITHIN = 30.0
+
+
+class Observer:
+    """Member name -> its informers, and the ClusterSetState they add up to."""
+
+    def __init__(
+        self,
+        apis: Mapping[str, k.KubeApi],
+        *,
+        on_change: Callable[[], None] | None = None,
+        karmada: k.KubeApi | None = None,
+        on_clusters: Callable[[], None] | None = None,
+    ) -> None:
+        """`on_change`: after any watch event. `karmada`: its control plane, whose
+        ResourceBindings say which imports are Karmada's (and, with `on_clusters`, whose
+        Cluster objects are watched for the hub's membership)."""
+        self._on_change = on_change
+        # Watch events so far: what observe() returns changes only when this does (the
+        # admission webhook observes again only then).
+        self.changes = 0
+        # Replaced, never changed in place: the metrics thread iterates it.
+        self.members = {name: self._member(name, api) for name, api in apis.items()}
+        self.karmada = (
+            KarmadaControl(karmada, on_change=self.changed, on_clusters=on_clusters)
+            if karmada is not None
+            else None
+        )
+        self.ids: dict[str, ClusterId] = {}  # member name -> its cluster ID, as last observed
+        self.observed = asyncio.Event()  # set by the first observe(): the IDs are known
+
+    def _member(self, name: str, api: k.KubeApi) -> MemberCluster:
+        return MemberCluster(name, api, mode=HUB, on_change=self.changed)
+
+    def changed(self) -> None:
+        self.changes += 1
+        if self._on_change is not None:
+            self._on_change()
+
+    def add(self, name: str, api: k.KubeApi) -> MemberCluster:
+        """A member (new, or replacing one of that name): its informers are the caller's to
+        run."""
+        m = self._member(name, api)
+        self.members = {**self.members, name: m}
+        self.changed()
+        return m
+
+    def remove(self, name: str) -> MemberCluster:
+        """Leave a member out of the next observation; the caller stops it."""
+        m = self.members[name]
+        self.members = {n: x for n, x in self.members.items() if n != name}
+        self.ids.pop(name, None)
+        self.changed()
+        return m
+
+    @property
+    def synced(self) -> bool:
+        return all(m.synced for m in self.members.values())
+
+    async def wait_synced(self, within: float) -> None:
+        """Until every member has synced; a SourceError naming the late ones after
+        `within` seconds."""
+        try:
+            async with asyncio.timeout(within):
+                await asyncio.gather(*(m.wait_synced() for m in self.members.values()))
+        except TimeoutError as exc:
+            late = [n for n, m in self.members.items() if not m.synced]
+            raise SourceError(
+                f"clusters not reachable within {within:g}s: {', '.join(late)}"
+            ) from exc
+
+    def observe(self) -> ClusterSetState:
+        """Every member's state now. On the event loop: it reads and updates the informers'
+        caches."""
+        clusters: dict[ClusterId, ClusterState] = {}
+        placed = self.karmada.placed_imports() if self.karmada is not None else {}
+        for name, m in self.members.items():
+            try:
+                cs = m.cluster_state()
+            except InvalidName as exc:
+                log.error("%s; cluster skipped", exc)
+                continue
+            if placed.get(name):
+                # Karmada places a ServiceImport template here: the import is Karmada's.
+                cs = dataclasses.replace(cs, foreign_imports=cs.foreign_imports | placed[name])
+            if cs.cluster in clusters:
+                log.error(
+                    "cluster %s: cluster ID %r is used by another member; skipped", name, cs.cluster
+                )
+                continue
+            self.ids[name] = cs.cluster
+            clusters[cs.cluster] = cs
+        self.observed.set()
+        return ClusterSetState(clusters)
+
+    def clusterset_ips(
+        self, state: ClusterSetState, aggregates: Mapping[ServiceKey, Aggregate]
+    ) -> dict[tuple[ClusterId, ServiceKey], tuple[str, ...]]:
+        """Each member's ClusterSetIPs: what its apiserver allocated to the derived Services
+        (ours, or Karmada's derived-<svc> where Karmada made one)."""
+        ips: dict[tuple[ClusterId, ServiceKey], tuple[str, ...]] = {}
+        keys = [key for key, agg in aggregates.items() if agg.type is ImportType.CLUSTER_SET_IP]
+        for name, m in self.members.items():
+            cid = self.ids.get(name)
+            if cid is None or cid not in state.clusters:
+                continue
+            theirs = state.clusters[cid].foreign_derived
+            wanted = {key: theirs.get(key) or rd.derived_name(key) for key in keys}
+            for key, got in derived_ips(m, wanted).items():
+                ips[(cid, key)] = got
+        return ips
+
+
+@contextlib.asynccontextmanager
+async def observing(
+    apis: Mapping[str, k.KubeApi], *, within: float = SYNC_WITHIN
+) -> AsyncIterator[Observer]:
+    """An Observer of `apis` whose members have all synced (else the SourceError of
+    wait_synced), for a command's reads: the informers run inside the block and keep the
+    caches current; after it they stop and the clients are closed."""
+    observer = Observer(apis)
+    tasks = [asyncio.create_task(m.run(), name=f"observe {n}") for n, m in observer.members.items()]
+    try:
+        await observer.wait_synced(within)
+        yield observer
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for api in apis.values():
+            await api.close()

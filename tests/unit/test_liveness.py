@@ -1,0 +1,192 @@
+"""The liveness Leases: how the hub writes one, how readers read one, and the one default
+duration that `status`, the member DNS and both commands' flags share."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import inspect
+import time
+from typing import Any
+
+import pytest
+
+from clusterset.cli import status as status_cli
+from clusterset.cli.controller import controller
+from clusterset.cli.serve import dns
+from clusterset.controller.observer import Observer
+from clusterset.kube import api as k
+from clusterset.kube.cluster import MEMBER, MemberCluster
+from clusterset.model import liveness
+from clusterset.model.ids import ClusterId
+from clusterset.model.labels import LABEL_OWNED
+
+RENEW_TIME = "2026-11-29T17:00:00.000000Z"
+RENEWED = dt.datetime(2026, 11, 29, 17, 0, tzinfo=dt.UTC).timestamp()
+DEFAULT = float(liveness.DEFAULT_DURATION)
+
+
+def _lease(spec: dict[str, Any], labels: dict[str, str] | None = None) -> dict[str, Any]:
+    meta = {"name": "clusterset-source-member1", "namespace": "kube-system"}
+    return {"metadata": {**meta, "labels": labels or {}}, "spec": spec}
+
+
+BOTH = {liveness.SOURCE_LABEL: "member1", liveness.CONSUMER_LABEL: "member2"}
+
+
+@pytest.mark.parametrize(
+    ("lease", "want"),
+    [
+        pytest.param(
+            _lease({"renewTime": RENEW_TIME, "leaseDurationSeconds": 4}, BOTH),
+            liveness.SourceLease("member1", "member2", RENEW_TIME, RENEWED, 4.0),
+            id="as-the-hub-writes-it",
+        ),
+        pytest.param(
+            _lease({"renewTime": RENEW_TIME}, BOTH),
+            liveness.SourceLease("member1", "member2", RENEW_TIME, RENEWED, DEFAULT),
+            id="no-duration-the-default",
+        ),
+        pytest.param(
+            _lease({"renewTime": RENEW_TIME, "leaseDurationSeconds": 0}),
+            liveness.SourceLease("", "", RENEW_TIME, RENEWED, DEFAULT),
+            id="zero-duration-the-default-no-labels",
+        ),
+        pytest.param(
+            _lease({"renewTime": RENEW_TIME, "leaseDurationSeconds": "15"}, BOTH),
+            liveness.SourceLease("member1", "member2", RENEW_TIME, RENEWED, 15.0),
+            id="duration-as-text",
+        ),
+        pytest.param(
+            _lease({"renewTime": RENEW_TIME, "leaseDurationSeconds": "soon"}, BOTH),
+            liveness.SourceLease("member1", "member2", RENEW_TIME, RENEWED, None),
+            id="unreadable-duration",
+        ),
+        pytest.param(
+            _lease({"renewTime": RENEW_TIME, "leaseDurationSeconds": -5}, BOTH),
+            liveness.SourceLease("member1", "member2", RENEW_TIME, RENEWED, None),
+            id="negative-duration",
+        ),
+        pytest.param(
+            _lease({"leaseDurationSeconds": 40}, BOTH),
+            liveness.SourceLease("member1", "member2", "", None, 40.0),
+            id="never-renewed",
+        ),
+        pytest.param(
+            _lease({"renewTime": "yesterday"}, BOTH),
+            liveness.SourceLease("member1", "member2", "yesterday", None, DEFAULT),
+            id="unreadable-renew-time",
+        ),
+        pytest.param(
+            {"metadata": None, "spec": None},
+            liveness.SourceLease("", "", "", None, DEFAULT),
+            id="empty",
+        ),
+    ],
+)
+def test_parse(lease: dict[str, Any], want: liveness.SourceLease) -> None:
+    assert liveness.parse(lease) == want
+
+
+def test_render_is_what_parse_reads_back() -> None:
+    obj = liveness.render(
+        ClusterId("member1"),
+        consumer=ClusterId("member2"),
+        namespace="ns",
+        renewed=RENEW_TIME,
+        duration=12,
+    )
+    assert obj["metadata"]["name"] == "clusterset-source-member1"
+    assert obj["metadata"]["namespace"] == "ns"
+    assert obj["metadata"]["labels"][LABEL_OWNED] == "true"  # prune and RBAC know it as ours
+    assert liveness.parse(obj) == liveness.SourceLease(
+        "member1", "member2", RENEW_TIME, RENEWED, 12.0
+    )
+
+
+@pytest.mark.parametrize(
+    ("duration", "grace", "expires"),
+    [
+        pytest.param(40.0, None, RENEWED + 40, id="its-duration"),
+        pytest.param(40.0, 15.0, RENEWED + 15, id="grace-overrides"),
+        pytest.param(None, 15.0, RENEWED + 15, id="grace-needs-no-duration"),
+        pytest.param(None, None, None, id="unreadable-duration-no-expiry"),
+    ],
+)
+def test_expires(duration: float | None, grace: float | None, expires: float | None) -> None:
+    lease = liveness.SourceLease("member1", "member2", RENEW_TIME, RENEWED, duration)
+    assert lease.expires(grace) == expires
+
+
+def test_never_renewed_has_no_expiry() -> None:
+    assert liveness.SourceLease("member1", "", "", None, 40.0).expires() is None
+
+
+@pytest.mark.parametrize(
+    ("age", "duration", "state"),
+    [
+        pytest.param(0.0, 40.0, "fresh", id="just-renewed"),
+        pytest.param(40.0, 40.0, "fresh", id="at-its-duration"),
+        pytest.param(41.0, 40.0, "stale", id="past-its-duration"),
+        pytest.param(80.0, 40.0, "stale", id="at-twice"),
+        pytest.param(81.0, 40.0, "expired", id="past-twice"),
+        pytest.param(0.0, None, "invalid", id="unreadable-duration"),
+    ],
+)
+def test_state(age: float, duration: float | None, state: str) -> None:
+    lease = liveness.SourceLease("member1", "member2", RENEW_TIME, RENEWED, duration)
+    assert lease.state(RENEWED + age) == state
+
+
+def test_never_renewed_is_expired() -> None:
+    lease = liveness.SourceLease("member1", "member2", "", None, 40.0)
+    assert lease.age(RENEWED) == float("inf")
+    assert lease.state(RENEWED) == "expired"
+
+
+def test_the_hub_renews_every_quarter_of_the_duration() -> None:
+    assert liveness.renew_interval(liveness.DEFAULT_DURATION) == 10.0
+
+
+class LeaseLister:
+    """A member apiserver that only answers the list of liveness Leases."""
+
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        self.name = "member2"
+        self.items = items
+        self.selectors: list[str] = []
+
+    async def list(self, path: str, *, label_selector: str = "") -> tuple[list[Any], str]:
+        assert path == k.LEASES.path(None)
+        self.selectors.append(label_selector)
+        return self.items, "1"
+
+
+def test_status_and_member_dns_share_the_one_default() -> None:
+    """A Lease without leaseDurationSeconds, renewed between 30 s and 40 s ago: `status`
+    once judged it by 30 s (stale) while DNS counted it for 40 s. Both now use
+    liveness.DEFAULT_DURATION, the default of --source-lease-duration on both commands."""
+    for command in (controller, dns):
+        flag = inspect.signature(command).parameters["source_lease_duration"]
+        assert flag.default == liveness.DEFAULT_DURATION, command.__name__
+    age = liveness.DEFAULT_DURATION - 5  # past the old 30 s, within the default
+    renewed = dt.datetime.fromtimestamp(time.time() - age, dt.UTC)
+    lease = _lease({"renewTime": renewed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}, BOTH)
+    api = LeaseLister([lease])
+
+    member = MemberCluster("member2", api, mode=MEMBER, on_change=lambda: None)  # type: ignore[arg-type]
+    member.informers["leases"].store = {"kube-system/clusterset-source-member1": lease}
+    expires = member.source_leases()[ClusterId("member1")]
+    assert expires == pytest.approx(renewed.timestamp() + liveness.DEFAULT_DURATION)
+
+    async def look() -> list[dict[str, object]]:
+        observer = Observer({"member2": api})  # type: ignore[dict-item]
+        _, leases = await status_cli._snapshot(observer)
+        return leases
+
+    (shown,) = asyncio.run(look())
+    assert api.selectors == [liveness.SOURCE_LABEL]
+    assert shown["state"] == "fresh"
+    assert shown["source"] == "member1"
+    assert isinstance(shown["age"], float)
+    assert age - 1 < shown["age"] < age + 5
