@@ -4,8 +4,8 @@ A collection of the whole heap visits every tracked object with the GIL held: at
 10 clusters x 2,000 services x 10 endpoints (1.4M objects) that is ~0.7 s in which no
 UDP query is answered. The zone and the model are long-lived and an old zone holds no
 reference cycle (reference counting frees it when the next one is installed), so the
-heap is frozen at each install (ZoneHolder.swap), thawed and collected whole only once it
-has grown by a quarter (holder.FULL_COLLECT_GROWTH); collections otherwise visit only what
+heap is frozen at each install (ZoneHolder.swap), thawed and collected whole only once the
+heap has grown by a quarter (holder.FULL_COLLECT_GROWTH); collections otherwise visit only what
 was allocated since:
 
 - `collect_young` runs before each compile: it frees the cyclic garbage made since the
