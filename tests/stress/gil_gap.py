@@ -3,7 +3,8 @@
 The client runs in another process, so that only the responder waits for this one's GIL:
 the longest gap between its replies is the longest time the GIL was held from it (the
 switch interval, 5 ms, while pure Python runs; a long C call or a full GC holds it longer).
-`python -m tests.stress.gil_gap [KiB ...]` prints it for hostile manifest files.
+`python -m tests.stress.gil_gap [KiB ...]` prints it for hostile manifest files and for
+small Services, under the server's GC policy and switch interval.
 """
 
 from __future__ import annotations
@@ -121,6 +122,11 @@ SHAPES: dict[str, Callable[[int], str]] = {
 
 def main(sizes: list[int]) -> None:
     from clusterset.manifests.load import FolderReader
+    from clusterset.server import gcpolicy
+    from clusterset.server.app import SWITCH_INTERVAL
+
+    gcpolicy.configure()  # as the server runs
+    sys.setswitchinterval(SWITCH_INTERVAL)
 
     with tempfile.TemporaryDirectory() as tmp:
         for kib in sizes:
