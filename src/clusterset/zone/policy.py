@@ -310,20 +310,13 @@ def _healthy(opts: Options, ready: int, total: int) -> bool:
     return ready >= opts.min_ready
 
 
-def _local_first(
-    view: ImportedView,
-    imp: ServiceImport,
-    per: dict[ClusterId | None, tuple[list[SelectedEndpoint], int]],
-    opts: Options,
-    notes: list[str],
-    failing: frozenset[ClusterId] = frozenset(),
-) -> Selection:
+def _local_track(
+    view: ImportedView, key: ServiceKey, healthy: bool, opts: Options, notes: list[str]
+) -> tuple[Track, bool, float | None]:
+    """The local copy's health history, whether it is preferred now, and when to look again
+    (hysteresis: a copy healthy again is preferred only after it stayed so `hysteresis` s)."""
     me = view.cluster
     assert me is not None
-    key = imp.key
-    local_eps, local_total = per.get(me, ([], 0))
-    down = view.expired | failing
-    healthy = _healthy(opts, len(local_eps), local_total) and me not in down
     prev = view.tracks.get((key, me))
     if prev is None:
         # No history: no flap to damp. Recorded as settled for the whole hysteresis, or the
@@ -335,14 +328,27 @@ def _local_first(
     else:
         track = prev
         eligible = healthy and view.now - prev.since >= opts.hysteresis
-    wake: float | None = None
-    if healthy and not eligible:
-        wake = track.since + opts.hysteresis
-        notes.append(
-            f"local copy healthy again for {view.now - track.since:.1f}s; preferred after "
-            f"{opts.hysteresis:g}s (hysteresis)"
-        )
-    my_region = view.regions.get(me, "")
+    if not healthy or eligible:
+        return track, eligible, None
+    notes.append(
+        f"local copy healthy again for {view.now - track.since:.1f}s; preferred after "
+        f"{opts.hysteresis:g}s (hysteresis)"
+    )
+    return track, eligible, track.since + opts.hysteresis
+
+
+def _candidates(
+    view: ImportedView,
+    per: dict[ClusterId | None, tuple[list[SelectedEndpoint], int]],
+    opts: Options,
+    local_eligible: bool,
+    failing: frozenset[ClusterId],
+) -> list[Candidate]:
+    """Every cluster with its tier (0: this one; then `opts.tiers` in order) and whether it
+    may be answered (weight > 0, not down, endpoints ready; this cluster only when preferred)."""
+    me = view.cluster
+    down = view.expired | failing
+    my_region = view.regions.get(me, "") if me is not None else ""
 
     def tier(c: ClusterId | None) -> int:
         if c == me:
@@ -356,9 +362,27 @@ def _local_first(
     cands = []
     for c, (eps, total) in sorted(per.items(), key=lambda kv: kv[0] or ""):
         w = opts.weights.get(c or "", 1)
-        ok = (c != me or eligible) and w > 0 and c not in down and bool(eps)
+        ok = (c != me or local_eligible) and w > 0 and c not in down and bool(eps)
         note = "drained (weight 0)" if w == 0 else _down_note(c, view.expired, failing)
         cands.append(Candidate(c, len(eps), total, w, tier(c), ok, note))
+    return cands
+
+
+def _local_first(
+    view: ImportedView,
+    imp: ServiceImport,
+    per: dict[ClusterId | None, tuple[list[SelectedEndpoint], int]],
+    opts: Options,
+    notes: list[str],
+    failing: frozenset[ClusterId] = frozenset(),
+) -> Selection:
+    me = view.cluster
+    assert me is not None
+    key = imp.key
+    local_eps, local_total = per.get(me, ([], 0))
+    healthy = _healthy(opts, len(local_eps), local_total) and me not in view.expired | failing
+    track, eligible, wake = _local_track(view, key, healthy, opts, notes)
+    cands = _candidates(view, per, opts, eligible, failing)
 
     def out(
         reason: str,

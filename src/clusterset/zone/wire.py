@@ -225,47 +225,69 @@ def respond(
     if n >= 17 and query[4:10] == b"\x00\x01\x00\x00\x00\x00" and query[2] & 0x78 == 0:
         j = query.find(0, 12)
         if j >= 12 and j + 5 <= n and query[j + 3 : j + 5] == b"\x00\x01":
-            qend = j + 5
-            ar = query[10:12]
-            opt = b""
-            limit = 65535 if tcp else 512
-            if ar == b"\x00\x01" and qend + 11 <= n and query[qend] == 0:
-                if query[qend + 1 : qend + 3] == b"\x00\x29" and query[qend + 6] == 0:
-                    rdlen = (query[qend + 9] << 8) | query[qend + 10]
-                    if qend + 11 + rdlen == n:
-                        opt = _opt_rr(udp_size, query[qend + 7] >= 0x80)
-                        if not tcp:
-                            limit = max(512, (query[qend + 3] << 8) | query[qend + 4])
-                            limit = min(limit, max(512, udp_size))
-            elif ar == b"\x00\x00" and qend == n:
-                opt = b""
-            else:
-                return _slow(zone, origin, query, tcp=tcp, forward=forward, udp_size=udp_size)
-            if ar == b"\x00\x01" and not opt:
-                return _slow(zone, origin, query, tcp=tcp, forward=forward, udp_size=udp_size)
-            if zone is not None:
-                p = zone.answers.get(query[12 : j + 3].lower())
-                if p is not None:
-                    rotating = False
-                    if isinstance(p, Rotation):
-                        p, rotating = p.next(), True
-                    resp = (
-                        query[:2]
-                        + p.headers[(2 if opt else 0) + (query[2] & _RD)]
-                        + query[12:qend]
-                        + p.body
-                        + opt
-                    )
-                    if len(resp) > limit:
-                        resp = _truncate(resp, qend, p, limit, opt)
-                    if memo is not None and not rotating:  # rotations must keep turning
-                        _remember(memo, query, resp)
-                    return resp
-            resp = _negative(zone, origin, query, j + 1, qend, opt, forward)
-            if memo is not None and resp:
+            edns = _edns(query, j + 5, tcp, udp_size)
+            if edns is not None:
+                return _fast(zone, origin, query, j, edns, memo, forward)
+    return _slow(zone, origin, query, tcp=tcp, forward=forward, udp_size=udp_size)
+
+
+def _edns(query: bytes, qend: int, tcp: bool, udp_size: int) -> tuple[bytes, int] | None:
+    """The reply's OPT record and size limit; None when the additional section is not
+    nothing or exactly one well-formed OPT after the question (the slow path judges it)."""
+    ar = query[10:12]
+    if ar == b"\x00\x00":
+        return (b"", 65535 if tcp else 512) if qend == len(query) else None
+    if (
+        ar != b"\x00\x01"
+        or qend + 11 > len(query)
+        or query[qend] != 0
+        or query[qend + 1 : qend + 3] != b"\x00\x29"
+        or query[qend + 6] != 0
+        or qend + 11 + ((query[qend + 9] << 8) | query[qend + 10]) != len(query)
+    ):
+        return None
+    opt = _opt_rr(udp_size, query[qend + 7] >= 0x80)
+    if tcp:
+        return opt, 65535
+    limit = max(512, (query[qend + 3] << 8) | query[qend + 4])
+    return opt, min(limit, max(512, udp_size))
+
+
+def _fast(
+    zone: CompiledZone | None,
+    origin: bytes,
+    query: bytes,
+    j: int,
+    edns: tuple[bytes, int],
+    memo: Memo | None,
+    forward: bool,
+) -> bytes:
+    """The fast path's reply: a prebuilt answer spliced after the question, else the
+    negative answer (the question ends at `j`, its root label)."""
+    opt, limit = edns
+    qend = j + 5
+    if zone is not None:
+        p = zone.answers.get(query[12 : j + 3].lower())
+        if p is not None:
+            rotating = False
+            if isinstance(p, Rotation):
+                p, rotating = p.next(), True
+            resp = (
+                query[:2]
+                + p.headers[(2 if opt else 0) + (query[2] & _RD)]
+                + query[12:qend]
+                + p.body
+                + opt
+            )
+            if len(resp) > limit:
+                resp = _truncate(resp, qend, p, limit, opt)
+            if memo is not None and not rotating:  # rotations must keep turning
                 _remember(memo, query, resp)
             return resp
-    return _slow(zone, origin, query, tcp=tcp, forward=forward, udp_size=udp_size)
+    resp = _negative(zone, origin, query, j + 1, qend, opt, forward)
+    if memo is not None and resp:
+        _remember(memo, query, resp)
+    return resp
 
 
 MEMO_BYTES = 8 << 20  # per zone and transport
