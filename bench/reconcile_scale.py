@@ -213,22 +213,16 @@ def zone_phases(p: Phases, desired_: Any, state: Any, edits: int) -> None:
 
 
 def allocate_all(state: Any, aggregates: Any) -> dict[Any, tuple[str, ...]]:
-    """As ClusterSetFeed.observe: one allocate() per consuming cluster."""
+    """As ClusterSetFeed.observe: the manifest mode's ClusterSetIP policy, from nothing held."""
     from clusterset.model.objects import IPFamily
-    from clusterset.reconcile import allocate, desired
+    from clusterset.reconcile import clustersetips, desired
 
     cidrs = {
         IPFamily.IPV4: ipaddress.IPv4Network("10.250.0.0/16"),
         IPFamily.IPV6: ipaddress.IPv6Network("fd63:6c75:7374::/112"),
     }
-    wanted = desired.wanted_ips(aggregates)
-    ips: dict[Any, tuple[str, ...]] = {}
-    for cid in state.clusters:
-        nss = desired.namespaces_of(state, cid)
-        mine = [(k, f) for k, f in wanted if k.namespace in nss]
-        got = allocate.allocate(mine, cidrs=cidrs, previous={})
-        ips.update({(cid, k): v for k, v in got.items()})
-    return ips
+    namespaces = {cid: desired.namespaces_of(state, cid) for cid in state.clusters}
+    return dict(clustersetips.assign(aggregates, namespaces, cidrs=cidrs, allocations={}).ips)
 
 
 def child_memory(args: argparse.Namespace) -> dict[str, Any]:

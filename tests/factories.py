@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from clusterset.model.clusterselect import (
+    ClusterSelector,
+    LabelSelector,
+    LabelSelectorRequirement,
+)
 from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.objects import (
     Endpoint,
@@ -58,14 +63,44 @@ def export(
     *,
     labels: tuple[tuple[str, str], ...] = (),
     annotations: tuple[tuple[str, str], ...] = (),
+    selectors: tuple[ClusterSelector, ...] = (),
+    fallback: str = "AllClusters",
+    problem: str = "",
 ) -> ServiceExport:
-    return ServiceExport(ns, name, created, exported_labels=labels, annotations=annotations)
+    return ServiceExport(
+        ns,
+        name,
+        created,
+        exported_labels=labels,
+        annotations=annotations,
+        cluster_selectors=selectors,
+        cluster_selectors_fallback_policy=fallback,
+        cluster_selectors_problem=problem,
+    )
+
+
+def selector(
+    *,
+    labels: tuple[tuple[str, str], ...] = (),
+    exprs: tuple[tuple[str, str, tuple[str, ...]], ...] = (),
+) -> ClusterSelector:
+    """One clusterSelectors entry: matchLabels pairs and (key, operator, values) expressions."""
+    return ClusterSelector(
+        LabelSelector(
+            tuple(sorted(labels)), tuple(LabelSelectorRequirement(k, o, v) for k, o, v in exprs)
+        )
+    )
 
 
 def endpoint(
-    address: str, *, hostname: str = "", ready: bool | None = True, zone: str = ""
+    address: str,
+    *,
+    hostname: str = "",
+    ready: bool | None = True,
+    zone: str = "",
+    serving: bool | None = None,
 ) -> Endpoint:
-    return Endpoint((address,), hostname=hostname, ready=ready, zone=zone)
+    return Endpoint((address,), hostname=hostname, ready=ready, zone=zone, serving=serving)
 
 
 def eslice(
@@ -97,6 +132,7 @@ def cluster(
     slices: tuple[EndpointSlice, ...] = (),
     namespaces: tuple[str, ...] = ("ns",),
     synced: bool = True,
+    properties: dict[str, str] | None = None,
 ) -> ClusterState:
     grouped: dict[ServiceKey, tuple[EndpointSlice, ...]] = {}
     for s in slices:
@@ -108,6 +144,7 @@ def cluster(
         slices=grouped,
         namespaces=frozenset(namespaces),
         synced=synced,
+        properties=properties or {},
     )
 
 
@@ -123,6 +160,8 @@ def imported(
     ips: tuple[str, ...] = ("10.0.0.1",),
     ports: tuple[ServicePort, ...] = (ServicePort(80, Protocol.TCP, "http"),),
     annotations: tuple[tuple[str, str], ...] = (),
+    selectors: tuple[ClusterSelector, ...] = (),
+    fallback: str = "AllClusters",
 ) -> ServiceImport:
     return ServiceImport(
         ns,
@@ -131,6 +170,8 @@ def imported(
         ports=ports,
         ips=() if type is ImportType.HEADLESS else ips,
         annotations=annotations,
+        cluster_selectors=selectors,
+        cluster_selectors_fallback_policy=fallback,
     )
 
 

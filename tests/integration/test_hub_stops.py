@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from clusterset.cli import common
-from clusterset.cli import serve as cli
+from clusterset.cli import run as cli
 from clusterset.model.ids import ClusterId
 from clusterset.model.state import ImportedView
-from clusterset.server.app import DnsServer
+from clusterset.server.app import DnsOptions, DnsServer
 
 pytestmark = pytest.mark.integration
 
@@ -47,14 +47,8 @@ def test_hub_views_end_with_the_reason_when_the_hub_dies(
 def test_a_failed_feed_is_logged_once_goes_not_ready_and_exits_1(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    options = common.dns_options(
-        common.zone_settings("clusterset.local", 5, "kep"),
-        "127.0.0.1:0",
-        1,
-        unified=False,
-        upstream=None,
-        allow=None,
-        lameduck=1.0,
+    options = DnsOptions(
+        common.zone_settings("clusterset.local", 5, "kep"), "127.0.0.1:0", lameduck=1.0
     )
     server = DnsServer(options)
     fail = asyncio.Event()

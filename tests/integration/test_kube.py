@@ -340,3 +340,98 @@ def test_all_in_one_run_on_real_clusters(control_plane: ControlPlane) -> None:
 
         answer = eventually("allinone resolves", answered, timeout=30)
         assert answer[0][0].address.startswith("10.97.")
+
+
+def test_cluster_selectors_answer_the_region_tier_in_a_member(hub: ControlPlane) -> None:
+    """KEP-5939 in hub mode: member1 (us) and member3 (eu) export `api-sel` with
+    clusterSelectors [region = @SameAsImporter@] and fallback None. member2 (eu) runs no copy:
+    its member DNS answers member3's endpoint while it is ready, and nothing once it is not
+    (not member1's, which is ready but outside the tier). member2's DNS reads only member2:
+    the sources' regions reach it on their liveness Leases."""
+    cp = hub
+    for cluster, region in (("member1", "us"), ("member2", "eu"), ("member3", "eu")):
+        apply(
+            cp,
+            cluster,
+            "/apis/about.k8s.io/v1alpha1/clusterproperties/region.clusterset.io",
+            {
+                "apiVersion": "about.k8s.io/v1alpha1",
+                "kind": "ClusterProperty",
+                "metadata": {"name": "region.clusterset.io"},
+                "spec": {"value": region},
+            },
+        )
+    ready = {"ready": True}
+    selectors = [
+        {"propertySelector": {"matchLabels": {"region.clusterset.io": "@SameAsImporter@"}}}
+    ]
+    for cluster, address in (("member1", "10.244.1.21"), ("member3", "10.244.3.21")):
+        export_service(
+            cp, cluster, "default", "api-sel",
+            endpoints=[{"addresses": [address], "conditions": ready}],
+        )  # fmt: skip
+        apply(
+            cp,
+            cluster,
+            f"{MCS}/namespaces/default/serviceexports/api-sel",
+            {
+                "apiVersion": "multicluster.x-k8s.io/v1beta1",
+                "kind": "ServiceExport",
+                "metadata": {"name": "api-sel", "namespace": "default"},
+                "spec": {"clusterSelectors": selectors, "clusterSelectorsFallbackPolicy": "None"},
+            },
+        )
+    path = f"{MCS}/namespaces/default/serviceimports/api-sel"
+    si = eventually(
+        "the import with its selectors",
+        lambda: (
+            (get(cp, "member2", path) or {}).get("spec", {}).get("clusterSelectors")
+            and get(cp, "member2", path)
+        ),
+    )
+    assert si["spec"]["clusterSelectors"] == selectors
+    assert si["spec"]["clusterSelectorsFallbackPolicy"] == "None"
+    lease = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/clusterset-source-member3"
+    eventually(
+        "member3's region on its Lease in member2",
+        lambda: (
+            '"region.clusterset.io":"eu"'
+            in ((get(cp, "member2", lease) or {}).get("metadata", {}).get("annotations") or {}).get(
+                "clusterset.io/cluster-properties", ""
+            )
+        ),
+    )
+    port = free_port()
+    with process(
+        "dns", "--kubeconfig", str(cp.kubeconfig_path), "--context", "member2",
+        "--listen", f"127.0.0.1:{port}",
+    ):  # fmt: skip
+        wait_answering(port, timeout=30)
+
+        def answer() -> list[str]:
+            r = query(port, "api-sel.default.svc.clusterset.local")
+            assert r.rcode() == dns.rcode.NOERROR
+            return [rd.address for rrset in r.answer for rd in rrset]
+
+        eventually("member3's endpoint (the eu tier)", lambda: answer() == ["10.244.3.21"])
+        apply(
+            cp,
+            "member3",
+            "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/api-sel-abc",
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": "api-sel-abc",
+                    "namespace": "default",
+                    "labels": {"kubernetes.io/service-name": "api-sel"},
+                },
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+                "endpoints": [
+                    {"addresses": ["10.244.3.21"], "conditions": {"ready": False, "serving": False}}
+                ],
+            },
+        )
+        # Fallback None: no address, although member1's copy is ready (data sovereignty).
+        eventually("nothing once the eu tier is down", lambda: answer() == [])

@@ -4,7 +4,7 @@ The cluster's DNS is a real CoreDNS serving the content of the `coredns` ConfigM
 in the NodeLocal test, a second one serving `node-local-dns`). The control plane has no
 kubelet: `KubeletVolumeSyncStandIn` (a stand-in, named as such) plays the kubelet's
 ConfigMap volume sync, and the pod network: it copies data.Corefile into the file CoreDNS
-runs, made loopback by the same `reconcile.corefile.loopback` the canary uses (ports,
+runs, made loopback by the same `wiredns.corefile.loopback` the canary uses (ports,
 bind, kubeconfig for the kubernetes plugin; `.` forwarded to a dead loopback port: no
 query leaves the machine). CoreDNS's own `reload` plugin picks the file up.
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from clusterset.reconcile import corefile as cf
+from clusterset.wiredns import corefile as cf
 from tests.conftest import eventually
 from tests.controlplane import ControlPlane, cache_bin_dir
 from tests.integration.servers import clusterset, free_port, query

@@ -1,10 +1,15 @@
-"""Zone settings as the flags make them."""
+"""Zone and server settings as the flags make them."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+
 import pytest
 
-from clusterset.cli.common import zone_settings
+from clusterset.cli.common import ServeFlags, zone_settings
+from clusterset.cli.dns import dns
+from clusterset.cli.run import run
 
 
 @pytest.mark.parametrize(
@@ -22,3 +27,12 @@ def test_apex_ns_glue_defaults_to_the_listen_address(
 ) -> None:
     settings = zone_settings("clusterset.local", 5, "kep", ns, listen=listen)
     assert settings.ns_addresses == glue
+
+
+def test_dns_and_run_declare_every_serving_flag_alike() -> None:
+    """Both commands collect their serving flags into ServeFlags: each field is a parameter
+    of both, of the same flag type and default, so that the two cannot drift apart."""
+    for field in dataclasses.fields(ServeFlags):
+        on_dns = inspect.signature(dns).parameters[field.name]
+        on_run = inspect.signature(run).parameters[field.name]
+        assert (on_dns.annotation, on_dns.default) == (on_run.annotation, on_run.default)

@@ -1,4 +1,4 @@
-"""Corefile edits of wire-dns (reconcile.corefile), on real-world Corefiles.
+"""Corefile edits of wire-dns (wiredns.corefile), on real-world Corefiles.
 
 KUBEADM is kubeadm's default CoreDNS Corefile; the NodeLocal DNSCache one is the
 upstream manifest's (tests/fixtures/nodelocaldns-configmap.yaml, with its attribution),
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clusterset.reconcile import corefile as cf
+from clusterset.wiredns import corefile as cf
 from tests.fleet import KUBEADM_COREFILE
 
 KUBEADM = KUBEADM_COREFILE

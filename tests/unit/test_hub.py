@@ -12,15 +12,14 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from clusterset.cli.controller import hub_stats
 from clusterset.controller.admission import AdmissionServer, View
 from clusterset.controller.hub import Hub
+from clusterset.controller.metrics import HubCollector, hub_stats, reconcile_histogram
 from clusterset.kube import api as k
 from clusterset.kube.lease import LeaderElector
 from clusterset.model.ids import ClusterId
 from clusterset.model.state import ClusterSetState
 from clusterset.reconcile import desired as rd
-from clusterset.server.http import HubCollector, reconcile_histogram
 from tests.factories import cluster, clusterset, endpoint, eslice, export, service
 
 RENEW_EVERY_50MS: dict[str, Any] = {

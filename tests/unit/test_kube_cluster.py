@@ -70,7 +70,7 @@ def test_a_source_expires_at_renew_time_plus_lease_duration(
     if duration is not None:
         lease["spec"]["leaseDurationSeconds"] = duration
     member.informers["leases"].store = {"kube-system/clusterset-source-member1": lease}
-    assert member.source_leases() == {ClusterId("member1"): expires}
+    assert member.source_leases()[0] == {ClusterId("member1"): expires}
 
 
 def _raw(rng: Any, kind: str, name: str, rv: int) -> dict[str, Any]:

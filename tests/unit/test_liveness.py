@@ -13,7 +13,7 @@ import pytest
 
 from clusterset.cli import status as status_cli
 from clusterset.cli.controller import controller
-from clusterset.cli.serve import dns
+from clusterset.cli.dns import dns
 from clusterset.controller.observer import Observer
 from clusterset.kube import api as k
 from clusterset.kube.cluster import MEMBER, MemberCluster
@@ -176,7 +176,7 @@ def test_status_and_member_dns_share_the_one_default() -> None:
 
     member = MemberCluster("member2", api, mode=MEMBER, on_change=lambda: None)  # type: ignore[arg-type]
     member.informers["leases"].store = {"kube-system/clusterset-source-member1": lease}
-    expires = member.source_leases()[ClusterId("member1")]
+    expires = member.source_leases()[0][ClusterId("member1")]
     assert expires == pytest.approx(renewed.timestamp() + liveness.DEFAULT_DURATION)
 
     async def look() -> list[dict[str, object]]:
@@ -190,3 +190,55 @@ def test_status_and_member_dns_share_the_one_default() -> None:
     assert shown["source"] == "member1"
     assert isinstance(shown["age"], float)
     assert age - 1 < shown["age"] < age + 5
+
+
+def test_the_lease_carries_the_source_properties_a_member_dns_cannot_read() -> None:
+    """A member DNS reads only its own cluster; cluster selection (KEP-5939) and region tiers
+    match the sources' ClusterProperties, which the hub writes on each source's Lease."""
+    props = {"region.clusterset.io": "eu", "gpu-tier.mycompany.com": "high"}
+    obj = liveness.render(
+        ClusterId("member1"),
+        consumer=ClusterId("member2"),
+        namespace="kube-system",
+        renewed=RENEW_TIME,
+        duration=40,
+        properties=props,
+    )
+    text = obj["metadata"]["annotations"][liveness.PROPERTIES_ANNOTATION]
+    assert text == '{"gpu-tier.mycompany.com":"high","region.clusterset.io":"eu"}'  # sorted
+    assert liveness.parse(obj).properties == props
+    bare = liveness.render(
+        ClusterId("member1"), consumer=ClusterId("member2"), namespace="kube-system",
+        renewed=RENEW_TIME, duration=40,
+    )  # fmt: skip
+    assert "annotations" not in bare["metadata"]  # no properties: the Lease as before
+
+    member = MemberCluster("member2", LeaseLister([]), mode=MEMBER, on_change=lambda: None)  # type: ignore[arg-type]
+    member.informers["leases"].store = {"kube-system/clusterset-source-member1": obj}
+    expiry, learned = member.source_leases()
+    assert learned == {ClusterId("member1"): props}
+    assert expiry == {ClusterId("member1"): RENEWED + 40}
+    view = member.imported_view(ClusterId("member2"), 1)
+    assert view.properties == {ClusterId("member1"): props}
+
+
+@pytest.mark.parametrize(
+    ("annotation", "want"),
+    [
+        pytest.param(None, {}, id="missing"),
+        pytest.param("", {}, id="empty"),
+        pytest.param("{not json", {}, id="not-json"),
+        pytest.param('["a", "b"]', {}, id="not-an-object"),
+        pytest.param('{"a": "x", "b": 1, "c": null}', {"a": "x"}, id="non-strings-dropped"),
+        pytest.param(
+            '{"a": "' + "x" * liveness.MAX_PROPERTIES_BYTES + '"}', {}, id="too-large-unread"
+        ),
+    ],
+)
+def test_a_bad_properties_annotation_reads_as_none(annotation: str | None, want: object) -> None:
+    lease = _lease({"renewTime": RENEW_TIME}, BOTH)
+    if annotation is not None:
+        lease["metadata"]["annotations"] = {liveness.PROPERTIES_ANNOTATION: annotation}
+    read = liveness.parse(lease)
+    assert read.properties == want
+    assert read.renewed == RENEWED  # the liveness itself still counts

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import pytest
 
 from clusterset.model.ids import ClusterId, ServiceKey
+from clusterset.model.labels import REGION_PROPERTY
 from clusterset.model.objects import ImportType
 from clusterset.model.state import ImportedView, Track
 from clusterset.zone import policy
@@ -70,7 +71,7 @@ def mkview(
         local_services={KEY: service(ips=("10.96.0.7",))},
         now=now,
         tracks=tracks or {},
-        regions={ClusterId(k): r for k, r in (regions or {}).items()},
+        properties={ClusterId(k): {REGION_PROPERTY: r} for k, r in (regions or {}).items()},
         expired=expired,
     )
 

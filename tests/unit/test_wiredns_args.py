@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from clusterset.cli.wiredns import forward_target, parse_address
+from clusterset.cli.wiredns import parse_address
+from clusterset.wiredns.corefile import forward_target
 
 
 @pytest.mark.parametrize(

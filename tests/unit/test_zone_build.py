@@ -8,7 +8,11 @@ import random
 
 import pytest
 
+from clusterset.model import clusterselect
+from clusterset.model.clusterselect import ClusterSelector
+from clusterset.model.convert import CLUSTER_ID_PROPERTY
 from clusterset.model.ids import ClusterId, ServiceKey
+from clusterset.model.labels import REGION_PROPERTY
 from clusterset.model.objects import (
     Endpoint,
     EndpointSlice,
@@ -24,6 +28,7 @@ from clusterset.zone.settings import ZoneSettings
 from clusterset.zone.wire import CompiledZone, respond
 from tests import zone_oracle
 from tests.conformance.test_vectors import FIXTURES, load_view
+from tests.factories import selector
 
 CLUSTERS = ("c1", "c2", "c3")
 NAMESPACES = ("ns0", "ns1", "ns2", "n" * 63)
@@ -48,10 +53,32 @@ ANNOTATIONS = (
     ),
     ((policy.ANNOTATION, "bogus"),),
 )
-REGIONS: tuple[dict[ClusterId, str], ...] = (
+# KEP-5939: none (most imports), the locality tiers of story 1, GPU tiers, no fallback.
+_ME, _REGION = clusterselect.SAME_AS_IMPORTER, REGION_PROPERTY
+SELECTORS: tuple[tuple[tuple[ClusterSelector, ...], str], ...] = (
+    ((), clusterselect.ALL_CLUSTERS),
+    ((), clusterselect.ALL_CLUSTERS),
+    (
+        (
+            selector(exprs=((CLUSTER_ID_PROPERTY, "In", (_ME,)),)),
+            selector(labels=((_REGION, _ME),)),
+        ),
+        clusterselect.ALL_CLUSTERS,
+    ),
+    ((selector(labels=(("gpu", "high"),)), selector(exprs=(("gpu", "Exists", ()),))), "None"),
+)
+PROPERTIES: tuple[dict[ClusterId, dict[str, str]], ...] = (
     {},
-    {ClusterId("c1"): "eu", ClusterId("c2"): "eu", ClusterId("c3"): "us"},
-    {ClusterId("c1"): "us", ClusterId("c2"): "eu", ClusterId("c3"): "us"},
+    {
+        ClusterId("c1"): {REGION_PROPERTY: "eu", "gpu": "high"},
+        ClusterId("c2"): {REGION_PROPERTY: "eu"},
+        ClusterId("c3"): {REGION_PROPERTY: "us", "gpu": "low"},
+    },
+    {
+        ClusterId("c1"): {REGION_PROPERTY: "us"},
+        ClusterId("c2"): {REGION_PROPERTY: "eu", "gpu": "high"},
+        ClusterId("c3"): {REGION_PROPERTY: "us"},
+    },
 )
 SETTINGS = (
     ZoneSettings(),
@@ -72,7 +99,8 @@ def _slice(rng: random.Random, key: ServiceKey, source: str | None) -> EndpointS
     for i in range(rng.randrange(0, 5)):
         host = rng.choice(("", "", f"pod-{i}", "h" * 63, "Web"))
         ready = rng.choice((True, True, False, None))
-        eps.append(Endpoint((_address(rng, v6),), hostname=host, ready=ready))
+        serving = rng.choice((None, True)) if ready is False else None
+        eps.append(Endpoint((_address(rng, v6),), hostname=host, ready=ready, serving=serving))
     ports = tuple(rng.sample(PORTS[:4], rng.randrange(0, 3)))
     return EndpointSlice(
         key.namespace,
@@ -88,6 +116,7 @@ def _slice(rng: random.Random, key: ServiceKey, source: str | None) -> EndpointS
 def _import(rng: random.Random, key: ServiceKey) -> ServiceImport:
     headless = rng.random() < 0.4
     ips = () if headless else tuple(_address(rng, rng.random() < 0.2) for _ in range(2))
+    selectors, fallback = rng.choice(SELECTORS)
     return ServiceImport(
         key.namespace,
         key.name,
@@ -95,6 +124,8 @@ def _import(rng: random.Random, key: ServiceKey) -> ServiceImport:
         ports=tuple(rng.sample(PORTS, rng.randrange(0, 4))),
         ips=ips[: rng.randrange(0, 3)],
         annotations=rng.choice(ANNOTATIONS),
+        cluster_selectors=selectors,
+        cluster_selectors_fallback_policy=fallback,
     )
 
 
@@ -121,7 +152,7 @@ def random_view(rng: random.Random, size: int = 14) -> ImportedView:
         namespaces=frozenset(n for n in NAMESPACES if rng.random() < 0.8),
         local_services={k: _local(rng, k) for k in keys if rng.random() < 0.5},
         now=1000.0,
-        regions=rng.choice(REGIONS),
+        properties=rng.choice(PROPERTIES),
         leases={ClusterId("c2"): 1010.0, ClusterId("c3"): 900.0} if rng.random() < 0.3 else {},
     )
 
@@ -162,7 +193,7 @@ def _edit(rng: random.Random, v: ImportedView, fed: build.ZoneState) -> Imported
         t = Track(rng.random() < 0.5, v.now - rng.choice((0, 5, 50)))
         return dataclasses.replace(v, tracks={**tracks, (key, ClusterId("c1")): t})
     elif rng.random() < 0.5:  # something every answer depends on
-        return dataclasses.replace(v, regions=rng.choice(REGIONS))
+        return dataclasses.replace(v, properties=rng.choice(PROPERTIES))
     else:
         return dataclasses.replace(v, cluster=None if v.cluster else ClusterId("c1"))
     return dataclasses.replace(

@@ -1,22 +1,43 @@
 """`clusterset check`: what exporting a service would change, before anyone exports it.
 
-The edge of `reconcile.preflight`: reads the proposed ServiceExport (a file, or
-`--service NS/NAME`), observes the clusterset (a manifests root or real clusters,
-read-only), and prints the Finding. Exit 0: no conflict; 1: it would conflict (or
+The edge of `reconcile.preflight`: the command's flags, then it reads the proposed
+ServiceExport (a file, or `--service NS/NAME`), observes the clusterset (a manifests root or
+real clusters, read-only), and prints the Finding. Exit 0: no conflict; 1: it would conflict (or
 the export would be invalid); 2: bad input (raised as SourceError, one line).
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 import yaml
 
-from clusterset.cli.common import service_arg
+from clusterset.cli.common import (
+    DEFAULT_CIDR,
+    DEFAULT_CIDR_V6,
+    AllContextsOpt,
+    CidrOpt,
+    CidrV6Opt,
+    ContextOpt,
+    KarmadaOpt,
+    KubeconfigOpt,
+    ManifestsOpt,
+    StateFileOpt,
+    UsageProblem,
+    app,
+    cluster_arg,
+    default_kubeconfig,
+    manifest_feed,
+    member_apis,
+    service_arg,
+)
 from clusterset.controller.manifest import ClusterSetFeed
 from clusterset.controller.observer import SYNC_WITHIN, observing
 from clusterset.kube.api import KubeApi
@@ -99,14 +120,7 @@ def run(
         if not stamped:
             # Not created yet: it will be the youngest export (keep the time of an existing one).
             old = observed.exports.get(export.key)
-            export = ServiceExport(
-                export.namespace,
-                export.name,
-                old.created if old is not None else when,
-                export.exported_labels,
-                export.exported_annotations,
-                export.annotations,
-            )
+            export = dataclasses.replace(export, created=old.created if old is not None else when)
     elif service is not None:
         key = service_arg(service, "--service")
         existing = observed.exports.get(key)
@@ -227,3 +241,53 @@ def emit(finding: preflight.Finding, output: str) -> None:
         print("result: would be invalid" + (" and conflict" if f.conflicts else "") + " (exit 1)")
     else:
         print("result: would conflict (exit 1)" if f.conflicts else "result: ok (exit 0)")
+
+
+@app.command()
+def check(
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="YAML with the ServiceExport (and optionally its Service)."),
+    ] = None,
+    service: Annotated[
+        str | None, typer.Option("--service", help="NAMESPACE/NAME to export (instead of FILE).")
+    ] = None,
+    cluster: Annotated[str, typer.Option(help="The cluster that would export it.")] = "",
+    manifests: ManifestsOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    all_contexts: AllContextsOpt = False,
+    karmada_kubeconfig: KarmadaOpt = None,
+    output_format: Annotated[str, typer.Option("-o", "--output", help="text|json|yaml")] = "text",
+    state_file: StateFileOpt = None,
+    clusterset_cidr: CidrOpt = DEFAULT_CIDR,
+    clusterset_cidr_v6: CidrV6Opt = DEFAULT_CIDR_V6,
+) -> None:
+    """Pre-flight: what exporting a service would change (merged ServiceImport before/after,
+    who reports Conflict and which export wins, each consumer's DNS answer). Exit 0: no
+    conflict; 1: it would conflict, or the export would be invalid; 2: bad input.
+
+    \b
+    Examples:
+      clusterset check --manifests examples/clusters --cluster member2 --service default/web
+      clusterset check export.yaml --kubeconfig K --all-contexts --cluster member2 -o json
+    """
+    if output_format not in ("text", "json", "yaml"):
+        raise UsageProblem(f"-o {output_format!r}: expected text, json or yaml")
+    if not cluster:
+        raise UsageProblem("--cluster NAME is required")
+    if (file is None) == (service is None):
+        raise UsageProblem("give either a ServiceExport FILE or --service NAMESPACE/NAME")
+    kubeconfig = kubeconfig or default_kubeconfig(manifests, karmada_kubeconfig)
+    if kubeconfig is not None or karmada_kubeconfig is not None:
+        if manifests is not None:
+            raise UsageProblem("--manifests and --kubeconfig are exclusive")
+        apis = member_apis(kubeconfig, context, all_contexts, karmada_kubeconfig)
+        state, ips, ids = asyncio.run(observe_clusters(apis))
+        cid = ids.get(cluster, ClusterId(cluster))
+    else:
+        feed = manifest_feed(manifests, state_file, clusterset_cidr, clusterset_cidr_v6)
+        state, ips = observe_manifests(feed)
+        cid = cluster_arg(cluster)
+    code = run(state, ips, cluster=cid, file=file, service=service, output=output_format)
+    raise SystemExit(code)

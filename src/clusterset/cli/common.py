@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -41,7 +42,6 @@ from clusterset.server.app import DnsOptions, DnsServer, ListenError, parse_list
 from clusterset.server.forward import DEFAULT_ALLOW, parse_upstream
 from clusterset.zone import policy
 from clusterset.zone.settings import ZoneSettings
-from clusterset.zone.wire import UDP_PAYLOAD
 
 log = logging.getLogger("clusterset")
 T = TypeVar("T")
@@ -134,6 +134,9 @@ MetricsOpt = Annotated[
 LameduckOpt = Annotated[
     float, typer.Option("--lameduck", help="Seconds to keep answering after SIGTERM (/ready 503).")
 ]
+
+
+UdpThreadsOpt = Annotated[int, typer.Option("--udp-threads", help="UDP receive threads.")]
 
 
 WorkersOpt = Annotated[
@@ -257,20 +260,72 @@ def zone_settings(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ServeFlags:
+    """The DNS-serving flags `dns` and `run` share, collected once at the top of each, so
+    that `dns_options` checks them the same way for both."""
+
+    listen: str
+    zone: str
+    ttl: int
+    default_policy: str
+    udp_threads: int
+    unified: bool
+    upstream: str | None
+    allow: list[str] | None
+    metrics_listen: str | None
+    lameduck: float
+    log_queries: bool
+    udp_size: int
+    workers: int
+
+
 def dns_options(
-    settings: ZoneSettings,
-    listen: str,
-    udp_threads: int,
-    *,
-    unified: bool,
-    upstream: str | None,
-    allow: list[str] | None,
-    metrics_listen: str | None = None,
-    lameduck: float = 0.0,
-    log_queries: bool = False,
-    udp_size: int = UDP_PAYLOAD,
-    workers: int = 1,
+    flags: ServeFlags, ns: list[str] | None = None, *, source_leases: bool = False
 ) -> DnsOptions:
+    """The server's options from its flags (`ns`: --ns-address), the zone's checked first;
+    a bad flag is one line naming it."""
+    settings = zone_settings(
+        flags.zone,
+        flags.ttl,
+        flags.default_policy,
+        ns,
+        unified=flags.unified,
+        source_leases=source_leases,
+        listen=flags.listen,
+    )
+    upstream, allow = _forwarding(flags.unified, flags.upstream, flags.allow)
+    if flags.udp_threads < 1:
+        raise UsageProblem("--udp-threads must be at least 1")
+    if flags.workers < 1:
+        raise UsageProblem("--workers must be at least 1")
+    if flags.workers > 1 and parse_listen(flags.listen)[1] == 0:
+        raise UsageProblem("--workers: give --listen a fixed port (0 would differ per worker)")
+    if flags.metrics_listen is not None:
+        parse_listen(flags.metrics_listen, "--metrics-listen")
+    if not 512 <= flags.udp_size <= 65535:
+        raise UsageProblem(f"--udp-size {flags.udp_size}: expected 512-65535")
+    if flags.lameduck < 0:
+        raise UsageProblem("--lameduck must be >= 0")
+    return DnsOptions(
+        settings,
+        flags.listen,
+        flags.udp_threads,
+        upstream=upstream,
+        allow=allow,
+        metrics_listen=flags.metrics_listen,
+        lameduck=flags.lameduck,
+        log_queries=flags.log_queries,
+        udp_size=flags.udp_size,
+        workers=flags.workers,
+    )
+
+
+def _forwarding(
+    unified: bool, upstream: str | None, allow: list[str] | None
+) -> tuple[tuple[str, int] | None, tuple[str, ...]]:
+    """Unified mode's flags, checked: where the names outside the zones go, and the client
+    ranges allowed to send them there."""
     if unified and not upstream:
         raise UsageProblem("--unified-cluster-local needs --upstream IP[:PORT] (the cluster DNS)")
     if upstream and not unified:
@@ -287,30 +342,7 @@ def dns_options(
             ipaddress.ip_network(n)
         except ValueError as exc:
             raise UsageProblem(f"--allow {n!r}: not a CIDR") from exc
-    if udp_threads < 1:
-        raise UsageProblem("--udp-threads must be at least 1")
-    if workers < 1:
-        raise UsageProblem("--workers must be at least 1")
-    if workers > 1 and parse_listen(listen)[1] == 0:
-        raise UsageProblem("--workers: give --listen a fixed port (0 would differ per worker)")
-    if metrics_listen is not None:
-        parse_listen(metrics_listen, "--metrics-listen")
-    if not 512 <= udp_size <= 65535:
-        raise UsageProblem(f"--udp-size {udp_size}: expected 512-65535")
-    if lameduck < 0:
-        raise UsageProblem("--lameduck must be >= 0")
-    return DnsOptions(
-        settings,
-        listen,
-        udp_threads,
-        upstream=up,
-        allow=nets,
-        metrics_listen=metrics_listen,
-        lameduck=lameduck,
-        log_queries=log_queries,
-        udp_size=udp_size,
-        workers=workers,
-    )
+    return up, nets
 
 
 def cidr_networks(v4: str, v6: str) -> dict[IPFamily, allocate.Network]:

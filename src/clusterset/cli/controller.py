@@ -1,14 +1,16 @@
-"""`clusterset controller`: the hub, with leader election, metrics and the admission webhook."""
+"""`clusterset controller`: its flags made into the hub process's options
+(controller/app.py), run with /metrics, /health and /ready until a signal stops it."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from prometheus_client import CollectorRegistry
 
 from clusterset.cli.common import (
     AllContextsOpt,
@@ -27,20 +29,15 @@ from clusterset.cli.common import (
     until_signal,
     why,
 )
-from clusterset.controller.hub import Hub
-from clusterset.kube.api import load_contexts
+from clusterset.controller.admission import CertFiles
+from clusterset.controller.app import ElectionOptions, HubOptions, HubProcess, WebhookOptions
+from clusterset.kube.api import KubeApi, load_contexts
+from clusterset.kube.karmada import Membership, proxied
 from clusterset.kube.karmada import control_api as karmada_control_api
-from clusterset.kube.karmada import proxied
-from clusterset.kube.lease import (
-    LEASE_DURATION,
-    RENEW_DEADLINE,
-    RETRY_PERIOD,
-    LeaderElector,
-    check_timing,
-)
+from clusterset.kube.lease import LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD, check_timing
 from clusterset.model import liveness
 from clusterset.server.app import ListenError, parse_listen
-from clusterset.server.http import HubCollector, HubStats, OpsServer, reconcile_histogram
+from clusterset.server.http import OpsServer
 
 
 @app.command()
@@ -111,53 +108,19 @@ def controller(
     Example: clusterset controller --kubeconfig members.yaml --context member1 --context member2
     """
     source_lease_grace(source_lease_duration, None)
-    try:
-        check_timing(
-            lease_duration=leader_elect_lease_duration,
-            renew_deadline=leader_elect_renew_deadline,
-            retry_period=leader_elect_retry_period,
-        )
-    except ValueError as exc:
-        raise UsageProblem(str(exc)) from exc
+    _check_timing(
+        leader_elect_lease_duration, leader_elect_renew_deadline, leader_elect_retry_period
+    )
     kubeconfig = kubeconfig or default_kubeconfig(karmada_kubeconfig)
     apis = member_apis(kubeconfig, context, all_contexts, karmada_kubeconfig)
     if not apis and karmada_kubeconfig is None:  # Karmada's joins come while running
         raise UsageProblem("no member clusters")
-    webhook_args = None
-    if webhook_listen:
-        from clusterset.controller import admission
-
-        if webhook_cert_dir is None:
-            raise UsageProblem("--webhook-listen needs --webhook-cert-dir (tls.crt, tls.key)")
-        try:
-            certs = admission.CertFiles(webhook_cert_dir)
-        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            raise UsageProblem(f"--webhook-cert-dir {webhook_cert_dir}: {exc}") from exc
-        webhook_args = (*parse_listen(webhook_listen), certs)
-    # With Karmada, the hub's own state (leader Lease, retention rules) lives in its
-    # control plane, and its ResourceBindings say which imports are Karmada's.
-    karmada = membership = None
-    if karmada_kubeconfig is not None:
-        config = next(
-            iter(load_contexts(karmada_kubeconfig, None, flag="--karmada-kubeconfig").values())
-        )
-        karmada = karmada_control_api(config)
-        # The members then follow Karmada's Cluster objects (joins and unjoins while running).
-        membership = proxied(config, only=frozenset(context or ()))
-    elector = None
+    webhook = _webhook(webhook_listen, webhook_cert_dir, webhook_config, deny_conflicts)
+    karmada, membership = _karmada(karmada_kubeconfig, context)
+    election = None
     if leader_elect:
-        lease_api = (
-            karmada
-            if karmada is not None and lease_context is None
-            else apis.get(lease_context or next(iter(apis)))
-        )
-        if lease_api is None:
-            raise UsageProblem(f"--lease-context {lease_context!r}: not one of the members")
-        import os
-        import socket
-
-        elector = LeaderElector(
-            lease_api,
+        election = ElectionOptions(
+            _lease_api(lease_context, apis, karmada),
             namespace=lease_namespace,
             name=lease_name,
             identity=identity or f"{socket.gethostname()}-{os.getpid()}",
@@ -165,56 +128,88 @@ def controller(
             renew_deadline=leader_elect_renew_deadline,
             retry_period=leader_elect_retry_period,
         )
-    registry = CollectorRegistry()
-    ended = threading.Event()  # the hub stopped (or is stopping): /ready answers 503
-    hub = Hub(
+    options = HubOptions(
         apis,
-        elector=elector,
-        lease_namespace=source_lease_namespace,
-        lease_duration=source_lease_duration,
-        create_namespaces=create_namespaces,
         karmada=karmada,
         membership=membership,
-        on_duration=reconcile_histogram(registry).observe,
+        election=election,
+        source_lease_namespace=source_lease_namespace,
+        source_lease_duration=source_lease_duration,
+        create_namespaces=create_namespaces,
+        webhook=webhook,
     )
-    registry.register(HubCollector(lambda: hub_stats(hub)))
+    _run(HubProcess(options), metrics_listen)
+
+
+def _check_timing(lease_duration: float, renew_deadline: float, retry_period: float) -> None:
+    try:
+        check_timing(
+            lease_duration=lease_duration,
+            renew_deadline=renew_deadline,
+            retry_period=retry_period,
+        )
+    except ValueError as exc:
+        raise UsageProblem(str(exc)) from exc
+
+
+def _webhook(
+    listen: str | None, cert_dir: Path | None, config: str | None, deny: bool
+) -> WebhookOptions | None:
+    if not listen:
+        return None
+    if cert_dir is None:
+        raise UsageProblem("--webhook-listen needs --webhook-cert-dir (tls.crt, tls.key)")
+    try:
+        certs = CertFiles(cert_dir)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise UsageProblem(f"--webhook-cert-dir {cert_dir}: {exc}") from exc
+    host, port = parse_listen(listen)
+    return WebhookOptions(host, port, certs, config=config, deny=deny)
+
+
+def _karmada(
+    kubeconfig: Path | None, contexts: list[str] | None
+) -> tuple[KubeApi | None, Membership | None]:
+    """With Karmada, the hub's own state (leader Lease, retention rules) lives in its
+    control plane, and its ResourceBindings say which imports are Karmada's."""
+    if kubeconfig is None:
+        return None, None
+    config = next(iter(load_contexts(kubeconfig, None, flag="--karmada-kubeconfig").values()))
+    # The members then follow Karmada's Cluster objects (joins and unjoins while running).
+    return karmada_control_api(config), proxied(config, only=frozenset(contexts or ()))
+
+
+def _lease_api(context: str | None, apis: dict[str, KubeApi], karmada: KubeApi | None) -> KubeApi:
+    """The cluster holding the leader Lease: --lease-context, else Karmada's control plane,
+    else the first member."""
+    api = (
+        karmada
+        if karmada is not None and context is None
+        else apis.get(context or next(iter(apis)))
+    )
+    if api is None:
+        raise UsageProblem(f"--lease-context {context!r}: not one of the members")
+    return api
+
+
+def _run(process: HubProcess, metrics_listen: str | None) -> None:
+    """Run the hub process until SIGTERM or SIGINT, or until it stops itself: then exit 1,
+    so that Kubernetes restarts it."""
+    apis = process.options.apis
     log.info("controller: %d member cluster(s): %s", len(apis), ", ".join(apis))
+    ended = threading.Event()  # the hub stopped (or is stopping): /ready answers 503
     ops = None
     if metrics_listen:
         ops = OpsServer(
             parse_listen(metrics_listen, "--metrics-listen"),
-            registry,
-            ready=lambda: not ended.is_set() and all(m.synced for m in hub.members.values()),
+            process.registry,
+            ready=lambda: not ended.is_set() and process.synced(),
         )
         ops.start()
 
     async def main() -> None:
-        webhook = None
-        if webhook_args is not None:
-            from clusterset.controller import admission
-
-            host, port, certs = webhook_args
-            webhook = admission.AdmissionServer(
-                admission.HubViews(hub.observer), host=host, port=port, certs=certs,
-                deny=deny_conflicts,
-            )  # fmt: skip
-            try:  # a port in use is one error line, before anything runs
-                await webhook.start()
-            except OSError as exc:
-                raise ListenError(f"--webhook-listen {host}:{port}: {exc.strerror or exc}") from exc
-
-        async def run() -> None:
-            # One task: a webhook that fails stops the controller (and says why), as the
-            # hub does; a hub running beside a dead webhook would fail its users silently.
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(hub.run(), name="hub")
-                if webhook is not None:
-                    tg.create_task(
-                        admission.run(hub.observer, webhook, config_name=webhook_config),
-                        name="admission",
-                    )
-
-        task = asyncio.create_task(run(), name="controller")
+        await _start(process)
+        task = asyncio.create_task(process.run(), name="controller")
         sig = await until_signal(task)
         stopped_itself = sig is None
         ended.set()
@@ -222,11 +217,7 @@ def controller(
             log.error("controller stopped, exiting: %s", why(task.exception()))
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)  # its failure is logged above
-        if elector is not None:
-            await elector.release()
-        # The members now (the hub closed those that left), and the control plane.
-        for api in [m.api for m in hub.members.values()] + ([karmada] if karmada else []):
-            await api.close()
+        await process.close()
         if ops is not None:
             ops.stop()
         if stopped_itself:
@@ -238,23 +229,12 @@ def controller(
     uvloop.run(main())
 
 
-def hub_stats(hub: Hub) -> HubStats:
-    """The hub's numbers for its metrics, read at scrape time."""
-    return HubStats(
-        objects={
-            (name, res): len(inf.store)
-            for name, m in hub.members.items()
-            for res, inf in m.informers.items()
-        },
-        restarts={
-            (name, res): inf.restarts
-            for name, m in hub.members.items()
-            for res, inf in m.informers.items()
-        },
-        synced={name: m.synced for name, m in hub.members.items()},
-        reachable={name: m.reachable for name, m in hub.members.items()},
-        reconciles=hub.reconciles,
-        errors=hub.errors,
-        last_duration=hub.last_duration,
-        leading=hub.elector is None or hub.elector.leading.is_set(),
-    )
+async def _start(process: HubProcess) -> None:
+    """A port in use is one error line (exit 2), before anything runs."""
+    try:
+        await process.start()
+    except OSError as exc:
+        webhook = process.options.webhook
+        assert webhook is not None  # the only port `start` binds
+        where = f"{webhook.host}:{webhook.port}"
+        raise ListenError(f"--webhook-listen {where}: {exc.strerror or exc}") from exc

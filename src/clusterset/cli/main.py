@@ -1,8 +1,7 @@
 """`clusterset`: dns | run | controller | status | render | resolve | corefile | check |
-wire-dns | gather | version | completion, from seven modules (serve: dns, run; controller;
-status: status, render, resolve, corefile; preflight: check, wire-dns; gather; version;
-shell: completion); importing a module registers its commands on the app. Installed also
-as `kubectl-clusterset`, so that `kubectl clusterset status` works.
+wire-dns | gather | version | completion, one module per command, named after it (wiredns:
+wire-dns); importing a module registers its command on the app.
+Installed also as `kubectl-clusterset`, so that `kubectl clusterset status` works.
 
 Errors the user can fix (bad flags, unreadable sources) print one line on
 stderr and exit 2; nothing prints a traceback.
@@ -20,7 +19,20 @@ from typer._click import exceptions as click
 
 # Importing a command module registers its commands; this order is the order of --help.
 # isort: off
-from clusterset.cli import serve, controller, status, preflight, gather, version, shell  # noqa: F401
+from clusterset.cli import (  # noqa: F401
+    dns,
+    run,
+    controller,
+    status,
+    render,
+    resolve,
+    corefile,
+    check,
+    wiredns,
+    gather,
+    version,
+    completion,
+)
 
 # isort: on
 from clusterset.cli.common import app
@@ -43,7 +55,7 @@ def main() -> None:
         code = command.main(
             args=sys.argv[1:],
             prog_name="kubectl clusterset" if plugin else "clusterset",
-            complete_var=shell.COMPLETE_VAR,
+            complete_var=completion.COMPLETE_VAR,
             standalone_mode=False,
         )
         if isinstance(code, int) and code:

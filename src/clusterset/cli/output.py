@@ -1,5 +1,5 @@
 """Human (kubectl-style tables, a matrix, an HTML page) and machine (JSON/YAML/jsonpath)
-output of status, render and resolve."""
+output of status, render, resolve and corefile."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from clusterset.model.ids import ClusterId
 from clusterset.model.selector import Requirement, matches
 from clusterset.model.state import ImportedView
 from clusterset.reconcile import render as rendering
-from clusterset.reconcile.corefile import MARKER
+from clusterset.wiredns.corefile import MARKER
 from clusterset.zone import schema
 from clusterset.zone.settings import ZoneSettings
 from clusterset.zone.wire import FORWARD, CompiledZone, respond
@@ -287,34 +287,16 @@ def resolve(
     why = (
         schema.explain(view, zone.state, name, unified_zone=settings.unified_zone)
         if explain
-        else ""
+        else None
     )
     if reply == FORWARD:
-        if form == "json":
-            fwd: dict[str, Any] = {"name": name, "type": qtype.upper(), "forwarded": True}
-            if explain:
-                fwd["explain"] = why.splitlines()
-            print(json.dumps(fwd, indent=2))
-            return
-        print(f";; {name} {qtype}: not answered by clusterset; forwarded to the upstream "
-              "cluster DNS")  # fmt: skip
-        if explain:
-            print()
-            print(why)
+        _forwarded(name, qtype, form, why)
         return
     assert reply is not None
     msg = dns.message.from_wire(reply)
     if form == "json":
-        out: dict[str, Any] = {"name": name, "type": qtype.upper(),
-                               "rcode": dns.rcode.to_text(msg.rcode())}  # fmt: skip
-        for section, rrsets in (("answer", msg.answer), ("authority", msg.authority),
-                                ("additional", msg.additional)):  # fmt: skip
-            out[section] = [
-                {"name": rrset.name.to_text(), "ttl": rrset.ttl,
-                 "type": dns.rdatatype.to_text(rrset.rdtype), "data": rd.to_text()}
-                for rrset in rrsets for rd in rrset
-            ]  # fmt: skip
-        if explain:
+        out = _reply_data(msg, name, qtype)
+        if why is not None:
             out["explain"] = why.splitlines()
         print(json.dumps(out, indent=2))
         return
@@ -324,9 +306,38 @@ def resolve(
                 print(rd.to_text())
     else:
         print(msg.to_text())
-    if explain:
+    if why is not None:
         print()
         print(why)
+
+
+def _forwarded(name: str, qtype: str, form: str, why: str | None) -> None:
+    """A name clusterset does not answer (unified mode): it says so, as JSON or a comment."""
+    if form == "json":
+        fwd: dict[str, Any] = {"name": name, "type": qtype.upper(), "forwarded": True}
+        if why is not None:
+            fwd["explain"] = why.splitlines()
+        print(json.dumps(fwd, indent=2))
+        return
+    print(f";; {name} {qtype}: not answered by clusterset; forwarded to the upstream "
+          "cluster DNS")  # fmt: skip
+    if why is not None:
+        print()
+        print(why)
+
+
+def _reply_data(msg: dns.message.Message, name: str, qtype: str) -> dict[str, Any]:
+    """The reply as `resolve -o json` prints it: its rcode, and each section's records."""
+    out: dict[str, Any] = {"name": name, "type": qtype.upper(),
+                           "rcode": dns.rcode.to_text(msg.rcode())}  # fmt: skip
+    for section, rrsets in (("answer", msg.answer), ("authority", msg.authority),
+                            ("additional", msg.additional)):  # fmt: skip
+        out[section] = [
+            {"name": rrset.name.to_text(), "ttl": rrset.ttl,
+             "type": dns.rdatatype.to_text(rrset.rdtype), "data": rd.to_text()}
+            for rrset in rrsets for rd in rrset
+        ]  # fmt: skip
+    return out
 
 
 def corefile(block: str, namespace: str, configmap: str, context: str | None) -> None:

@@ -1,11 +1,10 @@
-"""The read-only commands: `status`, `render`, `resolve` and `corefile`. They never write
-to a cluster or to the allocation state."""
+"""`clusterset status`: every ServiceExport with its conditions and every ServiceImport, from
+a manifest folder or read from the clusters (never written to), once or on every change."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import io
 import logging
 import time
@@ -25,39 +24,24 @@ from clusterset.cli.common import (
     KarmadaOpt,
     KubeconfigOpt,
     ManifestsOpt,
-    PolicyOpt,
     StateFileOpt,
-    TtlOpt,
-    UnifiedOpt,
     UsageProblem,
-    ZoneOpt,
     app,
-    cluster_arg,
     default_kubeconfig,
     exit_if_interrupted,
     manifest_feed,
     member_apis,
     until_signal,
-    zone_settings,
 )
-from clusterset.cli.wiredns import forward_target
 from clusterset.controller.manifest import ClusterSetFeed, Observed
 from clusterset.controller.observer import Observer, observing
 from clusterset.kube import liveness as kube_liveness
 from clusterset.kube.api import API_ERRORS, KubeApi
-from clusterset.manifests.load import SourceError
 from clusterset.manifests.watch import changes
 from clusterset.model import jsonpath
-from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.selector import SelectorError
 from clusterset.model.selector import parse as parse_selector
-from clusterset.model.state import ImportedView
 from clusterset.reconcile import desired as rd
-from clusterset.reconcile.corefile import stanza
-from clusterset.server import probe
-from clusterset.server.app import compile_view
-from clusterset.server.forward import parse_upstream
-from clusterset.zone import policy
 
 log = logging.getLogger(__name__)
 
@@ -222,120 +206,3 @@ async def _snapshot(
             for lease in found
         )  # fmt: skip
     return Observed(state, desired, []), leases
-
-
-@app.command()
-def render(
-    manifests: ManifestsOpt = None,
-    cluster: Annotated[str, typer.Option(help="The consuming cluster.")] = "",
-    state_file: StateFileOpt = None,
-    clusterset_cidr: CidrOpt = DEFAULT_CIDR,
-    clusterset_cidr_v6: CidrV6Opt = DEFAULT_CIDR_V6,
-    output_format: Annotated[str, typer.Option("-o", "--output", help="yaml|json")] = "yaml",
-) -> None:
-    """Print the objects the controller would apply to one cluster: YAML documents, or a
-    kubectl List in JSON."""
-    if output_format not in ("yaml", "json"):
-        raise UsageProblem(f"-o {output_format!r}: expected yaml or json")
-    if not cluster:
-        raise UsageProblem("--cluster NAME is required")
-    cid = cluster_arg(cluster)
-    observed = manifest_feed(manifests, state_file, clusterset_cidr, clusterset_cidr_v6).observe()
-    if cid not in observed.desired.clusters:
-        raise SourceError(f"--cluster {cid}: no such cluster under {manifests}")
-    output.render(observed, cid, output_format)
-
-
-@app.command()
-def resolve(
-    name: Annotated[str, typer.Argument(help="The name to look up.")],
-    qtype: Annotated[str, typer.Argument(help="Record type.")] = "A",
-    manifests: ManifestsOpt = None,
-    cluster: Annotated[str, typer.Option(help="Ask as this member cluster.")] = "",
-    explain: Annotated[bool, typer.Option(help="Say why: policy, candidates.")] = False,
-    zone: ZoneOpt = "clusterset.local",
-    ttl: TtlOpt = 5,
-    default_policy: PolicyOpt = policy.KEP,
-    state_file: StateFileOpt = None,
-    clusterset_cidr: CidrOpt = DEFAULT_CIDR,
-    clusterset_cidr_v6: CidrV6Opt = DEFAULT_CIDR_V6,
-    unified: UnifiedOpt = False,
-    short: Annotated[
-        bool, typer.Option("--short", help="Only the answer's data, one per line (dig +short).")
-    ] = False,
-    output_format: Annotated[str, typer.Option("-o", "--output", help="text|json")] = "text",
-) -> None:
-    """Answer NAME as the DNS server would for --cluster, and optionally explain it.
-
-    \b
-    Examples:
-      clusterset resolve serve.default.svc.clusterset.local --manifests ROOT --cluster member2
-      clusterset resolve _http._tcp.web.default.svc.clusterset.local SRV --cluster member2 --short
-    """
-    if output_format not in ("text", "json"):
-        raise UsageProblem(f"-o {output_format!r}: expected text or json")
-    if short and output_format == "json":
-        raise UsageProblem("--short and -o json are exclusive")
-    if not cluster:
-        raise UsageProblem("--cluster NAME is required")
-    cid = cluster_arg(cluster)
-    settings = zone_settings(zone, ttl, default_policy, unified=unified)
-    feed = manifest_feed(manifests, state_file, clusterset_cidr, clusterset_cidr_v6)
-    observed = feed.observe()
-    if cid not in observed.state.clusters:
-        raise SourceError(f"--cluster {cid}: no such cluster under {manifests}")
-    view = feed.view(observed, cid)
-    # As the server's first compile of this view: the clock now, and one round of probes.
-    failed = asyncio.run(_probe_once(view))
-    view = dataclasses.replace(view, now=time.time(), probe_failed=failed)
-    output.resolve(
-        view, compile_view(view, settings), settings, name, qtype,
-        explain=explain, form="short" if short else output_format,
-    )  # fmt: skip
-
-
-async def _probe_once(view: ImportedView) -> frozenset[tuple[ServiceKey, ClusterId]]:
-    """The verdict of the server's first probe round: a cluster none of whose probed
-    endpoints accepts a connection fails."""
-    rounds = probe.targets(view)
-    results = await asyncio.gather(
-        *(asyncio.gather(*(probe.tcp_ok(a, p, t.timeout) for a, p in t.addresses)) for t in rounds)
-    )
-    return frozenset(
-        (t.key, t.cluster)
-        for t, rs in zip(rounds, results, strict=True)
-        if not any(ok for ok, _ in rs)
-    )
-
-
-@app.command()
-def corefile(
-    server: Annotated[
-        str, typer.Option("--server", help="ClusterIP (or IP[:PORT]) of clusterset dns.")
-    ] = "",
-    zone: ZoneOpt = "clusterset.local",
-    ttl: TtlOpt = 5,
-    namespace: Annotated[
-        str, typer.Option(help="Namespace of the CoreDNS ConfigMap.")
-    ] = "kube-system",
-    configmap: Annotated[str, typer.Option(help="Name of the CoreDNS ConfigMap.")] = "coredns",
-    context: Annotated[
-        str | None, typer.Option("--context", help="kubectl context the command is for.")
-    ] = None,
-) -> None:
-    """Print the CoreDNS stub-zone stanza that sends the clusterset zone to clusterset dns,
-    and a kubectl command that adds it once (run again, it changes nothing). `wire-dns`
-    does the same with a canary and a rollback.
-
-    \b
-    Example: clusterset corefile --server 10.96.0.53 --context member2
-    """
-    if not server:
-        raise UsageProblem("--server IP is required (the ClusterIP of the clusterset-dns Service)")
-    try:
-        host, port = parse_upstream(server)
-    except ValueError as exc:
-        raise UsageProblem(f"--server {server!r}: expected IP[:PORT]") from exc
-    settings = zone_settings(zone, ttl, policy.KEP)
-    block = stanza(settings.zone, forward_target(host, port), ttl=ttl)
-    output.corefile(block, namespace, configmap, context)

@@ -1,4 +1,4 @@
-"""`clusterset wire-dns`: the steps of kube.wiredns in order, each reported on one line.
+"""`clusterset wire-dns`: its flags checked (exit 2 when bad) and handed to `wiredns.run`.
 
 Exit 0: wired (or already wired, or undone, or a dry run); 1: stopped or rolled back
 (the message says what is in the cluster now); 2: bad input.
@@ -6,27 +6,25 @@ Exit 0: wired (or already wired, or undone, or a dry run); 1: stopped or rolled 
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
-from dataclasses import dataclass
+from typing import Annotated
 
-from clusterset.kube import wiredns as w
-from clusterset.kube.api import API_ERRORS, KubeApi
+import typer
 
-
-@dataclass(frozen=True, slots=True)
-class Options:
-    kubeconfig: str
-    context: str
-    server: str  # IP[:PORT] of clusterset dns as the cluster's DNS reaches it
-    zone: str = "clusterset.local"
-    ttl: int = 5
-    dry_run: bool = False
-    undo: bool = False
-    canary_server: str = ""  # where the canary reaches clusterset dns ("" = server)
-    probe: tuple[str, int] | None = None  # the cluster DNS to watch (None: kube-dns ClusterIP)
-    grace: float = 120.0
-    interval: float = 1.0
-    coredns: str | None = None
+from clusterset.cli.common import (
+    KubeconfigOpt,
+    TtlOpt,
+    UsageProblem,
+    ZoneOpt,
+    app,
+    default_kubeconfig,
+    zone_settings,
+)
+from clusterset.kube.api import KubeApi, load_contexts
+from clusterset.wiredns.corefile import forward_target
+from clusterset.wiredns.run import Options, run
+from clusterset.zone import policy
 
 
 def parse_address(value: str) -> tuple[str, int]:
@@ -44,106 +42,94 @@ def parse_address(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def forward_target(host: str, port: int) -> str:
-    """A CoreDNS `forward` target: IP, IP:PORT, or [IPv6]:PORT (a bare v6:PORT is ambiguous)."""
-    if port == 53:
-        return host
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+@app.command("wire-dns")
+def wire_dns(
+    kubeconfig: KubeconfigOpt = None,
+    context: Annotated[str | None, typer.Option("--context", help="kubeconfig context.")] = None,
+    server: Annotated[
+        str, typer.Option("--server", help="ClusterIP (or IP[:PORT]) of clusterset dns.")
+    ] = "",
+    zone: ZoneOpt = "clusterset.local",
+    ttl: TtlOpt = 5,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the diff; change nothing.")
+    ] = False,
+    undo: Annotated[
+        bool, typer.Option("--undo", help="Restore the Corefile saved by the first wiring.")
+    ] = False,
+    canary_server: Annotated[
+        str | None,
+        typer.Option(
+            help="IP[:PORT] where the canary reaches clusterset dns from here "
+            "(e.g. a port-forward; default --server)."
+        ),
+    ] = None,
+    probe: Annotated[
+        str | None,
+        typer.Option(
+            help="IP[:PORT] of the cluster DNS to watch after applying "
+            "(default: the kube-dns Service's ClusterIP)."
+        ),
+    ] = None,
+    grace: Annotated[
+        float, typer.Option(help="Seconds of watching real answers before keeping the change.")
+    ] = 120.0,
+    coredns: Annotated[
+        str | None,
+        typer.Option(help="CoreDNS binary for the canary (default: peers cache, then $PATH)."),
+    ] = None,
+) -> None:
+    """Wire the cluster's DNS (CoreDNS, and NodeLocal DNSCache if present) to clusterset dns:
+    canary on loopback with the real CoreDNS, server-side apply keeping the previous
+    Corefile, then watch real answers and roll back by itself. Exit 1 when it stopped or
+    rolled back.
 
-
-def say(line: str) -> None:
-    print(f"wire-dns: {line}", flush=True)
-
-
-async def run(api: KubeApi, opts: Options) -> int:
-    try:
-        return await _run(api, opts)
-    except w.WireError as exc:
-        say(str(exc))
-        return 1
-    except API_ERRORS as exc:
-        say(f"{api.name}: the API call failed: {type(exc).__name__}: {exc}")
-        return 1
-    finally:
-        await api.close()
-
-
-async def _run(api: KubeApi, opts: Options) -> int:
-    targets = await w.discover(api)
-    say(
-        "found "
-        + ", ".join(
-            f"ConfigMap {w.NAMESPACE}/{t.name}"
-            + (" (NodeLocal DNSCache)" if t.nodelocal else " (CoreDNS)")
-            for t in targets
-        )
-    )
-    if opts.undo:
-        return await _undo(api, targets, opts)
-    new = w.plan(targets, zone=opts.zone, server=opts.server, ttl=opts.ttl)
-    if not new:
-        say(f"already wired: {opts.zone} goes to {opts.server}; nothing changed")
-        return 0
-    if opts.dry_run:
-        print(w.diff(targets, new), end="")
-        say("dry run: nothing changed")
-        return 0
-    binary = w.find_coredns(opts.coredns)
-    say(f"canary: {binary} on loopback with the new Corefile(s)")
-    problems = await w.canary(
-        binary=binary,
-        corefiles=new,
-        nodelocal={t.name for t in targets if t.nodelocal},
-        kubeconfig=opts.kubeconfig,
-        context=opts.context,
-        zone=opts.zone,
-        server=opts.canary_server or opts.server,
-    )
-    if problems:
-        for p in problems:
-            say(p)
-        say("canary failed: nothing changed")
-        return 1
-    say("canary: answers cluster.local and " + opts.zone)
-    probe = opts.probe or await w.probe_address(api)
-    changed = [t for t in targets if t.name in new]
-    for t in changed:
-        await w.apply(api, t, new[t.name], keep_previous=True)
-        say(
-            f"applied ConfigMap {w.NAMESPACE}/{t.name} (field manager {w.FIELD_MANAGER}; "
-            f"previous Corefile in annotation {w.PREVIOUS_ANNOTATION})"
-        )
-    say(f"grace: watching {probe[0]}:{probe[1]} for {opts.grace:g}s")
-    failure = await w.grace(probe, zone=opts.zone, seconds=opts.grace, interval=opts.interval)
-    if not failure:
-        say(f"wired: {opts.zone} answers at {probe[0]}:{probe[1]}")
-        return 0
-    say(f"grace failed: {failure}")
-    for t in changed:
+    \b
+    Examples:
+      clusterset wire-dns --kubeconfig K --context member2 --server 10.96.0.53 --dry-run
+      clusterset wire-dns --kubeconfig K --context member2 --server 10.96.0.53
+      clusterset wire-dns --kubeconfig K --context member2 --undo
+    """
+    kubeconfig = kubeconfig or default_kubeconfig()
+    if kubeconfig is None:
+        raise UsageProblem("--kubeconfig is required (no $KUBECONFIG, no ~/.kube/config)")
+    if not undo and not server:
+        raise UsageProblem("--server IP is required (the ClusterIP of the clusterset-dns Service)")
+    if grace < 0:
+        raise UsageProblem("--grace must be >= 0")
+    target = ""
+    if server:
         try:
-            await w.apply(api, t, t.corefile, keep_previous=t.previous is not None)
-        except API_ERRORS as exc:
-            say(
-                f"ROLLBACK FAILED for ConfigMap {w.NAMESPACE}/{t.name} ({exc}): "
-                "run wire-dns --undo, or restore it from the annotation by hand"
-            )
-            continue
-        say(f"rolled back ConfigMap {w.NAMESPACE}/{t.name} to its previous Corefile")
-    return 1
-
-
-async def _undo(api: KubeApi, targets: list[w.Target], opts: Options) -> int:
-    saved = [t for t in targets if t.previous is not None]
-    if not saved:
-        say(f"nothing to undo: no annotation {w.PREVIOUS_ANNOTATION}")
-        return 0
-    for t in saved:
-        assert t.previous is not None
-        if opts.dry_run:
-            print(w.diff([t], {t.name: t.previous}), end="")
-            continue
-        await w.apply(api, t, t.previous, keep_previous=False)
-        say(f"restored ConfigMap {w.NAMESPACE}/{t.name} from {w.PREVIOUS_ANNOTATION}")
-    if opts.dry_run:
-        say("dry run: nothing changed")
-    return 0
+            host, port = parse_address(server)
+        except ValueError as exc:
+            raise UsageProblem(f"--server {server!r}: expected IP[:PORT]") from exc
+        target = forward_target(host, port)
+    canary_target = ""
+    if canary_server:
+        try:
+            host, port = parse_address(canary_server)
+        except ValueError as exc:
+            raise UsageProblem(f"--canary-server {canary_server!r}: expected IP[:PORT]") from exc
+        canary_target = forward_target(host, port)
+    probe_addr = None
+    if probe:
+        try:
+            probe_addr = parse_address(probe)
+        except ValueError as exc:
+            raise UsageProblem(f"--probe {probe!r}: expected IP[:PORT]") from exc
+    settings = zone_settings(zone, ttl, policy.KEP)
+    name, config = next(iter(load_contexts(kubeconfig, [context] if context else None).items()))
+    options = Options(
+        kubeconfig=str(kubeconfig),
+        context=name,
+        server=target,
+        zone=settings.zone,
+        ttl=ttl,
+        dry_run=dry_run,
+        undo=undo,
+        canary_server=canary_target,
+        probe=probe_addr,
+        grace=grace,
+        coredns=coredns,
+    )
+    raise SystemExit(asyncio.run(run(KubeApi.from_config(name, config), options)))

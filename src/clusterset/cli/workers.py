@@ -86,82 +86,109 @@ def for_worker(options: DnsOptions, index: int) -> DnsOptions:
 
 def supervise(workers: int) -> None:
     """Run `workers` copies of this command until SIGTERM/SIGINT; exit 2 if one exits 2."""
-    argv = [sys.executable, "-m", "clusterset", *sys.argv[1:]]
-    stopping = False
-    interrupted = False
-    procs: list[subprocess.Popen[bytes]] = []
-    started: list[float] = []
-    beats: list[int] = []  # the read end of each worker's heartbeat pipe
-    beat_at: list[float | None] = []  # its last heartbeat; None before its first
+    supervisor = _Supervisor()
+    signal.signal(signal.SIGTERM, supervisor.forward)
+    signal.signal(signal.SIGINT, supervisor.forward)
+    for i in range(workers):
+        supervisor.start(i)
+    while not supervisor.stopping:
+        time.sleep(0.2)
+        supervisor.tend()
+    status = supervisor.reap()
+    if status:
+        raise SystemExit(status)
+    if supervisor.interrupted:
+        raise SystemExit(INTERRUPTED)
 
-    def spawn(i: int) -> subprocess.Popen[bytes]:
+
+@dataclasses.dataclass(slots=True)
+class _Worker:
+    proc: subprocess.Popen[bytes]
+    started: float
+    beats: int  # the read end of its heartbeat pipe
+    beat_at: float | None = None  # its last heartbeat; None before its first
+
+
+class _Supervisor:
+    """The workers, and what the signals asked for."""
+
+    def __init__(self) -> None:
+        self.argv = [sys.executable, "-m", "clusterset", *sys.argv[1:]]
+        self.workers: list[_Worker] = []
+        self.stopping = False
+        self.interrupted = False
+        self.status = 0  # USAGE once a worker could not serve
+
+    def start(self, i: int) -> None:
+        """Start worker i, or restart it in its slot."""
         read, write = os.pipe()
         os.set_blocking(read, False)
         env = {**os.environ, WORKER_ENV: f"{i}:{os.getpid()}:{write}"}
-        proc = subprocess.Popen(argv, env=env, pass_fds=(write,))
+        proc = subprocess.Popen(self.argv, env=env, pass_fds=(write,))
         os.close(write)
-        if i < len(beats):
-            os.close(beats[i])
-            beats[i], beat_at[i] = read, None
-        else:
-            beats.append(read)
-            beat_at.append(None)
         log.info("workers: worker %d started (pid %d)", i, proc.pid)
-        return proc
+        worker = _Worker(proc, time.monotonic(), read)
+        if i < len(self.workers):
+            os.close(self.workers[i].beats)
+            self.workers[i] = worker
+        else:
+            self.workers.append(worker)
 
-    def hung(i: int) -> bool:
-        """Worker i beat before and has been silent for HEARTBEAT_TIMEOUT."""
-        with contextlib.suppress(BlockingIOError):
-            while os.read(beats[i], 4096):
-                beat_at[i] = time.monotonic()
-        last = beat_at[i]
-        return last is not None and time.monotonic() - last > HEARTBEAT_TIMEOUT
+    def forward(self, signum: int, _frame: FrameType | None) -> None:
+        """Stop: pass the signal on to every worker still running."""
+        self.stopping = True
+        self.interrupted = self.interrupted or signum == signal.SIGINT
+        for w in self.workers:
+            if w.proc.poll() is None:
+                w.proc.send_signal(signum)
 
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping, interrupted
-        stopping = True
-        interrupted = interrupted or signum == signal.SIGINT
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for i in range(workers):
-        procs.append(spawn(i))
-        started.append(time.monotonic())
-    status = 0
-    while not stopping:
-        time.sleep(0.2)
-        for i, p in enumerate(procs):
-            code = p.poll()
-            if code is None and not stopping and hung(i):
-                log.error(
-                    "workers: worker %d (pid %d) sent no heartbeat for %gs: killing it",
-                    i, p.pid, HEARTBEAT_TIMEOUT,
-                )  # fmt: skip
-                p.kill()
-                code = p.wait()
-            if code is None or stopping:
+    def tend(self) -> None:
+        """Restart the workers that exited or hung; stop them all when one cannot serve."""
+        for i, w in enumerate(self.workers):
+            code = self._exit_code(i, w)
+            if code is None or self.stopping:
                 continue
             if code == USAGE:  # its one-line reason is on stderr already
                 log.error("workers: worker %d cannot serve (exit 2): stopping all", i)
-                status = USAGE
-                forward(signal.SIGTERM, None)
-                break
-            log.warning("workers: worker %d (pid %d) exited with %d: restarting", i, p.pid, code)
-            wait = started[i] + RESTART_EVERY - time.monotonic()
+                self.status = USAGE
+                self.forward(signal.SIGTERM, None)
+                return
+            log.warning(
+                "workers: worker %d (pid %d) exited with %d: restarting", i, w.proc.pid, code
+            )
+            wait = w.started + RESTART_EVERY - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-            procs[i] = spawn(i)
-            started[i] = time.monotonic()
-    for p in procs:
-        code = p.wait()
-        if code not in (0, USAGE, INTERRUPTED) and status == 0:
-            status = 1
-    for fd in beats:
-        os.close(fd)
-    if status:
-        raise SystemExit(status)
-    if interrupted:
-        raise SystemExit(INTERRUPTED)
+            self.start(i)
+
+    def _exit_code(self, i: int, w: _Worker) -> int | None:
+        """Worker i's exit status, once it is killed if it hung; None while it runs."""
+        code = w.proc.poll()
+        if code is None and not self.stopping and _hung(w):
+            log.error(
+                "workers: worker %d (pid %d) sent no heartbeat for %gs: killing it",
+                i, w.proc.pid, HEARTBEAT_TIMEOUT,
+            )  # fmt: skip
+            w.proc.kill()
+            code = w.proc.wait()
+        return code
+
+    def reap(self) -> int:
+        """Wait for every worker; the exit status: 2 if one could not serve, 1 if one
+        failed, else 0."""
+        status = self.status
+        for w in self.workers:
+            code = w.proc.wait()
+            if code not in (0, USAGE, INTERRUPTED) and status == 0:
+                status = 1
+        for w in self.workers:
+            os.close(w.beats)
+        return status
+
+
+def _hung(w: _Worker) -> bool:
+    """The worker beat before and has been silent for HEARTBEAT_TIMEOUT."""
+    with contextlib.suppress(BlockingIOError):
+        while os.read(w.beats, 4096):
+            w.beat_at = time.monotonic()
+    return w.beat_at is not None and time.monotonic() - w.beat_at > HEARTBEAT_TIMEOUT

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -34,7 +35,6 @@ from clusterset.controller.observer import Observer
 from clusterset.kube.webhook import CaBundle, ensure_ca_bundle
 from clusterset.model import convert
 from clusterset.model.ids import ClusterId, ServiceKey
-from clusterset.model.objects import ServiceExport
 from clusterset.model.state import ClusterSetState, ImportedView
 from clusterset.reconcile import preflight
 from clusterset.reconcile.aggregate import aggregate
@@ -140,14 +140,7 @@ def decide(
         if kind == "ServiceExport":
             export = convert.service_export(obj)
             if export.created == 0.0:  # not set yet on CREATE in some paths: the youngest
-                export = ServiceExport(
-                    export.namespace,
-                    export.name,
-                    now,
-                    export.exported_labels,
-                    export.exported_annotations,
-                    export.annotations,
-                )
+                export = dataclasses.replace(export, created=now)
             key, service = export.key, None
         elif kind == "Service":
             key = ServiceKey(*convert.metadata(obj))

@@ -322,6 +322,10 @@ class Hub:
                 if name in ids and m.synced and m.reachable
             ]
             renewed = micro_time(dt.datetime.now(dt.UTC))
+            # Each source's ClusterProperties ride on its Lease: the member DNS reads no
+            # other cluster, and cluster selection matches the sources' properties.
+            state = self._last[0] if self._last is not None else None
+            properties = {c: s.properties for c, s in state.clusters.items()} if state else {}
             if not self._may_write():
                 await asyncio.sleep(self.lease_renew)
                 continue
@@ -335,6 +339,7 @@ class Hub:
                             namespace=self.lease_namespace,
                             renewed=renewed,
                             duration=self.lease_duration,
+                            properties=properties,
                         )
                         for name, m in self.members.items()
                         if name in ids and m.reachable

@@ -35,12 +35,10 @@ from clusterset.model.bag import (
     group_slices,
     implied_namespaces,
 )
-from clusterset.model.conditions import Condition, ConditionType, Reason, Status
 from clusterset.model.ids import ClusterId, InvalidName, ServiceKey
-from clusterset.model.labels import REGION_PROPERTY
-from clusterset.model.objects import EndpointSlice, ImportType, IPFamily
+from clusterset.model.objects import EndpointSlice, IPFamily
 from clusterset.model.state import ClusterSetState, ClusterState, ImportedView
-from clusterset.reconcile import allocate, desired
+from clusterset.reconcile import allocate, clustersetips, desired
 from clusterset.reconcile.aggregate import Aggregate
 
 log = logging.getLogger(__name__)
@@ -237,15 +235,13 @@ class ClusterSetFeed:
         self.ids: dict[Path, ClusterId] = {}
         # Each folder's last readable content: an unreadable folder keeps serving it.
         self.last: dict[Path, ClusterState] = {}
-        self.exhausted: dict[tuple[ClusterId, ServiceKey], str] = {}
+        self.exhausted: dict[tuple[ClusterId, ServiceKey], str] = {}  # as last logged
         self.unreadable: list[str] = []  # member folders the last read could not list
         self._objects: dict[Path, Objects] = {}  # each folder's objects at the last read
         # The last pass, which the next one updates where its inputs changed.
         self._state: ClusterSetState | None = None
         self._desired: desired.Desired | None = None
-        self._wanted: dict[ClusterId, list[tuple[ServiceKey, tuple[IPFamily, ...]]]] = {}
-        self._ips: dict[tuple[ClusterId, ServiceKey], tuple[str, ...]] = {}
-        self._exhausted: dict[ClusterId, dict[ServiceKey, str]] = {}
+        self._assigned: clustersetips.Assigned | None = None
         self._served: ImportedView | None = None  # the last view made (see view())
         self._file_seen = _stat(self.state_file)
         # Per consumer, the services a follower has no address for yet (the allocator's
@@ -308,61 +304,78 @@ class ClusterSetFeed:
         found: dict[Path, ClusterState] = {}
         folders = self.folders()
         self.unreadable = []
-        hinted: dict[Path, list[Path]] | None = None
-        if changed is not None:
-            hinted = {}
-            for path in changed:
-                hinted.setdefault(path.parent, []).append(path)
+        hinted = _by_folder(changed)
         for folder in folders:
-            reader = self.readers.get(folder)
-            if reader is None:
-                reader = self.readers[folder] = FolderReader(folder)
-            try:
-                # The folder itself in `changed` (made, moved): look at all of it.
-                paths = None
-                if hinted is not None and folder not in hinted.get(self.root, ()):
-                    paths = hinted.get(folder, [])
-                objs, errs = reader.read(paths, progress)
-            except SourceError as exc:
-                self.unreadable.append(str(exc))
-                kept = self.last.get(folder)
-                errors.append(
-                    f"{exc}; "
-                    + (f"keeping its last good content ({kept.cluster})" if kept else "skipped")
-                )
-                if kept is not None:
-                    found[folder] = kept
-                continue
-            errors.extend(errs)
-            try:
-                cid = cluster_name(folder, objs)
-            except InvalidName as exc:
-                previous = self.ids.get(folder)
-                errors.append(
-                    f"{folder}: cluster ID: {exc}"
-                    + (f"; keeping {previous!r}" if previous else "; folder skipped")
-                )
-                if previous is None:
-                    continue
-                cid = previous
-            was = self.last.get(folder)
-            if was is not None and self._objects.get(folder) is objs and was.cluster == cid:
-                found[folder] = was
-                continue
-            seen = self._objects.get(folder)
-            self._objects[folder] = objs
-            found[folder] = ClusterState(
-                cluster=cid,
-                services=dict(objs.services),
-                exports=dict(objs.exports),
-                slices=group_slices(
-                    objs.slices, (seen.slices, was.slices) if seen and was else None
-                ),
-                namespaces=implied_namespaces(objs),
-                region=objs.properties.get(REGION_PROPERTY, ""),
-            )
+            cs = self._read_folder(folder, hinted, errors, progress)
+            if cs is not None:
+                found[folder] = cs
         for gone in set(self.readers) - set(folders):
             del self.readers[gone]
+        clusters = self._claim(found, errors)
+        for gone in set(self._objects) - set(folders):
+            del self._objects[gone]
+        return clusters
+
+    def _read_folder(
+        self,
+        folder: Path,
+        hinted: dict[Path, list[Path]] | None,
+        errors: list[str],
+        progress: ReadProgress | None,
+    ) -> ClusterState | None:
+        """One folder's ClusterState (None: skipped); unreadable, its last good one."""
+        reader = self.readers.get(folder)
+        if reader is None:
+            reader = self.readers[folder] = FolderReader(folder)
+        try:
+            # The folder itself in `changed` (made, moved): look at all of it.
+            paths = None
+            if hinted is not None and folder not in hinted.get(self.root, ()):
+                paths = hinted.get(folder, [])
+            objs, errs = reader.read(paths, progress)
+        except SourceError as exc:
+            self.unreadable.append(str(exc))
+            kept = self.last.get(folder)
+            errors.append(
+                f"{exc}; "
+                + (f"keeping its last good content ({kept.cluster})" if kept else "skipped")
+            )
+            return kept
+        errors.extend(errs)
+        cid = self._cluster_id(folder, objs, errors)
+        if cid is None:
+            return None
+        was = self.last.get(folder)
+        if was is not None and self._objects.get(folder) is objs and was.cluster == cid:
+            return was
+        seen = self._objects.get(folder)
+        self._objects[folder] = objs
+        return ClusterState(
+            cluster=cid,
+            services=dict(objs.services),
+            exports=dict(objs.exports),
+            slices=group_slices(objs.slices, (seen.slices, was.slices) if seen and was else None),
+            namespaces=implied_namespaces(objs),
+            properties=dict(objs.properties),
+        )
+
+    def _cluster_id(self, folder: Path, objs: Objects, errors: list[str]) -> ClusterId | None:
+        """The folder's cluster ID; an invalid one keeps the ID it had (None: it had none)."""
+        try:
+            return cluster_name(folder, objs)
+        except InvalidName as exc:
+            previous = self.ids.get(folder)
+            errors.append(
+                f"{folder}: cluster ID: {exc}"
+                + (f"; keeping {previous!r}" if previous else "; folder skipped")
+            )
+            return previous
+
+    def _claim(
+        self, found: dict[Path, ClusterState], errors: list[str]
+    ) -> dict[ClusterId, ClusterState]:
+        """One folder per cluster ID (the rule: _read_folders); each other folder that
+        claims it is skipped, with one line."""
         by_id: dict[ClusterId, list[Path]] = {}
         for folder, cs in found.items():
             by_id.setdefault(cs.cluster, []).append(folder)
@@ -382,8 +395,6 @@ class ClusterSetFeed:
             ids[winner] = cid
             last[winner] = found[winner]
         self.ids, self.last = ids, last
-        for gone in set(self._objects) - set(folders):
-            del self._objects[gone]
         return clusters
 
     def observe(self, *, quiet: bool = False, changed: Collection[Path] | None = None) -> Observed:
@@ -393,8 +404,28 @@ class ClusterSetFeed:
         Each pass updates the last one where its inputs changed (desired.changed_keys);
         the result equals a pass from scratch."""
         errors: list[str] = []
-        # The first read says what it is doing, unless the caller (check(), status) says
-        # itself: a start that fails must be one error line.
+        state = self._read(errors, changed, quiet=quiet)
+        keys = desired.changed_keys(self._state, state) if self._state is not None else None
+        before = self._desired
+        aggregates = desired.aggregate_all(
+            state, previous=before.aggregates if before else None, changed=keys
+        )
+        assigned = self._assign(state, aggregates, keys)
+        if not quiet:
+            self.errors = _log_errors(errors, self.errors)
+        result = desired.reconcile(
+            state, ips=assigned.ips, aggregates=aggregates, previous=before, changed=keys
+        )
+        self._state, self._desired, self._assigned = state, result, assigned
+        if self.exhausted:
+            result = clustersetips.with_exhaustion(result, self.exhausted)
+        return Observed(state, result, errors)
+
+    def _read(
+        self, errors: list[str], changed: Collection[Path] | None, *, quiet: bool
+    ) -> ClusterSetState:
+        """The folders read. The first read says what it is doing, unless the caller
+        (check(), status) says itself: a start that fails must be one error line."""
         say = self._state is None and not self.read_only and not quiet
         started = time.monotonic()
         if say:
@@ -412,69 +443,37 @@ class ClusterSetFeed:
         self.read_seconds = time.monotonic() - started
         if say:
             _log_read(state, self.read_seconds)
-        keys = desired.changed_keys(self._state, state) if self._state is not None else None
-        before = self._desired
-        aggregates = desired.aggregate_all(
-            state, previous=before.aggregates if before else None, changed=keys
-        )
-        dirty = self._dirty
+        return state
+
+    def _assign(
+        self,
+        state: ClusterSetState,
+        aggregates: Mapping[ServiceKey, Aggregate],
+        keys: set[ServiceKey] | None,
+    ) -> clustersetips.Assigned:
+        """This pass's ClusterSetIPs, by the policy: saved (the allocator) or waited for (a
+        follower, until the allocator's file holds them); running out is logged once."""
         reloaded = self.follow and self._reload_allocations()
-        # Allocation looks at every import of every consumer: skip it when no changed key
-        # gained, lost or changed a ClusterSetIP family (most edits are endpoints).
-        same = (
-            not reloaded
-            and keys is not None
-            and before is not None
-            and self._wanted.keys() == clusters.keys()
-            and all(_wants(before.aggregates.get(k)) == _wants(aggregates.get(k)) for k in keys)
+        assigned = clustersetips.assign(
+            aggregates,
+            {cid: desired.namespaces_of(state, cid) for cid in state.clusters},
+            cidrs=self.cidrs,
+            allocations=self.allocations,
+            follow=self.follow,
+            before=None if reloaded else self._assigned,
+            changed=keys,
         )
-        wanted = [] if same else desired.wanted_ips(aggregates)
-        for cid in set(self._wanted) - set(clusters):
-            del self._wanted[cid]
-            self._exhausted.pop(cid, None)
-            self.lacking.pop(cid, None)
-        for key in [k for k in self._ips if k[0] not in clusters]:
-            del self._ips[key]
-        for cid in () if same else clusters:
-            nss = desired.namespaces_of(state, cid)
-            mine = [(k, f) for k, f in wanted if k.namespace in nss]
-            if mine == self._wanted.get(cid) and cid in self.allocations:
-                continue  # same services, same families: the same addresses
-            self._wanted[cid] = mine
-            held = self.allocations.get(cid, {})
-            seeded = allocations.previous(self.allocations, cid)  # what the others hold too
-            got = allocate.allocate(mine, cidrs=self.cidrs, previous=seeded)
-            if self.follow:
-                self.lacking[cid] = [k for k, _ in mine if k not in held]
-            elif got != held or cid not in self.allocations:
-                dirty = True
-                self.allocations[cid] = got
-            for key in [k for k in self._ips if k[0] == cid]:
-                del self._ips[key]
-            self._ips.update({(cid, k): v for k, v in got.items()})
-            self._exhausted[cid] = {}
-            for k, fams in mine:
-                missing = [f for f in fams if f in self.cidrs and f not in _families(got[k])]
-                if missing:
-                    self._exhausted[cid][k] = ", ".join(
-                        f"{self.cidrs[f]} ({f.value})" for f in missing
-                    )
-        if dirty:
+        self.allocations = assigned.allocations
+        if self.follow:
+            self.lacking = {cid: c.lacking for cid, c in assigned.consumers.items()}
+        if self._dirty or assigned.updated:
             self._save_state()
-        exhausted = {(cid, k): r for cid, per in self._exhausted.items() for k, r in per.items()}
+        exhausted = assigned.exhausted()
         for (cid, k), ranges in sorted(exhausted.items()):
             if self.exhausted.get((cid, k)) != ranges:
                 log.error("%s in %s: no free ClusterSetIP left in %s", k, cid, ranges)
         self.exhausted = exhausted
-        if not quiet:
-            self.errors = _log_errors(errors, self.errors)
-        result = desired.reconcile(
-            state, ips=self._ips, aggregates=aggregates, previous=before, changed=keys
-        )
-        self._state, self._desired = state, result
-        if exhausted:
-            result = _with_exhaustion(result, exhausted)
-        return Observed(state, result, errors)
+        return assigned
 
     def _reload_allocations(self) -> bool:
         """A follower's state file changed: take the allocator's addresses (True)."""
@@ -487,7 +486,6 @@ class ClusterSetFeed:
         )
         for p in problems:  # the allocator renames a whole file into place: a real problem
             log.warning("%s", p)
-        self._wanted.clear()  # every consumer's addresses are looked at again
         return True
 
     def view(self, observed: Observed, cluster: ClusterId) -> ImportedView:
@@ -591,34 +589,11 @@ def _count_files(folders: list[Path]) -> int:
     return total
 
 
-def _wants(agg: Aggregate | None) -> tuple[IPFamily, ...] | None:
-    """What an import asks of the allocator: its families if ClusterSetIP, else nothing."""
-    if agg is None or agg.type is not ImportType.CLUSTER_SET_IP:
+def _by_folder(changed: Collection[Path] | None) -> dict[Path, list[Path]] | None:
+    """The watcher's changed paths by the folder they are in (None: unknown)."""
+    if changed is None:
         return None
-    return agg.ip_families
-
-
-def _families(ips: tuple[str, ...]) -> set[IPFamily]:
-    return {IPFamily.IPV6 if ":" in ip else IPFamily.IPV4 for ip in ips}
-
-
-def _with_exhaustion(
-    result: desired.Desired, exhausted: dict[tuple[ClusterId, ServiceKey], str]
-) -> desired.Desired:
-    """ServiceExports of a service that got no ClusterSetIP in some consumer: Ready=False,
-    reason Failed (the mcs-api Ready vocabulary), saying which range ran out where."""
-    by_key: dict[ServiceKey, list[str]] = {}
-    for (cid, key), ranges in sorted(exhausted.items()):
-        by_key.setdefault(key, []).append(f"{cid}: {ranges}")
-    conditions = dict(result.conditions)
-    for (cid, key), conds in result.conditions.items():
-        if key not in by_key:
-            continue
-        message = "no free ClusterSetIP (" + "; ".join(by_key[key]) + ")"
-        conditions[(cid, key)] = tuple(
-            Condition(ConditionType.READY, Status.FALSE, Reason.FAILED.value, message)
-            if c.type is ConditionType.READY
-            else c
-            for c in conds
-        )
-    return dataclasses.replace(result, conditions=conditions)
+    hinted: dict[Path, list[Path]] = {}
+    for path in changed:
+        hinted.setdefault(path.parent, []).append(path)
+    return hinted

@@ -22,7 +22,6 @@ from clusterset.model.bag import (
     implied_namespaces,
 )
 from clusterset.model.ids import ClusterId, InvalidName, cluster_id
-from clusterset.model.labels import REGION_PROPERTY
 from clusterset.model.objects import EndpointSlice
 from clusterset.model.state import ClusterState, ImportedView
 
@@ -84,6 +83,9 @@ class MemberCluster:
         # Whether its ServiceImport schema keeps status.endpointSliceObjects (an older
         # v1beta1 CRD prunes it: then it is left out, not re-sent on every pass).
         self.slice_presence = True
+        # Whether its ServiceImport schema keeps spec.clusterSelectors (KEP-5939; a CRD from
+        # before it prunes them: the annotation clusterset.io/cluster-selectors carries them).
+        self.cluster_selection = True
         # Conversion is cached per object and resourceVersion: a change converts one object.
         self._converted: dict[tuple[str, str], tuple[str, Objects | str]] = {}
         self._reported: set[str] = set()
@@ -139,7 +141,8 @@ class MemberCluster:
 
     async def run(self) -> None:
         self.mcs_version = await self.discover_mcs()
-        self.slice_presence = True  # a new run (a reconnect) looks at the schema again
+        # A new run (a reconnect) looks at the schema again.
+        self.slice_presence = self.cluster_selection = True
         for i in self.informers.values():
             if i.resource.group == k.MCS_GROUP and i.resource.version != self.mcs_version:
                 i.retarget(dataclasses.replace(i.resource, version=self.mcs_version))
@@ -233,23 +236,30 @@ class MemberCluster:
             slices=self._group("slices", objs.slices),
             namespaces=frozenset(objs.namespaces),
             synced=self.synced,
-            region=objs.properties.get(REGION_PROPERTY, ""),
+            properties=dict(objs.properties),
             foreign_imports=frozenset(objs.karmada_imports),
             foreign_derived=objs.karmada_derived(),
         )
 
-    def source_leases(self) -> dict[ClusterId, float]:
+    def source_leases(self) -> tuple[dict[ClusterId, float], dict[ClusterId, Mapping[str, str]]]:
         """When each source cluster's liveness Lease (written here by the hub) expires:
-        renewTime + leaseDurationSeconds, as for node Leases (or + the lease grace, if set)."""
-        out: dict[ClusterId, float] = {}
+        renewTime + leaseDurationSeconds, as for node Leases (or + the lease grace, if set);
+        and each source's ClusterProperties as the hub wrote them on its Lease."""
+        expiry: dict[ClusterId, float] = {}
+        properties: dict[ClusterId, Mapping[str, str]] = {}
         informer = self.informers.get("leases")
         for raw in informer.store.values() if informer is not None else ():
             lease = liveness.parse(raw)
+            try:
+                source = cluster_id(lease.source)
+            except InvalidName:
+                continue
             expires = lease.expires(self.lease_grace)
             if expires is not None:
-                with contextlib.suppress(InvalidName):
-                    out[cluster_id(lease.source)] = expires
-        return out
+                expiry[source] = expires
+            if lease.properties:
+                properties[source] = lease.properties
+        return expiry, properties
 
     def identity(self) -> tuple[ClusterId, str] | None:
         """This cluster's own ID as a member DNS learns it, and where from: its ClusterProperty
@@ -279,8 +289,12 @@ class MemberCluster:
 
     def imported_view(self, cluster: ClusterId | None, generation: int) -> ImportedView:
         objs, _ = self.objects()
+        leases, properties = self.source_leases()
+        if cluster is not None and objs.properties:  # its own objects say it first-hand
+            properties[cluster] = dict(objs.properties)
         return ImportedView(
-            leases=self.source_leases(),
+            leases=leases,
+            properties=properties,
             cluster=cluster,
             imports=dict(objs.imports),
             slices=self._group("mcs_slices", objs.mcs_slices),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from clusterset.kube import api as k
 from clusterset.kube.cluster import MemberCluster
 from clusterset.model import liveness
@@ -16,13 +18,19 @@ async def renew(
     namespace: str,
     renewed: str,
     duration: int,
+    properties: Mapping[ClusterId, Mapping[str, str]] | None = None,
 ) -> list[str]:
     """Renew, in `member` (cluster ID `consumer`), the Lease of every source cluster the hub
-    can reach now; one line per failure."""
+    can reach now, with each one's ClusterProperties; one line per failure."""
     errors = []
     for source in sources:
         obj = liveness.render(
-            source, consumer=consumer, namespace=namespace, renewed=renewed, duration=duration
+            source,
+            consumer=consumer,
+            namespace=namespace,
+            renewed=renewed,
+            duration=duration,
+            properties=(properties or {}).get(source),
         )
         try:
             await member.api.apply(k.LEASES.path(namespace, obj["metadata"]["name"]), obj)

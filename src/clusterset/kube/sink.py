@@ -1,4 +1,5 @@
-"""Apply what reconcile wants into one member cluster: server-side apply, status, pruning.
+"""Apply what reconcile wants into one member cluster: server-side apply, status, pruning
+(the objects themselves are rendered by reconcile.render).
 
 Level-based and idempotent: an object that already holds every field we
 want is not written again; what we own (label clusterset.io/managed, or our
@@ -22,6 +23,7 @@ import httpx2 as httpx
 
 from clusterset.kube import api as k
 from clusterset.kube.cluster import MemberCluster
+from clusterset.model import clusterselect
 from clusterset.model.conditions import Condition
 from clusterset.model.convert import (
     LABEL_K8S_SERVICE_NAME,
@@ -30,8 +32,9 @@ from clusterset.model.convert import (
 )
 from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.labels import LABEL_OWNED
+from clusterset.model.objects import ServiceImport
 from clusterset.reconcile import render
-from clusterset.reconcile.desired import Desired
+from clusterset.reconcile.desired import ClusterDesired, Desired
 from clusterset.reconcile.slices import MANAGED_BY
 
 log = logging.getLogger(__name__)
@@ -101,238 +104,208 @@ def _resource_version(obj: Obj | None) -> str:
     return str(((obj or {}).get("metadata") or {}).get("resourceVersion") or "")
 
 
-async def _apply(
-    member: MemberCluster,
-    res: k.Resource,
-    skey: str,
-    render_obj: Callable[[], Obj],
-    have: Obj | None,
-    r: ApplyResult,
-    verified: _Verified,
-    src: object,
-    *,
-    status: bool = False,
-    absent: tuple[str, ...] = (),
-) -> Obj | None:
-    """Apply what `render_obj` makes unless `have` already holds it; the object as stored
-    when it was applied. `src`: the desired input it is rendered from (see _Verified).
-    `absent`: labels we may have set before that the object no longer carries (a subset
-    check alone would never drop them)."""
-    memo = (res.api_version + "/" + res.plural, skey, status)
-    if verified.same(memo, src, have):
-        r.unchanged += 1
+class _Pass:
+    """One apply_member pass over a member: the stores as the pass began, what it wrote,
+    and what it wants kept (what we own beyond that is pruned)."""
+
+    def __init__(self, member: MemberCluster) -> None:
+        self.member = member
+        self.result = ApplyResult()
+        self.verified = _Verified(member.verified)
+        self.import_res = member.resource("serviceimports")
+        self.export_res = member.resource("serviceexports")
+        self.imports = member.store("serviceimports")
+        self.services = member.store("services")
+        self.slices = member.store("endpointslices")
+        self.exports = member.store("serviceexports")
+        self.want_imports: set[str] = set()
+        self.want_services: set[str] = set()
+        self.want_slices: set[str] = set()
+
+    async def apply(
+        self,
+        res: k.Resource,
+        skey: str,
+        render_obj: Callable[[], Obj],
+        have: Obj | None,
+        src: object,
+        *,
+        status: bool = False,
+        absent: tuple[str, ...] = (),
+    ) -> Obj | None:
+        """Apply what `render_obj` makes unless `have` already holds it; the object as
+        stored when it was applied. `src`: the desired input it is rendered from (see
+        _Verified). `absent`: labels we may have set before that the object no longer
+        carries (a subset check alone would never drop them)."""
+        r, member = self.result, self.member
+        memo = (res.api_version + "/" + res.plural, skey, status)
+        if self.verified.same(memo, src, have):
+            r.unchanged += 1
+            return None
+        obj = render_obj()
+        meta = obj["metadata"]
+        path = res.path(meta.get("namespace"), meta["name"]) + ("/status" if status else "")
+        stale = set(absent) & set(((have or {}).get("metadata") or {}).get("labels") or {})
+        stale -= set(meta.get("labels") or {})
+        if have is not None and not stale and contains(_meta_view(obj), _meta_view(have)):
+            r.unchanged += 1
+            self.verified.holds(memo, src, have)
+            return None
+        if r.unreachable:
+            return None
+        try:
+            stored = await member.api.apply(path, obj)
+            r.applied += 1
+            return stored
+        except (httpx.HTTPError, OSError) as exc:
+            r.unreachable = True
+            r.errors.append(f"cluster {member.name}: unreachable: {type(exc).__name__}: {exc}")
+        except k.ApiError as exc:
+            r.errors.append(
+                f"cluster {member.name}: apply {res.kind} "
+                f"{meta.get('namespace')}/{meta['name']}: {exc}"
+            )
         return None
-    obj = render_obj()
-    meta = obj["metadata"]
-    path = res.path(meta.get("namespace"), meta["name"]) + ("/status" if status else "")
-    stale = set(absent) & set(((have or {}).get("metadata") or {}).get("labels") or {})
-    stale -= set(meta.get("labels") or {})
-    if have is not None and not stale and contains(_meta_view(obj), _meta_view(have)):
-        r.unchanged += 1
-        verified.holds(memo, src, have)
-        return None
-    if r.unreachable:
-        return None
-    try:
-        stored = await member.api.apply(path, obj)
-        r.applied += 1
-        return stored
-    except (httpx.HTTPError, OSError) as exc:
-        r.unreachable = True
-        r.errors.append(f"cluster {member.name}: unreachable: {type(exc).__name__}: {exc}")
-    except k.ApiError as exc:
-        r.errors.append(
-            f"cluster {member.name}: apply {res.kind} {meta.get('namespace')}/{meta['name']}: {exc}"
-        )
-    return None
 
-
-async def _delete(member: MemberCluster, res: k.Resource, key: str, r: ApplyResult) -> None:
-    ns, _, name = key.rpartition("/")
-    if r.unreachable:
-        return
-    try:
-        await member.api.delete(res.path(ns or None, name))
-        r.deleted += 1
-    except (httpx.HTTPError, OSError) as exc:
-        r.unreachable = True
-        r.errors.append(f"cluster {member.name}: unreachable: {type(exc).__name__}: {exc}")
-    except k.ApiError as exc:
-        r.errors.append(f"cluster {member.name}: delete {res.kind} {key}: {exc}")
-
-
-def _condition_list(conds: tuple[Condition, ...], have: Obj | None, now: str) -> list[Obj]:
-    """metav1.Conditions; lastTransitionTime kept while status is unchanged."""
-    previous = {
-        c.get("type"): c for c in ((have or {}).get("status") or {}).get("conditions") or []
-    }
-    out = []
-    for c in conds:
-        old = previous.get(c.type.value)
-        since = (
-            old.get("lastTransitionTime") if old and old.get("status") == c.status.value else now
-        )
-        out.append(
-            {
-                "type": c.type.value,
-                "status": c.status.value,
-                "reason": c.reason,
-                "message": c.message,
-                "lastTransitionTime": since or now,
-            }
-        )
-    return out
+    async def delete(self, res: k.Resource, key: str) -> None:
+        r, member = self.result, self.member
+        ns, _, name = key.rpartition("/")
+        if r.unreachable:
+            return
+        try:
+            await member.api.delete(res.path(ns or None, name))
+            r.deleted += 1
+        except (httpx.HTTPError, OSError) as exc:
+            r.unreachable = True
+            r.errors.append(f"cluster {member.name}: unreachable: {type(exc).__name__}: {exc}")
+        except k.ApiError as exc:
+            r.errors.append(f"cluster {member.name}: delete {res.kind} {key}: {exc}")
 
 
 async def apply_member(
     member: MemberCluster, cid: ClusterId, desired: Desired, *, now: str
 ) -> ApplyResult:
     """Make `member` hold exactly what `desired` says for it (imports, slices, conditions)."""
-    r = ApplyResult()
-    verified = _Verified(member.verified)
+    p = _Pass(member)
     cd = desired.clusters.get(cid)
-    import_res = member.resource("serviceimports")
-    export_res = member.resource("serviceexports")
-    version = import_res.version
-    imports = member.store("serviceimports")
-    services = member.store("services")
-    slices = member.store("endpointslices")
-    exports = member.store("serviceexports")
-    want_imports: set[str] = set()
-    want_services: set[str] = set()
-    want_slices: set[str] = set()
     if cd is not None:
         for ns in sorted(cd.create_namespaces):
-            obj: Obj = {
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": {"name": ns, "labels": {LABEL_OWNED: "true"}},
-            }
-            have_ns = member.store("namespaces").get(ns)
-            await _apply(
-                member, k.NAMESPACES, ns, functools.partial(dict, obj), have_ns, r, verified, ns
-            )
-        foreign_imports, data_path = cd.foreign_imports, cd.data_path
-        imports_wanted, slices_wanted = cd.imports, cd.slices
-
-        async def one_import(key: ServiceKey) -> None:
-            """One import's objects in order: the import, its derived Service, its status
-            (which needs the import), its slices."""
-            imp = imports_wanted[key]
-            skey = f"{key.namespace}/{key.name}"
-            have = imports.get(skey)
-            if key in foreign_imports:
-                # Karmada's: fill spec.ips once it exists; until then it is Karmada's to create.
-                if have is not None and imp.ips and not _owned(have):
-                    await _apply(
-                        member,
-                        import_res,
-                        skey,
-                        functools.partial(render.service_import_ips, imp, version),
-                        have,
-                        r,
-                        verified,
-                        imp,
-                    )
-            else:
-                want_imports.add(skey)
-                await _apply(
-                    member,
-                    import_res,
-                    skey,
-                    functools.partial(render.service_import, imp, version),
-                    have,
-                    r,
-                    verified,
-                    imp,
-                )
-            derived = data_path(key)
-            if derived:
-                dkey = f"{key.namespace}/{derived}"
-                want_services.add(dkey)
-                await _apply(
-                    member,
-                    k.SERVICES,
-                    dkey,
-                    functools.partial(render.derived_service, imp, derived),
-                    services.get(dkey),
-                    r,
-                    verified,
-                    (imp, derived),
-                )
-            # A foreign import's status goes on Karmada's object only: ours of that name is
-            # about to be pruned, and writing it first would be a wasted write.
-            if key not in foreign_imports or (have is not None and not _owned(have)):
-                presence = member.slice_presence
-                stored = await _apply(
-                    member,
-                    import_res,
-                    skey,
-                    functools.partial(
-                        render.service_import_status, imp, version, presence=presence
-                    ),
-                    have,
-                    r,
-                    verified,
-                    (imp, presence),
-                    status=True,
-                )
-                kept = ((stored or {}).get("status") or {}).get("endpointSliceObjects")
-                if stored is not None and presence and version != "v1alpha1" and not kept:
-                    member.slice_presence = False
-                    log.info(
-                        "cluster %s: its ServiceImport schema has no "
-                        "status.endpointSliceObjects (an older CRD): left out",
-                        member.name,
-                    )
-            for s in slices_wanted.get(key, ()):
-                ekey = f"{s.namespace}/{s.name}"
-                want_slices.add(ekey)
-                await _apply(
-                    member,
-                    k.ENDPOINT_SLICES,
-                    ekey,
-                    functools.partial(render.endpoint_slice, s, derived),
-                    slices.get(ekey),
-                    r,
-                    verified,
-                    (s, derived),
-                    absent=(LABEL_K8S_SERVICE_NAME,),
-                )
-
-        await _each(cd.imports, one_import)
-
+            have = member.store("namespaces").get(ns)
+            await p.apply(k.NAMESPACES, ns, functools.partial(render.namespace, ns), have, ns)
+        await _each(cd.imports, functools.partial(_one_import, p, cd))
     # ServiceExport conditions of this cluster's exports.
-    async def one_export(item: tuple[ServiceKey, Conds]) -> None:
-        key, conds = item
-        skey = f"{key.namespace}/{key.name}"
-        have = exports.get(skey)
-        if have is None:
-            return
-        export_status = functools.partial(_export_status, export_res, key, conds, have, now)
-        await _apply(member, export_res, skey, export_status, have, r, verified, conds, status=True)
-
-    await _each(
-        [(key, conds) for (ccid, key), conds in desired.conditions.items() if ccid == cid],
-        one_export,
-    )
-    member.verified = verified.now
-    # Prune what we own and no longer want.
+    mine = [(key, conds) for (ccid, key), conds in desired.conditions.items() if ccid == cid]
+    await _each(mine, functools.partial(_export_status, p, now))
+    member.verified = p.verified.now
     if not desired.unsynced:
-        for skey, obj in list(imports.items()):
-            if _owned(obj) and skey not in want_imports:
-                await _delete(member, import_res, skey, r)
-        for skey, obj in list(services.items()):
-            if _owned(obj) and skey not in want_services:
-                await _delete(member, k.SERVICES, skey, r)
-    for skey, obj in list(slices.items()):
+        await _prune_owned(p, p.import_res, p.imports, p.want_imports)
+        await _prune_owned(p, k.SERVICES, p.services, p.want_services)
+    await _prune_slices(p, desired.unsynced)
+    return p.result
+
+
+async def _one_import(p: _Pass, cd: ClusterDesired, key: ServiceKey) -> None:
+    """One import's objects in order: the import, its derived Service, its status (which
+    needs the import), its slices."""
+    imp = cd.imports[key]
+    skey = f"{key.namespace}/{key.name}"
+    have = p.imports.get(skey)
+    foreign = key in cd.foreign_imports
+    if not foreign:
+        p.want_imports.add(skey)
+        await _import_spec(p, imp, skey, have)
+    elif have is not None and imp.ips and not _owned(have):
+        # Karmada's: fill spec.ips once it exists; until then it is Karmada's to create.
+        render_obj = functools.partial(render.service_import_ips, imp, p.import_res.version)
+        await p.apply(p.import_res, skey, render_obj, have, imp)
+    derived = cd.data_path(key)
+    if derived:
+        dkey = f"{key.namespace}/{derived}"
+        p.want_services.add(dkey)
+        render_obj = functools.partial(render.derived_service, imp, derived)
+        await p.apply(k.SERVICES, dkey, render_obj, p.services.get(dkey), (imp, derived))
+    # A foreign import's status goes on Karmada's object only: ours of that name is about
+    # to be pruned, and writing it first would be a wasted write.
+    if not foreign or (have is not None and not _owned(have)):
+        await _import_status(p, imp, skey, have)
+    for s in cd.slices.get(key, ()):
+        ekey = f"{s.namespace}/{s.name}"
+        p.want_slices.add(ekey)
+        render_obj = functools.partial(render.endpoint_slice, s, derived)
+        have_slice = p.slices.get(ekey)
+        await p.apply(
+            k.ENDPOINT_SLICES,
+            ekey,
+            render_obj,
+            have_slice,
+            (s, derived),
+            absent=(LABEL_K8S_SERVICE_NAME,),
+        )
+
+
+async def _import_spec(p: _Pass, imp: ServiceImport, skey: str, have: Obj | None) -> None:
+    """The import itself; a schema that drops `spec.clusterSelectors` (a CRD from before
+    KEP-5939) is not sent them again (the write would never stick)."""
+    member, version = p.member, p.import_res.version
+    sel = member.cluster_selection
+    render_obj = functools.partial(render.service_import, imp, version, selectors=sel)
+    stored = await p.apply(p.import_res, skey, render_obj, have, (imp, sel))
+    kept = ((stored or {}).get("spec") or {}).get("clusterSelectors")
+    if stored is not None and sel and imp.cluster_selectors and version != "v1alpha1" and not kept:
+        member.cluster_selection = False
+        log.info(
+            "cluster %s: its ServiceImport schema has no spec.clusterSelectors (a CRD from "
+            "before KEP-5939): the annotation %s carries them",
+            member.name,
+            clusterselect.ANNOTATION,
+        )
+
+
+async def _import_status(p: _Pass, imp: ServiceImport, skey: str, have: Obj | None) -> None:
+    """The import's status; a schema that drops `endpointSliceObjects` (an older CRD) is
+    not sent it again (the write would never stick)."""
+    member, version = p.member, p.import_res.version
+    presence = member.slice_presence
+    render_obj = functools.partial(render.service_import_status, imp, version, presence=presence)
+    stored = await p.apply(p.import_res, skey, render_obj, have, (imp, presence), status=True)
+    kept = ((stored or {}).get("status") or {}).get("endpointSliceObjects")
+    if stored is not None and presence and version != "v1alpha1" and not kept:
+        member.slice_presence = False
+        log.info(
+            "cluster %s: its ServiceImport schema has no "
+            "status.endpointSliceObjects (an older CRD): left out",
+            member.name,
+        )
+
+
+async def _export_status(p: _Pass, now: str, item: tuple[ServiceKey, Conds]) -> None:
+    """The conditions of one of this cluster's ServiceExports (none written before it exists)."""
+    key, conds = item
+    skey = f"{key.namespace}/{key.name}"
+    have = p.exports.get(skey)
+    if have is None:
+        return
+    version = p.export_res.version
+    render_obj = functools.partial(render.service_export_status, key, conds, have, now, version)
+    await p.apply(p.export_res, skey, render_obj, have, conds, status=True)
+
+
+async def _prune_owned(p: _Pass, res: k.Resource, store: dict[str, Obj], want: set[str]) -> None:
+    """Delete what we own in `store` and no longer want."""
+    for skey, obj in list(store.items()):
+        if _owned(obj) and skey not in want:
+            await p.delete(res, skey)
+
+
+async def _prune_slices(p: _Pass, unsynced: frozenset[ClusterId]) -> None:
+    """Delete our MCS EndpointSlices no longer wanted, but none from an unsynced source."""
+    for skey, obj in list(p.slices.items()):
         slice_labels: dict[str, str] = (obj.get("metadata") or {}).get("labels") or {}
-        if slice_labels.get(LABEL_MANAGED_BY) != MANAGED_BY or skey in want_slices:
+        if slice_labels.get(LABEL_MANAGED_BY) != MANAGED_BY or skey in p.want_slices:
             continue
-        if slice_labels.get(LABEL_SOURCE_CLUSTER) in desired.unsynced:
+        if slice_labels.get(LABEL_SOURCE_CLUSTER) in unsynced:
             continue  # its source's caches have not synced: keep what we have
-        await _delete(member, k.ENDPOINT_SLICES, skey, r)
-    return r
+        await p.delete(k.ENDPOINT_SLICES, skey)
 
 
 # Writes in flight per member: a first pass over 2,000 services is ~10,000 applies, and
@@ -351,15 +324,6 @@ async def _each(items: Iterable[T], fn: Callable[[T], Awaitable[None]]) -> None:
             await fn(item)
 
     await asyncio.gather(*(worker() for _ in range(APPLY_CONCURRENCY)))
-
-
-def _export_status(res: k.Resource, key: ServiceKey, conds: Conds, have: Obj, now: str) -> Obj:
-    return {
-        "apiVersion": res.api_version,
-        "kind": "ServiceExport",
-        "metadata": {"name": key.name, "namespace": key.namespace},
-        "status": {"conditions": _condition_list(conds, have, now)},
-    }
 
 
 def _owned(obj: Obj) -> bool:

@@ -5,11 +5,8 @@ replaced by `{}`, which would move every ClusterSetIP on restart: its readable
 entries are recovered, the file is kept aside as `<name>.corrupt-<unix-time>`,
 and one line says so. Each writer writes its own temporary file, fsyncs it and
 renames it over the state file, so two processes never interleave one `.tmp`.
-
-Every consumer is meant to hold the same address for a service: what one consumer's
-section lacks (cut off by truncation, or a service it never imported) is taken from
-the others' (`previous`), so that a restart never swaps two services' addresses. An
-address outside the configured ClusterSetIP ranges is dropped with one line.
+An address outside the configured ClusterSetIP ranges is dropped with one line.
+Which service gets which address: reconcile.clustersetips.
 """
 
 from __future__ import annotations
@@ -21,7 +18,6 @@ import os
 import re
 import tempfile
 import time
-from collections import ChainMap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,8 +25,7 @@ from typing import Any
 from clusterset.model.ids import ClusterId, InvalidName, ServiceKey, cluster_id
 from clusterset.model.objects import IPFamily, family_of
 from clusterset.reconcile.allocate import Network
-
-Allocations = dict[ClusterId, dict[ServiceKey, tuple[str, ...]]]
+from clusterset.reconcile.clustersetips import Allocations
 
 # A cluster heading `"member1": {` or one entry `"ns/name": ["10.250.0.7", ...]`, in file order.
 _TOKEN = re.compile(r'"([^"\\]*)"\s*:\s*(?:(\{)|\[([^\]\[{}]*)\])', re.DOTALL)
@@ -116,14 +111,6 @@ def _outside(allocations: Allocations, cidrs: Mapping[IPFamily, Network]) -> lis
 def _within(ip: str, cidrs: Mapping[IPFamily, Network]) -> bool:
     net = cidrs.get(family_of(ip))
     return net is not None and ipaddress.ip_address(ip) in net
-
-
-def previous(allocations: Allocations, cluster: ClusterId) -> Mapping[ServiceKey, tuple[str, ...]]:
-    """What `cluster` held, then what the other consumers hold for the keys it lacks (by
-    cluster ID): a section cut off by a truncated file is seeded from the others, not
-    allocated again in another order (which swaps two services that collided)."""
-    others = [by_key for cid, by_key in sorted(allocations.items()) if cid != cluster]
-    return ChainMap(allocations.get(cluster, {}), *others)
 
 
 def _first_line(exc: Exception) -> str:

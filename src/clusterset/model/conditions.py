@@ -17,6 +17,7 @@ class Reason(StrEnum):
     VALID = "Valid"
     NO_SERVICE = "NoService"
     INVALID_SERVICE_TYPE = "InvalidServiceType"
+    INVALID_CLUSTER_SELECTOR = "InvalidClusterSelector"  # KEP-5939
     # Ready
     EXPORTED = "Exported"
     READY = "Ready"
@@ -32,6 +33,8 @@ class Reason(StrEnum):
     INTERNAL_TRAFFIC_POLICY_CONFLICT = "InternalTrafficPolicyConflict"
     TRAFFIC_DISTRIBUTION_CONFLICT = "TrafficDistributionConflict"
     IP_FAMILY_CONFLICT = "IPFamilyConflict"
+    CLUSTER_SELECTORS_CONFLICT = "ClusterSelectorsConflict"  # KEP-5939
+    CLUSTER_SELECTORS_FALLBACK_POLICY_CONFLICT = "ClusterSelectorsFallbackPolicyConflict"
     NO_CONFLICTS = "NoConflicts"
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from clusterset.model import clusterselect
 from clusterset.model.ids import ClusterId, InvalidName, cluster_id
 from clusterset.model.objects import (
     Endpoint,
@@ -259,6 +260,14 @@ def service_import(obj: Raw) -> ServiceImport:
         except InvalidName as exc:
             raise ObjectError(obj, f"status.clusters[{i}].cluster", str(exc)) from exc
     timeout = _get(obj, at("sessionAffinityConfig.clientIP.timeoutSeconds"), int, default=None)
+    annotations = _pairs(obj, "metadata.annotations")
+    spec = _get(obj, spec_path, dict, default={}) if spec_path else obj
+    selection = clusterselect.parse(
+        spec, spec_path, dict(annotations).get(clusterselect.ANNOTATION)
+    )
+    if selection.problem:  # DNS would answer beyond what the selectors allow: refuse it
+        path, _, why = selection.problem.partition(": ")
+        raise ObjectError(obj, path, why)
     return ServiceImport(
         namespace=ns,
         name=name,
@@ -271,7 +280,9 @@ def service_import(obj: Raw) -> ServiceImport:
         internal_traffic_policy=_get(obj, at("internalTrafficPolicy"), str, default="") or "",
         traffic_distribution=_get(obj, at("trafficDistribution"), str, default="") or "",
         clusters=tuple(clusters),
-        annotations=_pairs(obj, "metadata.annotations"),
+        annotations=annotations,
+        cluster_selectors=selection.selectors,
+        cluster_selectors_fallback_policy=selection.fallback,
     )
 
 
@@ -391,14 +402,24 @@ def service(obj: Raw) -> Service:
 
 
 def service_export(obj: Raw) -> ServiceExport:
+    """A bad clusterSelector is kept as the export's problem (Valid=False), not raised."""
     ns, name = metadata(obj, rule="label")  # names a Service: one DNS label
+    annotations = _pairs(obj, "metadata.annotations")
+    selection = clusterselect.parse(
+        _get(obj, "spec", dict, default={}),
+        "spec",
+        dict(annotations).get(clusterselect.ANNOTATION),
+    )
     return ServiceExport(
         namespace=ns,
         name=name,
         created=_timestamp(obj),
         exported_labels=_pairs(obj, "spec.exportedLabels", labels=True),
         exported_annotations=_pairs(obj, "spec.exportedAnnotations"),
-        annotations=_pairs(obj, "metadata.annotations"),
+        annotations=annotations,
+        cluster_selectors=selection.selectors,
+        cluster_selectors_fallback_policy=selection.fallback,
+        cluster_selectors_problem=selection.problem,
     )
 
 

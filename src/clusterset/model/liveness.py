@@ -5,11 +5,17 @@ While the hub reaches a source cluster, it renews that source's Lease in every c
 cluster every quarter of the Lease's duration (as the kubelet renews its 40 s node Lease
 every 10 s). A consumer's DNS stops counting the source's endpoints once renewTime +
 leaseDurationSeconds has passed: a hub cut off from the source stops renewing it.
+
+The Lease also carries the source's ClusterProperties (an annotation): a member DNS reads
+only its own cluster, and cluster selection (KEP-5939) and region tiers match the sources'
+properties, so it learns them where it already learns the sources' liveness.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +28,11 @@ SOURCE_LABEL = PREFIX + "source-cluster"  # the source cluster the Lease vouches
 # --cluster or a ClusterProperty learns its own ID there (local-first needs it).
 CONSUMER_LABEL = PREFIX + "consumer-cluster"
 NAME_PREFIX = "clusterset-source-"  # + source ID; the chart's RBAC grants patch on these
+# The source's ClusterProperty map as compact JSON (sorted keys: an unchanged map is an
+# unchanged Lease body apart from renewTime).
+PROPERTIES_ANNOTATION = PREFIX + "cluster-properties"
+# A larger annotation is not read: anyone who may write a Lease may not make DNS parse much.
+MAX_PROPERTIES_BYTES = 16 << 10
 NAMESPACE = "kube-system"
 HOLDER = "clusterset-controller"
 
@@ -37,17 +48,28 @@ def renew_interval(duration: float) -> float:
 
 
 def render(
-    source: ClusterId, *, consumer: ClusterId, namespace: str, renewed: str, duration: int
+    source: ClusterId,
+    *,
+    consumer: ClusterId,
+    namespace: str,
+    renewed: str,
+    duration: int,
+    properties: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The Lease of `source` as the hub keeps it in `consumer` (renewed: a MicroTime)."""
+    """The Lease of `source` as the hub keeps it in `consumer` (renewed: a MicroTime), with
+    the source's ClusterProperties when it has any."""
+    meta: dict[str, Any] = {
+        "name": NAME_PREFIX + source,
+        "namespace": namespace,
+        "labels": {SOURCE_LABEL: source, CONSUMER_LABEL: consumer, LABEL_OWNED: "true"},
+    }
+    if properties:
+        text = json.dumps(dict(sorted(properties.items())), separators=(",", ":"))
+        meta["annotations"] = {PROPERTIES_ANNOTATION: text}
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
-        "metadata": {
-            "name": NAME_PREFIX + source,
-            "namespace": namespace,
-            "labels": {SOURCE_LABEL: source, CONSUMER_LABEL: consumer, LABEL_OWNED: "true"},
-        },
+        "metadata": meta,
         "spec": {"holderIdentity": HOLDER, "leaseDurationSeconds": duration, "renewTime": renewed},
     }
 
@@ -61,6 +83,7 @@ class SourceLease:
     renew_time: str  # spec.renewTime as written ("" when missing)
     renewed: float | None  # it in unix seconds; None when missing or unreadable
     duration: float | None  # leaseDurationSeconds, DEFAULT_DURATION when unset; None: unreadable
+    properties: Mapping[str, str] = dataclasses.field(default_factory=dict)  # the source's
 
     def expires(self, grace: float | None = None) -> float | None:
         """renewTime + leaseDurationSeconds, as for node Leases (or + `grace`, when set);
@@ -84,7 +107,8 @@ class SourceLease:
 def parse(lease: Mapping[str, Any]) -> SourceLease:
     """Read a liveness Lease as an apiserver returns it: what is missing or unreadable in it
     shows as an empty or None field, never as an exception (anyone may write a Lease)."""
-    labels = (lease.get("metadata") or {}).get("labels") or {}
+    meta = lease.get("metadata") or {}
+    labels = meta.get("labels") or {}
     spec = lease.get("spec") or {}
     renew_time = str(spec.get("renewTime") or "")
     return SourceLease(
@@ -93,7 +117,22 @@ def parse(lease: Mapping[str, Any]) -> SourceLease:
         renew_time=renew_time,
         renewed=_unix(renew_time),
         duration=_duration(spec.get("leaseDurationSeconds")),
+        properties=_properties((meta.get("annotations") or {}).get(PROPERTIES_ANNOTATION)),
     )
+
+
+def _properties(raw: object) -> dict[str, str]:
+    """The annotation's map; empty when missing, too large, or not a JSON object of strings
+    (the endpoints still count: only what the properties select is lost)."""
+    if not isinstance(raw, str) or not raw or len(raw) > MAX_PROPERTIES_BYTES:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(v, str)}
 
 
 def _unix(micro_time: str) -> float | None:

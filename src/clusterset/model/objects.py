@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from clusterset.model.clusterselect import ALL_CLUSTERS, ClusterSelector
 from clusterset.model.ids import ClusterId, ServiceKey
 
 
@@ -133,6 +134,12 @@ class ServiceExport:
     exported_labels: tuple[tuple[str, str], ...] = ()
     exported_annotations: tuple[tuple[str, str], ...] = ()
     annotations: tuple[tuple[str, str], ...] = ()
+    # KEP-5939 (spec, else the clusterset.io/cluster-selectors annotation).
+    cluster_selectors: tuple[ClusterSelector, ...] = ()
+    cluster_selectors_fallback_policy: str = ALL_CLUSTERS
+    # Why those fields cannot be used (names the field; they are then the defaults): the
+    # export is Valid=False, InvalidClusterSelector, rather than an object lost at the edge.
+    cluster_selectors_problem: str = ""
 
     @property
     def key(self) -> ServiceKey:
@@ -156,6 +163,9 @@ class ServiceImport:
     clusters: tuple[ClusterId, ...] = ()
     annotations: tuple[tuple[str, str], ...] = field(default=())
     labels: tuple[tuple[str, str], ...] = ()  # the oldest export's spec.exportedLabels
+    # KEP-5939, resolved across the exports (the oldest's when they disagree).
+    cluster_selectors: tuple[ClusterSelector, ...] = ()
+    cluster_selectors_fallback_policy: str = ALL_CLUSTERS
 
     @property
     def key(self) -> ServiceKey:

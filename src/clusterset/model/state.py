@@ -20,7 +20,8 @@ class ClusterState:
     slices: Mapping[ServiceKey, tuple[EndpointSlice, ...]] = field(default_factory=dict)
     namespaces: frozenset[str] = frozenset()
     synced: bool = True
-    region: str = ""
+    # Its ClusterProperty map (KEP-2149): what cluster selectors (KEP-5939) and tiers match.
+    properties: Mapping[str, str] = field(default_factory=dict)
     # Imports another controller (Karmada) manages here, or is placing here: clusterset fills
     # their spec.ips and never creates, overwrites or prunes them.
     foreign_imports: frozenset[ServiceKey] = frozenset()
@@ -59,7 +60,8 @@ class ImportedView:
     # Inputs of the answer policies (zone.policy); the clock is read by the edge, not here.
     now: float = 0.0
     tracks: Mapping[tuple[ServiceKey, ClusterId], Track] = field(default_factory=dict)
-    regions: Mapping[ClusterId, str] = field(default_factory=dict)
+    # Each cluster's ClusterProperty map: cluster selectors (KEP-5939) and region tiers.
+    properties: Mapping[ClusterId, Mapping[str, str]] = field(default_factory=dict)
     # Source clusters whose liveness lease expired: their endpoints do not count (issue 7).
     expired: frozenset[ClusterId] = frozenset()
     # When the edge saw the change this view reflects (for the change-to-answer metric).

@@ -1,14 +1,16 @@
 """KEP-1645 aggregation: the ServiceExports of every cluster -> one ServiceImport + conditions.
 
 Rules (KEP-1645 "Constraints and Conflict Resolution"; mcs-api conformance):
-- an export is Valid when its Service exists and is not ExternalName;
+- an export is Valid when its Service exists and is not ExternalName, and its
+  clusterSelectors (KEP-5939) are readable and not on a headless Service;
 - precedence is the oldest ServiceExport creationTimestamp, ties broken by cluster ID;
 - ports are the union, merged by name then by (protocol, port); a name or
   (protocol, port) already taken by an older export is dropped; PortConflict
   when the exports' port sets differ at all (conformance expects it even
   when the union merges cleanly);
 - type (headlessness), session affinity (+config), internalTrafficPolicy,
-  trafficDistribution, IP families, exported labels/annotations: the oldest wins (IP
+  trafficDistribution, IP families, exported labels/annotations, clusterSelectors (the
+  whole ordered list) and clusterSelectorsFallbackPolicy: the oldest wins (IP
   families: not the intersection, so that a later export cannot take a family and its
   ClusterSetIP away from clients; the same set in another order is no conflict);
 - each conflict's message names the field and both values (the first disagreeing
@@ -19,10 +21,11 @@ Rules (KEP-1645 "Constraints and Conflict Resolution"; mcs-api conformance):
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from clusterset.model import labels
+from clusterset.model import clusterselect, labels
 from clusterset.model.conditions import Condition, ConditionType, Reason, Status
 from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.objects import (
@@ -64,6 +67,8 @@ class Aggregate:
     contributions: tuple[Contribution, ...]  # oldest first
     conditions: dict[ClusterId, tuple[Condition, ...]]
     clusters: tuple[ClusterId, ...] = ()  # the exporting clusters, sorted (computed once)
+    cluster_selectors: tuple[clusterselect.ClusterSelector, ...] = ()
+    cluster_selectors_fallback_policy: str = clusterselect.ALL_CLUSTERS
 
 
 def _families(svc: Service) -> tuple[IPFamily, ...]:
@@ -121,6 +126,12 @@ _CHECKS: tuple[tuple[Reason, str, Callable[[Contribution], Hashable]], ...] = (
     (Reason.IP_FAMILY_CONFLICT, "ipFamilies", lambda c: frozenset(_families(c.service))),
     (Reason.LABELS_CONFLICT, "exportedLabels", lambda c: c.export.exported_labels),
     (Reason.ANNOTATIONS_CONFLICT, "exportedAnnotations", lambda c: c.export.exported_annotations),
+    (Reason.CLUSTER_SELECTORS_CONFLICT, "clusterSelectors", lambda c: c.export.cluster_selectors),
+    (
+        Reason.CLUSTER_SELECTORS_FALLBACK_POLICY_CONFLICT,
+        "clusterSelectorsFallbackPolicy",
+        lambda c: c.export.cluster_selectors_fallback_policy,
+    ),
 )
 
 
@@ -163,6 +174,20 @@ def _pairs_difference(kind: str, mine: tuple[tuple[str, str], ...], theirs: dict
     return f"{kind} {key}={ours.get(key, '(unset)')}"
 
 
+def _selectors_difference(c: Contribution, oldest: Contribution) -> str:
+    """The first entry (by index) where `c`'s list differs from the oldest's, both sides."""
+    mine, theirs = c.export.cluster_selectors, oldest.export.cluster_selectors
+    i = next(i for i, (a, b) in enumerate(itertools.zip_longest(mine, theirs)) if a != b)
+
+    def entry(selectors: tuple[clusterselect.ClusterSelector, ...]) -> str:
+        return clusterselect.text(selectors[i]) if i < len(selectors) else "(unset)"
+
+    return (
+        f"clusterSelectors[{i}] {entry(mine)} of {c.cluster} differs from the oldest export's "
+        f"({oldest.cluster}, clusterSelectors[{i}] {entry(theirs)}); using the oldest's"
+    )
+
+
 def _value_text(reason: Reason, c: Contribution) -> str:
     """`c`'s value of the field `reason` compares, as a condition message names it."""
     svc = c.service
@@ -179,6 +204,8 @@ def _value_text(reason: Reason, c: Contribution) -> str:
         return svc.traffic_distribution or "(unset)"
     if reason is Reason.IP_FAMILY_CONFLICT:
         return ",".join(f.value for f in _families(svc))
+    if reason is Reason.CLUSTER_SELECTORS_FALLBACK_POLICY_CONFLICT:
+        return c.export.cluster_selectors_fallback_policy
     raise AssertionError(reason)
 
 
@@ -186,6 +213,8 @@ def _difference(reason: Reason, c: Contribution, oldest: Contribution) -> str:
     """How disagreeing export `c` differs from the oldest, naming both values."""
     if reason is Reason.PORT_CONFLICT:
         return _port_difference(c, oldest)
+    if reason is Reason.CLUSTER_SELECTORS_CONFLICT:
+        return _selectors_difference(c, oldest)
     if reason in (Reason.LABELS_CONFLICT, Reason.ANNOTATIONS_CONFLICT):
         kind = "label" if reason is Reason.LABELS_CONFLICT else "annotation"
         mine, theirs = (
@@ -219,6 +248,17 @@ def aggregate(state: ClusterSetState, key: ServiceKey) -> Aggregate:
         elif svc.type is ServiceType.EXTERNAL_NAME:
             conditions[cid] = _invalid(
                 Reason.INVALID_SERVICE_TYPE, "ExternalName Services cannot be exported"
+            )
+        elif export.cluster_selectors_problem:
+            conditions[cid] = _invalid(
+                Reason.INVALID_CLUSTER_SELECTOR, export.cluster_selectors_problem
+            )
+        elif svc.headless and export.cluster_selectors:
+            # KEP-5939: a headless import answers pod IPs of every cluster; no selection.
+            conditions[cid] = _invalid(
+                Reason.INVALID_SERVICE_TYPE,
+                "spec.clusterSelectors: cluster selection applies to ClusterIP Services only, "
+                "not to a headless one",
             )
         else:
             valid.append(Contribution(cid, export, svc))
@@ -269,11 +309,16 @@ def aggregate(state: ClusterSetState, key: ServiceKey) -> Aggregate:
         exported_labels=oldest.export.exported_labels,
         exported_annotations=oldest.export.exported_annotations,
         annotations=tuple(
-            (k, v) for k, v in oldest.export.annotations if k.startswith(labels.PREFIX)
+            (k, v)
+            for k, v in oldest.export.annotations
+            # the selectors annotation is an input: the import gets the resolved fields
+            if k.startswith(labels.PREFIX) and k != clusterselect.ANNOTATION
         ),
         contributions=tuple(valid),
         conditions=conditions,
         clusters=tuple(sorted(c.cluster for c in valid)),
+        cluster_selectors=oldest.export.cluster_selectors,
+        cluster_selectors_fallback_policy=oldest.export.cluster_selectors_fallback_policy,
     )
 
 

@@ -21,6 +21,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from clusterset.model import clusterselect
 from clusterset.model.bag import ALWAYS_NAMESPACES
 from clusterset.model.conditions import Condition
 from clusterset.model.ids import ClusterId, ServiceKey
@@ -76,8 +77,13 @@ class Desired:
             namespaces=cd.namespaces,
             local_services=state.clusters[cluster].services,
             generation=generation,
-            regions={c: cs.region for c, cs in state.clusters.items() if cs.region},
+            properties=cluster_properties(state),
         )
+
+
+def cluster_properties(state: ClusterSetState) -> dict[ClusterId, Mapping[str, str]]:
+    """Each cluster's ClusterProperty map, for the answer policies (tiers, cluster selection)."""
+    return {cid: cs.properties for cid, cs in state.clusters.items() if cs.properties}
 
 
 def namespaces_of(state: ClusterSetState, cluster: ClusterId) -> frozenset[str]:
@@ -281,6 +287,11 @@ def _import(
     # KEP: only spec.exportedAnnotations/exportedLabels of the oldest export are
     # propagated (never metadata), plus our own clusterset.io/* policy settings.
     annotations = {**dict(agg.exported_annotations), **dict(agg.annotations)}
+    if agg.cluster_selectors:
+        # The resolved KEP-5939 fields, also where a v1alpha1 CRD prunes them from spec.
+        annotations[clusterselect.ANNOTATION] = clusterselect.annotation(
+            agg.cluster_selectors, agg.cluster_selectors_fallback_policy
+        )
     derived = None
     if not headless:
         derived = cs.foreign_derived.get(key) or derived_name(key)
@@ -300,6 +311,8 @@ def _import(
         clusters=agg.clusters,
         annotations=tuple(sorted(annotations.items())),
         labels=agg.exported_labels,
+        cluster_selectors=agg.cluster_selectors,
+        cluster_selectors_fallback_policy=agg.cluster_selectors_fallback_policy,
     )
     return imp, derived
 

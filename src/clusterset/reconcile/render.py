@@ -1,9 +1,12 @@
-"""Desired model objects -> Kubernetes JSON, for server-side apply and `clusterset render`."""
+"""Desired model objects -> Kubernetes JSON, for server-side apply and `clusterset render`:
+every object the hub writes into a member (its liveness Leases: model.liveness.render)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from clusterset.model import clusterselect
+from clusterset.model.conditions import Condition
 from clusterset.model.convert import (
     LABEL_K8S_SERVICE_NAME,
     LABEL_MANAGED_BY,
@@ -11,6 +14,7 @@ from clusterset.model.convert import (
     LABEL_SOURCE_CLUSTER,
     MCS_GROUP,
 )
+from clusterset.model.ids import ServiceKey
 from clusterset.model.labels import LABEL_OWNED
 from clusterset.model.objects import EndpointSlice, ServiceImport, ServicePort
 from clusterset.reconcile.desired import ClusterDesired
@@ -35,10 +39,14 @@ def mcs_api(version: str) -> str:
     return f"{MCS_GROUP}/{version}"
 
 
-def service_import(imp: ServiceImport, version: str = MCS_VERSION) -> Obj:
+def service_import(
+    imp: ServiceImport, version: str = MCS_VERSION, *, selectors: bool = True
+) -> Obj:
     """The whole ServiceImport, as `version` defines it: v1alpha1 has no ipFamilies,
     internalTrafficPolicy or trafficDistribution (its schema would prune them, and an apply
-    that never sticks is re-sent forever)."""
+    that never sticks is re-sent forever). KEP-5939's clusterSelectors and
+    clusterSelectorsFallbackPolicy only where the schema keeps them (`selectors`); the
+    annotation clusterset.io/cluster-selectors carries them everywhere."""
     spec: Obj = {"type": imp.type.value, "ports": [_port(p) for p in imp.ports]}
     if imp.ips:
         spec["ips"] = list(imp.ips)
@@ -54,6 +62,9 @@ def service_import(imp: ServiceImport, version: str = MCS_VERSION) -> Obj:
         spec["internalTrafficPolicy"] = imp.internal_traffic_policy
     if imp.traffic_distribution and beta:
         spec["trafficDistribution"] = imp.traffic_distribution
+    if imp.cluster_selectors and selectors and beta:
+        spec["clusterSelectors"] = clusterselect.to_api(imp.cluster_selectors)
+        spec["clusterSelectorsFallbackPolicy"] = imp.cluster_selectors_fallback_policy
     meta: Obj = {
         "name": imp.name,
         "namespace": imp.namespace,
@@ -150,6 +161,56 @@ def endpoint_slice(s: EndpointSlice, derived: str | None) -> Obj:
         "ports": [_port(p) for p in s.ports],
         "endpoints": eps,
     }
+
+
+def namespace(name: str) -> Obj:
+    """A namespace a consumer lacked, made so that it can import a service it never
+    deployed (opt-in: ClusterDesired.create_namespaces); labelled ours."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": {LABEL_OWNED: "true"}},
+    }
+
+
+def service_export_status(
+    key: ServiceKey,
+    conds: tuple[Condition, ...],
+    have: Obj | None,
+    now: str,
+    version: str = MCS_VERSION,
+) -> Obj:
+    """`status.conditions` of one ServiceExport; `have`: the export as stored, whose
+    lastTransitionTimes are kept while a condition's status is unchanged (`now`: a Time)."""
+    return {
+        "apiVersion": mcs_api(version),
+        "kind": "ServiceExport",
+        "metadata": {"name": key.name, "namespace": key.namespace},
+        "status": {"conditions": _conditions(conds, have, now)},
+    }
+
+
+def _conditions(conds: tuple[Condition, ...], have: Obj | None, now: str) -> list[Obj]:
+    """metav1.Conditions; lastTransitionTime kept while status is unchanged."""
+    previous = {
+        c.get("type"): c for c in ((have or {}).get("status") or {}).get("conditions") or []
+    }
+    out = []
+    for c in conds:
+        old = previous.get(c.type.value)
+        since = (
+            old.get("lastTransitionTime") if old and old.get("status") == c.status.value else now
+        )
+        out.append(
+            {
+                "type": c.type.value,
+                "status": c.status.value,
+                "reason": c.reason,
+                "message": c.message,
+                "lastTransitionTime": since or now,
+            }
+        )
+    return out
 
 
 def cluster_objects(cd: ClusterDesired, version: str = MCS_VERSION) -> list[Obj]:

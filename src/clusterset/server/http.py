@@ -15,12 +15,11 @@ import logging
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import unquote
 
-from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -325,85 +324,3 @@ def _response(
     head = f"HTTP/1.1 {status}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers)
     head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     return head.encode("iso-8859-1") + (body if send_body else b"")
-
-
-RECONCILE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10)
-
-
-def reconcile_histogram(registry: CollectorRegistry) -> Histogram:
-    """`clusterset_reconcile_duration_seconds`: the hub observes every pass into it."""
-    return Histogram(
-        "clusterset_reconcile_duration_seconds",
-        "Duration of reconcile passes.",
-        buckets=RECONCILE_BUCKETS,
-        registry=registry,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class HubStats:
-    """What the controller's metrics show, read from the hub at scrape time (the server
-    layer does not import the controller: the CLI builds this)."""
-
-    objects: Mapping[tuple[str, str], int]  # (cluster, resource) -> objects in the cache
-    restarts: Mapping[tuple[str, str], int]  # (cluster, resource) -> watch restarts
-    synced: Mapping[str, bool]
-    reachable: Mapping[str, bool]
-    reconciles: int
-    errors: int
-    last_duration: float
-    leading: bool
-
-
-class HubCollector(Collector):
-    """The controller's state at scrape time: objects per cluster, reconciles, watches."""
-
-    def __init__(self, stats: Callable[[], HubStats]) -> None:
-        self.stats = stats
-
-    def collect(self) -> Iterator[Metric]:
-        st = self.stats()
-        objs = GaugeMetricFamily(
-            "clusterset_objects", "Objects in the informer caches.", labels=["cluster", "kind"]
-        )
-        restarts = CounterMetricFamily(
-            "clusterset_watch_restarts",
-            "Watch restarts (errors, 410 Gone).",
-            labels=["cluster", "resource"],
-        )
-        synced = GaugeMetricFamily(
-            "clusterset_cluster_synced",
-            "1 once every cache of a cluster has synced.",
-            labels=["cluster"],
-        )
-        reachable = GaugeMetricFamily(
-            "clusterset_cluster_reachable",
-            "1 while every watch of a cluster is connected.",
-            labels=["cluster"],
-        )
-        for (name, resource), n in st.objects.items():
-            objs.add_metric([name, resource], n)
-        for (name, resource), n in st.restarts.items():
-            restarts.add_metric([name, resource], n)
-        for name, ok in st.synced.items():
-            synced.add_metric([name], 1 if ok else 0)
-        for name, ok in st.reachable.items():
-            reachable.add_metric([name], 1 if ok else 0)
-        yield objs
-        yield restarts
-        yield synced
-        yield reachable
-        yield CounterMetricFamily("clusterset_reconcile", "Reconcile passes.", value=st.reconciles)
-        yield CounterMetricFamily(
-            "clusterset_reconcile_errors", "Reconcile passes with a failed write.", value=st.errors
-        )
-        yield GaugeMetricFamily(
-            "clusterset_reconcile_last_duration_seconds",
-            "Duration of the last pass.",
-            value=st.last_duration,
-        )
-        yield GaugeMetricFamily(
-            "clusterset_leader",
-            "1 while this replica holds the leader lease.",
-            value=1 if st.leading else 0,
-        )

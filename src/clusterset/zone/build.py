@@ -8,7 +8,7 @@ previous state compares every service's inputs with those its fragment was
 built from (level-based: the inputs of the new view, never the events that led
 there) and rebuilds only the fragments whose inputs differ; the others keep
 their prebuilt answers (the same objects). What every answer depends on
-(settings, the asking cluster, regions, expired sources) rebuilds everything
+(settings, the asking cluster, cluster properties, expired sources) rebuilds everything
 when it changes, and a build without `previous` is the full rebuild (cold
 start, and the server's periodic resync).
 
@@ -215,7 +215,7 @@ def build(
     # A unified zone at or under our own zone could give two services the same name;
     # fragments would then not be independent: always build such a zone whole.
     shared = unified_root is not None and unified_root.endswith(origin)
-    glob: tuple[object, ...] = (settings, me, view.regions, view.expired, shared)
+    glob: tuple[object, ...] = (settings, me, view.properties, view.expired, shared)
     base_builder = _Builder(settings.ttl)
     svc_root = _base(base_builder, view, settings, origin, serial)
     base = _fragment((), base_builder, None, None, (), False, _FAR_PAST)

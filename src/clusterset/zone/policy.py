@@ -17,6 +17,13 @@ ServiceImport), else by the global default (`--default-policy`):
 `kep` is the MCS DNS specification: the ServiceImport's ClusterSetIPs, or every
 ready endpoint of every cluster for a Headless service. Pure: `now` and the
 health history (`tracks`) come in with the view; new tracks go out.
+
+A ClusterSetIP import with `clusterSelectors` (KEP-5939) is answered by them instead
+of `clusterset.io/dns-policy` (only `clusterset.io/weights` still applies, within
+the chosen tier): the first selector whose clusters have an available endpoint
+(ready, or serving) is the tier; the asking cluster alone: its own ClusterIP,
+else the tier's endpoints. None: `clusterSelectorsFallbackPolicy` AllClusters
+answers the ClusterSetIP, None nothing (NODATA).
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from clusterset.model import labels
+from clusterset.model import clusterselect, labels
+from clusterset.model.convert import CLUSTER_ID_PROPERTY
 from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.objects import (
     EndpointSlice,
@@ -38,6 +46,7 @@ from clusterset.model.state import ImportedView, Track
 
 KEP = "kep"
 LOCAL_FIRST = "local-first"
+CLUSTER_SELECTORS = "cluster-selectors"  # not a dns-policy value: the import's own spec
 POLICIES = (KEP, LOCAL_FIRST)
 ANNOTATION = labels.PREFIX + "dns-policy"
 MIN_READY = labels.PREFIX + "min-ready"
@@ -263,6 +272,12 @@ def select(
         notes.append("lease expired for: " + ", ".join(sorted(c for c in per if c in view.expired)))
     if failing & set(c for c in per if c):
         notes.append("probes failing for: " + ", ".join(sorted(c for c in per if c in failing)))
+    if imp.cluster_selectors:
+        if imp.type is not ImportType.HEADLESS:
+            if opts.policy != KEP:
+                notes.append(f"clusterSelectors take precedence over {ANNOTATION}={opts.policy}")
+            return _cluster_selected(view, imp, slices, opts, notes, failing)
+        notes.append("clusterSelectors ignored: they apply to ClusterSetIP services only")
     if opts.policy == LOCAL_FIRST and view.cluster is not None:
         return _local_first(view, imp, per, opts, notes, failing)
     cands = tuple(
@@ -337,6 +352,11 @@ def _local_track(
     return track, eligible, track.since + opts.hysteresis
 
 
+def _region(view: ImportedView, c: ClusterId | None) -> str:
+    """The cluster's ClusterProperty region.clusterset.io ("" when unknown)."""
+    return view.properties.get(c, {}).get(labels.REGION_PROPERTY, "") if c is not None else ""
+
+
 def _candidates(
     view: ImportedView,
     per: dict[ClusterId | None, tuple[list[SelectedEndpoint], int]],
@@ -348,13 +368,13 @@ def _candidates(
     may be answered (weight > 0, not down, endpoints ready; this cluster only when preferred)."""
     me = view.cluster
     down = view.expired | failing
-    my_region = view.regions.get(me, "") if me is not None else ""
+    my_region = _region(view, me)
 
     def tier(c: ClusterId | None) -> int:
         if c == me:
             return 0
         for i, t in enumerate(opts.tiers, start=1):
-            same = bool(my_region) and c is not None and view.regions.get(c, "") == my_region
+            same = bool(my_region) and _region(view, c) == my_region
             if t == "any" or (t == "region" and same):
                 return i
         return len(opts.tiers) + 1
@@ -429,3 +449,114 @@ def _local_first(
         endpoints=tuple(e for c in chosen for e in per[c.cluster][0]),
         rotations=rotations(groups, {c.cluster or "": c.weight for c in chosen}),
     )
+
+
+Available = dict[ClusterId, tuple[list[SelectedEndpoint], list[SelectedEndpoint], int]]
+
+
+def _available(slices: tuple[EndpointSlice, ...], down: frozenset[ClusterId]) -> Available:
+    """Per labelled source cluster: its ready endpoints, its serving but not ready ones (KEP-5939
+    counts both as available), and its endpoint count; `down` clusters have none available."""
+    out: Available = {}
+    for s in slices:
+        c = s.source_cluster
+        if c is None:
+            continue  # no cluster, no ClusterProperties to select it by
+        ready, serving, total = out.get(c, ([], [], 0))
+        if c not in down and s.address_type in ("IPv4", "IPv6"):
+            for ep in s.endpoints:
+                group = ready if ep.is_ready else serving if ep.serving else None
+                if group is not None:
+                    group.extend(SelectedEndpoint(c, a, ep.hostname, s.ports) for a in ep.addresses)
+        out[c] = (ready, serving, total + len(s.endpoints))
+    return out
+
+
+def _properties(view: ImportedView, c: ClusterId) -> Mapping[str, str]:
+    """`c`'s ClusterProperty map; its ID property is its ID, whether or not an object says so."""
+    return {**view.properties.get(c, {}), CLUSTER_ID_PROPERTY: c}
+
+
+def _cluster_selected(
+    view: ImportedView,
+    imp: ServiceImport,
+    slices: tuple[EndpointSlice, ...],
+    opts: Options,
+    notes: list[str],
+    failing: frozenset[ClusterId],
+) -> Selection:
+    """KEP-5939's algorithm, evaluated for the asking cluster: the first tier with an
+    available endpoint, else the fallback policy."""
+    me = view.cluster
+    avail = _available(slices, view.expired | failing)
+    if me is None:
+        notes.append(f"asking cluster unknown: {clusterselect.SAME_AS_IMPORTER} stands for ''")
+    importer = _properties(view, me) if me is not None else {}
+    tiers = [clusterselect.prepare(s, importer) for s in imp.cluster_selectors]
+    props = {c: _properties(view, c) for c in avail}
+
+    def up(c: ClusterId) -> bool:
+        ready, serving, _ = avail[c]
+        return opts.weights.get(c, 1) > 0 and bool(ready or serving)
+
+    chosen: list[ClusterId] = []
+    number = 0
+    for number, tier in enumerate(tiers, start=1):
+        members = [c for c in sorted(avail) if tier.matches(props[c])]
+        chosen = [c for c in members if up(c)]
+        if chosen:
+            break
+        why = f"{', '.join(members)}: no available endpoint" if members else "no exporting cluster"
+        notes.append(f"cluster selector {number} ({tier}): {why}")
+    fallback = imp.cluster_selectors_fallback_policy
+    if not chosen and fallback == clusterselect.ALL_CLUSTERS:
+        answered = {c for c in avail if c not in view.expired | failing}  # via the ClusterSetIP
+    else:
+        # The chosen tier's ready endpoints when there are any, else its serving ones.
+        answered = {c for c in chosen if avail[c][0]} or set(chosen)
+    ready = any(avail[c][0] for c in chosen)
+    fallback_tier = len(tiers) + 1
+    cands = tuple(
+        Candidate(
+            c,
+            len(avail[c][0]),
+            avail[c][2],
+            opts.weights.get(c, 1),
+            next((i for i, t in enumerate(tiers, start=1) if t.matches(props[c])), fallback_tier),
+            c in answered,
+            "drained (weight 0)"
+            if opts.weights.get(c, 1) == 0
+            else _down_note(c, view.expired, failing),
+        )
+        for c in sorted(avail)
+    )
+
+    def out(
+        reason: str,
+        addresses: tuple[str, ...] = (),
+        endpoints: tuple[SelectedEndpoint, ...] = (),
+        orders: tuple[tuple[str, ...], ...] = (),
+    ) -> Selection:
+        return Selection(
+            CLUSTER_SELECTORS, addresses, endpoints, orders, cands, reason, tuple(notes)
+        )
+
+    if not chosen:
+        why = f"no cluster selector has an available endpoint; {clusterselect.FALLBACK} {fallback}"
+        if fallback == clusterselect.NONE:
+            return out(f"{why}: no address")
+        return out(f"{why}: the ClusterSetIP (spec.ips)", _ips(imp.ips))
+    chosen = sorted(answered)
+    got = {c: avail[c][0] if ready else avail[c][1] for c in chosen}
+    eps = tuple(e for c in chosen for e in got[c])
+    state = f"{'has' if len(chosen) == 1 else 'have'} {len(eps)} {'ready' if ready else 'serving'}"
+    reason = f"cluster selector {number} ({tiers[number - 1]}): {', '.join(chosen)} {state}"
+    reason += " endpoint(s)"
+    if chosen == [me]:
+        local = view.local_services.get(imp.key)
+        if local is not None and local.cluster_ips:
+            return out(f"{reason}: its own ClusterIP", _ips(local.cluster_ips))
+        notes.append(f"local Service {imp.key} in {me} has no ClusterIP to hand out")
+    groups: dict[str, tuple[str, ...]] = {c: _dedupe([e.address for e in got[c]]) for c in chosen}
+    weights: dict[str, int] = {c: opts.weights.get(c, 1) for c in chosen}
+    return out(reason, endpoints=eps, orders=rotations(groups, weights))

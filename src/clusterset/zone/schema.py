@@ -69,9 +69,11 @@ def explain(
     if p.form == "outside" and unified_zone:
         p = parse(name, unified_zone)
         selections = state.explain_unified
-        imported = p.form == "service" and ServiceKey(p.namespace, p.service) in view.imports
-        if imported:
-            lines.append(f"unified {unified_zone} name: answered local-first by clusterset")
+        imp = view.imports.get(ServiceKey(p.namespace, p.service))
+        if p.form == "service" and imp is not None:
+            selected = imp.cluster_selectors and imp.type is not ImportType.HEADLESS
+            how = "by its clusterSelectors" if selected else "local-first"
+            lines.append(f"unified {unified_zone} name: answered {how} by clusterset")
         else:
             lines.append(
                 f"{unified_zone} name of no imported service: clusterset forwards it upstream"

@@ -1,5 +1,6 @@
-"""`clusterset dns` and `clusterset run`: a DNS server fed from manifests, a member cluster's
-own objects, or an in-process hub."""
+"""`clusterset run`: controller and DNS server in one process, the server answering as one
+member cluster sees the clusterset; over manifest folders, or over real clusters with an
+in-process hub."""
 
 from __future__ import annotations
 
@@ -20,16 +21,16 @@ from clusterset.cli.common import (
     KarmadaOpt,
     KubeconfigOpt,
     LameduckOpt,
-    LeaseGraceOpt,
     ListenOpt,
     ManifestsOpt,
     MetricsOpt,
     PolicyOpt,
     QueryLogOpt,
-    SourceLeaseDurationOpt,
+    ServeFlags,
     StateFileOpt,
     TtlOpt,
     UdpSizeOpt,
+    UdpThreadsOpt,
     UnifiedOpt,
     UpstreamOpt,
     UsageProblem,
@@ -43,112 +44,18 @@ from clusterset.cli.common import (
     member_apis,
     need_manifests,
     run_server,
-    service_arg,
-    source_lease_grace,
     why,
-    zone_settings,
 )
 from clusterset.cli.progress import on_terminal
 from clusterset.cli.workers import worker_index
 from clusterset.controller.hub import Hub
-from clusterset.controller.manifest import ClusterSetFeed, FolderFeed, next_generation
-from clusterset.controller.member import MemberFeed
-from clusterset.kube.api import KubeApi, load_contexts
-from clusterset.model import liveness
+from clusterset.controller.manifest import ClusterSetFeed, next_generation
+from clusterset.kube.api import KubeApi
 from clusterset.model.ids import ClusterId
 from clusterset.model.state import ClusterSetState, ImportedView
 from clusterset.reconcile.desired import Desired
 from clusterset.zone import policy
 from clusterset.zone.wire import UDP_PAYLOAD
-
-
-@app.command()
-def dns(
-    manifests: ManifestsOpt = None,
-    listen: ListenOpt = "127.0.0.1:5353",
-    zone: ZoneOpt = "clusterset.local",
-    ttl: TtlOpt = 5,
-    cluster: Annotated[
-        str | None, typer.Option(help="This cluster's ID (for local-first).")
-    ] = None,
-    default_policy: PolicyOpt = policy.KEP,
-    ns_address: Annotated[list[str] | None, typer.Option(help="Glue for the apex NS.")] = None,
-    ns_service: Annotated[
-        str | None,
-        typer.Option(
-            help="NAMESPACE/NAME of this server's own Service: its ClusterIPs are the apex NS's "
-            "glue when no --ns-address is given (--kubeconfig only; the chart passes it)."
-        ),
-    ] = None,
-    udp_threads: Annotated[int, typer.Option(help="UDP receive threads.")] = 1,
-    unified: UnifiedOpt = False,
-    upstream: UpstreamOpt = None,
-    allow: AllowOpt = None,
-    kubeconfig: KubeconfigOpt = None,
-    context: ContextOpt = None,
-    metrics_listen: MetricsOpt = None,
-    lameduck: LameduckOpt = 0.0,
-    log_queries: QueryLogOpt = False,
-    udp_size: UdpSizeOpt = UDP_PAYLOAD,
-    lease_grace: LeaseGraceOpt = None,
-    source_lease_duration: SourceLeaseDurationOpt = liveness.DEFAULT_DURATION,
-    source_lease_namespace: Annotated[
-        str, typer.Option(help="Namespace where the hub keeps the source-cluster Leases.")
-    ] = liveness.NAMESPACE,
-    workers: WorkersOpt = 1,
-) -> None:
-    """Serve the clusterset zone from one cluster's ServiceImports and MCS EndpointSlices.
-
-    \b
-    Examples:
-      clusterset dns --manifests DIR --listen 127.0.0.1:5300
-      clusterset dns --kubeconfig ~/.kube/config --context member2 --listen 0.0.0.0:53
-    """
-    source_lease_grace(source_lease_duration, lease_grace)
-    settings = zone_settings(
-        zone,
-        ttl,
-        default_policy,
-        ns_address,
-        unified=unified,
-        source_leases=lease_grace != 0,
-        listen=listen,
-    )
-    options = dns_options(
-        settings,
-        listen,
-        udp_threads,
-        unified=unified,
-        upstream=upstream,
-        allow=allow,
-        metrics_listen=metrics_listen,
-        lameduck=lameduck,
-        log_queries=log_queries,
-        udp_size=udp_size,
-        workers=workers,
-    )
-    cid = cluster_arg(cluster) if cluster else None
-    kubeconfig = kubeconfig or default_kubeconfig(manifests)
-    if ns_service and kubeconfig is None:
-        raise UsageProblem("--ns-service reads the cluster's Services: it needs --kubeconfig")
-    if kubeconfig is not None:
-        if manifests is not None:
-            raise UsageProblem("--manifests and --kubeconfig are exclusive")
-        if context and len(context) > 1:
-            raise UsageProblem("dns serves one cluster: give at most one --context")
-        name, config = next(iter(load_contexts(kubeconfig, context).items()))
-        member = MemberFeed(
-            name,
-            KubeApi.from_config(name, config),
-            cluster=cid,
-            lease_namespace=source_lease_namespace,
-            lease_grace=lease_grace or None,
-            ns_service=service_arg(ns_service, "--ns-service") if ns_service else None,
-        )
-        run_server(options, lambda s: member.views())
-        return
-    feed = FolderFeed(need_manifests(manifests), cluster=cid, progress=on_terminal())
-    run_server(options, lambda s: feed.views())
 
 
 @app.command()
@@ -162,7 +69,7 @@ def run(
     clusterset_cidr: CidrOpt = DEFAULT_CIDR,
     clusterset_cidr_v6: CidrV6Opt = DEFAULT_CIDR_V6,
     state_file: StateFileOpt = None,
-    udp_threads: Annotated[int, typer.Option(help="UDP receive threads.")] = 1,
+    udp_threads: UdpThreadsOpt = 1,
     unified: UnifiedOpt = False,
     upstream: UpstreamOpt = None,
     allow: AllowOpt = None,
@@ -181,14 +88,12 @@ def run(
     \b
     Example: clusterset run --manifests examples/clusters --cluster member2 --listen 127.0.0.1:5300
     """
-    if not cluster:
-        raise UsageProblem("--cluster NAME is required")
-    cid = cluster_arg(cluster)
-    settings = zone_settings(zone, ttl, default_policy, unified=unified, listen=listen)
-    options = dns_options(
-        settings,
-        listen,
-        udp_threads,
+    flags = ServeFlags(
+        listen=listen,
+        zone=zone,
+        ttl=ttl,
+        default_policy=default_policy,
+        udp_threads=udp_threads,
         unified=unified,
         upstream=upstream,
         allow=allow,
@@ -198,6 +103,10 @@ def run(
         udp_size=udp_size,
         workers=workers,
     )
+    if not cluster:
+        raise UsageProblem("--cluster NAME is required")
+    cid = cluster_arg(cluster)
+    options = dns_options(flags)
     kubeconfig = kubeconfig or default_kubeconfig(manifests, karmada_kubeconfig)
     if kubeconfig is not None or karmada_kubeconfig is not None:
         if manifests is not None:

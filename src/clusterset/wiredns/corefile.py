@@ -112,6 +112,13 @@ def directives(text: str, block: Block) -> list[tuple[int, int, str]]:
     return out
 
 
+def forward_target(host: str, port: int) -> str:
+    """A CoreDNS `forward` target: IP, IP:PORT, or [IPv6]:PORT (a bare v6:PORT is ambiguous)."""
+    if port == 53:
+        return host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def stanza(zone: str, server: str, *, ttl: int, bind: str = "") -> str:
     """Our block: the zone forwarded to clusterset dns (`bind` copied for NodeLocal DNSCache)."""
     body = ["    errors", f"    cache {ttl}"]
