@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -278,6 +279,13 @@ class ServeFlags:
     log_queries: bool
     udp_size: int
     workers: int
+
+    @classmethod
+    def pick(cls, params: Mapping[str, Any]) -> ServeFlags:
+        """The shared flags out of a command's parameters (its `locals()`, taken first
+        thing): every field is a parameter of `dns` and of `run` under the same name, with
+        the same type and default (tests/unit/test_cli_settings.py)."""
+        return cls(**{f.name: params[f.name] for f in dataclasses.fields(cls)})
 
 
 def dns_options(

@@ -88,21 +88,7 @@ def dns(
       clusterset dns --manifests DIR --listen 127.0.0.1:5300
       clusterset dns --kubeconfig ~/.kube/config --context member2 --listen 0.0.0.0:53
     """
-    flags = ServeFlags(
-        listen=listen,
-        zone=zone,
-        ttl=ttl,
-        default_policy=default_policy,
-        udp_threads=udp_threads,
-        unified=unified,
-        upstream=upstream,
-        allow=allow,
-        metrics_listen=metrics_listen,
-        lameduck=lameduck,
-        log_queries=log_queries,
-        udp_size=udp_size,
-        workers=workers,
-    )
+    flags = ServeFlags.pick(locals())
     source_lease_grace(source_lease_duration, lease_grace)
     options = dns_options(flags, ns_address, source_leases=lease_grace != 0)
     cid = cluster_arg(cluster) if cluster else None

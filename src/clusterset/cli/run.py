@@ -88,21 +88,7 @@ def run(
     \b
     Example: clusterset run --manifests examples/clusters --cluster member2 --listen 127.0.0.1:5300
     """
-    flags = ServeFlags(
-        listen=listen,
-        zone=zone,
-        ttl=ttl,
-        default_policy=default_policy,
-        udp_threads=udp_threads,
-        unified=unified,
-        upstream=upstream,
-        allow=allow,
-        metrics_listen=metrics_listen,
-        lameduck=lameduck,
-        log_queries=log_queries,
-        udp_size=udp_size,
-        workers=workers,
-    )
+    flags = ServeFlags.pick(locals())
     if not cluster:
         raise UsageProblem("--cluster NAME is required")
     cid = cluster_arg(cluster)
