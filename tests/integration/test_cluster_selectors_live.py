@@ -10,6 +10,7 @@ Tiers: the asking cluster itself, then its region; fallback None (data sovereign
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 import dns.rcode
 import pytest
 
-from tests.integration.servers import clusterset, query
+from tests.integration.servers import ROOT, clusterset, query
 
 pytestmark = pytest.mark.integration
 NAME = "api.default.svc.clusterset.local"
@@ -123,3 +124,17 @@ def test_member2_follows_its_cluster_selectors(root: Path, tmp_path: Path) -> No
         unready(root, "member1")
         (root / "member2" / "api.yaml").write_text(files("member2", 2, "eu-west"))
         until(port, ["10.96.2.1"])  # back to tier 1
+
+
+def test_the_example_answers_as_its_readme_says(tmp_path: Path) -> None:
+    """examples/cluster-selection: tier 1 (member2 itself), then member3 (its region), then
+    nothing; the README there tells a user to try exactly this."""
+    root = tmp_path / "example"
+    shutil.copytree(ROOT / "examples" / "cluster-selection", root)
+    state = tmp_path / "alloc.json"
+    assert "A 10.96.2.1\n" in explain(root, state)
+    unready(root, "member2")
+    assert "A 10.244.3.1\n" in explain(root, state)
+    unready(root, "member3")
+    out = explain(root, state)
+    assert ";ANSWER\n;AUTHORITY" in out, out
