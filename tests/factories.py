@@ -66,6 +66,8 @@ def export(
     selectors: tuple[ClusterSelector, ...] = (),
     fallback: str = "AllClusters",
     problem: str = "",
+    export_to: tuple[str, ...] | None = None,
+    export_to_problem: str = "",
 ) -> ServiceExport:
     return ServiceExport(
         ns,
@@ -76,6 +78,8 @@ def export(
         cluster_selectors=selectors,
         cluster_selectors_fallback_policy=fallback,
         cluster_selectors_problem=problem,
+        export_to=None if export_to is None else frozenset(map(ClusterId, export_to)),
+        export_to_problem=export_to_problem,
     )
 
 

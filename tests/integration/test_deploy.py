@@ -1046,7 +1046,7 @@ def test_reference_documents_every_flag_annotation_and_condition() -> None:
     import typer
 
     from clusterset.cli.main import app
-    from clusterset.model import clusterselect, liveness
+    from clusterset.model import clusterselect, exportto, liveness
     from clusterset.model.conditions import ConditionType, Reason
     from clusterset.server import probe
     from clusterset.zone import policy
@@ -1076,7 +1076,7 @@ def test_reference_documents_every_flag_annotation_and_condition() -> None:
     annotations = [policy.ANNOTATION, policy.MIN_READY, policy.HYSTERESIS, policy.FAILOVER]
     annotations += [policy.WEIGHTS, policy.TIERS, probe.PROBE, probe.PORT]
     annotations += [probe.INTERVAL, probe.TIMEOUT, clusterselect.ANNOTATION]
-    annotations += [liveness.PROPERTIES_ANNOTATION]
+    annotations += [liveness.PROPERTIES_ANNOTATION, exportto.ANNOTATION]
     missing += [a for a in annotations if f"`{a}`" not in ref]
     missing += [f"condition {c.value}" for c in ConditionType if f"`{c.value}`" not in ref]
     missing += [f"reason {r.value}" for r in Reason if f"`{r.value}`" not in ref]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -43,6 +44,7 @@ def export_service(
     headless: bool = False,
     endpoints: list[dict[str, Any]] | None = None,
     port: int = 80,
+    annotations: dict[str, str] | None = None,
 ) -> None:
     if ns != "default":
         apply(
@@ -90,7 +92,7 @@ def export_service(
         {
             "apiVersion": "multicluster.x-k8s.io/v1beta1",
             "kind": "ServiceExport",
-            "metadata": {"name": name, "namespace": ns},
+            "metadata": {"name": name, "namespace": ns, "annotations": annotations or {}},
         },
     )
 
@@ -435,3 +437,48 @@ def test_cluster_selectors_answer_the_region_tier_in_a_member(hub: ControlPlane)
         )
         # Fallback None: no address, although member1's copy is ready (data sovereignty).
         eventually("nothing once the eu tier is down", lambda: answer() == [])
+
+
+def test_export_to_a_subset_of_clusters(hub: ControlPlane) -> None:
+    """kubernetes/enhancements#6329 behind clusterset.io/export-to: member1 exports `subset` to
+    member2 only. member2 imports it, member3 holds nothing of it; moving the set to member3
+    moves the import (member2's is pruned). member1's ServiceExport status lists the clusters
+    the service is exported to: its own and the set."""
+    cp = hub
+    export_service(cp, "member1", "default", "subset", annotations={"clusterset.io/export-to": "member2"})  # fmt: skip
+    path = f"{MCS}/namespaces/default/serviceimports/subset"
+    slices = (
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
+        "?labelSelector=multicluster.kubernetes.io/service-name%3Dsubset"
+    )
+
+    def exported_to() -> list[str]:
+        se = get(cp, "member1", f"{MCS}/namespaces/default/serviceexports/subset") or {}
+        return [c["cluster"] for c in (se.get("status") or {}).get("clusters") or []]
+
+    eventually("member2's import", lambda: get(cp, "member2", path))
+    deadline = time.monotonic() + 3  # passes go on: member3 must stay empty
+    while time.monotonic() < deadline:
+        assert get(cp, "member3", path) is None, "member3 imports a service not exported to it"
+        assert get(cp, "member3", slices)["items"] == []
+        time.sleep(0.2)
+    assert get(cp, "member1", path) is not None  # the exporting cluster imports it too
+    eventually("member1 and member2 in the status", lambda: exported_to() == ["member1", "member2"])
+    apply(
+        cp,
+        "member1",
+        f"{MCS}/namespaces/default/serviceexports/subset",
+        {
+            "apiVersion": "multicluster.x-k8s.io/v1beta1",
+            "kind": "ServiceExport",
+            "metadata": {
+                "name": "subset",
+                "namespace": "default",
+                "annotations": {"clusterset.io/export-to": "member3"},
+            },
+        },
+    )
+    eventually("member3's import", lambda: get(cp, "member3", path))
+    eventually("member2's import pruned", lambda: get(cp, "member2", path) is None, timeout=20)
+    eventually("member2's slices pruned", lambda: get(cp, "member2", slices)["items"] == [])
+    eventually("member1 and member3 in the status", lambda: exported_to() == ["member1", "member3"])

@@ -3,7 +3,8 @@
 Each step edits the observed state the way the sources do (a new ClusterState for a
 changed cluster, the same objects for what did not change) and compares
 `reconcile(..., previous=, changed=)` with a reconcile from scratch: every consumer's
-imports, slices and derived Services (in order), the conditions and the aggregates.
+imports, slices and derived Services (in order), the conditions, the aggregates and who
+holds each import (exports name random clusterset.io/export-to sets).
 """
 
 from __future__ import annotations
@@ -76,11 +77,13 @@ def _edit(rng: random.Random, cs: ClusterState) -> ClusterState:
         if key in exports and rng.random() < 0.4:
             del exports[key]
         else:
+            to = rng.choice([None, None, ("c1",), ("c2", "c9")])
             exports[key] = ServiceExport(
                 key.namespace,
                 key.name,
                 created=float(rng.randrange(4)),
                 annotations=(("clusterset.io/policy", rng.choice(["a", "b"])),),
+                export_to=None if to is None else frozenset(map(ClusterId, to)),
             )
         return dataclasses.replace(cs, exports=exports)
     if roll < 0.75:
@@ -122,6 +125,7 @@ def _same(inc: Desired, full: Desired) -> None:
     assert inc.unsynced == full.unsynced
     assert dict(inc.imported) == dict(full.imported)
     assert list(inc.clusters) == list(full.clusters)
+    assert dict(inc.importers) == dict(full.importers)
     for cid, want in full.clusters.items():
         got = inc.clusters[cid]
         assert list(got.imports.items()) == list(want.imports.items()), cid

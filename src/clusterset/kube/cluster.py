@@ -86,6 +86,9 @@ class MemberCluster:
         # Whether its ServiceImport schema keeps spec.clusterSelectors (KEP-5939; a CRD from
         # before it prunes them: the annotation clusterset.io/cluster-selectors carries them).
         self.cluster_selection = True
+        # Whether its ServiceExport schema keeps status.clusters (enhancements#6329; Karmada's
+        # v1alpha1 and older CRDs prune it: then it is left out, not re-sent on every pass).
+        self.export_clusters = True
         # Conversion is cached per object and resourceVersion: a change converts one object.
         self._converted: dict[tuple[str, str], tuple[str, Objects | str]] = {}
         self._reported: set[str] = set()
@@ -142,7 +145,7 @@ class MemberCluster:
     async def run(self) -> None:
         self.mcs_version = await self.discover_mcs()
         # A new run (a reconnect) looks at the schema again.
-        self.slice_presence = self.cluster_selection = True
+        self.slice_presence = self.cluster_selection = self.export_clusters = True
         for i in self.informers.values():
             if i.resource.group == k.MCS_GROUP and i.resource.version != self.mcs_version:
                 i.retarget(dataclasses.replace(i.resource, version=self.mcs_version))

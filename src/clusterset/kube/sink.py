@@ -43,10 +43,13 @@ Conds = tuple[Condition, ...]
 
 
 def contains(want: Any, have: Any) -> bool:
-    """Every field of `want` is in `have` with the same value (lists: same length, in order)."""
+    """Every field of `want` is in `have` with the same value (lists: same length, in order;
+    an empty list is also held by no field: the apiserver stores an applied `[]` so)."""
     if isinstance(want, dict):
         return isinstance(have, dict) and all(contains(v, have.get(key)) for key, v in want.items())
     if isinstance(want, list):
+        if not want and have is None:
+            return True
         return (
             isinstance(have, list)
             and len(want) == len(have)
@@ -193,8 +196,12 @@ async def apply_member(
             have = member.store("namespaces").get(ns)
             await p.apply(k.NAMESPACES, ns, functools.partial(render.namespace, ns), have, ns)
         await _each(cd.imports, functools.partial(_one_import, p, cd))
-    # ServiceExport conditions of this cluster's exports.
-    mine = [(key, conds) for (ccid, key), conds in desired.conditions.items() if ccid == cid]
+    # ServiceExport status of this cluster's exports: conditions, where it is exported to.
+    mine = [
+        (key, conds, desired.exported_to(cid, key))
+        for (ccid, key), conds in desired.conditions.items()
+        if ccid == cid
+    ]
     await _each(mine, functools.partial(_export_status, p, now))
     member.verified = p.verified.now
     if not desired.unsynced:
@@ -278,16 +285,40 @@ async def _import_status(p: _Pass, imp: ServiceImport, skey: str, have: Obj | No
         )
 
 
-async def _export_status(p: _Pass, now: str, item: tuple[ServiceKey, Conds]) -> None:
-    """The conditions of one of this cluster's ServiceExports (none written before it exists)."""
-    key, conds = item
+async def _export_status(
+    p: _Pass, now: str, item: tuple[ServiceKey, Conds, tuple[ClusterId, ...]]
+) -> None:
+    """The status of one of this cluster's ServiceExports (none written before it exists):
+    conditions, and the clusters the service is exported to; a schema that drops
+    `status.clusters` (Karmada's v1alpha1, a CRD from before enhancements#6329) is not sent
+    them again (the write would never stick)."""
+    key, conds, clusters = item
     skey = f"{key.namespace}/{key.name}"
     have = p.exports.get(skey)
     if have is None:
         return
-    version = p.export_res.version
-    render_obj = functools.partial(render.service_export_status, key, conds, have, now, version)
-    await p.apply(p.export_res, skey, render_obj, have, conds, status=True)
+    member, version = p.member, p.export_res.version
+    keep = member.export_clusters
+    render_obj = functools.partial(
+        render.service_export_status,
+        key,
+        conds,
+        have,
+        now,
+        version,
+        clusters=clusters if keep else None,
+    )
+    stored = await p.apply(
+        p.export_res, skey, render_obj, have, (conds, clusters, keep), status=True
+    )
+    kept = ((stored or {}).get("status") or {}).get("clusters")
+    if stored is not None and keep and clusters and not kept:
+        member.export_clusters = False
+        log.info(
+            "cluster %s: its ServiceExport schema has no status.clusters (a CRD from before "
+            "enhancements#6329): left out",
+            member.name,
+        )
 
 
 async def _prune_owned(p: _Pass, res: k.Resource, store: dict[str, Obj], want: set[str]) -> None:

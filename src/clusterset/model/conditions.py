@@ -18,6 +18,7 @@ class Reason(StrEnum):
     NO_SERVICE = "NoService"
     INVALID_SERVICE_TYPE = "InvalidServiceType"
     INVALID_CLUSTER_SELECTOR = "InvalidClusterSelector"  # KEP-5939
+    INVALID_EXPORT_TO = "InvalidExportTo"  # clusterset.io/export-to (enhancements#6329)
     # Ready
     EXPORTED = "Exported"
     READY = "Ready"
@@ -35,6 +36,7 @@ class Reason(StrEnum):
     IP_FAMILY_CONFLICT = "IPFamilyConflict"
     CLUSTER_SELECTORS_CONFLICT = "ClusterSelectorsConflict"  # KEP-5939
     CLUSTER_SELECTORS_FALLBACK_POLICY_CONFLICT = "ClusterSelectorsFallbackPolicyConflict"
+    EXPORT_TO_CONFLICT = "ExportToConflict"  # clusterset.io/export-to (enhancements#6329)
     NO_CONFLICTS = "NoConflicts"
 
 

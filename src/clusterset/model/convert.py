@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from clusterset.model import clusterselect
+from clusterset.model import clusterselect, exportto
 from clusterset.model.ids import ClusterId, InvalidName, cluster_id
 from clusterset.model.objects import (
     Endpoint,
@@ -402,7 +402,8 @@ def service(obj: Raw) -> Service:
 
 
 def service_export(obj: Raw) -> ServiceExport:
-    """A bad clusterSelector is kept as the export's problem (Valid=False), not raised."""
+    """A bad clusterSelector or export-to is kept as the export's problem (Valid=False), not
+    raised."""
     ns, name = metadata(obj, rule="label")  # names a Service: one DNS label
     annotations = _pairs(obj, "metadata.annotations")
     selection = clusterselect.parse(
@@ -410,6 +411,7 @@ def service_export(obj: Raw) -> ServiceExport:
         "spec",
         dict(annotations).get(clusterselect.ANNOTATION),
     )
+    export_to = exportto.parse(dict(annotations).get(exportto.ANNOTATION))
     return ServiceExport(
         namespace=ns,
         name=name,
@@ -420,6 +422,8 @@ def service_export(obj: Raw) -> ServiceExport:
         cluster_selectors=selection.selectors,
         cluster_selectors_fallback_policy=selection.fallback,
         cluster_selectors_problem=selection.problem,
+        export_to=export_to.clusters,
+        export_to_problem=export_to.problem,
     )
 
 

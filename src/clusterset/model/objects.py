@@ -140,6 +140,11 @@ class ServiceExport:
     # Why those fields cannot be used (names the field; they are then the defaults): the
     # export is Valid=False, InvalidClusterSelector, rather than an object lost at the edge.
     cluster_selectors_problem: str = ""
+    # clusterset.io/export-to (kubernetes/enhancements#6329): the clusters the service is
+    # exported to; None: every cluster. A bad value is kept as the problem (Valid=False,
+    # InvalidExportTo), naming the annotation and the item.
+    export_to: frozenset[ClusterId] | None = None
+    export_to_problem: str = ""
 
     @property
     def key(self) -> ServiceKey:

@@ -1,8 +1,9 @@
 """KEP-1645 aggregation: the ServiceExports of every cluster -> one ServiceImport + conditions.
 
 Rules (KEP-1645 "Constraints and Conflict Resolution"; mcs-api conformance):
-- an export is Valid when its Service exists and is not ExternalName, and its
-  clusterSelectors (KEP-5939) are readable and not on a headless Service;
+- an export is Valid when its Service exists and is not ExternalName, its
+  clusterSelectors (KEP-5939) are readable and not on a headless Service, and its
+  clusterset.io/export-to is readable;
 - precedence is the oldest ServiceExport creationTimestamp, ties broken by cluster ID;
 - ports are the union, merged by name then by (protocol, port); a name or
   (protocol, port) already taken by an older export is dropped; PortConflict
@@ -13,6 +14,9 @@ Rules (KEP-1645 "Constraints and Conflict Resolution"; mcs-api conformance):
   whole ordered list) and clusterSelectorsFallbackPolicy: the oldest wins (IP
   families: not the intersection, so that a later export cannot take a family and its
   ClusterSetIP away from clients; the same set in another order is no conflict);
+- the clusters it is exported to (clusterset.io/export-to, enhancements#6329): a set, the
+  oldest's wins; the exporting clusters import it too ("the service is also imported by
+  its local cluster"), so the consumers are that set and every valid exporter;
 - each conflict's message names the field and both values (the first disagreeing
   export's and the oldest's);
 - Conflict=True (reasons comma-joined) on every valid export of a conflicted service;
@@ -25,7 +29,7 @@ import itertools
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from clusterset.model import clusterselect, labels
+from clusterset.model import clusterselect, exportto, labels
 from clusterset.model.conditions import Condition, ConditionType, Reason, Status
 from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.objects import (
@@ -69,6 +73,13 @@ class Aggregate:
     clusters: tuple[ClusterId, ...] = ()  # the exporting clusters, sorted (computed once)
     cluster_selectors: tuple[clusterselect.ClusterSelector, ...] = ()
     cluster_selectors_fallback_policy: str = clusterselect.ALL_CLUSTERS
+    # The clusters that import it: the export-to set and the exporting clusters; None:
+    # every cluster of the clusterset (no export-to).
+    consumers: frozenset[ClusterId] | None = None
+
+    def consumes(self, cluster: ClusterId) -> bool:
+        """Whether `cluster` is meant to hold the ServiceImport (namespaces aside)."""
+        return self.consumers is None or cluster in self.consumers
 
 
 def _families(svc: Service) -> tuple[IPFamily, ...]:
@@ -132,6 +143,7 @@ _CHECKS: tuple[tuple[Reason, str, Callable[[Contribution], Hashable]], ...] = (
         "clusterSelectorsFallbackPolicy",
         lambda c: c.export.cluster_selectors_fallback_policy,
     ),
+    (Reason.EXPORT_TO_CONFLICT, exportto.ANNOTATION, lambda c: c.export.export_to),
 )
 
 
@@ -206,6 +218,8 @@ def _value_text(reason: Reason, c: Contribution) -> str:
         return ",".join(f.value for f in _families(svc))
     if reason is Reason.CLUSTER_SELECTORS_FALLBACK_POLICY_CONFLICT:
         return c.export.cluster_selectors_fallback_policy
+    if reason is Reason.EXPORT_TO_CONFLICT:
+        return exportto.text(c.export.export_to)
     raise AssertionError(reason)
 
 
@@ -233,6 +247,10 @@ def _difference(reason: Reason, c: Contribution, oldest: Contribution) -> str:
     )
 
 
+# Our annotations that are read from the oldest export, not carried to the import.
+_INPUTS = frozenset({clusterselect.ANNOTATION, exportto.ANNOTATION})
+
+
 def aggregate(state: ClusterSetState, key: ServiceKey) -> Aggregate:
     """Level-based: a function of the whole state for one service key, nothing else."""
     conditions: dict[ClusterId, tuple[Condition, ...]] = {}
@@ -253,6 +271,8 @@ def aggregate(state: ClusterSetState, key: ServiceKey) -> Aggregate:
             conditions[cid] = _invalid(
                 Reason.INVALID_CLUSTER_SELECTOR, export.cluster_selectors_problem
             )
+        elif export.export_to_problem:
+            conditions[cid] = _invalid(Reason.INVALID_EXPORT_TO, export.export_to_problem)
         elif svc.headless and export.cluster_selectors:
             # KEP-5939: a headless import answers pod IPs of every cluster; no selection.
             conditions[cid] = _invalid(
@@ -295,6 +315,8 @@ def aggregate(state: ClusterSetState, key: ServiceKey) -> Aggregate:
             conflict,
         )
     svc = oldest.service
+    exporters = tuple(sorted(c.cluster for c in valid))
+    export_to = oldest.export.export_to
     return Aggregate(
         key=key,
         type=ImportType.HEADLESS if svc.headless else ImportType.CLUSTER_SET_IP,
@@ -311,14 +333,16 @@ def aggregate(state: ClusterSetState, key: ServiceKey) -> Aggregate:
         annotations=tuple(
             (k, v)
             for k, v in oldest.export.annotations
-            # the selectors annotation is an input: the import gets the resolved fields
-            if k.startswith(labels.PREFIX) and k != clusterselect.ANNOTATION
+            # inputs, not policies: the import gets the resolved selectors; export-to
+            # decides who imports
+            if k.startswith(labels.PREFIX) and k not in _INPUTS
         ),
         contributions=tuple(valid),
         conditions=conditions,
-        clusters=tuple(sorted(c.cluster for c in valid)),
+        clusters=exporters,
         cluster_selectors=oldest.export.cluster_selectors,
         cluster_selectors_fallback_policy=oldest.export.cluster_selectors_fallback_policy,
+        consumers=None if export_to is None else export_to | frozenset(exporters),
     )
 
 

@@ -27,6 +27,8 @@ IPs = tuple[str, ...]
 # Per consumer, per service: its ClusterSetIPs (what the state file holds).
 Allocations = dict[ClusterId, dict[ServiceKey, IPs]]
 Wanted = list[tuple[ServiceKey, tuple[IPFamily, ...]]]
+# What an import asks of the allocator: its families, in which consumers (None: every one).
+Wants = tuple[tuple[IPFamily, ...], frozenset[ClusterId] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +46,9 @@ class Assigned:
     """One pass's ClusterSetIPs; the next pass starts from it (`before`)."""
 
     consumers: Mapping[ClusterId, Consumer]
-    # Every ClusterSetIP import's families: a later pass whose changed services ask the
-    # same is allocated as this one.
-    wants: Mapping[ServiceKey, tuple[IPFamily, ...]]
+    # Every ClusterSetIP import's families and consumers: a later pass whose changed
+    # services ask the same is allocated as this one.
+    wants: Mapping[ServiceKey, Wants]
     ips: Mapping[tuple[ClusterId, ServiceKey], IPs]  # every consumer's, for desired.reconcile
     # The allocations given, with the consumers' new addresses (a follower's: as given).
     allocations: Allocations
@@ -86,7 +88,12 @@ def assign(
     updated = False
     consumers: dict[ClusterId, Consumer] = {}
     for cid in sorted(namespaces):
-        mine = [(k, f) for k, f in wanted if k.namespace in namespaces[cid]]
+        # Only a consumer is given an address (export-to: not every cluster is one).
+        mine = [
+            (k, f)
+            for k, f in wanted
+            if k.namespace in namespaces[cid] and aggregates[k].consumes(cid)
+        ]
         was = before.consumers.get(cid) if before is not None else None
         if was is not None and was.wanted == mine and cid in held:
             consumers[cid] = was  # same services, same families: the same addresses
@@ -95,14 +102,15 @@ def assign(
         if not follow and (cid not in held or got.ips != held[cid]):
             held[cid], updated = got.ips, True
     ips = {(cid, k): v for cid, c in consumers.items() for k, v in c.ips.items()}
-    return Assigned(consumers, dict(wanted), ips, held if updated else allocations, updated)
+    wants = {k: (f, aggregates[k].consumers) for k, f in wanted}
+    return Assigned(consumers, wants, ips, held if updated else allocations, updated)
 
 
-def _wants(agg: Aggregate | None) -> tuple[IPFamily, ...] | None:
-    """What an import asks of the allocator: its families if ClusterSetIP, else nothing."""
+def _wants(agg: Aggregate | None) -> Wants | None:
+    """What an import asks of the allocator if ClusterSetIP, else nothing."""
     if agg is None or agg.type is not ImportType.CLUSTER_SET_IP:
         return None
-    return agg.ip_families
+    return agg.ip_families, agg.consumers
 
 
 def _consumer(

@@ -1,10 +1,11 @@
 """The whole reconcile: observed ClusterSetState -> what every member cluster should hold.
 
-Per consuming cluster (every member where the service's namespace exists):
-a ServiceImport with `ips` filled, a derived Service that gives the
-ClusterSetIP a data path (kube-proxy programs it from the MCS EndpointSlices,
-which also carry `kubernetes.io/service-name=<derived>`), and the MCS
-EndpointSlices. Per exporting cluster: ServiceExport conditions.
+Per consuming cluster (every member where the service's namespace exists; with
+clusterset.io/export-to, only those of the clusters it names and the exporting ones):
+a ServiceImport with `ips` filled, a derived Service that gives the ClusterSetIP a data
+path (kube-proxy programs it from the MCS EndpointSlices, which also carry
+`kubernetes.io/service-name=<derived>`), and the MCS EndpointSlices. Per exporting
+cluster: ServiceExport conditions and the clusters the service is exported to.
 
 Beside Karmada: an import Karmada manages (or places) in a cluster is *foreign*
 there: only its `spec.ips` is filled. Where Karmada made `derived-<svc>`, that
@@ -66,6 +67,15 @@ class Desired:
     imported: Mapping[ServiceKey, tuple[EndpointSlice, ...]] = field(default_factory=dict)
     # The ClusterSetIPs this was reconciled with (a copy), for the next pass.
     ips: Mapping[tuple[ClusterId, ServiceKey], tuple[str, ...]] = field(default_factory=dict)
+    # The clusters that hold each ServiceImport, sorted: where the service is exported to.
+    importers: Mapping[ServiceKey, tuple[ClusterId, ...]] = field(default_factory=dict)
+
+    def exported_to(self, cluster: ClusterId, key: ServiceKey) -> tuple[ClusterId, ...]:
+        """`status.clusters` of `cluster`'s ServiceExport of `key` (enhancements#6329): the
+        clusters holding the import when that export is part of it, else none (an invalid
+        export is exported nowhere, whoever else exports the service)."""
+        agg = self.aggregates.get(key)
+        return self.importers.get(key, ()) if agg is not None and cluster in agg.clusters else ()
 
     def view(self, cluster: ClusterId, state: ClusterSetState, generation: int) -> ImportedView:
         """What DNS serves in `cluster`: its imports and slices, plus its own Services."""
@@ -196,9 +206,8 @@ def reconcile(
             conditions[(cid, key)] = conds
         if agg.type is not None:
             imported[key] = imported_slices(state, agg)
-    wanted_ns: frozenset[str] = frozenset()
-    if create_namespaces:  # a walk over every import: only when it is asked for
-        wanted_ns = frozenset(k.namespace for k, a in aggregates.items() if a.type is not None)
+    # A walk over every import: only when it is asked for.
+    wanted_ns = _wanted_namespaces(aggregates) if create_namespaces else (frozenset(), {})
     # Per consumer, the keys whose ClusterSetIPs moved (one set operation, in C).
     moved: dict[ClusterId, set[ServiceKey]] = {}
     ips = dict(ips)
@@ -213,12 +222,39 @@ def reconcile(
             aggregates,
             imported,
             ips,
-            wanted_ns,
+            wanted_ns[0] | wanted_ns[1].get(cid, frozenset()),
             before,
             None if changed is None else changed | moved.get(cid, set()),
         )
     unsynced = frozenset(c for c, cs in state.clusters.items() if not cs.synced)
-    return Desired(clusters, conditions, aggregates, unsynced, imported, ips)
+    importers: dict[ServiceKey, tuple[ClusterId, ...]] = (
+        {} if previous is None else dict(previous.importers)
+    )
+    for key in redo:  # only a changed key's importers change (namespaces: a full pass)
+        held = tuple(cid for cid, cd in clusters.items() if key in cd.imports)
+        if held:
+            importers[key] = held
+        else:
+            importers.pop(key, None)
+    return Desired(clusters, conditions, aggregates, unsynced, imported, ips, importers)
+
+
+def _wanted_namespaces(
+    aggregates: Mapping[ServiceKey, Aggregate],
+) -> tuple[frozenset[str], dict[ClusterId, frozenset[str]]]:
+    """The namespaces of the imports every cluster consumes, and per cluster those of the
+    imports only some consume (export-to): what --create-namespaces makes."""
+    every: set[str] = set()
+    some: dict[ClusterId, set[str]] = {}
+    for key, agg in aggregates.items():
+        if agg.type is None:
+            continue
+        if agg.consumers is None:
+            every.add(key.namespace)
+        else:
+            for cid in agg.consumers:
+                some.setdefault(cid, set()).add(key.namespace)
+    return frozenset(every), {cid: frozenset(nss) for cid, nss in some.items()}
 
 
 def _cluster(
@@ -249,7 +285,7 @@ def _cluster(
     added = False
     for key in redo:
         agg = aggregates.get(key)
-        if agg is None or agg.type is None or key.namespace not in nss:
+        if agg is None or agg.type is None or key.namespace not in nss or not agg.consumes(cid):
             imports.pop(key, None)
             derived.pop(key, None)
             slices.pop(key, None)

@@ -14,7 +14,7 @@ from clusterset.model.convert import (
     LABEL_SOURCE_CLUSTER,
     MCS_GROUP,
 )
-from clusterset.model.ids import ServiceKey
+from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.labels import LABEL_OWNED
 from clusterset.model.objects import EndpointSlice, ServiceImport, ServicePort
 from clusterset.reconcile.desired import ClusterDesired
@@ -179,14 +179,21 @@ def service_export_status(
     have: Obj | None,
     now: str,
     version: str = MCS_VERSION,
+    *,
+    clusters: tuple[ClusterId, ...] | None = None,
 ) -> Obj:
     """`status.conditions` of one ServiceExport; `have`: the export as stored, whose
-    lastTransitionTimes are kept while a condition's status is unchanged (`now`: a Time)."""
+    lastTransitionTimes are kept while a condition's status is unchanged (`now`: a Time).
+    `clusters`: `status.clusters`, the clusters the service is exported to (enhancements#6329,
+    in the ServiceImport's ClusterStatus format); None where the schema has no such field."""
+    status: Obj = {"conditions": _conditions(conds, have, now)}
+    if clusters is not None:
+        status["clusters"] = [{"cluster": c} for c in clusters]
     return {
         "apiVersion": mcs_api(version),
         "kind": "ServiceExport",
         "metadata": {"name": key.name, "namespace": key.namespace},
-        "status": {"conditions": _conditions(conds, have, now)},
+        "status": status,
     }
 
 
