@@ -29,7 +29,8 @@ TEXT_ERROR = re.compile(r"E\d{4} \d\d:\d\d:\d\d\.\d{6} ")
 
 def free_port(run: int = 1) -> int:
     """A port free for both UDP and TCP on 127.0.0.1, with the `run - 1` ports after it
-    free for TCP too (--workers N serves /metrics on base + i)."""
+    free for TCP too (--workers N: the supervisor's /metrics on base, worker i's on
+    base + 1 + i)."""
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             u.bind(("127.0.0.1", 0))

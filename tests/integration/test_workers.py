@@ -1,4 +1,5 @@
-"""`--workers N`: N processes on one port (SO_REUSEPORT) under a supervisor, end to end."""
+"""`--workers N`: N processes on one port (SO_REUSEPORT) under a supervisor, end to end,
+seen from outside as one server (one /metrics, /health, /ready)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.servers import ROOT, clusterset, free_port
 from tests.integration.test_dns_server import IMPORT
-from tests.integration.test_ops import get, metric
+from tests.integration.test_ops import get
 
 pytestmark = pytest.mark.integration
 
@@ -53,16 +55,30 @@ def answers(port: int, count: int) -> set[str]:
     return seen
 
 
-def ready(url: str) -> bool:
+def per_worker(mport: int, name: str, **labels: str) -> dict[str, float]:
+    """The `name` samples (with `labels`) on the supervisor's one /metrics, by worker
+    ("" for the supervisor's own)."""
+    status, text = get(f"http://127.0.0.1:{mport}/metrics")
+    assert status == 200, text
+    return {
+        s.labels.get("worker", ""): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and labels.items() <= s.labels.items()
+    }
+
+
+def all_ready(mport: int) -> bool:
+    """Both workers serve their first zone, by the supervisor's /metrics."""
     try:
-        return get(url)[0] == 200
+        return per_worker(mport, "clusterset_dns_ready") == {"0": 1, "1": 1}
     except OSError:  # not listening yet
         return False
 
 
 @pytest.mark.parametrize("command", ["run", "dns"])
 def test_workers_share_the_port_and_survive_a_kill(command: str, tmp_path: Path) -> None:
-    mport = free_port(run=2)  # worker 1 serves metrics on the next port
+    mport = free_port(run=3)  # the supervisor's, then worker i's on mport + 1 + i (loopback)
     args = ["run", "--manifests", str(ROOT / "examples" / "clusters"), "--cluster", "member2"]
     if command == "dns":
         (tmp_path / "imports.yaml").write_text(IMPORT.format(ip="10.250.0.10", db_ip="10.244.1.20"))
@@ -72,23 +88,19 @@ def test_workers_share_the_port_and_survive_a_kill(command: str, tmp_path: Path)
         proc,
     ):
         deadline = time.monotonic() + 15
-        while len(children(proc.pid)) < 2 or not all(
-            ready(f"http://127.0.0.1:{mport + i}/ready") for i in range(2)
-        ):
+        serving = (200, "OK\nworkers serving: 2 of 2")  # by their heartbeats
+        while not all_ready(mport) or get(f"http://127.0.0.1:{mport}/ready") != serving:
             assert time.monotonic() < deadline, "two ready workers"
             time.sleep(0.1)
         workers = children(proc.pid)
         before = answers(port, 60)
         assert len(before) == 2, before  # one answer per question, whichever worker answered
-        served = [
-            metric(
-                get(f"http://127.0.0.1:{mport + i}/metrics")[1],
-                "clusterset_dns_requests_total",
-                proto="udp",
-            )
-            for i in range(2)
-        ]
-        assert all(n > 0 for n in served), served  # the kernel spread them over both
+        # One /metrics for both: each worker's samples, labelled with its index.
+        served = per_worker(mport, "clusterset_dns_requests_total", proto="udp")
+        assert served.keys() == {"0", "1"}, served
+        assert all(n > 0 for n in served.values()), served  # the kernel spread them over both
+        assert per_worker(mport, "clusterset_workers") == {"": 2}
+        assert per_worker(mport, "clusterset_worker_up") == {"0": 1, "1": 1}
 
         os.kill(workers[1], signal.SIGKILL)
         deadline = time.monotonic() + 15
@@ -99,9 +111,13 @@ def test_workers_share_the_port_and_survive_a_kill(command: str, tmp_path: Path)
             assert time.monotonic() < deadline, f"worker not restarted: {now}"
             time.sleep(0.02)
         # While the new worker loads its zone, the survivor answers everything (a worker
-        # joins the port only with a loaded zone: no SERVFAIL from it).
+        # joins the port only with a loaded zone: no SERVFAIL from it), the pod stays
+        # ready, and the one /metrics still answers, with the restart counted.
         assert answers(port, 60) == before
-        while not ready(f"http://127.0.0.1:{mport + 1}/ready"):
+        assert get(f"http://127.0.0.1:{mport}/ready")[0] == 200
+        restarts = per_worker(mport, "clusterset_worker_restarts_total")
+        assert restarts == {"0": 0, "1": 1}, restarts
+        while not all_ready(mport):
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert answers(port, 60) == before
@@ -116,6 +132,7 @@ def test_workers_share_the_port_and_survive_a_kill(command: str, tmp_path: Path)
     [
         (["--listen", "127.0.0.1:0"], "--workers: give --listen a fixed port"),
         (["--workers", "0"], "--workers must be at least 1"),
+        (["--metrics-listen", "127.0.0.1:0"], "--workers: give --metrics-listen a fixed port"),
     ],
 )
 def test_bad_workers_flags_exit_2(extra: list[str], message: str) -> None:
@@ -134,6 +151,20 @@ def test_busy_port_stops_all_workers_with_exit_2() -> None:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     assert out.returncode == 2, out.stderr
     assert f"--listen 127.0.0.1:{port}" in out.stderr
+
+
+def test_a_busy_metrics_port_is_exit_2_before_any_worker_starts(tmp_path: Path) -> None:
+    with socket.socket() as s:  # the supervisor serves --metrics-listen itself
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        mport = s.getsockname()[1]
+        cmd = [sys.executable, "-m", "clusterset", "dns", "--manifests", str(tmp_path)]
+        cmd += ["--listen", f"127.0.0.1:{free_port()}", "--workers", "2"]
+        cmd += ["--metrics-listen", f"127.0.0.1:{mport}"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2, out.stderr
+    assert f"--metrics-listen 127.0.0.1:{mport}" in out.stderr
+    assert "worker 0 started" not in out.stderr
 
 
 def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
@@ -173,7 +204,7 @@ def test_a_stopped_worker_is_killed_and_replaced(tmp_path: Path) -> None:
     flows: without the heartbeat, a SIGSTOPped worker left half the clients unanswered for
     as long as it was stopped (issue 20 item 7). Also `run --workers` with --state-file:
     worker 0 is its one writer now."""
-    mport = free_port(run=2)
+    mport = free_port(run=3)
     args = ["run", "--manifests", str(ROOT / "examples" / "clusters"), "--cluster", "member2"]
     args += ["--state-file", str(tmp_path / "alloc.json")]
     with clusterset(*args, "--workers", "2", "--metrics-listen", f"127.0.0.1:{mport}") as (
@@ -181,9 +212,7 @@ def test_a_stopped_worker_is_killed_and_replaced(tmp_path: Path) -> None:
         proc,
     ):
         deadline = time.monotonic() + 15
-        while len(children(proc.pid)) < 2 or not all(
-            ready(f"http://127.0.0.1:{mport + i}/ready") for i in range(2)
-        ):
+        while len(children(proc.pid)) < 2 or not all_ready(mport):
             assert time.monotonic() < deadline, "two ready workers"
             time.sleep(0.1)
         workers = children(proc.pid)
@@ -193,6 +222,8 @@ def test_a_stopped_worker_is_killed_and_replaced(tmp_path: Path) -> None:
         os.kill(workers[1], signal.SIGSTOP)
         stopped = time.monotonic()
         try:
+            # The scrape waits for the stopped worker only its timeout (1 s), and says so.
+            assert per_worker(mport, "clusterset_worker_up") == {"0": 1, "1": 0}
             lost = answers(port, 20)
             assert any("no answer" in a for a in lost), lost  # the hang is felt meanwhile
             while workers[1] in children(proc.pid):
@@ -204,7 +235,8 @@ def test_a_stopped_worker_is_killed_and_replaced(tmp_path: Path) -> None:
                 os.kill(workers[1], signal.SIGCONT)
         assert replaced < 10, replaced  # HEARTBEAT_TIMEOUT (5 s) and a poll
         assert answers(port, 40) == before  # the survivor alone, then both
-        while not ready(f"http://127.0.0.1:{mport + 1}/ready"):
+        assert per_worker(mport, "clusterset_worker_restarts_total") == {"0": 0, "1": 1}
+        while not all_ready(mport):
             assert time.monotonic() - stopped < 30
             time.sleep(0.1)
         assert answers(port, 40) == before

@@ -1,5 +1,6 @@
 """The metrics/health port against unfinished and slow requests (issue 20, item 5): no
-thread per connection, a bounded number of fds, and the probes still answered."""
+thread per connection, a bounded number of fds, and the probes still answered, a slow
+/metrics included."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from clusterset.server.http import OpsServer
 
@@ -68,3 +71,32 @@ def test_a_request_dribbled_a_byte_at_a_time_is_dropped_after_the_read_timeout(
                 closed = True
         assert closed
         assert 4.5 < time.monotonic() - started_at < 6.5
+
+
+class Slow(Collector):
+    """A collector that takes a while (the --workers supervisor's, waiting on a worker)."""
+
+    def collect(self) -> Iterator[Metric]:
+        time.sleep(1.5)
+        yield GaugeMetricFamily("slow", "Slow.", value=1)
+
+
+def test_a_slow_metrics_scrape_does_not_hold_the_probes() -> None:
+    registry = CollectorRegistry()
+    registry.register(Slow())
+    server = OpsServer(("127.0.0.1", 0), registry, ready=lambda: True)
+    server.start()
+    host, port = server.address
+    try:
+        scrape = threading.Thread(
+            target=lambda: urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5).read()
+        )
+        scrape.start()
+        time.sleep(0.2)  # the scrape is in the collector now
+        started_at = time.monotonic()
+        with urllib.request.urlopen(f"http://{host}:{port}/ready", timeout=1) as r:
+            assert r.status == 200
+        assert time.monotonic() - started_at < 0.5
+        scrape.join()
+    finally:
+        server.stop()

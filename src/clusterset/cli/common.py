@@ -310,7 +310,11 @@ def dns_options(
     if flags.workers > 1 and parse_listen(flags.listen)[1] == 0:
         raise UsageProblem("--workers: give --listen a fixed port (0 would differ per worker)")
     if flags.metrics_listen is not None:
-        parse_listen(flags.metrics_listen, "--metrics-listen")
+        metrics_port = parse_listen(flags.metrics_listen, "--metrics-listen")[1]
+        if flags.workers > 1 and metrics_port == 0:
+            raise UsageProblem(
+                "--workers: give --metrics-listen a fixed port (the workers' are the next ones)"
+            )
     if not 512 <= flags.udp_size <= 65535:
         raise UsageProblem(f"--udp-size {flags.udp_size}: expected 512-65535")
     if flags.lameduck < 0:
@@ -448,7 +452,7 @@ def run_server(
         options = for_worker(options, index)
         follow_supervisor()
     elif options.workers > 1:
-        supervise(options.workers)
+        supervise(options.workers, options.metrics_listen)
         return
     server = DnsServer(options)
 

@@ -110,7 +110,11 @@ def run(
         follow=(worker_index() or 0) > 0,
         progress=on_terminal(),
     )
-    feed.check(cid)  # an unreadable folder or an unknown --cluster: one line, exit 2
+    if worker_index() is not None or workers == 1:
+        # An unreadable folder or an unknown --cluster: one line, exit 2. Not in the
+        # --workers supervisor: its workers check (and their exit 2 stops it), and a read
+        # of its own would keep a copy of the fleet in it (bench/workers_memory.py).
+        feed.check(cid)
     run_server(options, lambda s: feed.views(cid))
 
 

@@ -4,7 +4,13 @@ Each worker is a whole server of its own: its own feed and its own compiled zone
 x N), so a worker that dies takes nothing from the others, and the kernel spreads queries
 over the sockets still open. The supervisor starts this same command N times (the
 worker's index in CLUSTERSET_WORKER), restarts a worker that dies, and forwards SIGTERM
-and SIGINT. Worker i serves /metrics, /health and /ready on the --metrics-listen port + i.
+and SIGINT.
+
+With --metrics-listen the supervisor serves it, as one server: /metrics is every worker's
+(scraped from the worker at scrape time, each sample labelled worker="i": server/scrape.py)
+and its own, /ready is 200 while a worker serves (its heartbeats below: a worker beats
+once it has joined the DNS port, which it does only with a loaded zone). Worker i serves
+its own /metrics, /health and /ready on 127.0.0.1, the --metrics-listen port + 1 + i.
 
 A worker that hangs (stopped, deadlocked) keeps its socket: the kernel goes on giving it
 its share of the flows, which nobody answers. So each serving worker writes a heartbeat
@@ -26,12 +32,17 @@ import threading
 import time
 from types import FrameType
 
+from prometheus_client import CollectorRegistry
+
 from clusterset.server.app import DnsOptions, parse_listen
+from clusterset.server.http import OpsServer
+from clusterset.server.scrape import WorkersCollector
 
 log = logging.getLogger(__name__)
 WORKER_ENV = "CLUSTERSET_WORKER"  # "INDEX:SUPERVISOR_PID:HEARTBEAT_FD"
 HEARTBEAT = 0.5  # seconds between a serving worker's heartbeats
 HEARTBEAT_TIMEOUT = 5.0  # a serving worker silent this long is hung: killed and restarted
+SERVING_WITHIN = 4 * HEARTBEAT  # a worker that beat this recently serves (the supervisor's /ready)
 RESTART_EVERY = 1.0  # seconds: a worker that keeps dying restarts at most this often
 USAGE = 2  # a worker's exit status for bad flags or a busy port: restarting cannot help
 INTERRUPTED = 130  # the exit status after SIGINT (shells', kubectl's), a worker's included
@@ -76,25 +87,36 @@ async def heartbeat(serving: asyncio.Event) -> None:
 
 
 def for_worker(options: DnsOptions, index: int) -> DnsOptions:
-    """Share the DNS port with the other workers; /metrics on its own port (base + index)."""
+    """Share the DNS port with the other workers; /metrics on loopback, for the supervisor."""
     metrics = options.metrics_listen
     if metrics is not None:
-        host, port = parse_listen(metrics, "--metrics-listen")
-        metrics = f"[{host}]:{port + index}" if ":" in host else f"{host}:{port + index}"
+        metrics = "{}:{}".format(*_worker_ops(metrics, index))
     return dataclasses.replace(options, reuse_port=True, metrics_listen=metrics)
 
 
-def supervise(workers: int) -> None:
-    """Run `workers` copies of this command until SIGTERM/SIGINT; exit 2 if one exits 2."""
+def _worker_ops(metrics_listen: str, index: int) -> tuple[str, int]:
+    """Where worker `index` serves /metrics: loopback only (the supervisor is the scrape
+    target), on the port after the supervisor's + index."""
+    return "127.0.0.1", parse_listen(metrics_listen, "--metrics-listen")[1] + 1 + index
+
+
+def supervise(workers: int, metrics_listen: str | None) -> None:
+    """Run `workers` copies of this command until SIGTERM/SIGINT, serving `metrics_listen`
+    for them all; exit 2 if one exits 2."""
     supervisor = _Supervisor()
+    ops = None if metrics_listen is None else supervisor.ops(workers, metrics_listen)
     signal.signal(signal.SIGTERM, supervisor.forward)
     signal.signal(signal.SIGINT, supervisor.forward)
     for i in range(workers):
         supervisor.start(i)
+    if ops is not None:
+        ops.start()
     while not supervisor.stopping:
         time.sleep(0.2)
         supervisor.tend()
     status = supervisor.reap()
+    if ops is not None:
+        ops.stop()
     if status:
         raise SystemExit(status)
     if supervisor.interrupted:
@@ -118,6 +140,29 @@ class _Supervisor:
         self.stopping = False
         self.interrupted = False
         self.status = 0  # USAGE once a worker could not serve
+        self.restarts: list[int] = []  # per slot
+
+    def ops(self, workers: int, metrics_listen: str) -> OpsServer:
+        """/metrics, /health and /ready for all the workers (bound, not started: a port
+        in use is exit 2 before any worker starts)."""
+        targets = [_worker_ops(metrics_listen, i) for i in range(workers)]
+        registry = CollectorRegistry()
+        registry.register(WorkersCollector(targets, self.restarts))
+        listen = parse_listen(metrics_listen, "--metrics-listen")
+        return OpsServer(listen, registry, ready=self.ready, about=self.about)
+
+    def serving(self) -> int:
+        """How many workers beat lately: each is on the DNS port with a loaded zone."""
+        now = time.monotonic()
+        return sum(w.beat_at is not None and now - w.beat_at < SERVING_WITHIN for w in self.workers)
+
+    def ready(self) -> bool:
+        """One serving worker answers every query; not ready once stopping (lameduck)."""
+        return not self.stopping and self.serving() > 0
+
+    def about(self) -> str:
+        """/ready's second line (each worker's own /ready names the cluster ID)."""
+        return f"workers serving: {self.serving()} of {len(self.workers)}"
 
     def start(self, i: int) -> None:
         """Start worker i, or restart it in its slot."""
@@ -131,8 +176,10 @@ class _Supervisor:
         if i < len(self.workers):
             os.close(self.workers[i].beats)
             self.workers[i] = worker
+            self.restarts[i] += 1
         else:
             self.workers.append(worker)
+            self.restarts.append(0)
 
     def forward(self, signum: int, _frame: FrameType | None) -> None:
         """Stop: pass the signal on to every worker still running."""

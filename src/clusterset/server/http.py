@@ -4,7 +4,8 @@ prometheus-client renders the metrics; the DNS hot path only bumps plain ints
 (`holder.Counters`, one per thread), summed here at scrape time by a collector, so no lock is
 taken per query. Served by a small asyncio HTTP/1.1 server in a thread of its own,
 so that a connection costs a socket and a coroutine, not a thread, and its limits
-(`OpsServer`) keep slow or unfinished requests from holding threads and fds.
+(`OpsServer`) keep slow or unfinished requests from holding threads and fds. /metrics alone
+is rendered in the loop's default executor (a few threads at most), beside the probes.
 """
 
 from __future__ import annotations
@@ -250,7 +251,12 @@ class OpsServer:
             if writer not in self._conns:
                 return  # evicted as the last byte came
             self._conns[writer] = None
-            writer.write(self._respond(head))
+            if _path(head) == "/metrics":
+                # Off the loop: a collector may wait (the --workers supervisor's fetches
+                # every worker's /metrics, up to 1 s), and the probes must not wait behind it.
+                writer.write(await asyncio.to_thread(self._respond, head))
+            else:
+                writer.write(self._respond(head))
             async with asyncio.timeout(self.timeout):
                 await writer.drain()
             writer.close()
@@ -268,11 +274,11 @@ class OpsServer:
             method, target, version = head[0].split()
         except ValueError:
             return _response("400 Bad Request", [], b"bad request", send_body=True)
-        path, _, query = target.partition("?")
+        path, query = _path(head), target.partition("?")[2]
         # The keys the two WSGI apps read (make_wsgi_app: method, query, Accept headers).
         environ: dict[str, Any] = {
             "REQUEST_METHOD": method,
-            "PATH_INFO": unquote(path, "iso-8859-1"),
+            "PATH_INFO": path,
             "QUERY_STRING": query,
             "SERVER_PROTOCOL": version,
             "wsgi.input": io.BytesIO(),
@@ -294,6 +300,12 @@ class OpsServer:
             return _response("500 Internal Server Error", [], b"internal error", send_body=True)
         status, headers = reply[-1]
         return _response(status, headers, body, send_body=method != "HEAD")
+
+
+def _path(head: list[str]) -> str:
+    """The request's path, without its query; "" if the request line is malformed."""
+    fields = head[0].split()
+    return unquote(fields[1].partition("?")[0], "iso-8859-1") if len(fields) == 3 else ""
 
 
 async def _read_head(reader: asyncio.StreamReader) -> list[str]:
