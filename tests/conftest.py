@@ -70,8 +70,10 @@ def install_crds(cp: ControlPlane, cluster: str) -> None:
 
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane]:
-    """member1..member3 on one etcd, each its own service CIDR, with our CRDs installed."""
-    with ControlPlane(("member1", "member2", "member3")) as cp:
+    """member1..member3 on one etcd, each its own service CIDR, with our CRDs installed.
+    member1 and member2 are dual-stack (IPv4 primary: a Service that asks no family is IPv4,
+    as before), member3 IPv4 only: a mixed clusterset."""
+    with ControlPlane(("member1", "member2", "member3"), dual_stack=("member1", "member2")) as cp:
         for c in cp.cluster_names:
             install_crds(cp, c)
         yield cp

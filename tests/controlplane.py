@@ -153,7 +153,9 @@ class ControlPlane:
     reach it through the ``kubernetes`` Service): those run as kubeadm's do,
     with Node authorization, NodeRestriction and ServiceAccount admission, the
     lease endpoint reconciler and a kubelet client certificate. ``users`` adds
-    token users ``(name, group)``; :meth:`token` gives their tokens.
+    token users ``(name, group)``; :meth:`token` gives their tokens. ``dual_stack`` names
+    the clusters whose Services can be IPv4 and IPv6 (:meth:`service_cidr_v6`); the others
+    are IPv4 only.
     """
 
     def __init__(
@@ -168,6 +170,7 @@ class ControlPlane:
         aggregators: Sequence[str] = (),
         hosts: Mapping[str, str] | None = None,
         users: Sequence[tuple[str, str]] = (),
+        dual_stack: Iterable[str] = (),
     ) -> None:
         if not clusters:
             raise ValueError("at least one cluster")
@@ -181,6 +184,7 @@ class ControlPlane:
         # Clusters whose apiserver fronts aggregated apiservers (Karmada's): front-proxy flags.
         self.aggregators = frozenset(aggregators)
         self.hosts = dict(hosts or {})
+        self.dual_stack = frozenset(dual_stack)
         self._tokens = {name: (secrets.token_hex(16), group) for name, group in users}
         self.start_timeout = start_timeout
         self.keep_workdir = keep_workdir or bool(os.environ.get("CLUSTERSET_KEEP_CONTROLPLANE"))
@@ -288,6 +292,11 @@ class ControlPlane:
     def service_cidr(self, name: str) -> str:
         """The cluster's service range: 10.96.0.0/16 for the first, 10.97.0.0/16 next..."""
         return f"10.{96 + self.cluster_names.index(name)}.0.0/16"
+
+    def service_cidr_v6(self, name: str) -> str:
+        """The cluster's second service range when it is in ``dual_stack``: fd00:10:96::/112
+        for the first cluster, fd00:10:97::/112 next..."""
+        return f"fd00:10:{96 + self.cluster_names.index(name)}::/112"
 
     def token(self, user: str) -> str:
         """The bearer token of a user given in ``users``."""
@@ -554,6 +563,10 @@ class ControlPlane:
                 "--authorization-mode=RBAC",
                 "--disable-admission-plugins=ServiceAccount",
             ]
+        # Dual-stack: IPv4 primary (a Service asking no family stays IPv4, as before).
+        ranges = c.service_cidr
+        if c.name in self.dual_stack:
+            ranges += "," + self.service_cidr_v6(c.name)
         args = [
             str(binary),
             f"--etcd-servers={self.etcd_endpoint}",
@@ -564,7 +577,7 @@ class ControlPlane:
             f"--bind-address={c.host}",
             f"--advertise-address={c.host}",
             f"--secure-port={c.port}",
-            f"--service-cluster-ip-range={c.service_cidr}",
+            f"--service-cluster-ip-range={ranges}",
             *node_args,
             f"--service-account-issuer=https://{c.name}.clusterset.test",
             f"--service-account-key-file={pki / 'sa.pub'}",

@@ -305,7 +305,7 @@ def test_service_import_round_trips_between_versions(
 
 
 def test_service_export_and_cluster_property(cp: ControlPlane, crds: dict[str, Any]) -> None:
-    export = {
+    export: dict[str, Any] = {
         "apiVersion": "multicluster.x-k8s.io/v1beta1",
         "kind": "ServiceExport",
         "metadata": {"name": "web", "namespace": "default"},

@@ -103,6 +103,7 @@ HUB_RULES = {
     ("multicluster.x-k8s.io", "serviceexports/status"): {"get", "list", "watch", "patch"},
     ("", "namespaces"): {"list", "watch"},
     ("about.k8s.io", "clusterproperties"): {"get", "list", "watch"},
+    ("networking.k8s.io", "servicecidrs"): {"list", "watch"},  # which IP families it serves
 }
 
 

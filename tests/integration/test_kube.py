@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import tempfile
@@ -11,8 +12,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import dns.rcode
+import dns.rdatatype
 import pytest
 
+from clusterset.kube import api as k
 from tests.conftest import eventually
 from tests.controlplane import ControlPlane
 from tests.integration.servers import free_port, query, wait_answering
@@ -143,6 +146,7 @@ def hub(control_plane: ControlPlane, metrics_port: int) -> Iterator[ControlPlane
 
 
 def test_controller_metrics_and_readiness(hub: ControlPlane, metrics_port: int) -> None:
+    import urllib.error
     import urllib.request
 
     def scrape() -> str | None:
@@ -161,8 +165,17 @@ def test_controller_metrics_and_readiness(hub: ControlPlane, metrics_port: int) 
     assert 'clusterset_cluster_synced{cluster="member1"} 1.0' in text
     assert 'clusterset_objects{cluster="member2",kind="serviceimports"}' in text
     assert "clusterset_leader 1.0" in text
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/ready", timeout=5) as r:
-        assert r.status == 200
+
+    def ready() -> bool:
+        # The first pass runs once one member has synced; /ready waits for every informer
+        # of every member.
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/ready", timeout=5) as r:
+                return bool(r.status == 200)
+        except urllib.error.HTTPError:
+            return False
+
+    eventually("every member synced: /ready", ready)
 
 
 def conditions(cp: ControlPlane, cluster: str, ns: str, name: str) -> dict[str, tuple[str, str]]:
@@ -482,3 +495,218 @@ def test_export_to_a_subset_of_clusters(hub: ControlPlane) -> None:
     eventually("member2's import pruned", lambda: get(cp, "member2", path) is None, timeout=20)
     eventually("member2's slices pruned", lambda: get(cp, "member2", slices)["items"] == [])
     eventually("member1 and member3 in the status", lambda: exported_to() == ["member1", "member3"])
+
+
+def dual_stack_service(
+    cp: ControlPlane,
+    cluster: str,
+    name: str,
+    families: list[str],
+    *,
+    ns: str = "default",
+    headless: bool = False,
+    endpoints: dict[str, list[dict[str, Any]]] | None = None,
+) -> None:
+    """`<ns>/<name>` with `families` (RequireDualStack when two, else SingleStack), one
+    EndpointSlice per family (`endpoints`: addressType -> its endpoints), and its export.
+    Applied again with other families, the Service moves as the apiserver allows (a
+    secondary family added or dropped), so the export keeps its creationTimestamp."""
+    spec: dict[str, Any] = {
+        "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+        "ipFamilies": families,
+        "ipFamilyPolicy": "RequireDualStack" if len(families) > 1 else "SingleStack",
+    }
+    if headless:
+        spec["clusterIP"] = "None"
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec}
+    apply(cp, cluster, f"/api/v1/namespaces/{ns}/services/{name}", svc)
+    for family, eps in (endpoints or {}).items():
+        slice_name = f"{name}-{family.lower()}"
+        apply(
+            cp,
+            cluster,
+            f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices/{slice_name}",
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {"name": slice_name, "labels": {"kubernetes.io/service-name": name}},
+                "addressType": family,
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                "endpoints": eps,
+            },
+        )
+    apply(
+        cp,
+        cluster,
+        f"{MCS}/namespaces/{ns}/serviceexports/{name}",
+        {
+            "apiVersion": "multicluster.x-k8s.io/v1beta1",
+            "kind": "ServiceExport",
+            "metadata": {"name": name},
+        },
+    )
+
+
+def _family(ip: str) -> str:
+    return "IPv6" if ":" in ip else "IPv4"
+
+
+def test_dual_stack_export_imports_one_clustersetip_per_family(hub: ControlPlane) -> None:
+    """mcs-api conformance v0.5.0 (kubernetes-sigs/mcs-api#143) on real apiservers, member1
+    and member2 dual-stack, member3 IPv4 only. member1 exports `ds` (IPv4, IPv6), `ds6`
+    (IPv6 only, in a namespace member3 lacks) and `dsh` (headless, a pod of each family).
+    member2's imports have `ipFamilies` and one ClusterSetIP per family, in that order,
+    from member2's own ranges (its derived Services' ClusterIPs); its MCS EndpointSlices
+    keep each addressType; its member DNS answers A, AAAA, and SRV with both glue records.
+    member3 imports `ds` as IPv4 (its ServiceCIDRs have no IPv6). Then the families move:
+    IPv6 dropped (member2's derived Service downgraded), and the primary family changed
+    (made again: a ClusterIP never changes family)."""
+    cp = hub
+    ready = {"ready": True}
+    apply(
+        cp, "member1", "/api/v1/namespaces/ipv6",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ipv6"}},
+    )  # fmt: skip
+    apply(
+        cp, "member2", "/api/v1/namespaces/ipv6",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ipv6"}},
+    )  # fmt: skip
+    dual_stack_service(
+        cp, "member1", "ds", ["IPv4", "IPv6"],
+        endpoints={"IPv4": [{"addresses": ["10.244.1.30"], "conditions": ready}],
+                   "IPv6": [{"addresses": ["fd00:10:244:1::30"], "conditions": ready}]},
+    )  # fmt: skip
+    dual_stack_service(
+        cp, "member1", "ds6", ["IPv6"], ns="ipv6",
+        endpoints={"IPv6": [{"addresses": ["fd00:10:244:1::31"], "conditions": ready}]},
+    )  # fmt: skip
+    pod = {"hostname": "db-0", "conditions": ready}
+    dual_stack_service(
+        cp, "member1", "dsh", ["IPv4", "IPv6"], headless=True,
+        endpoints={"IPv4": [{"addresses": ["10.244.1.32"], **pod}],
+                   "IPv6": [{"addresses": ["fd00:10:244:1::32"], **pod}]},
+    )  # fmt: skip
+
+    def imported(cluster: str, name: str, count: int, ns: str = "default") -> Any:
+        si = get(cp, cluster, f"{MCS}/namespaces/{ns}/serviceimports/{name}")
+        return si if si and len(si["spec"].get("ips") or []) == count else None
+
+    si = eventually("ds in member2 with two ClusterSetIPs", lambda: imported("member2", "ds", 2))
+    ips = si["spec"]["ips"]
+    assert si["spec"]["ipFamilies"] == ["IPv4", "IPv6"]
+    assert [_family(ip) for ip in ips] == si["spec"]["ipFamilies"]  # the suite's check
+    assert ips[0].startswith("10.97.") and ips[1].startswith("fd00:10:97::")  # member2's ranges
+    derived = si["metadata"]["annotations"]["multicluster.kubernetes.io/derived-service"]
+    svc = get(cp, "member2", f"/api/v1/namespaces/default/services/{derived}")["spec"]
+    assert (svc["ipFamilies"], svc["ipFamilyPolicy"], svc["clusterIPs"]) == (
+        ["IPv4", "IPv6"],
+        "PreferDualStack",
+        ips,
+    )
+    slices = get(
+        cp,
+        "member2",
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
+        "?labelSelector=multicluster.kubernetes.io/service-name%3Dds",
+    )["items"]
+    assert sorted((s["addressType"], s["endpoints"][0]["addresses"][0]) for s in slices) == [
+        ("IPv4", "10.244.1.30"),
+        ("IPv6", "fd00:10:244:1::30"),
+    ]
+    assert {s["metadata"]["labels"]["kubernetes.io/service-name"] for s in slices} == {derived}
+    si6 = eventually(
+        "ds6 with one IPv6 ClusterSetIP", lambda: imported("member2", "ds6", 1, "ipv6")
+    )
+    assert si6["spec"]["ipFamilies"] == ["IPv6"]
+    assert si6["spec"]["ips"][0].startswith("fd00:10:97::")
+    # member3 serves IPv4 only: its import of `ds` is IPv4, with an address of its range.
+    si3 = eventually("ds in member3 with one ClusterSetIP", lambda: imported("member3", "ds", 1))
+    assert si3["spec"]["ipFamilies"] == ["IPv4"]
+    assert si3["spec"]["ips"][0].startswith("10.98.")
+    svc3 = get(cp, "member3", f"/api/v1/namespaces/default/services/{derived}")["spec"]
+    assert (svc3["ipFamilies"], svc3["ipFamilyPolicy"]) == (["IPv4"], "SingleStack")
+
+    port = free_port()
+    name, name6 = "ds.default.svc.clusterset.local", "ds6.ipv6.svc.clusterset.local"
+    headless, pod_name = (
+        "dsh.default.svc.clusterset.local",
+        "db-0.member1.dsh.default.svc.clusterset.local",
+    )
+    with process(
+        "dns", "--kubeconfig", str(cp.kubeconfig_path), "--context", "member2",
+        "--listen", f"127.0.0.1:{port}",
+    ):  # fmt: skip
+        wait_answering(port, timeout=30)
+
+        def addresses(qname: str, rdtype: str) -> list[str]:
+            r = query(port, qname, rdtype)
+            assert r.rcode() == dns.rcode.NOERROR
+            return sorted(rd.address for rrset in r.answer for rd in rrset)
+
+        eventually("ds's A", lambda: addresses(name, "A") == ips[:1])
+        assert addresses(name, "AAAA") == ips[1:]
+        eventually("ds6's AAAA", lambda: addresses(name6, "AAAA") == si6["spec"]["ips"])
+        assert addresses(name6, "A") == []  # NODATA: no IPv4 ClusterSetIP
+        r = query(port, name, "SRV")
+        assert [rd.target.to_text() for rrset in r.answer for rd in rrset] == [name + "."]
+        glue = {(rs.rdtype, rd.address) for rs in r.additional for rd in rs}
+        assert glue == {(dns.rdatatype.A, ips[0]), (dns.rdatatype.AAAA, ips[1])}
+        eventually("dsh's AAAA", lambda: addresses(headless, "AAAA") == ["fd00:10:244:1::32"])
+        assert addresses(headless, "A") == ["10.244.1.32"]
+        assert addresses(pod_name, "AAAA") == ["fd00:10:244:1::32"]
+        r = query(port, headless, "SRV")
+        glue = {(rs.rdtype, rd.address) for rs in r.additional for rd in rs}
+        assert glue == {(dns.rdatatype.A, "10.244.1.32"), (dns.rdatatype.AAAA, "fd00:10:244:1::32")}
+
+        # IPv6 dropped: member2's derived Service goes single-stack, keeping its IPv4 address.
+        dual_stack_service(cp, "member1", "ds", ["IPv4"])
+
+        def dropped() -> Any:
+            si = imported("member2", "ds", 1)
+            return si if si and si["spec"]["ipFamilies"] == ["IPv4"] else None
+
+        si = eventually("ds with its IPv4 ClusterSetIP only", dropped)
+        assert si["spec"]["ips"] == ips[:1]
+        eventually("no AAAA once IPv6 is dropped", lambda: addresses(name, "AAAA") == [])
+        assert addresses(name, "A") == ips[:1]
+
+    # The primary family changed (member1's Service made again as IPv6, IPv4): a ClusterIP
+    # never changes family, so member2's derived Service is made again.
+    status, _ = cp.request("member1", "DELETE", "/api/v1/namespaces/default/services/ds")
+    assert status == 200
+    dual_stack_service(cp, "member1", "ds", ["IPv6", "IPv4"])
+
+    def flipped() -> Any:
+        si = imported("member2", "ds", 2)
+        return si if si and si["spec"]["ipFamilies"] == ["IPv6", "IPv4"] else None
+
+    si = eventually("ds imported again IPv6 first", flipped)
+    assert [_family(ip) for ip in si["spec"]["ips"]] == ["IPv6", "IPv4"]
+    si3 = eventually("member3's ds still IPv4", lambda: imported("member3", "ds", 1))
+    assert si3["spec"]["ipFamilies"] == ["IPv4"]
+
+
+def test_delete_with_a_uid_keeps_an_object_made_again(control_plane: ControlPlane) -> None:
+    """What the hub's remake of a derived Service relies on (its store may still show the
+    old one for a pass): a delete for the old uid leaves the Service made again under the
+    name since (409, no error), and one for its own uid deletes it."""
+    cp = control_plane
+    path = "/api/v1/namespaces/default/services/remade"
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "remade"},
+           "spec": {"ports": [{"port": 80, "protocol": "TCP"}]}}  # fmt: skip
+    old = apply(cp, "member1", path, svc)["metadata"]["uid"]
+    assert cp.request("member1", "DELETE", path)[0] == 200
+    new = apply(cp, "member1", path, svc)["metadata"]["uid"]
+
+    async def delete(uid: str) -> None:
+        config = k.load_contexts(cp.kubeconfig_path, ["member1"])["member1"]
+        api = k.KubeApi.from_config("member1", config)
+        try:
+            await api.delete(path, uid=uid)
+        finally:
+            await api.close()
+
+    asyncio.run(delete(old))
+    assert get(cp, "member1", path)["metadata"]["uid"] == new
+    asyncio.run(delete(new))
+    eventually("the Service deleted", lambda: get(cp, "member1", path) is None)

@@ -85,7 +85,7 @@ class FakeApiserver:
             obj = {**obj, "spec": {**obj.get("spec", {}), "clusterIP": "10.96.0.9"}}
         return self._put(path, obj)
 
-    async def delete(self, path: str) -> None:
+    async def delete(self, path: str, **_: Any) -> None:
         self.writes.append(("delete", path))
         obj = self.objects.pop(path, None)
         if obj is not None:

@@ -86,6 +86,8 @@ CLUSTER_PROPERTIES = Resource(
     "about.k8s.io", "v1beta1", "clusterproperties", "ClusterProperty", namespaced=False
 )
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
+# A cluster's Service IP ranges (KEP-1880, GA in 1.33): which IP families its Services have.
+SERVICE_CIDRS = Resource("networking.k8s.io", "v1", "servicecidrs", "ServiceCIDR", namespaced=False)
 PODS = Resource("", "v1", "pods", "Pod")
 CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
 KARMADA_CLUSTERS = Resource(
@@ -291,11 +293,19 @@ class KubeApi:
             headers={"Content-Type": "application/apply-patch+yaml"},
         )
 
-    async def delete(self, path: str) -> None:
+    async def delete(self, path: str, *, uid: str = "") -> None:
+        """Delete; an object already gone is no error. `uid`: only that object (a
+        precondition), so that one made again under the name since is kept (409, no error)."""
+        content = None
+        if uid:
+            options = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+            content = json.dumps(options).encode()
         try:
-            await self._request("DELETE", path)
+            await self._request(
+                "DELETE", path, content=content, headers={"Content-Type": "application/json"}
+            )
         except ApiError as exc:
-            if exc.status != 404:
+            if exc.status != 404 and not (uid and exc.status == 409):
                 raise
 
     async def create(self, path: str, obj: Obj) -> Obj:

@@ -62,6 +62,8 @@ class MemberCluster:
                 "serviceimports": inf(k.SERVICE_IMPORTS),
                 "namespaces": inf(k.NAMESPACES),
                 "clusterproperties": inf(k.CLUSTER_PROPERTIES, optional=True),
+                # Which families a derived Service may ask (apiservers before 1.33: none).
+                "servicecidrs": inf(k.SERVICE_CIDRS, optional=True),
             }
         else:
             self.informers = {
@@ -166,7 +168,8 @@ class MemberCluster:
         changes = {
             name: i.take_changes()
             for name, i in self.informers.items()
-            if i.resource is not k.LEASES  # read by source_leases(), not converted
+            # Not converted: read by source_leases() and cluster_state().
+            if i.resource not in (k.LEASES, k.SERVICE_CIDRS)
         }
         if self._merged is None or any(c is None for c in changes.values()):
             self._merged, self._errors = Objects(), {}
@@ -242,6 +245,9 @@ class MemberCluster:
             properties=dict(objs.properties),
             foreign_imports=frozenset(objs.karmada_imports),
             foreign_derived=objs.karmada_derived(),
+            service_families=convert.service_families(self.store("servicecidrs").values())
+            if "servicecidrs" in self.informers
+            else (),
         )
 
     def source_leases(self) -> tuple[dict[ClusterId, float], dict[ClusterId, Mapping[str, str]]]:

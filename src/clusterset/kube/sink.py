@@ -170,13 +170,13 @@ class _Pass:
             )
         return None
 
-    async def delete(self, res: k.Resource, key: str) -> None:
+    async def delete(self, res: k.Resource, key: str, *, uid: str = "") -> None:
         r, member = self.result, self.member
         ns, _, name = key.rpartition("/")
         if r.unreachable:
             return
         try:
-            await member.api.delete(res.path(ns or None, name))
+            await member.api.delete(res.path(ns or None, name), uid=uid)
             r.deleted += 1
         except (httpx.HTTPError, OSError) as exc:
             r.unreachable = True
@@ -229,8 +229,13 @@ async def _one_import(p: _Pass, cd: ClusterDesired, key: ServiceKey) -> None:
     if derived:
         dkey = f"{key.namespace}/{derived}"
         p.want_services.add(dkey)
+        have_svc = p.services.get(dkey)
+        if have_svc is not None and _primary_moved(have_svc, imp):
+            # A ClusterIP never changes family: the Service is made again, with a new one.
+            await p.delete(k.SERVICES, dkey, uid=str(have_svc["metadata"].get("uid") or ""))
+            have_svc = None
         render_obj = functools.partial(render.derived_service, imp, derived)
-        await p.apply(k.SERVICES, dkey, render_obj, p.services.get(dkey), (imp, derived))
+        await p.apply(k.SERVICES, dkey, render_obj, have_svc, (imp, derived))
     # A foreign import's status goes on Karmada's object only: ours of that name is about
     # to be pruned, and writing it first would be a wasted write.
     if not foreign or (have is not None and not _owned(have)):
@@ -355,6 +360,13 @@ async def _each(items: Iterable[T], fn: Callable[[T], Awaitable[None]]) -> None:
             await fn(item)
 
     await asyncio.gather(*(worker() for _ in range(APPLY_CONCURRENCY)))
+
+
+def _primary_moved(svc: Obj, imp: ServiceImport) -> bool:
+    """Whether a derived Service's primary IP family is not the import's any more (its
+    oldest export's Service changed family): the apiserver refuses that change."""
+    have = (svc.get("spec") or {}).get("ipFamilies") or []
+    return bool(have and imp.ip_families and have[0] != imp.ip_families[0].value)
 
 
 def _owned(obj: Obj) -> bool:

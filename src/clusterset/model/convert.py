@@ -8,7 +8,7 @@ Only the fields reconcile and DNS use are read; everything else is dropped.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -206,6 +206,22 @@ def _ports(obj: Raw, path: str, *, service: bool = False) -> tuple[ServicePort, 
             raise ObjectError(obj, where, f"duplicate port {port}/{protocol.value}")
         numbers.add((port, protocol))
         out.append(ServicePort(port, protocol, name, app))
+    return tuple(out)
+
+
+def service_families(cidrs: Iterable[Raw]) -> tuple[IPFamily, ...]:
+    """The IP families a cluster's Services can have: those of its ServiceCIDRs' ranges
+    (networking.k8s.io/v1), the default `kubernetes` one first (the primary family first).
+    A ServiceCIDR being deleted is left out (what still holds it is to move off it). None
+    seen: () for unknown (an apiserver before 1.33, or no permission to read them)."""
+    ordered = sorted(cidrs, key=lambda o: (o.get("metadata") or {}).get("name") != "kubernetes")
+    out: dict[IPFamily, None] = {}
+    for obj in ordered:
+        if (obj.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        for cidr in (obj.get("spec") or {}).get("cidrs") or ():
+            if isinstance(cidr, str):
+                out[IPFamily.IPV6 if ":" in cidr else IPFamily.IPV4] = None
     return tuple(out)
 
 

@@ -6,7 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from clusterset.model.ids import ClusterId, ServiceKey
-from clusterset.model.objects import EndpointSlice, Service, ServiceExport, ServiceImport
+from clusterset.model.objects import (
+    EndpointSlice,
+    IPFamily,
+    Service,
+    ServiceExport,
+    ServiceImport,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +34,8 @@ class ClusterState:
     # The derived Service Karmada made here for an import (key -> Service name): its ClusterIP
     # is the ClusterSetIP, and clusterset makes no second one.
     foreign_derived: Mapping[ServiceKey, str] = field(default_factory=dict)
+    # The IP families its Services can have (its ServiceCIDRs); (): unknown, any.
+    service_families: tuple[IPFamily, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

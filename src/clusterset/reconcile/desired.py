@@ -26,7 +26,13 @@ from clusterset.model import clusterselect
 from clusterset.model.bag import ALWAYS_NAMESPACES
 from clusterset.model.conditions import Condition
 from clusterset.model.ids import ClusterId, ServiceKey
-from clusterset.model.objects import EndpointSlice, ImportType, IPFamily, ServiceImport
+from clusterset.model.objects import (
+    EndpointSlice,
+    ImportType,
+    IPFamily,
+    ServiceImport,
+    family_of,
+)
 from clusterset.model.state import ClusterSetState, ClusterState, ImportedView
 from clusterset.reconcile.aggregate import Aggregate, aggregate
 from clusterset.reconcile.slices import imported_slices
@@ -130,7 +136,7 @@ def changed_keys(old: ClusterSetState, new: ClusterSetState) -> set[ServiceKey] 
         was = old.clusters[cid]
         if cs is was:
             continue
-        if cs.namespaces != was.namespaces:
+        if cs.namespaces != was.namespaces or cs.service_families != was.service_families:
             return None
         _diff(was.services, cs.services, dirty)
         _diff(was.exports, cs.exports, dirty)
@@ -329,17 +335,19 @@ def _import(
             agg.cluster_selectors, agg.cluster_selectors_fallback_policy
         )
     derived = None
+    families = agg.ip_families
     if not headless:
         derived = cs.foreign_derived.get(key) or derived_name(key)
         annotations[DERIVED_SERVICE_ANNOTATION] = derived
+        families = served_families(families, cs.service_families)
     assert agg.type is not None
     imp = ServiceImport(
         namespace=key.namespace,
         name=key.name,
         type=agg.type,
         ports=agg.ports,
-        ips=() if headless else ips,
-        ip_families=agg.ip_families,
+        ips=() if headless else clusterset_ips(ips, families),
+        ip_families=families,
         session_affinity=agg.session_affinity,
         session_affinity_timeout=agg.session_affinity_timeout,
         internal_traffic_policy=agg.internal_traffic_policy,
@@ -351,6 +359,34 @@ def _import(
         cluster_selectors_fallback_policy=agg.cluster_selectors_fallback_policy,
     )
     return imp, derived
+
+
+def served_families(
+    families: tuple[IPFamily, ...], served: tuple[IPFamily, ...]
+) -> tuple[IPFamily, ...]:
+    """The import's families a consumer's Services can have (`served`: its ServiceCIDRs'), in
+    the import's order: a single-stack consumer of a dual-stack service gets the ClusterSetIP
+    of its own family, where asking both would get no derived Service at all. Unknown
+    (`served` empty), or none in common (no derived Service can be made there: the
+    apiserver says why): the import's own."""
+    if not served:
+        return families
+    return tuple(f for f in families if f in served) or families
+
+
+def clusterset_ips(ips: tuple[str, ...], families: tuple[IPFamily, ...]) -> tuple[str, ...]:
+    """`ips` (a derived Service's ClusterIPs, or the allocator's) as the import's `spec.ips`:
+    the leading ones that are, one by one, of `families` in order, so that `ips[i]` is
+    always of `ipFamilies[i]` (what mcs-api conformance checks, and what the derived
+    Service's ClusterIPs must be). A family dropped leaves its address out; a primary
+    family changed leaves none (the derived Service is made again: a ClusterIP's family
+    never changes)."""
+    n = 0
+    for ip, family in zip(ips, families, strict=False):
+        if family_of(ip) is not family:
+            break
+        n += 1
+    return ips if n == len(ips) else ips[:n]
 
 
 def wanted_ips(

@@ -41,6 +41,7 @@ from clusterset.model.objects import (
     ServiceImport,
     ServicePort,
     canonical_ip,
+    family_of,
 )
 from clusterset.model.state import ImportedView, Track
 
@@ -388,6 +389,13 @@ def _candidates(
     return cands
 
 
+def _local_then_clusterset(local: tuple[str, ...], clusterset: tuple[str, ...]) -> tuple[str, ...]:
+    """The local ClusterIPs, then the ClusterSetIPs of the families the local copy lacks (an
+    IPFamilyConflict: an IPv6-only local copy of a dual-stack import still answers A)."""
+    have = {family_of(ip) for ip in local}
+    return local + tuple(ip for ip in clusterset if family_of(ip) not in have)
+
+
 def _local_first(
     view: ImportedView,
     imp: ServiceImport,
@@ -430,7 +438,7 @@ def _local_first(
         if local is not None and local.cluster_ips:
             return out(
                 f"local copy in {me} is healthy ({state}): its ClusterIP",
-                addresses=_ips(local.cluster_ips),
+                addresses=_local_then_clusterset(_ips(local.cluster_ips), _ips(imp.ips)),
             )
         notes.append(f"local Service {key} in {me} has no ClusterIP to hand out")
     why = f"local copy in {me} not preferred ({state})"
