@@ -133,6 +133,7 @@ def test_workers_share_the_port_and_survive_a_kill(command: str, tmp_path: Path)
         (["--listen", "127.0.0.1:0"], "--workers: give --listen a fixed port"),
         (["--workers", "0"], "--workers must be at least 1"),
         (["--metrics-listen", "127.0.0.1:0"], "--workers: give --metrics-listen a fixed port"),
+        (["--metrics-listen", "127.0.0.1:65534"], "--workers 2: the workers' metrics ports"),
     ],
 )
 def test_bad_workers_flags_exit_2(extra: list[str], message: str) -> None:

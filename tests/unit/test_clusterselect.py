@@ -134,8 +134,13 @@ A = f"metadata.annotations[{ANN}]"
             "clusterSelectors:\n- propertySelector:\n    matchLabels: {region.topology.k8s.io: '@SameAsImporter@'}\n",
             1, "AllClusters", "", id="yaml",
         ),
-        pytest.param({"clusterSelectors": [OK, OK]}, json.dumps(BRIDGE), 2, "None", "", id="spec-selectors-win"),
-        pytest.param({"clusterSelectorsFallbackPolicy": "AllClusters"}, json.dumps(BRIDGE), 1, "AllClusters", "", id="spec-fallback-wins"),
+        # With clusterSelectors in spec, spec wins whole (its fallback, defaulted or not).
+        pytest.param({"clusterSelectors": [OK, OK]}, json.dumps(BRIDGE), 2, "AllClusters", "", id="spec-selectors-win-whole"),
+        # Without them, both fields are the annotation's: the schema's default AllClusters
+        # must not turn the annotation's None (data sovereignty) into AllClusters.
+        pytest.param({"clusterSelectorsFallbackPolicy": "AllClusters"}, json.dumps(BRIDGE), 1, "None", "", id="a-defaulted-fallback-does-not-override"),
+        pytest.param({}, '{"clusterSelectors": [' * 3000, 0, "AllClusters", f"{A}: nested too deeply", id="nested-too-deeply"),
+        pytest.param({}, json.dumps({"clusterSelectors": [{"propertySelector": {"matchExpressions": [{"key": "k", "operator": ["In"]}]}}]}), 0, "AllClusters", f"{A}.clusterSelectors[0]", id="unhashable-operator"),
         pytest.param(
             {"clusterSelectors": [OK], "clusterSelectorsFallbackPolicy": "None"}, "{", 1, "None", "",
             id="spec-has-both-annotation-ignored",

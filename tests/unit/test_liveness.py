@@ -233,6 +233,7 @@ def test_the_lease_carries_the_source_properties_a_member_dns_cannot_read() -> N
         pytest.param(
             '{"a": "' + "x" * liveness.MAX_PROPERTIES_BYTES + '"}', {}, id="too-large-unread"
         ),
+        pytest.param("[" * 2000, {}, id="nested-deeper-than-the-stack"),
     ],
 )
 def test_a_bad_properties_annotation_reads_as_none(annotation: str | None, want: object) -> None:
@@ -242,3 +243,16 @@ def test_a_bad_properties_annotation_reads_as_none(annotation: str | None, want:
     read = liveness.parse(lease)
     assert read.properties == want
     assert read.renewed == RENEWED  # the liveness itself still counts
+
+
+def test_properties_too_large_to_be_read_are_not_written() -> None:
+    """Readers drop a map over MAX_PROPERTIES_BYTES, and past the apiserver's annotation limit
+    the renewal itself would fail (and the source's endpoints expire everywhere): the hub
+    leaves such a map out, and the Lease still vouches for the source."""
+    big = {"a": "x" * liveness.MAX_PROPERTIES_BYTES}
+    obj = liveness.render(
+        ClusterId("member1"), consumer=ClusterId("member2"), namespace="kube-system",
+        renewed=RENEW_TIME, duration=40, properties=big,
+    )  # fmt: skip
+    assert "annotations" not in obj["metadata"]
+    assert liveness.parse(obj).renewed == RENEWED

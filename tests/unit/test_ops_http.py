@@ -4,6 +4,7 @@ thread per connection, a bounded number of fds, and the probes still answered, a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
@@ -98,5 +99,32 @@ def test_a_slow_metrics_scrape_does_not_hold_the_probes() -> None:
             assert r.status == 200
         assert time.monotonic() - started_at < 0.5
         scrape.join()
+    finally:
+        server.stop()
+
+
+def test_scrapes_waiting_their_turn_leave_room_for_the_probes() -> None:
+    """More slow scrapes than connections may be open: one renders, the others wait their
+    turn evictable, so a probe still gets in (it was refused when every scrape in flight
+    held its connection)."""
+    registry = CollectorRegistry()
+    registry.register(Slow())
+    server = OpsServer(("127.0.0.1", 0), registry, ready=lambda: True, max_connections=4)
+    server.start()
+    host, port = server.address
+
+    def scrape() -> None:
+        with contextlib.suppress(OSError):  # an evicted waiter sees its connection closed
+            urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5).read()
+
+    try:
+        scrapes = [threading.Thread(target=scrape) for _ in range(8)]
+        for t in scrapes:
+            t.start()
+        time.sleep(0.3)  # one in the collector, the others waiting
+        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=2) as r:
+            assert r.status == 200
+        for t in scrapes:
+            t.join()
     finally:
         server.stop()

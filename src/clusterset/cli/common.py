@@ -315,6 +315,11 @@ def dns_options(
             raise UsageProblem(
                 "--workers: give --metrics-listen a fixed port (the workers' are the next ones)"
             )
+        if flags.workers > 1 and metrics_port + flags.workers > 65535:
+            raise UsageProblem(
+                f"--workers {flags.workers}: the workers' metrics ports (--metrics-listen port "
+                f"+ 1 ... + {flags.workers}) pass 65535"
+            )
     if not 512 <= flags.udp_size <= 65535:
         raise UsageProblem(f"--udp-size {flags.udp_size}: expected 512-65535")
     if flags.lameduck < 0:

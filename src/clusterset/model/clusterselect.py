@@ -124,18 +124,19 @@ def _requirement_text(r: selector.Requirement) -> str:
 
 
 def parse(spec: Mapping[str, Any], where: str, annotation: str | None) -> Parsed:
-    """The two fields of `spec` (at field path `where`, "" for the top level), each taken from
-    the annotation when `spec` lacks it (the spec wins)."""
+    """The two fields of `spec` (at field path `where`, "" for the top level), or both of the
+    annotation's when `spec` has no clusterSelectors: a schema that knows the fields defaults
+    the fallback to AllClusters, which must not override the annotation's `None`."""
     bridge: Mapping[str, Any] = {}
-    if annotation is not None and (spec.get(SELECTORS) is None or spec.get(FALLBACK) is None):
+    if annotation is not None and spec.get(SELECTORS) is None:
         bridge, problem = _annotation(annotation)
         if problem:
             return Parsed(problem=f"metadata.annotations[{ANNOTATION}]{problem}")
 
     def pick(name: str) -> tuple[object, str]:
         """The field's value and its path."""
-        if spec.get(name) is None and bridge.get(name) is not None:
-            return bridge[name], f"metadata.annotations[{ANNOTATION}].{name}"
+        if bridge.get(SELECTORS) is not None:
+            return bridge.get(name), f"metadata.annotations[{ANNOTATION}].{name}"
         return spec.get(name), f"{where}.{name}" if where else name
 
     try:
@@ -152,6 +153,8 @@ def _annotation(value: str) -> tuple[Mapping[str, Any], str]:
     """The annotation's object, or a problem (`: not JSON or YAML ...`)."""
     try:
         doc = json.loads(value)
+    except RecursionError:  # nested deeper than the parser's stack: nobody's selectors
+        return {}, ": nested too deeply"
     except ValueError:
         try:
             doc = _yaml(value)
@@ -255,7 +258,7 @@ def _requirement(raw: object, path: str) -> LabelSelectorRequirement:
     key, op, values = raw.get("key"), raw.get("operator"), raw.get("values") or []
     if not isinstance(key, str) or not key:
         raise _Problem(f"{path}.key: required, a property name")
-    if op not in OPERATORS:
+    if not isinstance(op, str) or op not in OPERATORS:
         raise _Problem(
             f"{path}.operator: {_short(repr(op))} is not In, NotIn, Exists or DoesNotExist"
         )

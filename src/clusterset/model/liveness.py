@@ -63,8 +63,10 @@ def render(
         "namespace": namespace,
         "labels": {SOURCE_LABEL: source, CONSUMER_LABEL: consumer, LABEL_OWNED: "true"},
     }
-    if properties:
-        text = json.dumps(dict(sorted(properties.items())), separators=(",", ":"))
+    text = json.dumps(dict(sorted((properties or {}).items())), separators=(",", ":"))
+    # Above what readers read, nothing: a larger annotation would be dropped by every reader
+    # anyway, and past the apiserver's 256 KiB limit the renewal itself would fail.
+    if properties and len(text) <= MAX_PROPERTIES_BYTES:
         meta["annotations"] = {PROPERTIES_ANNOTATION: text}
     return {
         "apiVersion": "coordination.k8s.io/v1",
@@ -128,7 +130,7 @@ def _properties(raw: object) -> dict[str, str]:
         return {}
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the stack
         return {}
     if not isinstance(value, dict):
         return {}

@@ -189,6 +189,7 @@ class OpsServer:
         # once it is being answered (not evictable).
         self._conns: dict[asyncio.StreamWriter, float | None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._metrics_turn = asyncio.Lock()  # one /metrics render at a time (_metrics)
         self._loop = asyncio.new_event_loop()
         self._stopped = asyncio.Event()
         self._thread = threading.Thread(target=self._run, name="ops-http", daemon=True)
@@ -250,12 +251,10 @@ class OpsServer:
                 return  # too slow, too long, or gone: no reply
             if writer not in self._conns:
                 return  # evicted as the last byte came
-            self._conns[writer] = None
             if _path(head) == "/metrics":
-                # Off the loop: a collector may wait (the --workers supervisor's fetches
-                # every worker's /metrics, up to 1 s), and the probes must not wait behind it.
-                writer.write(await asyncio.to_thread(self._respond, head))
+                writer.write(await self._metrics(writer, head))
             else:
+                self._conns[writer] = None
                 writer.write(self._respond(head))
             async with asyncio.timeout(self.timeout):
                 await writer.drain()
@@ -267,6 +266,22 @@ class OpsServer:
             self._tasks.discard(task)
             if not writer.is_closing():
                 writer.transport.abort()  # nothing worth flushing: free the fd now
+
+    async def _metrics(self, writer: asyncio.StreamWriter, head: list[str]) -> bytes:
+        """Off the loop, one at a time: a collector may wait (the --workers supervisor fetches
+        every worker's /metrics, up to 1 s), the probes must not wait behind it, and a
+        connection waiting its turn stays evictable, so scrapes in flight never take the room
+        the probes need (TimeoutError when the turn does not come within `timeout`)."""
+        self._conns[writer] = asyncio.get_running_loop().time()
+        async with asyncio.timeout(self.timeout):
+            await self._metrics_turn.acquire()
+        try:
+            if writer not in self._conns:
+                raise ConnectionError("evicted while waiting")
+            self._conns[writer] = None
+            return await asyncio.to_thread(self._respond, head)
+        finally:
+            self._metrics_turn.release()
 
     def _respond(self, head: list[str]) -> bytes:
         """The WSGI app's answer to a request head, as a whole HTTP/1.1 response."""
