@@ -450,6 +450,34 @@ def test_cluster_selectors_answer_the_region_tier_in_a_member(hub: ControlPlane)
         )
         # Fallback None: no address, although member1's copy is ready (data sovereignty).
         eventually("nothing once the eu tier is down", lambda: answer() == [])
+        # Fallback AllClusters (both exports agree, else the oldest's None would stay): the
+        # ClusterSetIP, which kube-proxy balances over every cluster's endpoints.
+        for cluster in ("member1", "member3"):
+            apply(
+                cp,
+                cluster,
+                f"{MCS}/namespaces/default/serviceexports/api-sel",
+                {
+                    "apiVersion": "multicluster.x-k8s.io/v1beta1",
+                    "kind": "ServiceExport",
+                    "metadata": {"name": "api-sel", "namespace": "default"},
+                    "spec": {
+                        "clusterSelectors": selectors,
+                        "clusterSelectorsFallbackPolicy": "AllClusters",
+                    },
+                },
+            )
+        ips = eventually(
+            "the import with fallback AllClusters",
+            lambda: (
+                (get(cp, "member2", path) or {})
+                .get("spec", {})
+                .get("clusterSelectorsFallbackPolicy")
+                == "AllClusters"
+                and get(cp, "member2", path)["spec"].get("ips")
+            ),
+        )
+        eventually("the ClusterSetIP once no tier is available", lambda: answer() == ips[:1])
 
 
 def test_export_to_a_subset_of_clusters(hub: ControlPlane) -> None:

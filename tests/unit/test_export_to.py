@@ -17,6 +17,7 @@ import pytest
 
 from clusterset.controller import admission
 from clusterset.controller.hub import Hub
+from clusterset.kube.api import ApiError
 from clusterset.kube.sink import contains
 from clusterset.model import convert, exportto
 from clusterset.model.bag import ALWAYS_NAMESPACES
@@ -355,11 +356,31 @@ class PruningApiserver(FakeApiserver):
         return await super().apply(path, obj, **kw)
 
 
-@pytest.mark.parametrize("prunes", [False, True], ids=["schema-has-it", "schema-prunes-it"])
-def test_the_hub_writes_where_the_service_is_exported_to(prunes: bool) -> None:
+class RefusingApiserver(FakeApiserver):
+    """Its ServiceExport schema lacks status.clusters, and server-side apply refuses the
+    field, as a real apiserver does (Karmada's v1alpha1 CRD: a 500, "field not declared")."""
+
+    async def apply(self, path: str, obj: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        if "/serviceexports/" in path and path.endswith("/status") and "clusters" in obj["status"]:
+            raise ApiError(
+                500,
+                "failed to create typed patch object: .status.clusters: field not declared "
+                "in schema",
+                path=path,
+            )
+        return await super().apply(path, obj, **kw)
+
+
+@pytest.mark.parametrize(
+    "schema", ["has-it", "prunes-it", "refuses-it"], ids=lambda s: f"schema-{s}"
+)
+def test_the_hub_writes_where_the_service_is_exported_to(schema: str) -> None:
     source = _exporting("member1", "web")
-    if prunes:
+    prunes = schema != "has-it"
+    if schema == "prunes-it":
         source = PruningApiserver("member1", *source.objects.items())
+    if schema == "refuses-it":  # the conditions must still be written (they were not)
+        source = RefusingApiserver("member1", *source.objects.items())
     ns = {"kind": "Namespace", "metadata": {"name": "ns"}}
     member = FakeApiserver("member2", ("/api/v1/namespaces/ns", ns))
     path = f"{ALPHA}/namespaces/ns/serviceexports/web"

@@ -135,11 +135,14 @@ class _Pass:
         *,
         status: bool = False,
         absent: tuple[str, ...] = (),
+        optional: str = "",
     ) -> Obj | None:
         """Apply what `render_obj` makes unless `have` already holds it; the object as
         stored when it was applied. `src`: the desired input it is rendered from (see
         _Verified). `absent`: labels we may have set before that the object no longer
-        carries (a subset check alone would never drop them)."""
+        carries (a subset check alone would never drop them). `optional`: a field path
+        (".status.clusters") the caller can leave out: server-side apply refuses a field
+        the member's schema does not declare, and that is raised as _Undeclared."""
         r, member = self.result, self.member
         memo = (res.api_version + "/" + res.plural, skey, status)
         if self.verified.same(memo, src, have):
@@ -164,6 +167,8 @@ class _Pass:
             r.unreachable = True
             r.errors.append(f"cluster {member.name}: unreachable: {type(exc).__name__}: {exc}")
         except k.ApiError as exc:
+            if optional and _UNDECLARED in str(exc) and optional in str(exc):
+                raise _Undeclared(optional) from exc
             r.errors.append(
                 f"cluster {member.name}: apply {res.kind} "
                 f"{meta.get('namespace')}/{meta['name']}: {exc}"
@@ -183,6 +188,21 @@ class _Pass:
             r.errors.append(f"cluster {member.name}: unreachable: {type(exc).__name__}: {exc}")
         except k.ApiError as exc:
             r.errors.append(f"cluster {member.name}: delete {res.kind} {key}: {exc}")
+
+
+_UNDECLARED = "field not declared in schema"  # what server-side apply says of such a field
+
+
+class _Undeclared(Exception):
+    """An apply named an optional field the member's schema does not declare."""
+
+
+def _left_out(member: MemberCluster, flag: str, what: str) -> None:
+    """Stop sending a field the member's schema lacks (the write would fail or never stick),
+    and say so once (until a reconnect looks at the schema again)."""
+    if getattr(member, flag):
+        setattr(member, flag, False)
+        log.info("cluster %s: its %s: left out", member.name, what)
 
 
 async def apply_member(
@@ -259,35 +279,48 @@ async def _import_spec(p: _Pass, imp: ServiceImport, skey: str, have: Obj | None
     """The import itself; a schema that drops `spec.clusterSelectors` (a CRD from before
     KEP-5939) is not sent them again (the write would never stick)."""
     member, version = p.member, p.import_res.version
-    sel = member.cluster_selection
-    render_obj = functools.partial(render.service_import, imp, version, selectors=sel)
-    stored = await p.apply(p.import_res, skey, render_obj, have, (imp, sel))
-    kept = ((stored or {}).get("spec") or {}).get("clusterSelectors")
-    if stored is not None and sel and imp.cluster_selectors and version != "v1alpha1" and not kept:
-        member.cluster_selection = False
-        log.info(
-            "cluster %s: its ServiceImport schema has no spec.clusterSelectors (a CRD from "
-            "before KEP-5939): the annotation %s carries them",
-            member.name,
-            clusterselect.ANNOTATION,
-        )
+    what = (
+        "ServiceImport schema has no spec.clusterSelectors (a CRD from before KEP-5939): "
+        f"the annotation {clusterselect.ANNOTATION} carries them"
+    )
+    for sel in (True, False) if member.cluster_selection else (False,):
+        render_obj = functools.partial(render.service_import, imp, version, selectors=sel)
+        try:
+            stored = await p.apply(
+                p.import_res, skey, render_obj, have, (imp, sel),
+                optional=".spec.clusterSelectors" if sel else "",
+            )  # fmt: skip
+        except _Undeclared:
+            _left_out(member, "cluster_selection", what)
+            continue
+        kept = ((stored or {}).get("spec") or {}).get("clusterSelectors")
+        beta = version != "v1alpha1"
+        if stored is not None and sel and imp.cluster_selectors and beta and not kept:
+            _left_out(member, "cluster_selection", what)
+        return
 
 
 async def _import_status(p: _Pass, imp: ServiceImport, skey: str, have: Obj | None) -> None:
     """The import's status; a schema that drops `endpointSliceObjects` (an older CRD) is
     not sent it again (the write would never stick)."""
     member, version = p.member, p.import_res.version
-    presence = member.slice_presence
-    render_obj = functools.partial(render.service_import_status, imp, version, presence=presence)
-    stored = await p.apply(p.import_res, skey, render_obj, have, (imp, presence), status=True)
-    kept = ((stored or {}).get("status") or {}).get("endpointSliceObjects")
-    if stored is not None and presence and version != "v1alpha1" and not kept:
-        member.slice_presence = False
-        log.info(
-            "cluster %s: its ServiceImport schema has no "
-            "status.endpointSliceObjects (an older CRD): left out",
-            member.name,
+    what = "ServiceImport schema has no status.endpointSliceObjects (an older CRD)"
+    for presence in (True, False) if member.slice_presence else (False,):
+        render_obj = functools.partial(
+            render.service_import_status, imp, version, presence=presence
         )
+        try:
+            stored = await p.apply(
+                p.import_res, skey, render_obj, have, (imp, presence), status=True,
+                optional=".status.endpointSliceObjects" if presence else "",
+            )  # fmt: skip
+        except _Undeclared:
+            _left_out(member, "slice_presence", what)
+            continue
+        kept = ((stored or {}).get("status") or {}).get("endpointSliceObjects")
+        if stored is not None and presence and version != "v1alpha1" and not kept:
+            _left_out(member, "slice_presence", what)
+        return
 
 
 async def _export_status(
@@ -303,27 +336,24 @@ async def _export_status(
     if have is None:
         return
     member, version = p.member, p.export_res.version
-    keep = member.export_clusters
-    render_obj = functools.partial(
-        render.service_export_status,
-        key,
-        conds,
-        have,
-        now,
-        version,
-        clusters=clusters if keep else None,
-    )
-    stored = await p.apply(
-        p.export_res, skey, render_obj, have, (conds, clusters, keep), status=True
-    )
-    kept = ((stored or {}).get("status") or {}).get("clusters")
-    if stored is not None and keep and clusters and not kept:
-        member.export_clusters = False
-        log.info(
-            "cluster %s: its ServiceExport schema has no status.clusters (a CRD from before "
-            "enhancements#6329): left out",
-            member.name,
-        )
+    what = "ServiceExport schema has no status.clusters (a CRD from before enhancements#6329)"
+    for keep in (True, False) if member.export_clusters else (False,):
+        render_obj = functools.partial(
+            render.service_export_status, key, conds, have, now, version,
+            clusters=clusters if keep else None,
+        )  # fmt: skip
+        try:
+            stored = await p.apply(
+                p.export_res, skey, render_obj, have, (conds, clusters, keep), status=True,
+                optional=".status.clusters" if keep else "",
+            )  # fmt: skip
+        except _Undeclared:
+            _left_out(member, "export_clusters", what)
+            continue
+        kept = ((stored or {}).get("status") or {}).get("clusters")
+        if stored is not None and keep and clusters and not kept:
+            _left_out(member, "export_clusters", what)
+        return
 
 
 async def _prune_owned(p: _Pass, res: k.Resource, store: dict[str, Obj], want: set[str]) -> None:
