@@ -66,7 +66,10 @@ ROOT = Path(__file__).resolve().parents[1]
 LINK_PREFIX = "csfleet"  # host ends of the nodes' veth pairs: csfleet1, csfleet2, ...
 CGROUP_PREFIX = "clusterset-fleet-"  # each kubelet's cgroupRoot
 # Host sysctls kubelet and the bridge plugin change; restored by cleanup().
-SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops", "net/ipv4/ip_forward")
+SYSCTLS = (
+    "vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops", "net/ipv4/ip_forward",
+    "net/ipv6/conf/all/forwarding",
+)  # fmt: skip
 COREDNS_IMAGE = "localhost/clusterset-fleet/coredns:v1.15.0"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 # kubeadm v1.37's Corefile, as its CoreDNS addon writes it.
@@ -125,6 +128,7 @@ class Node:
     number: int  # fleet-wide, 1-based: link csfleet<number>, 172.31.<number>.0/24
     pod_cidr: str
     dir: Path
+    pod_cidr_v6: str | None = None  # a dual-stack cluster's: fd00:<200+i>:<j>::/64
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     kubelet_args: list[str] = field(default_factory=list)
 
@@ -136,6 +140,23 @@ class Node:
     @property
     def node_ip(self) -> str:
         return f"172.31.{self.number}.2"
+
+    @property
+    def host_ip6(self) -> str:
+        return f"fd00:31:{self.number}::1"
+
+    @property
+    def node_ip6(self) -> str:
+        return f"fd00:31:{self.number}::2"
+
+    @property
+    def node_ips(self) -> list[str]:
+        """IPv4 first (the primary family), then IPv6 on a dual-stack cluster."""
+        return [self.node_ip, self.node_ip6] if self.pod_cidr_v6 else [self.node_ip]
+
+    @property
+    def pod_cidrs(self) -> list[str]:
+        return [self.pod_cidr, self.pod_cidr_v6] if self.pod_cidr_v6 else [self.pod_cidr]
 
     @property
     def netns(self) -> Path:
@@ -162,6 +183,7 @@ class Member:
     index: int  # 1-based
     dir: Path
     service_cidr: str
+    service_cidr_v6: str | None = None  # a dual-stack cluster's second range (IPv4 is primary)
     nodes: list[Node] = field(default_factory=list)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -174,6 +196,19 @@ class Member:
     def pod_cidr(self) -> str:
         """The cluster's pod range (kube-proxy's clusterCIDR); node j has 10.<200+i>.<j>.0/24."""
         return f"10.{200 + self.index}.0.0/16"
+
+    @property
+    def pod_cidrs(self) -> list[str]:
+        """The pod ranges, IPv4 first; node j's IPv6 range is fd00:<200+i>:<j>::/64."""
+        if self.service_cidr_v6 is None:
+            return [self.pod_cidr]
+        return [self.pod_cidr, f"fd00:{200 + self.index}::/32"]
+
+    @property
+    def service_cidrs(self) -> list[str]:
+        if self.service_cidr_v6 is None:
+            return [self.service_cidr]
+        return [self.service_cidr, self.service_cidr_v6]
 
     @property
     def dns_ip(self) -> str:
@@ -193,10 +228,13 @@ class Fleet:
         aggregators: Sequence[str] = (),
         images: Sequence[Path] | None = None,
         start_timeout: float = 120.0,
+        dual_stack: bool = False,
     ) -> None:
         """``clusters`` get a node each (``nodes``: more for some); ``control_only`` are
         apiservers on loopback without one (a Karmada control plane: ``aggregators`` as in
-        ControlPlane)."""
+        ControlPlane). ``dual_stack``: the clusters with nodes are IPv4/IPv6 dual-stack
+        (IPv4 primary): two service ranges, two pod ranges, nodes with an address of each
+        family, kube-proxy in both, the host routing both."""
         if os.geteuid() != 0:
             raise FleetError("the fleet needs root (network namespaces, mounts, cgroups)")
         self.dir = fleet_dir()
@@ -204,16 +242,20 @@ class Fleet:
         self._images = list(images) if images is not None else None
         names = [*control_only, *clusters]
         members = [  # service ranges as ControlPlane gives them: 10.96.0.0/16 for the first
-            Member(name, i, self.dir / name, f"10.{96 + names.index(name)}.0.0/16")
+            Member(
+                name, i, self.dir / name, f"10.{96 + names.index(name)}.0.0/16",
+                f"fd00:10:{96 + names.index(name)}::/112" if dual_stack else None,
+            )
             for i, name in enumerate(clusters, start=1)
-        ]
+        ]  # fmt: skip
         number = 0
         for m in members:
             for j in range(1, (nodes or {}).get(m.name, 1) + 1):
                 number += 1
                 node = f"{m.name}-node" if j == 1 else f"{m.name}-node{j}"
+                v6 = f"fd00:{200 + m.index}:{j}::/64" if dual_stack else None
                 m.nodes.append(
-                    Node(m.name, node, number, f"10.{200 + m.index}.{j}.0/24", m.dir / node)
+                    Node(m.name, node, number, f"10.{200 + m.index}.{j}.0/24", m.dir / node, v6)
                 )
         self.cp = ControlPlane(
             names,
@@ -223,6 +265,7 @@ class Fleet:
             hosts={m.name: m.host_ip for m in members},
             users=[(f"system:node:{n.name}", "system:nodes") for m in members for n in m.nodes]
             + [("system:kube-proxy", "system:node-proxiers")],
+            dual_stack=list(clusters) if dual_stack else (),
         )
         self.members = {m.name: m for m in members}
         self._bin = cache_bin_dir()
@@ -258,6 +301,8 @@ class Fleet:
             self.dir.mkdir(parents=True)
             _save_sysctls(self.dir)
             _write_sysctl("net/ipv4/ip_forward", "1")
+            if any(m.service_cidr_v6 for m in self.members.values()):
+                _write_sysctl("net/ipv6/conf/all/forwarding", "1")
             for m in self.members.values():
                 m.dir.mkdir(parents=True)
                 for n in m.nodes:
@@ -397,12 +442,19 @@ class Fleet:
         _run([*ns, "ip", "link", "set", "lo", "up"])
         _run([*ns, "ip", "route", "add", "default", "via", n.host_ip])
         _run(["ip", "route", "add", n.pod_cidr, "via", n.node_ip])
+        if n.pod_cidr_v6:
+            # nodad: the addresses are usable at once (no 1-2 s of duplicate detection).
+            _run(["ip", "-6", "addr", "add", f"{n.host_ip6}/64", "dev", n.link, "nodad"])
+            _run([*ns, "ip", "-6", "addr", "add", f"{n.node_ip6}/64", "dev", "eth0", "nodad"])
+            _run([*ns, "ip", "-6", "route", "add", "default", "via", n.host_ip6])
+            _run(["ip", "-6", "route", "add", n.pod_cidr_v6, "via", n.node_ip6])
         if n is m.nodes[0]:
             # The host (an admin's machine) reaches the cluster's Services through its first
             # node, as on a network that routes the service range: `wire-dns` asks kube-dns.
             _run(["ip", "route", "add", m.service_cidr, "via", n.node_ip])
         for key, value in (
             ("net/ipv4/ip_forward", "1"),
+            ("net/ipv6/conf/all/forwarding", "1"),
             ("net/bridge/bridge-nf-call-iptables", "1"),
             ("net/bridge/bridge-nf-call-ip6tables", "1"),
         ):
@@ -425,7 +477,7 @@ class Fleet:
              f"--service-account-private-key-file={pki / 'sa.key'}",
              f"--root-ca-file={pki / 'ca.crt'}",
              f"--cluster-name={m.name}",
-             f"--service-cluster-ip-range={m.service_cidr}",
+             f"--service-cluster-ip-range={','.join(m.service_cidrs)}",
              # A stopped node's pods turn NotReady after 20 s (upstream default: 50 s).
              "--node-monitor-grace-period=20s"],
             m.dir / "kube-controller-manager.log",
@@ -485,9 +537,10 @@ state = "{d}/containerd/state"
                     "hairpinMode": True,
                     "ipam": {
                         "type": "host-local",
-                        "ranges": [[{"subnet": n.pod_cidr}]],
+                        "ranges": [[{"subnet": cidr}] for cidr in n.pod_cidrs],
                         # Without a default route pods cannot reach ClusterIPs.
-                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "routes": [{"dst": "0.0.0.0/0"}]
+                        + ([{"dst": "::/0"}] if n.pod_cidr_v6 else []),
                         "dataDir": f"{d}/cni/ipam",
                     },
                 },
@@ -533,12 +586,13 @@ state = "{d}/containerd/state"
             "kind": "KubeProxyConfiguration",
             "clientConnection": {"kubeconfig": str(proxy_kc)},
             "mode": "iptables",
-            "clusterCIDR": m.pod_cidr,
+            "clusterCIDR": ",".join(m.pod_cidrs),
             "hostnameOverride": n.name,
             "bindAddress": n.node_ip,
             "healthzBindAddress": "127.0.0.1:10256",
             "metricsBindAddress": "127.0.0.1:10249",
-            "nodePortAddresses": [f"{n.node_ip}/32"],
+            "nodePortAddresses": [f"{n.node_ip}/32"]
+            + ([f"{n.node_ip6}/128"] if n.pod_cidr_v6 else []),
             # Leave the host's conntrack sysctls alone.
             "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s",
                           "tcpCloseWaitTimeout": "0s"},
@@ -547,7 +601,7 @@ state = "{d}/containerd/state"
             str(self._bin / "kubelet"), f"--config={d / 'kubelet.yaml'}",
             f"--kubeconfig={kubelet_kc}", f"--root-dir={d / 'kubelet'}",
             f"--cert-dir={d / 'kubelet-pki'}", f"--hostname-override={n.name}",
-            f"--node-ip={n.node_ip}",
+            f"--node-ip={','.join(n.node_ips)}",
         ]  # fmt: skip
         self._start_containerd(n)
         for image in images:
@@ -1008,12 +1062,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="comma-separated cluster names (default: member1,member2)")  # fmt: skip
     parser.add_argument("--no-clusterset", action="store_true",
                         help="only the clusters and CoreDNS, without clusterset")  # fmt: skip
+    parser.add_argument("--dual-stack", action="store_true",
+                        help="IPv4/IPv6 dual-stack clusters (IPv4 primary)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.action == "down":
         cleanup(fleet_dir())
         print(f"fleet: removed everything under {fleet_dir()}")
         return 0
-    fleet = Fleet(tuple(args.clusters.split(",")))
+    fleet = Fleet(tuple(args.clusters.split(",")), dual_stack=args.dual_stack)
     fleet.start()
     try:
         if not args.no_clusterset:
