@@ -11,8 +11,11 @@ processes until member2's DNS answers every service (ClusterSetIP: an A record;
 headless: its endpoint's address). Then `--edits` times it adds a distinct address to a
 headless service's EndpointSlice in member1 and polls member2's DNS every `--poll-ms`
 until the answer holds it. CPU seconds per edit come from /proc/<pid>/stat of both
-processes over the edit phase. Everything listens on 127.0.0.1; every process is
-stopped and the temporary folder removed at exit.
+processes over the edit phase. The controller's writes (its
+`clusterset_member_writes_total`) are printed per service and member for the first pass,
+by kind; then the controller is restarted over the converged fleet and the writes of its
+first passes are printed (the goal: none). Everything listens on 127.0.0.1; every process
+is stopped and the temporary folder removed at exit.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +40,7 @@ import dns.exception
 import dns.message
 import dns.query
 import dns.rcode
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _synth
@@ -194,6 +200,80 @@ def check_alive(procs: dict[str, subprocess.Popen[bytes]], logs: dict[str, Path]
             raise RuntimeError(f"{what} exited with {p.returncode}:\n{tail}")
 
 
+def scrape_writes(port: int) -> tuple[dict[tuple[str, str], float], float]:
+    """The controller's writes per (cluster, kind) (applies and deletes), and its passes."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    writes: dict[tuple[str, str], float] = {}
+    passes = 0.0
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            if sample.name == "clusterset_member_writes_total":
+                key = (sample.labels["cluster"], sample.labels["kind"])
+                writes[key] = writes.get(key, 0.0) + sample.value
+            elif sample.name == "clusterset_reconcile_total":
+                passes = sample.value
+    return writes, passes
+
+
+def settled_writes(
+    port: int, deadline: Deadline, quiet: float = 3.0
+) -> dict[tuple[str, str], float]:
+    """The controller's writes once it has passed at least once and written nothing for
+    `quiet` seconds."""
+    last: dict[tuple[str, str], float] | None = None
+    since = time.monotonic()
+    while True:
+        deadline.check("waiting for the controller's writes to settle")
+        try:
+            writes, passes = scrape_writes(port)
+        except (urllib.error.URLError, OSError):
+            writes, passes = {}, 0.0
+        if passes < 1 or writes != last:
+            last, since = writes, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return writes
+        time.sleep(0.5)
+
+
+def print_writes(what: str, writes: dict[tuple[str, str], float], services: int) -> float:
+    """Writes per service per member, by kind; the total per service per member."""
+    members = sorted({c for c, _ in writes} | set(MEMBERS))
+    kinds = sorted({kind for _, kind in writes})
+    total = sum(writes.values()) / services / len(members)
+    print(
+        f"{what}: {sum(writes.values()):,.0f} writes, {total:.2f} per service per member",
+        flush=True,
+    )
+    for kind in kinds:
+        per = ", ".join(f"{c} {writes.get((c, kind), 0) / services:.2f}" for c in members)
+        print(f"  {kind}: {per} per service", flush=True)
+    return total
+
+
+def print_passes(port: int) -> None:
+    """The controller's pass durations so far, from its histogram: how many passes took
+    longer than 0.1, 1 and 5 s, and the mean."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    buckets: dict[str, float] = {}
+    count = total = 0.0
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            if sample.name == "clusterset_reconcile_duration_seconds_bucket":
+                buckets[sample.labels["le"]] = sample.value
+            elif sample.name == "clusterset_reconcile_duration_seconds_count":
+                count = sample.value
+            elif sample.name == "clusterset_reconcile_duration_seconds_sum":
+                total = sample.value
+    over = {le: count - buckets.get(le, count) for le in ("0.1", "1.0", "5.0")}
+    print(
+        f"controller passes: {count:.0f}, mean {total / max(count, 1) * 1000:.0f} ms; "
+        f"over 0.1 s: {over['0.1']:.0f}, over 1 s: {over['1.0']:.0f}, over 5 s: {over['5.0']:.0f}",
+        flush=True,
+    )
+
+
 def own_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
@@ -221,18 +301,24 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
             for f in [pool.submit(export, cp, i) for i in range(args.services)]:
                 deadline.check("creating services")
                 f.result()
+        created = time.monotonic() - t
+        # The machine's write rate, as a reference for the controller's (3 applies a service).
+        bench_rate = 3 * args.services / created
         print(
-            f"{args.services} exported services created in {time.monotonic() - t:.1f} s", flush=True
+            f"{args.services} exported services created in {created:.1f} s "
+            f"({bench_rate:,.0f} server-side applies/s, {args.concurrency} in flight)",
+            flush=True,
         )
 
         port = _synth.free_port()
+        mport = _synth.free_port()
         kubeconfig = str(cp.kubeconfig_path)
         own0 = own_cpu()
         t0 = time.monotonic()
         contexts = [a for c in MEMBERS for a in ("--context", c)]
-        procs["controller"] = spawn(
-            logs["controller"], "controller", "--kubeconfig", kubeconfig, *contexts
-        )
+        controller = ("controller", "--kubeconfig", kubeconfig, *contexts,
+                      "--metrics-listen", f"127.0.0.1:{mport}")  # fmt: skip
+        procs["controller"] = spawn(logs["controller"], *controller)
         procs["dns"] = spawn(
             logs["dns"], "dns", "--kubeconfig", kubeconfig, "--context", "member2",
             "--listen", f"127.0.0.1:{port}",
@@ -254,6 +340,15 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
             flush=True,
         )
 
+        settled = settled_writes(mport, deadline)
+        first = print_writes("first pass, once settled", settled, args.services)
+        print(
+            f"  {sum(settled.values()) / convergence:,.0f} writes/s until converged "
+            f"(this script's own applies: {bench_rate:,.0f}/s): convergence is "
+            f"{sum(settled.values()) / bench_rate:.1f} s of writes at the machine's rate",
+            flush=True,
+        )
+
         share = _synth.wait_quiet(timeout=min(30.0, max(0.0, deadline.at - time.monotonic())))
         print(f"machine busy share before the edits: {share:.0%}", flush=True)
         headless = [i for i in range(args.services) if _synth.is_headless(i)]
@@ -261,6 +356,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
             raise RuntimeError("no headless service to edit: use --services 5 or more")
         cpu0 = {w: _synth.cpu_seconds(p.pid) for w, p in procs.items()}
         latencies: list[float] = []
+        since: list[float] = []  # each edit's start, seconds after the controller's
         current = {i: [endpoint_ip(i)] for i in headless}
         poll = args.poll_ms / 1000
         for e in range(args.edits):
@@ -279,15 +375,34 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
                 deadline.check(f"waiting for edit {e + 1} of {args.edits}")
                 time.sleep(poll)
             latencies.append(time.monotonic() - start)
+            since.append(start - t0)
         time.sleep(1.0)  # trailing work of the last edit (status writes) counts too
         check_alive(procs, logs)
         cpu = {w: (_synth.cpu_seconds(p.pid) - cpu0[w]) / args.edits for w, p in procs.items()}
+        slowest = sorted(zip(latencies, since, strict=True), reverse=True)[:3]
+        print(
+            "slowest edits: "
+            + ", ".join(f"{ms * 1000:,.0f} ms (at {at:.1f} s)" for ms, at in slowest)
+        )
+        print_passes(mport)
+
+        # A restart over the converged fleet: its first passes should find everything in place.
+        _synth.stop_process(procs.pop("controller"), timeout=15)
+        t = time.monotonic()
+        procs["controller"] = spawn(logs["controller"], *controller)
+        again = settled_writes(mport, deadline)
+        print_writes(
+            f"restart over the converged fleet (settled {time.monotonic() - t:.1f} s after start)",
+            again, args.services,
+        )  # fmt: skip
         return {
             "convergence": convergence,
             "p50": statistics.median(latencies) * 1000,
             "p99": pct(latencies, 0.99) * 1000,
             "cpu_controller": cpu["controller"],
             "cpu_dns": cpu["dns"],
+            "writes": first,
+            "restart_writes": sum(again.values()),
         }
     finally:
         for p in procs.values():
@@ -328,11 +443,13 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     print()
     print(
-        "| members | services | convergence s | edit p50 ms | edit p99 ms | CPU-s per edit (controller, dns) |"
+        "| members | services | convergence s | first-pass writes per service per member "
+        "| writes on a restart | edit p50 ms | edit p99 ms | CPU-s per edit (controller, dns) |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     print(
-        f"| {len(MEMBERS)} | {args.services:,} | {r['convergence']:.1f} | {r['p50']:,.0f} | {r['p99']:,.0f} "
+        f"| {len(MEMBERS)} | {args.services:,} | {r['convergence']:.1f} | {r['writes']:.2f} "
+        f"| {r['restart_writes']:.0f} | {r['p50']:,.0f} | {r['p99']:,.0f} "
         f"| {r['cpu_controller']:.2f}, {r['cpu_dns']:.2f} |"
     )
     return 0

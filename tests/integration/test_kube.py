@@ -178,6 +178,86 @@ def test_controller_metrics_and_readiness(hub: ControlPlane, metrics_port: int) 
     eventually("every member synced: /ready", ready)
 
 
+def writes(port: int) -> tuple[dict[tuple[str, str], float], float] | None:
+    """A controller's clusterset_member_writes_total by (cluster, kind), and its passes."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:  # not listening yet
+        return None
+    out: dict[tuple[str, str], float] = {}
+    passes = 0.0
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == "clusterset_member_writes_total":
+                key = (s.labels["cluster"], s.labels["kind"])
+                out[key] = out.get(key, 0.0) + s.value
+            elif s.name == "clusterset_reconcile_total":
+                passes = s.value
+    return out, passes
+
+
+def settled_writes(port: int, quiet: float = 2.0) -> dict[tuple[str, str], float]:
+    """The writes once the controller has passed and written nothing for `quiet` seconds."""
+    seen: list[tuple[float, dict[tuple[str, str], float]]] = []
+
+    def settled() -> tuple[dict[tuple[str, str], float]] | None:
+        got = writes(port)
+        if got is None or got[1] < 1:
+            return None
+        if not seen or seen[-1][1] != got[0]:
+            seen.append((time.monotonic(), got[0]))
+            return None
+        return (got[0],) if time.monotonic() - seen[-1][0] >= quiet else None  # {} is an answer
+
+    result: tuple[dict[tuple[str, str], float]] = eventually(
+        "the controller's writes settle", settled
+    )
+    return result[0]
+
+
+def test_a_first_pass_writes_each_object_once_and_a_restart_writes_nothing(
+    hub: ControlPlane, metrics_port: int
+) -> None:
+    """An import is written in final form (with the derived Service's ClusterIP as spec.ips)
+    in the pass that makes the Service, not once without and again with it; a second
+    controller over the converged clusters writes nothing (issue 23)."""
+    cp = hub
+    before = settled_writes(metrics_port)
+    names = [f"once-{i}" for i in range(6)]
+    for name in names:
+        export_service(cp, "member1", "default", name)
+
+    def imported() -> bool:
+        return all(
+            (
+                (get(cp, c, f"{MCS}/namespaces/default/serviceimports/{n}") or {}).get("spec") or {}
+            ).get("ips")
+            for c in ("member1", "member2", "member3")
+            for n in names
+        )
+
+    eventually("every member imports every once-* with ips", imported)
+    after = settled_writes(metrics_port)
+    delta = {key: n - before.get(key, 0.0) for key, n in after.items() if n != before.get(key)}
+    for c in ("member1", "member2", "member3"):
+        for kind in ("ServiceImport", "ServiceImport/status", "Service", "EndpointSlice"):
+            assert delta.get((c, kind)) == len(names), (c, kind, delta)
+    assert delta.get(("member1", "ServiceExport/status")) == len(names), delta
+    assert sum(delta.values()) == 13 * len(names), delta  # nothing else
+
+    port = free_port()
+    contexts = [a for c in ("member1", "member2", "member3") for a in ("--context", c)]
+    # No election: it writes beside the fixture's leader, and finds nothing to write.
+    with process("controller", "--kubeconfig", str(cp.kubeconfig_path), *contexts,
+                 "--metrics-listen", f"127.0.0.1:{port}", "--no-leader-elect"):  # fmt: skip
+        assert settled_writes(port) == {}
+
+
 def conditions(cp: ControlPlane, cluster: str, ns: str, name: str) -> dict[str, tuple[str, str]]:
     se = get(cp, cluster, f"{MCS}/namespaces/{ns}/serviceexports/{name}") or {}
     return {

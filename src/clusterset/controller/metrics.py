@@ -34,6 +34,7 @@ class HubStats:
 
     objects: Mapping[tuple[str, str], int]  # (cluster, resource) -> objects in the cache
     restarts: Mapping[tuple[str, str], int]  # (cluster, resource) -> watch restarts
+    writes: Mapping[tuple[str, str, str], int]  # (cluster, kind, verb) -> writes made there
     synced: Mapping[str, bool]
     reachable: Mapping[str, bool]
     reconciles: int
@@ -54,6 +55,11 @@ def hub_stats(hub: Hub) -> HubStats:
             (name, res): inf.restarts
             for name, m in hub.members.items()
             for res, inf in m.informers.items()
+        },
+        writes={
+            (name, kind, verb): n
+            for name, m in hub.members.items()
+            for (kind, verb), n in m.writes.items()
         },
         synced={name: m.synced for name, m in hub.members.items()},
         reachable={name: m.reachable for name, m in hub.members.items()},
@@ -80,6 +86,12 @@ class HubCollector(Collector):
             "Watch restarts (errors, 410 Gone).",
             labels=["cluster", "resource"],
         )
+        writes = CounterMetricFamily(
+            "clusterset_member_writes",
+            "Writes the controller made in a cluster (server-side applies, deletes) by kind "
+            "(a status write: <Kind>/status).",
+            labels=["cluster", "kind", "verb"],
+        )
         synced = GaugeMetricFamily(
             "clusterset_cluster_synced",
             "1 once every cache of a cluster has synced.",
@@ -94,12 +106,15 @@ class HubCollector(Collector):
             objs.add_metric([name, resource], n)
         for (name, resource), n in st.restarts.items():
             restarts.add_metric([name, resource], n)
+        for (name, kind, verb), n in st.writes.items():
+            writes.add_metric([name, kind, verb], n)
         for name, ok in st.synced.items():
             synced.add_metric([name], 1 if ok else 0)
         for name, ok in st.reachable.items():
             reachable.add_metric([name], 1 if ok else 0)
         yield objs
         yield restarts
+        yield writes
         yield synced
         yield reachable
         yield CounterMetricFamily("clusterset_reconcile", "Reconcile passes.", value=st.reconciles)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -46,6 +47,8 @@ class MemberCluster:
         self.lease_grace = lease_grace
         # kube.sink's memo of objects found to hold what was wanted (see sink._Verified).
         self.verified: dict[tuple[str, str, bool], tuple[object, str]] = {}
+        # Writes the hub made here, (kind, verb) -> count: clusterset_member_writes_total.
+        self.writes: collections.Counter[tuple[str, str]] = collections.Counter()
         self._grouped: dict[str, tuple[Mapping[str, EndpointSlice], Grouped]] = {}
         self.name = name
         self.api = api

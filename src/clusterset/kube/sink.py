@@ -13,6 +13,7 @@ is never created, overwritten or deleted here: only its `spec.ips` is applied.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -32,9 +33,9 @@ from clusterset.model.convert import (
 )
 from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.labels import LABEL_OWNED
-from clusterset.model.objects import ServiceImport
+from clusterset.model.objects import ImportType, ServiceImport
 from clusterset.reconcile import render
-from clusterset.reconcile.desired import ClusterDesired, Desired
+from clusterset.reconcile.desired import ClusterDesired, Desired, clusterset_ips
 from clusterset.reconcile.slices import MANAGED_BY
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,7 @@ class _Pass:
         try:
             stored = await member.api.apply(path, obj)
             r.applied += 1
+            member.writes[(res.kind + ("/status" if status else ""), "apply")] += 1
             return stored
         except (httpx.HTTPError, OSError) as exc:
             r.unreachable = True
@@ -183,6 +185,7 @@ class _Pass:
         try:
             await member.api.delete(res.path(ns or None, name), uid=uid)
             r.deleted += 1
+            member.writes[(res.kind, "delete")] += 1
         except (httpx.HTTPError, OSError) as exc:
             r.unreachable = True
             r.errors.append(f"cluster {member.name}: unreachable: {type(exc).__name__}: {exc}")
@@ -232,12 +235,16 @@ async def apply_member(
 
 
 async def _one_import(p: _Pass, cd: ClusterDesired, key: ServiceKey) -> None:
-    """One import's objects in order: the import, its derived Service, its status (which
-    needs the import), its slices."""
+    """One import's objects in order: its derived Service, the import (with the Service's
+    ClusterIPs as `spec.ips` already on a first pass), its status (which needs the import),
+    its slices."""
     imp = cd.imports[key]
     skey = f"{key.namespace}/{key.name}"
     have = p.imports.get(skey)
     foreign = key in cd.foreign_imports
+    derived = cd.data_path(key)
+    if derived:
+        imp = await _derived_service(p, imp, f"{key.namespace}/{derived}", derived)
     if not foreign:
         p.want_imports.add(skey)
         await _import_spec(p, imp, skey, have)
@@ -245,17 +252,6 @@ async def _one_import(p: _Pass, cd: ClusterDesired, key: ServiceKey) -> None:
         # Karmada's: fill spec.ips once it exists; until then it is Karmada's to create.
         render_obj = functools.partial(render.service_import_ips, imp, p.import_res.version)
         await p.apply(p.import_res, skey, render_obj, have, imp)
-    derived = cd.data_path(key)
-    if derived:
-        dkey = f"{key.namespace}/{derived}"
-        p.want_services.add(dkey)
-        have_svc = p.services.get(dkey)
-        if have_svc is not None and _primary_moved(have_svc, imp):
-            # A ClusterIP never changes family: the Service is made again, with a new one.
-            await p.delete(k.SERVICES, dkey, uid=str(have_svc["metadata"].get("uid") or ""))
-            have_svc = None
-        render_obj = functools.partial(render.derived_service, imp, derived)
-        await p.apply(k.SERVICES, dkey, render_obj, have_svc, (imp, derived))
     # A foreign import's status goes on Karmada's object only: ours of that name is about
     # to be pruned, and writing it first would be a wasted write.
     if not foreign or (have is not None and not _owned(have)):
@@ -273,6 +269,25 @@ async def _one_import(p: _Pass, cd: ClusterDesired, key: ServiceKey) -> None:
             (s, derived),
             absent=(LABEL_K8S_SERVICE_NAME,),
         )
+
+
+async def _derived_service(p: _Pass, imp: ServiceImport, dkey: str, name: str) -> ServiceImport:
+    """The import's derived Service; the import with its ClusterIPs as `spec.ips` when the
+    pass was planned before they existed (a first pass), so that the import is written
+    once, in final form, not once without and again with them on the next pass."""
+    p.want_services.add(dkey)
+    have = p.services.get(dkey)
+    if have is not None and _primary_moved(have, imp):
+        # A ClusterIP never changes family: the Service is made again, with a new one.
+        await p.delete(k.SERVICES, dkey, uid=str(have["metadata"].get("uid") or ""))
+        have = None
+    render_obj = functools.partial(render.derived_service, imp, name)
+    stored = await p.apply(k.SERVICES, dkey, render_obj, have, (imp, name))
+    svc = stored if stored is not None else have
+    if imp.ips or imp.type is not ImportType.CLUSTER_SET_IP or svc is None:
+        return imp
+    ips = clusterset_ips(_cluster_ips(svc), imp.ip_families)
+    return dataclasses.replace(imp, ips=ips) if ips else imp
 
 
 async def _import_spec(p: _Pass, imp: ServiceImport, skey: str, have: Obj | None) -> None:
@@ -411,9 +426,12 @@ def derived_ips(
     services = member.store("services")
     for key, name in desired_derived.items():
         svc = services.get(f"{key.namespace}/{name}")
-        if svc is None:
-            continue
-        spec = svc.get("spec") or {}
-        ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
-        out[key] = tuple(ip for ip in ips if ip and ip != "None")[:2]
+        if svc is not None:
+            out[key] = _cluster_ips(svc)
     return out
+
+
+def _cluster_ips(svc: Obj) -> tuple[str, ...]:
+    spec = svc.get("spec") or {}
+    ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
+    return tuple(ip for ip in ips if ip and ip != "None")[:2]
