@@ -88,6 +88,24 @@ def steady(port: int, name: str, want: list[str], seconds: float) -> None:
     assert wrong == 0, f"{wrong} of {polls} answers were not {want} while the hub was healthy"
 
 
+def conditions_of(cp: ControlPlane, consumer: str, svc: str, source: str) -> list[Any]:
+    """(ready, serving) of every endpoint of `source` in `consumer`'s MCS slices of `svc`;
+    None when the slices are gone."""
+    slices = get(
+        cp,
+        consumer,
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
+        f"?labelSelector=multicluster.kubernetes.io/source-cluster%3D{source},"
+        f"multicluster.kubernetes.io/service-name%3D{svc}",
+    )["items"]
+    assert slices, f"{consumer}'s MCS slices of {svc} from {source} deleted!"
+    return [
+        (e.get("conditions", {}).get("ready"), e.get("conditions", {}).get("serving"))
+        for s in slices
+        for e in s.get("endpoints") or []
+    ]
+
+
 def test_killed_source_apiserver_expires_its_endpoints_without_deleting(
     control_plane: ControlPlane,
 ) -> None:
@@ -148,19 +166,22 @@ def test_killed_source_apiserver_expires_its_endpoints_without_deleting(
             )
             expired_after = time.monotonic() - killed
             print(f"apiserver killed -> endpoints expired: {expired_after:.1f}s (lease 4s)")
-            slices = get(
-                cp,
-                "member2",
-                "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
-                "?labelSelector=multicluster.kubernetes.io/source-cluster%3Dmember1",
-            )["items"]
-            assert any(
-                s["metadata"]["labels"]["multicluster.kubernetes.io/service-name"] == "hl"
-                for s in slices
-            ), "deleted!"
+            # The data path follows the Lease: member1's endpoints in member2's MCS slices
+            # (what kube-proxy routes the ClusterSetIP by) are out of service, not deleted.
+            eventually(
+                "member1's endpoints in member2's slices neither ready nor serving",
+                lambda: conditions_of(cp, "member2", "hl", "member1") == [(False, False)],
+                timeout=12,
+            )
+            print(f"apiserver killed -> out of the data path: {time.monotonic() - killed:.1f}s")
+            assert conditions_of(cp, "member2", "hl", "member3") == [(True, None)]  # as exported
         finally:
             cp.start_cluster("member1")
         eventually("member1's endpoints return", lambda: answers(port, name) == both, timeout=60)
+        eventually(
+            "member1's endpoints back in service in member2's slices",
+            lambda: conditions_of(cp, "member2", "hl", "member1") == [(True, None)],
+        )
         out = dns_output()
         assert "unknown kind" not in out, out[-2000:]  # issue 11 item 18
         assert "Traceback" not in out, out[-4000:]

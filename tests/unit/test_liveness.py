@@ -4,6 +4,7 @@ duration that `status`, the member DNS and both commands' flags share."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import inspect
 import time
@@ -18,8 +19,10 @@ from clusterset.controller.observer import Observer
 from clusterset.kube import api as k
 from clusterset.kube.cluster import MEMBER, MemberCluster
 from clusterset.model import liveness
-from clusterset.model.ids import ClusterId
+from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.labels import LABEL_OWNED
+from clusterset.model.objects import Endpoint, EndpointSlice
+from clusterset.model.state import ClusterState
 
 RENEW_TIME = "2026-11-29T17:00:00.000000Z"
 RENEWED = dt.datetime(2026, 11, 29, 17, 0, tzinfo=dt.UTC).timestamp()
@@ -256,3 +259,43 @@ def test_properties_too_large_to_be_read_are_not_written() -> None:
     )  # fmt: skip
     assert "annotations" not in obj["metadata"]
     assert liveness.parse(obj).renewed == RENEWED
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "want"),
+    [
+        (Endpoint(("10.0.0.1",), ready=True, serving=True), (False, False, None)),
+        (Endpoint(("10.0.0.1",)), (False, False, None)),  # unknown: taken as ready
+        (
+            Endpoint(("10.0.0.1",), ready=False, serving=True, terminating=True),
+            (False, False, True),
+        ),
+        (Endpoint(("10.0.0.1",), ready=False, serving=False), (False, False, None)),
+    ],
+)
+def test_an_expired_source_is_out_of_service(endpoint: Endpoint, want: tuple[object, ...]) -> None:
+    key = ServiceKey("default", "serve")
+    s = EndpointSlice("default", "serve-abc", "serve", endpoints=(endpoint, endpoint))
+    cs = ClusterState(
+        ClusterId("member1"), slices={key: (s,)}, exports={}, namespaces=frozenset({"default"})
+    )
+    out = liveness.out_of_service(cs)
+    (got,) = out.slices[key]
+    assert [(e.ready, e.serving, e.terminating) for e in got.endpoints] == [want, want]
+    assert got.endpoints[0].addresses == endpoint.addresses
+    # Nothing else changes: its imports, ClusterSetIPs and slices stay.
+    assert dataclasses.replace(out, slices=cs.slices) == cs
+
+
+def test_the_observer_keeps_one_out_of_service_state_while_the_source_is_unchanged() -> None:
+    """The same object pass after pass (changed_keys then sees no change), a new one when the
+    source's state changes, and the source's own state once it is reached again."""
+    obs = Observer({"member1": object()})  # type: ignore[dict-item]
+    cs = ClusterState(ClusterId("member1"))
+    states = iter([cs, cs, cs])
+    obs.members["member1"].cluster_state = lambda: next(states)  # type: ignore[method-assign]
+    expired = frozenset({ClusterId("member1")})
+    first = obs.observe(expired).clusters[ClusterId("member1")]
+    assert first is not cs
+    assert obs.observe(expired).clusters[ClusterId("member1")] is first
+    assert obs.observe().clusters[ClusterId("member1")] is cs

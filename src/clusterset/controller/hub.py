@@ -81,6 +81,10 @@ class Hub:
         self.errors = 0
         self.last_duration = 0.0
         self._last: tuple[ClusterSetState, rd.Desired] | None = None  # the last pass
+        # When each source was last reached for its liveness Leases (monotonic), and the
+        # sources whose Lease has expired since: their endpoints go out of service.
+        self._reached: dict[ClusterId, float] = {}
+        self.expired: frozenset[ClusterId] = frozenset()
 
     @property
     def members(self) -> dict[str, MemberCluster]:
@@ -92,7 +96,7 @@ class Hub:
         The pass updates the last one where its inputs changed (rd.changed_keys), which
         equals a pass from scratch; `full` (the periodic resync) starts from scratch."""
         started = time.perf_counter()
-        state = self.observer.observe()
+        state = self.observer.observe(self.expired)
         before = None if full or self._last is None else self._last
         changed = rd.changed_keys(before[0], state) if before is not None else None
         # The pure passes run in a thread: on a big clusterset they take seconds, and on
@@ -349,4 +353,23 @@ class Hub:
             for r in results:
                 for e in r if isinstance(r, list) else [str(r)]:
                     log.warning("%s", e)
+            self._expire(reachable)
             await asyncio.sleep(self.lease_renew)
+
+    def _expire(self, reachable: list[ClusterId]) -> None:
+        """After a renewal round: the sources not reached for longer than their Lease's
+        duration (as consumers' DNS sees them expire) are expired; a change wakes a pass,
+        which takes their endpoints out of the data path or puts them back."""
+        now = time.monotonic()
+        known = set(self.observer.ids.values())  # a member that left is forgotten
+        self._reached = {c: at for c, at in self._reached.items() if c in known}
+        self._reached.update(dict.fromkeys(reachable, now))
+        expired = frozenset(c for c, at in self._reached.items() if now - at > self.lease_duration)
+        if expired != self.expired:
+            for c in sorted(expired - self.expired):
+                log.warning("cluster %s: its liveness Lease expired: its endpoints are "
+                            "out of service in every consumer until it is reached", c)  # fmt: skip
+            for c in sorted(self.expired - expired):
+                log.info("cluster %s: reached again: its endpoints are back in service", c)
+            self.expired = expired
+            self._wake.set()

@@ -19,6 +19,7 @@ from clusterset.kube.cluster import HUB, MemberCluster
 from clusterset.kube.karmada import KarmadaControl
 from clusterset.kube.sink import derived_ips
 from clusterset.manifests.load import SourceError
+from clusterset.model import liveness
 from clusterset.model.ids import ClusterId, InvalidName, ServiceKey
 from clusterset.model.objects import ImportType
 from clusterset.model.state import ClusterSetState, ClusterState
@@ -57,6 +58,9 @@ class Observer:
             else None
         )
         self.ids: dict[str, ClusterId] = {}  # member name -> its cluster ID, as last observed
+        # An expired source's state as consumers see it, per the state it was made from: the
+        # same object while that does not change (changed_keys then sees nothing to do).
+        self._out: dict[ClusterId, tuple[ClusterState, ClusterState]] = {}
         self.observed = asyncio.Event()  # set by the first observe(): the IDs are known
 
     def _member(self, name: str, api: k.KubeApi) -> MemberCluster:
@@ -99,9 +103,10 @@ class Observer:
                 f"clusters not reachable within {within:g}s: {', '.join(late)}"
             ) from exc
 
-    def observe(self) -> ClusterSetState:
-        """Every member's state now. On the event loop: it reads and updates the informers'
-        caches."""
+    def observe(self, expired: frozenset[ClusterId] = frozenset()) -> ClusterSetState:
+        """Every member's state now; the sources in `expired` (their liveness Lease ran
+        out) with their endpoints out of service (liveness.out_of_service). On the event
+        loop: it reads and updates the informers' caches."""
         clusters: dict[ClusterId, ClusterState] = {}
         placed = self.karmada.placed_imports() if self.karmada is not None else {}
         for name, m in self.members.items():
@@ -119,9 +124,17 @@ class Observer:
                 )
                 continue
             self.ids[name] = cs.cluster
-            clusters[cs.cluster] = cs
+            clusters[cs.cluster] = self._out_of_service(cs) if cs.cluster in expired else cs
+        self._out = {c: v for c, v in self._out.items() if c in expired}
         self.observed.set()
         return ClusterSetState(clusters)
+
+    def _out_of_service(self, cs: ClusterState) -> ClusterState:
+        made = self._out.get(cs.cluster)
+        if made is None or made[0] is not cs:
+            made = (cs, liveness.out_of_service(cs))
+            self._out[cs.cluster] = made
+        return made[1]
 
     def clusterset_ips(
         self, state: ClusterSetState, aggregates: Mapping[ServiceKey, Aggregate]

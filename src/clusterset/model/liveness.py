@@ -9,6 +9,11 @@ leaseDurationSeconds has passed: a hub cut off from the source stops renewing it
 The Lease also carries the source's ClusterProperties (an annotation): a member DNS reads
 only its own cluster, and cluster selection (KEP-5939) and region tiers match the sources'
 properties, so it learns them where it already learns the sources' liveness.
+
+The data path follows the Lease too: once a source's Lease has expired, the hub writes its
+endpoints into every consumer's MCS EndpointSlices as neither ready nor serving
+(out_of_service), so kube-proxy stops sending the ClusterSetIP's new connections there; the
+slices stay, and the source's next observation, when it is reached again, restores them.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import Any
 
 from clusterset.model.ids import ClusterId
 from clusterset.model.labels import LABEL_OWNED, PREFIX
+from clusterset.model.objects import EndpointSlice
+from clusterset.model.state import ClusterState
 
 SOURCE_LABEL = PREFIX + "source-cluster"  # the source cluster the Lease vouches for
 # The consumer the Lease lives in, by the ID the hub knows it by: a member DNS without
@@ -74,6 +81,19 @@ def render(
         "metadata": meta,
         "spec": {"holderIdentity": HOLDER, "leaseDurationSeconds": duration, "renewTime": renewed},
     }
+
+
+def out_of_service(cs: ClusterState) -> ClusterState:
+    """`cs` as consumers should route to it once its Lease has expired: every endpoint of
+    its slices neither ready nor serving (terminating as it was); nothing else changes, so
+    its imports, ClusterSetIPs and slices stay (a source cut off may only be unreachable)."""
+
+    def unready(s: EndpointSlice) -> EndpointSlice:
+        eps = tuple(dataclasses.replace(e, ready=False, serving=False) for e in s.endpoints)
+        return dataclasses.replace(s, endpoints=eps)
+
+    slices = {key: tuple(unready(s) for s in group) for key, group in cs.slices.items()}
+    return dataclasses.replace(cs, slices=slices)
 
 
 @dataclass(frozen=True, slots=True)
