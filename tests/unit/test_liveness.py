@@ -287,15 +287,22 @@ def test_an_expired_source_is_out_of_service(endpoint: Endpoint, want: tuple[obj
     assert dataclasses.replace(out, slices=cs.slices) == cs
 
 
-def test_the_observer_keeps_one_out_of_service_state_while_the_source_is_unchanged() -> None:
-    """The same object pass after pass (changed_keys then sees no change), a new one when the
-    source's state changes, and the source's own state once it is reached again."""
+def test_the_observer_keeps_one_out_of_service_slices_while_the_source_is_unchanged() -> None:
+    """The member builds a new ClusterState each pass but keeps its slices mapping while
+    nothing changed: the out-of-service slices are then the same object pass after pass
+    (changed_keys sees no change, nothing is rebuilt), new ones when the source's slices
+    change, and the source's own once it is reached again."""
     obs = Observer({"member1": object()})  # type: ignore[dict-item]
-    cs = ClusterState(ClusterId("member1"))
-    states = iter([cs, cs, cs])
+    key = ServiceKey("default", "serve")
+    ep = Endpoint(("10.0.0.1",), ready=True)
+    same = {key: (EndpointSlice("default", "serve-abc", "serve", endpoints=(ep,)),)}
+    moved = {key: (EndpointSlice("default", "serve-abc", "serve", endpoints=(ep, ep)),)}
+    states = iter(ClusterState(ClusterId("member1"), slices=s) for s in (same, same, moved, moved))
     obs.members["member1"].cluster_state = lambda: next(states)  # type: ignore[method-assign]
     expired = frozenset({ClusterId("member1")})
-    first = obs.observe(expired).clusters[ClusterId("member1")]
-    assert first is not cs
-    assert obs.observe(expired).clusters[ClusterId("member1")] is first
-    assert obs.observe().clusters[ClusterId("member1")] is cs
+    one = obs.observe(expired).clusters[ClusterId("member1")].slices
+    assert [e.ready for e in one[key][0].endpoints] == [False]
+    assert obs.observe(expired).clusters[ClusterId("member1")].slices is one
+    two = obs.observe(expired).clusters[ClusterId("member1")].slices
+    assert two is not one and [e.ready for e in two[key][0].endpoints] == [False, False]
+    assert obs.observe().clusters[ClusterId("member1")].slices is moved

@@ -23,12 +23,18 @@ from clusterset.kube.cluster import MemberCluster
 from clusterset.kube.karmada import ClusterInfo, Membership, cluster_infos
 from clusterset.kube.lease import LeaderElector, micro_time
 from clusterset.kube.sink import apply_member
+from clusterset.manifests.load import SourceError
 from clusterset.model import liveness
 from clusterset.model.ids import ClusterId
 from clusterset.model.state import ClusterSetState
 from clusterset.reconcile import desired as rd
 
 log = logging.getLogger(__name__)
+
+# How long the first pass waits for every member's caches: a pass over a partial view would
+# write what it sees (a ServiceExport's status.clusters without the clusters not yet listed)
+# and then write it back; a member down at start costs the others this long.
+FIRST_SYNC = 10.0
 
 
 class Hub:
@@ -96,7 +102,11 @@ class Hub:
         The pass updates the last one where its inputs changed (rd.changed_keys), which
         equals a pass from scratch; `full` (the periodic resync) starts from scratch."""
         started = time.perf_counter()
-        state = self.observer.observe(self.expired)
+        # A source reached again is back in service at once: its own pass must not write
+        # its endpoints into itself as out of service until the next renewal round.
+        ids = self.observer.ids
+        live = {ids[n] for n, m in self.members.items() if n in ids and m.synced and m.reachable}
+        state = self.observer.observe(self.expired - live)
         before = None if full or self._last is None else self._last
         changed = rd.changed_keys(before[0], state) if before is not None else None
         # The pure passes run in a thread: on a big clusterset they take seconds, and on
@@ -282,6 +292,10 @@ class Hub:
         )
 
     async def _loop(self) -> None:
+        try:
+            await self.observer.wait_synced(FIRST_SYNC)
+        except SourceError as exc:
+            log.warning("%s; reconciling the others", exc)
         backoff = 0.5
         while True:
             try:
@@ -326,6 +340,7 @@ class Hub:
                 if name in ids and m.synced and m.reachable
             ]
             renewed = micro_time(dt.datetime.now(dt.UTC))
+            reached_at = time.monotonic()
             # Each source's ClusterProperties ride on its Lease: the member DNS reads no
             # other cluster, and cluster selection matches the sources' properties.
             state = self._last[0] if self._last is not None else None
@@ -353,17 +368,22 @@ class Hub:
             for r in results:
                 for e in r if isinstance(r, list) else [str(r)]:
                     log.warning("%s", e)
-            self._expire(reachable)
+            self._expire(reachable, reached_at)
             await asyncio.sleep(self.lease_renew)
 
-    def _expire(self, reachable: list[ClusterId]) -> None:
-        """After a renewal round: the sources not reached for longer than their Lease's
-        duration (as consumers' DNS sees them expire) are expired; a change wakes a pass,
-        which takes their endpoints out of the data path or puts them back."""
+    def _expire(self, reachable: list[ClusterId], at: float) -> None:
+        """After a renewal round (`reachable` as sampled at `at`): the sources not reached
+        for longer than their Lease's duration are expired; a change wakes a pass, which
+        takes their endpoints out of the data path or puts them back. A source this replica
+        has never reached (unreachable when it took the lead, or when it joined) counts from
+        its first round: consumers' DNS, reading the Leases, may expire it up to one
+        duration earlier."""
         now = time.monotonic()
         known = set(self.observer.ids.values())  # a member that left is forgotten
-        self._reached = {c: at for c, at in self._reached.items() if c in known}
-        self._reached.update(dict.fromkeys(reachable, now))
+        self._reached = {c: t for c, t in self._reached.items() if c in known}
+        for c in known:
+            self._reached.setdefault(c, at)
+        self._reached.update(dict.fromkeys(reachable, at))
         expired = frozenset(c for c, at in self._reached.items() if now - at > self.lease_duration)
         if expired != self.expired:
             for c in sorted(expired - self.expired):

@@ -59,7 +59,8 @@ def hub_stats(hub: Hub) -> HubStats:
         writes={
             (name, kind, verb): n
             for name, m in hub.members.items()
-            for (kind, verb), n in m.writes.items()
+            # A copy first: the hub's loop adds kinds while this runs in the ops thread.
+            for (kind, verb), n in dict(m.writes).items()
         },
         synced={name: m.synced for name, m in hub.members.items()},
         reachable={name: m.reachable for name, m in hub.members.items()},

@@ -21,12 +21,13 @@ from clusterset.kube.sink import derived_ips
 from clusterset.manifests.load import SourceError
 from clusterset.model import liveness
 from clusterset.model.ids import ClusterId, InvalidName, ServiceKey
-from clusterset.model.objects import ImportType
+from clusterset.model.objects import EndpointSlice, ImportType
 from clusterset.model.state import ClusterSetState, ClusterState
 from clusterset.reconcile import desired as rd
 from clusterset.reconcile.aggregate import Aggregate
 
 log = logging.getLogger(__name__)
+Slices = Mapping[ServiceKey, tuple[EndpointSlice, ...]]
 
 # How long a one-look command waits for every member's first list.
 SYNC_WITHIN = 30.0
@@ -58,9 +59,10 @@ class Observer:
             else None
         )
         self.ids: dict[str, ClusterId] = {}  # member name -> its cluster ID, as last observed
-        # An expired source's state as consumers see it, per the state it was made from: the
-        # same object while that does not change (changed_keys then sees nothing to do).
-        self._out: dict[ClusterId, tuple[ClusterState, ClusterState]] = {}
+        # An expired source's slices as consumers see them, per the slices they were made
+        # from (the member keeps that mapping while nothing changes): the same object pass
+        # after pass, so changed_keys sees nothing to do and nothing is rebuilt.
+        self._out: dict[ClusterId, tuple[object, Slices]] = {}
         self.observed = asyncio.Event()  # set by the first observe(): the IDs are known
 
     def _member(self, name: str, api: k.KubeApi) -> MemberCluster:
@@ -131,10 +133,10 @@ class Observer:
 
     def _out_of_service(self, cs: ClusterState) -> ClusterState:
         made = self._out.get(cs.cluster)
-        if made is None or made[0] is not cs:
-            made = (cs, liveness.out_of_service(cs))
+        if made is None or made[0] is not cs.slices:
+            made = (cs.slices, liveness.out_of_service(cs).slices)
             self._out[cs.cluster] = made
-        return made[1]
+        return dataclasses.replace(cs, slices=made[1])
 
     def clusterset_ips(
         self, state: ClusterSetState, aggregates: Mapping[ServiceKey, Aggregate]
