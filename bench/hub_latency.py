@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ import _synth
 sys.path.insert(0, str(_synth.REPO))
 from tests.conftest import install_crds
 from tests.controlplane import ControlPlane
+from tests.integration.test_kube import writes as scrape_writes
 
 MEMBERS = ("member1", "member2", "member3")
 NS = "default"
@@ -200,22 +200,6 @@ def check_alive(procs: dict[str, subprocess.Popen[bytes]], logs: dict[str, Path]
             raise RuntimeError(f"{what} exited with {p.returncode}:\n{tail}")
 
 
-def scrape_writes(port: int) -> tuple[dict[tuple[str, str], float], float]:
-    """The controller's writes per (cluster, kind) (applies and deletes), and its passes."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    writes: dict[tuple[str, str], float] = {}
-    passes = 0.0
-    for fam in text_string_to_metric_families(text):
-        for sample in fam.samples:
-            if sample.name == "clusterset_member_writes_total":
-                key = (sample.labels["cluster"], sample.labels["kind"])
-                writes[key] = writes.get(key, 0.0) + sample.value
-            elif sample.name == "clusterset_reconcile_total":
-                passes = sample.value
-    return writes, passes
-
-
 def settled_writes(
     port: int, deadline: Deadline, quiet: float = 3.0
 ) -> dict[tuple[str, str], float]:
@@ -225,10 +209,7 @@ def settled_writes(
     since = time.monotonic()
     while True:
         deadline.check("waiting for the controller's writes to settle")
-        try:
-            writes, passes = scrape_writes(port)
-        except (urllib.error.URLError, OSError):
-            writes, passes = {}, 0.0
+        writes, passes = scrape_writes(port) or ({}, 0.0)
         if passes < 1 or writes != last:
             last, since = writes, time.monotonic()
         elif time.monotonic() - since >= quiet:
