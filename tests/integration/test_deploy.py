@@ -426,6 +426,15 @@ def test_controller_variants(everything: list[Obj]) -> None:
     assert flag(karmada, "--karmada-kubeconfig") == ["/etc/clusterset/members/kubeconfig"]
     assert flag(karmada, "--context") == ["m1"]
     assert flag(karmada, "--kubeconfig") == []
+    assert flag(karmada, "--karmada-control-plane") == []
+    beside = render(*CONTROLLER, "--set", "controller.karmadaControlPlane.secretName=karmada-api")
+    pod = deployment(beside, "controller")["spec"]["template"]["spec"]
+    assert flag(container(deployment(beside, "controller"))["args"], "--karmada-control-plane") == [
+        "/etc/clusterset/karmada/kubeconfig"
+    ]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["karmada-kubeconfig"]["secret"]["secretName"] == "karmada-api"
+    assert "karmada-kubeconfig" not in str(deployment(everything, "controller"))
     off = render(*CONTROLLER, "--set", "controller.leaderElection.enabled=false")
     assert "--no-leader-elect" in container(deployment(off, "controller"))["args"]
     assert "--create-namespaces" in args

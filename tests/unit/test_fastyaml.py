@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from clusterset.manifests import fastyaml
+from clusterset.manifests import fastyaml, load
 from clusterset.manifests.load import MAX_DEPTH
 from tests.stress import yaml_gen
 
@@ -158,3 +159,15 @@ def test_random_scalars_and_the_fuzz_corpus_agree_with_pyyaml() -> None:
         if isinstance(content, str):
             agrees(content)
     assert taken > 300  # the fast path ran on texts with no trap in them
+
+
+def test_a_parse_workers_objects_arrive_equal() -> None:
+    """What a parse worker pickles (the model objects' own __reduce__) unpickles equal."""
+    for source in sorted(ROOT.glob("examples/**/*.yaml")):
+        slots, _errors, _bad = load._parse(str(source))
+        packed, _, _ = load._parse_packed(str(source))
+        assert slots is not None and packed is not None
+        got: dict[str, Any] = {}
+        for chunk in packed:
+            got.update(pickle.loads(chunk))
+        assert got == slots, source

@@ -46,6 +46,15 @@ def controller(
     context: ContextOpt = None,
     all_contexts: AllContextsOpt = False,
     karmada_kubeconfig: KarmadaOpt = None,
+    karmada_control_plane: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --kubeconfig members that Karmada also manages: the karmada-apiserver's "
+            "kubeconfig, where the controller installs the rule that keeps the spec.ips it "
+            "writes into the ServiceImports Karmada propagates, reads where Karmada places "
+            "them, and keeps its leader Lease. The members stay the --kubeconfig contexts."
+        ),
+    ] = None,
     lease_context: Annotated[
         str | None,
         typer.Option(
@@ -112,11 +121,11 @@ def controller(
         leader_elect_lease_duration, leader_elect_renew_deadline, leader_elect_retry_period
     )
     kubeconfig = kubeconfig or default_kubeconfig(karmada_kubeconfig)
+    karmada, membership = _karmada(karmada_kubeconfig, context, karmada_control_plane)
     apis = member_apis(kubeconfig, context, all_contexts, karmada_kubeconfig)
     if not apis and karmada_kubeconfig is None:  # Karmada's joins come while running
         raise UsageProblem("no member clusters")
     webhook = _webhook(webhook_listen, webhook_cert_dir, webhook_config, deny_conflicts)
-    karmada, membership = _karmada(karmada_kubeconfig, context)
     election = None
     if leader_elect:
         election = ElectionOptions(
@@ -168,10 +177,19 @@ def _webhook(
 
 
 def _karmada(
-    kubeconfig: Path | None, contexts: list[str] | None
+    kubeconfig: Path | None, contexts: list[str] | None, control_plane: Path | None
 ) -> tuple[KubeApi | None, Membership | None]:
     """With Karmada, the hub's own state (leader Lease, retention rules) lives in its
     control plane, and its ResourceBindings say which imports are Karmada's."""
+    if control_plane is not None:
+        if kubeconfig is not None:
+            raise UsageProblem(
+                "--karmada-control-plane is for --kubeconfig members; with "
+                "--karmada-kubeconfig the controller reaches Karmada's control plane already"
+            )
+        flag = "--karmada-control-plane"
+        config = next(iter(load_contexts(control_plane, None, flag=flag).values()))
+        return karmada_control_api(config), None  # the members stay --kubeconfig's
     if kubeconfig is None:
         return None, None
     config = next(iter(load_contexts(kubeconfig, None, flag="--karmada-kubeconfig").values()))

@@ -143,9 +143,13 @@ class Hub:
             for name, m in self.members.items()
             if name in ids and m.synced and m.reachable
         ]
+        retains = self.karmada is not None and self.karmada.retaining
         async with self._writing:
             outcomes = await asyncio.gather(
-                *(apply_member(m, ids[name], desired, now=now) for name, m in targets),
+                *(
+                    apply_member(m, ids[name], desired, now=now, karmada_retains=retains)
+                    for name, m in targets
+                ),
                 return_exceptions=True,
             )
         results = []

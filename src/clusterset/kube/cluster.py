@@ -94,6 +94,8 @@ class MemberCluster:
         # Whether its ServiceExport schema keeps status.clusters (enhancements#6329; Karmada's
         # v1alpha1 and older CRDs prune it: then it is left out, not re-sent on every pass).
         self.export_clusters = True
+        # Karmada's imports whose empty spec.ips was explained (once each: kube/sink.py).
+        self.unfilled: set[str] = set()
         # Conversion is cached per object and resourceVersion: a change converts one object.
         self._converted: dict[tuple[str, str], tuple[str, Objects | str]] = {}
         self._reported: set[str] = set()

@@ -63,6 +63,11 @@ async def members(config: SingleConfig, *, only: list[str] | None = None) -> dic
     control = control_api(config)
     try:
         items, _ = await control.list(k.KARMADA_CLUSTERS.path())
+    except (httpx.HTTPError, OSError, k.ApiError) as exc:
+        raise k.ConfigError(
+            f"--karmada-kubeconfig: cannot list Karmada's clusters at {config.cluster.server}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     finally:
         await control.close()
     names = sorted(str((c.get("metadata") or {}).get("name")) for c in items)
@@ -174,7 +179,11 @@ class KarmadaControl:
         on_clusters: Callable[[], None] | None = None,
     ) -> None:
         self.api = api
+        self.on_change = on_change
         self.bindings = Informer(api, k.KARMADA_BINDINGS, on_change=on_change, optional=True)
+        # Whether the retention rules are in place: until then, writing spec.ips into an
+        # import Karmada propagates would be fighting it (it puts the template back).
+        self.retaining = False
         # Watched only when membership follows Karmada (on_clusters: a Cluster changed).
         self.clusters = (
             Informer(api, k.KARMADA_CLUSTERS, on_change=on_clusters)
@@ -188,7 +197,7 @@ class KarmadaControl:
     async def install_retention(self) -> bool:
         """Apply the retention rules (v1alpha1: Karmada's CRDs; v1beta1: newer ones).
         False when worth retrying (transport or server trouble); a refusal is final."""
-        done = True
+        done = applied = True
         for version in k.MCS_VERSIONS:
             obj = retention(version)
             path = k.KARMADA_CUSTOMIZATIONS.path(name=obj["metadata"]["name"])
@@ -196,13 +205,16 @@ class KarmadaControl:
                 await self.api.apply(path, obj)
             except (k.ApiError, httpx.HTTPError, OSError) as exc:
                 final = isinstance(exc, k.ApiError) and exc.status < 500
-                done = done and final
+                done, applied = done and final, False
                 log.error(
                     "karmada: cannot apply ResourceInterpreterCustomization %s: %s; until it "
                     "is there, Karmada reverts spec.ips of the ServiceImports it propagates",
                     obj["metadata"]["name"],
                     exc,
                 )
+        if applied and not self.retaining:
+            self.retaining = True
+            self.on_change()  # the imports whose spec.ips waited for it
         return done
 
     async def run(self) -> None:

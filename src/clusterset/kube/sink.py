@@ -112,8 +112,9 @@ class _Pass:
     """One apply_member pass over a member: the stores as the pass began, what it wrote,
     and what it wants kept (what we own beyond that is pruned)."""
 
-    def __init__(self, member: MemberCluster) -> None:
+    def __init__(self, member: MemberCluster, karmada_retains: bool) -> None:
         self.member = member
+        self.karmada_retains = karmada_retains
         self.result = ApplyResult()
         self.verified = _Verified(member.verified)
         self.import_res = member.resource("serviceimports")
@@ -200,6 +201,23 @@ class _Undeclared(Exception):
     """An apply named an optional field the member's schema does not declare."""
 
 
+def _unfilled(member: MemberCluster, skey: str, imp: ServiceImport) -> None:
+    """Say once per import why Karmada's import keeps an empty spec.ips, and the remedy."""
+    if skey in member.unfilled:
+        return
+    member.unfilled.add(skey)
+    log.warning(
+        "cluster %s: ServiceImport %s is Karmada's (karmada.io/managed) and Karmada puts its "
+        "template back over spec.ips unless clusterset's retention rule is in its control "
+        "plane: spec.ips left empty (DNS answers the ClusterSetIP %s all the same). To fill "
+        "it, give the controller --karmada-control-plane (the karmada-apiserver's kubeconfig) "
+        "or run it through Karmada's proxy (--karmada-kubeconfig)",
+        member.name,
+        skey,
+        ",".join(imp.ips),
+    )
+
+
 def _left_out(member: MemberCluster, flag: str, what: str) -> None:
     """Stop sending a field the member's schema lacks (the write would fail or never stick),
     and say so once (until a reconnect looks at the schema again)."""
@@ -209,10 +227,17 @@ def _left_out(member: MemberCluster, flag: str, what: str) -> None:
 
 
 async def apply_member(
-    member: MemberCluster, cid: ClusterId, desired: Desired, *, now: str
+    member: MemberCluster,
+    cid: ClusterId,
+    desired: Desired,
+    *,
+    now: str,
+    karmada_retains: bool = False,
 ) -> ApplyResult:
-    """Make `member` hold exactly what `desired` says for it (imports, slices, conditions)."""
-    p = _Pass(member)
+    """Make `member` hold exactly what `desired` says for it (imports, slices, conditions).
+    `karmada_retains`: Karmada keeps the spec.ips we write into its imports (the retention
+    rule is in its control plane)."""
+    p = _Pass(member, karmada_retains)
     cd = desired.clusters.get(cid)
     if cd is not None:
         for ns in sorted(cd.create_namespaces):
@@ -249,9 +274,14 @@ async def _one_import(p: _Pass, cd: ClusterDesired, key: ServiceKey) -> None:
         p.want_imports.add(skey)
         await _import_spec(p, imp, skey, have)
     elif have is not None and imp.ips and not _owned(have):
-        # Karmada's: fill spec.ips once it exists; until then it is Karmada's to create.
-        render_obj = functools.partial(render.service_import_ips, imp, p.import_res.version)
-        await p.apply(p.import_res, skey, render_obj, have, imp)
+        # Karmada's: fill spec.ips once it exists (until then it is Karmada's to create),
+        # and only while Karmada keeps it (our retention rule): else it puts the template
+        # back at once, and the import is rewritten hundreds of times a minute.
+        if p.karmada_retains:
+            render_obj = functools.partial(render.service_import_ips, imp, p.import_res.version)
+            await p.apply(p.import_res, skey, render_obj, have, imp)
+        else:
+            _unfilled(p.member, skey, imp)
     # A foreign import's status goes on Karmada's object only: ours of that name is about
     # to be pruned, and writing it first would be a wasted write.
     if not foreign or (have is not None and not _owned(have)):

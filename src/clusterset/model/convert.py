@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from clusterset.model import clusterselect, exportto
 from clusterset.model.ids import ClusterId, InvalidName, cluster_id
@@ -60,6 +60,12 @@ def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
+def _is_map(value: Any) -> TypeGuard[Raw]:
+    """isinstance(value, Mapping), without the ABC check for the dicts every parser makes
+    (a cold read converts hundreds of thousands of fields: measured, bench/yaml_read.py)."""
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 def kind_of(obj: Raw) -> tuple[str, str]:
     """(group, kind) of a raw object; group is '' for the core API."""
     api = str(obj.get("apiVersion", ""))
@@ -70,7 +76,7 @@ def kind_of(obj: Raw) -> tuple[str, str]:
 def _get(obj: Raw, path: str, typ: type | tuple[type, ...], *, default: Any = None) -> Any:
     cur: Any = obj
     for part in path.split("."):
-        if not isinstance(cur, Mapping):
+        if not _is_map(cur):
             raise ObjectError(obj, path, "parent is not an object")
         cur = cur.get(part)
         if cur is None:
@@ -179,7 +185,7 @@ def _ports(obj: Raw, path: str, *, service: bool = False) -> tuple[ServicePort, 
     numbers: set[tuple[int, Protocol]] = set()
     for i, p in enumerate(raw):
         where = f"{path}[{i}]"
-        if not isinstance(p, Mapping):
+        if not _is_map(p):
             raise ObjectError(obj, where, "expected object")
         port = p.get("port")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
@@ -306,7 +312,7 @@ def _condition(obj: Raw, ep: Raw, where: str, name: str) -> bool | None:
     conds = ep.get("conditions")
     if conds is None:
         return None
-    if not isinstance(conds, Mapping):
+    if not _is_map(conds):
         raise ObjectError(obj, f"{where}.conditions", "expected object")
     v = conds.get(name)
     if v is None or isinstance(v, bool):
@@ -352,7 +358,7 @@ def endpoint_slice(obj: Raw, *, mcs: bool) -> EndpointSlice:
     endpoints = []
     for i, ep in enumerate(_get(obj, "endpoints", list, default=[]) or []):
         where = f"endpoints[{i}]"
-        if not isinstance(ep, Mapping):
+        if not _is_map(ep):
             raise ObjectError(obj, where, "expected object")
         addrs = ep.get("addresses")
         if not isinstance(addrs, list) or not addrs or len(addrs) > 100:
