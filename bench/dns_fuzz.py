@@ -55,6 +55,7 @@ import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
+import dns.rdatatype
 
 ZONE = "clusterset.local."
 FOLDER = """\
@@ -100,7 +101,10 @@ NAMES = [
     "kubernetes.default.svc.cluster.local.",  # out of the zone: REFUSED, or forwarded (--unified)
     "nope.default.svc.cluster.local.",
 ]
-TYPES = ["A", "AAAA", "SRV", "TXT", "SOA", "NS", "ANY", "PTR", "CNAME", "HTTPS", 97, 0, 65535]
+TYPES: list[dns.rdatatype.RdataType | str] = [
+    "A", "AAAA", "SRV", "TXT", "SOA", "NS", "ANY", "PTR", "CNAME", "HTTPS",
+    *(dns.rdatatype.RdataType.make(t) for t in (97, 0, 65535)),
+]  # fmt: skip
 GOLDEN = [
     ("serve.default.svc", "A"),
     ("db.data.svc", "A"),
@@ -224,13 +228,16 @@ def corpus(rng: random.Random) -> list[bytes]:
         for rdtype in TYPES:
             qname = name if name.endswith(".") else (name + "." if name else "") + ZONE
             for edns in (None, 0, 1):
+                cookie: list[dns.edns.Option] = [
+                    dns.edns.GenericOption(dns.edns.OptionType.COOKIE, os.urandom(8))
+                ]
                 q = dns.message.make_query(qname, rdtype, use_edns=edns)
                 if edns is not None:
                     q.use_edns(
                         edns,
                         rng.choice([0, dns.flags.DO]),
                         rng.choice([0, 512, 1232, 4096, 65535]),
-                        options=rng.choice([[], [dns.edns.GenericOption(10, os.urandom(8))]]),
+                        options=rng.choice([[], cookie]),
                     )
                 q.flags = rng.choice([0, dns.flags.RD, dns.flags.RD | dns.flags.CD])
                 out.append(q.to_wire())

@@ -34,7 +34,7 @@ def _with_counts(qd: int = 1, an: int = 0, ns: int = 0, ar: int = 0, flags: int 
 
 def _rcode(reply: bytes | None) -> str:
     assert reply is not None
-    return dns.rcode.to_text(reply[3] & 0xF)
+    return dns.rcode.to_text(dns.rcode.Rcode.make(reply[3] & 0xF))
 
 
 def _cost(packet: bytes, times: int = 100) -> float:
