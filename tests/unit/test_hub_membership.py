@@ -81,6 +81,8 @@ class FakeApiserver:
         if path.endswith("/status"):
             path = path.removesuffix("/status")
             obj = {**self.objects.get(path, obj), "status": obj.get("status")}
+        elif path in self.objects:  # server-side apply: maps merge, other values replace
+            obj = _merged(self.objects[path], obj)
         if obj.get("kind") == "Service" and not obj.get("spec", {}).get("clusterIP"):
             obj = {**obj, "spec": {**obj.get("spec", {}), "clusterIP": "10.96.0.9"}}
         return self._put(path, obj)
@@ -96,6 +98,16 @@ class FakeApiserver:
 
     def holds(self, kind: str) -> builtins.list[str]:
         return sorted(p for p, o in self.objects.items() if o.get("kind") == kind)
+
+
+def _merged(have: Obj, applied: Obj) -> Obj:
+    out = dict(have)
+    for key, value in applied.items():
+        mine = out.get(key)
+        out[key] = (
+            _merged(mine, value) if isinstance(mine, dict) and isinstance(value, dict) else value
+        )
+    return out
 
 
 def _exporting(name: str, service: str) -> FakeApiserver:
@@ -237,3 +249,74 @@ def test_cluster_info_and_the_context_filter() -> None:
     store = {"a": _cluster("a"), "b": _cluster("b")}
     assert list(cluster_infos(store, frozenset({"b"}))) == ["b"]
     assert list(cluster_infos(store, frozenset())) == ["a", "b"]
+
+
+def _beside_karmada() -> tuple[FakeApiserver, FakeApiserver]:
+    """member1 exports web; member2 holds Karmada's import of it (a Work's) and Karmada's
+    derived-web, whose ClusterIP is the ClusterSetIP there."""
+    karmadas = {"karmada.io/managed": "true"}
+    m2 = _exporting("member2", "db")
+    m2.event(
+        f"{IMPORTS}/web",
+        {
+            "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+            "kind": "ServiceImport",
+            "metadata": {"name": "web", "namespace": "ns", "labels": karmadas},
+            "spec": {"type": "ClusterSetIP", "ports": [{"port": 80, "protocol": "TCP"}]},
+        },
+    )
+    m2.event(
+        "/api/v1/namespaces/ns/services/derived-web",
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "derived-web", "namespace": "ns", "labels": karmadas},
+            "spec": {"clusterIP": "10.96.0.77", "ports": [{"port": 80, "protocol": "TCP"}]},
+        },
+    )
+    return _exporting("member1", "web"), m2
+
+
+@pytest.mark.parametrize("control_plane", [False, True])
+def test_karmadas_import_gets_spec_ips_only_where_karmada_keeps_them(
+    control_plane: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On member kubeconfigs (no proxy): without Karmada's control plane, Karmada's import is
+    not written (Karmada would put its template back) and one line says why; with it
+    (--karmada-control-plane), the retention rule goes in first, then spec.ips."""
+    caplog.set_level("INFO", logger="clusterset.kube.sink")
+    m1, m2 = _beside_karmada()
+    karmada = FakeApiserver("karmada")
+    web = f"{IMPORTS}/web"
+
+    async def scenario() -> None:
+        hub = Hub(
+            {"member1": m1, "member2": m2},  # type: ignore[dict-item]
+            karmada=karmada if control_plane else None,  # type: ignore[arg-type]
+            debounce=0.01,
+            lease_duration=4,
+        )
+        task = asyncio.create_task(hub.run())
+        try:
+            await _until("db imported into member1", lambda: f"{IMPORTS}/db" in m1.objects)
+            await _until("two passes", lambda: hub.reconciles >= 2)
+            if control_plane:
+                await _until("spec.ips", lambda: m2.objects[web]["spec"].get("ips"))
+                assert m2.objects[web]["spec"]["ips"] == ["10.96.0.77"], (
+                    m2.writes,
+                    m2.holds("Service"),
+                )
+                first = next(i for i, w in enumerate(karmada.writes) if "interpreter" in w[1])
+                assert first == 0 and ("apply", web) in m2.writes
+            else:
+                hub._wake.set()  # one more pass: still said once
+                await _until("three passes", lambda: hub.reconciles >= 3)
+                assert ("apply", web) not in m2.writes, m2.writes
+                assert "ips" not in m2.objects[web]["spec"]
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+    said = caplog.text.count("ServiceImport ns/web is Karmada's")
+    assert said == (0 if control_plane else 1), caplog.text
