@@ -263,31 +263,40 @@ def deployed(
     kubeconfig = _controller_kubeconfig(cp, km)
     log = tmp / "controller.log"
     metrics = free_port()
-    with controller(
-        log,
-        "--karmada-kubeconfig",
-        str(kubeconfig),
-        "--lease-namespace",
-        SA_NS,
-        "--source-lease-namespace",
-        "default",
-        "--metrics-listen",
-        f"127.0.0.1:{metrics}",
-    ) as ctl:
-        port = free_port()
-        with process(
-            "dns",
-            "--kubeconfig",
-            str(cp.kubeconfig_path),
-            "--context",
-            "member2",
-            "--listen",
-            f"127.0.0.1:{port}",
+    with (
+        controller(
+            log,
+            "--karmada-kubeconfig",
+            str(kubeconfig),
+            "--lease-namespace",
+            SA_NS,
             "--source-lease-namespace",
             "default",
-        ) as dns_proc:
-            wait_answering(port, timeout=60)
-            yield {"ctl": ctl, "dns_port": port, "dns": dns_proc, "log": log, "metrics": metrics}
+            "--metrics-listen",
+            f"127.0.0.1:{metrics}",
+        ) as ctl,
+        member2_dns(cp) as (port, dns_proc),
+    ):
+        yield {"ctl": ctl, "dns_port": port, "dns": dns_proc, "log": log, "metrics": metrics}
+
+
+@contextlib.contextmanager
+def member2_dns(cp: ControlPlane) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """member2's `clusterset dns` on member kubeconfigs (port, process), once it answers."""
+    port = free_port()
+    with process(
+        "dns",
+        "--kubeconfig",
+        str(cp.kubeconfig_path),
+        "--context",
+        "member2",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--source-lease-namespace",
+        "default",
+    ) as dns_proc:
+        wait_answering(port, timeout=60)
+        yield port, dns_proc
 
 
 def dig(port: int, name: str) -> list[str]:

@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import eventually
-from tests.controlplane import ControlPlane, free_port
-from tests.integration.servers import wait_answering
+from tests.controlplane import ControlPlane
 from tests.integration.test_karmada import (
     _article,
     _diagnosed,
@@ -29,9 +28,9 @@ from tests.integration.test_karmada import (
     _member1_endpoints,
     _versions,
     dig,
+    member2_dns,
 )
-from tests.integration.test_kube import process
-from tests.integration.test_kube_faults import Controller, controller
+from tests.integration.test_kube_faults import Controller, controller, hub_args
 from tests.karmada import MCS_ALPHA, Karmada, mcs_crd_policies
 
 pytestmark = [pytest.mark.kube, pytest.mark.timeout(600)]
@@ -74,36 +73,14 @@ def manual_flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
             lambda: _get(cp, "member2", IMPORT) and _get(cp, "member2", DERIVED),
             timeout=120,
         )
-        port = free_port()
-        with process(
-            "dns",
-            "--kubeconfig",
-            str(cp.kubeconfig_path),
-            "--context",
-            "member2",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--source-lease-namespace",
-            "default",
-        ):
-            wait_answering(port, timeout=60)
+        with member2_dns(cp) as (port, _dns):
             yield {"cp": cp, "km": km, "dns_port": port, "tmp": tmp_path_factory.mktemp("ctl")}
 
 
 def _member_mode(flow: dict[str, Any], log: str, *extra: str) -> Any:
-    cp: ControlPlane = flow["cp"]
-    return controller(
-        flow["tmp"] / log,
-        "--kubeconfig",
-        str(cp.kubeconfig_path),
-        "--context",
-        "member1",
-        "--context",
-        "member2",
-        "--source-lease-namespace",
-        "default",
-        *extra,
-    )
+    members = ("member1", "member2")
+    extra = ("--source-lease-namespace", "default", *extra)
+    return controller(flow["tmp"] / log, *hub_args(flow["cp"], members, "beside-karmada", *extra))
 
 
 def _answered(flow: dict[str, Any], ctl: Controller) -> str | None:
