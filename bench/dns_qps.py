@@ -68,6 +68,7 @@ class Server:
     p999: float = float("nan")
     lat_n: int = 0
     lat_noise: float = float("nan")
+    passes: list[tuple[float, float]] = field(default_factory=list)  # (p99, p99.9) each pass
     avg_size: float = float("nan")
 
     def start(self) -> None:
@@ -381,6 +382,7 @@ def latency_run(s: Server, datafile: Path, duration: float, rate: int, out: Path
         f"  {s.name:8s} p50 {pct(50):7.0f} µs  p99 {pct(99):7.0f} µs  p99.9 {pct(99.9):7.0f} µs  ({len(lat)} replies)  other load {noise:4.0f}% of a core",
         flush=True,
     )
+    s.passes.append((pct(99), pct(99.9)))
     if not noise >= s.lat_noise:  # keep the quietest pass (the first one: lat_noise is nan)
         s.p50, s.p99, s.p999, s.lat_n, s.lat_noise = pct(50), pct(99), pct(99.9), len(lat), noise
 
@@ -589,6 +591,18 @@ def main() -> int:
             print(
                 f"{s.name:10s} {q:9.0f} {c:9.2f} {p:10.0f} {s.p50:7.0f} {s.p99:7.0f} {s.p999:7.0f} {max(s.lost, default=nan):6.2f} {s.avg_size:6.0f} {statistics.median(s.noise) if s.noise else nan:6.0f}"
             )
+        if args.latency_runs > 1:
+            print(f"every latency pass (p99 / p99.9 µs, in order, at {args.rate} QPS):")
+            for s in peers:
+                each = ", ".join(f"{a:.0f} / {b:.0f}" for a, b in s.passes)
+                print(f"  {s.name:10s} {each}")
+            for s in peers[1:]:
+                mine, theirs = peers[0].passes, s.passes
+                ok = all(a[0] <= b[0] and a[1] <= b[1] for a, b in zip(mine, theirs, strict=True))
+                print(
+                    f"  {peers[0].name} at or under {s.name} (p99 and p99.9) in every pass: "
+                    f"{'yes' if ok else 'no'}"
+                )
         base = med[servers[0].name]
         for s in peers[1:]:
             q, c, p = med[s.name]
