@@ -143,7 +143,7 @@ class Hub:
             for name, m in self.members.items()
             if name in ids and m.synced and m.reachable
         ]
-        retains = self.karmada is not None and self.karmada.retaining
+        retains = None if self.karmada is None else self.karmada.retaining
         async with self._writing:
             outcomes = await asyncio.gather(
                 *(

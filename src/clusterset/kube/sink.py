@@ -112,7 +112,7 @@ class _Pass:
     """One apply_member pass over a member: the stores as the pass began, what it wrote,
     and what it wants kept (what we own beyond that is pruned)."""
 
-    def __init__(self, member: MemberCluster, karmada_retains: bool) -> None:
+    def __init__(self, member: MemberCluster, karmada_retains: bool | None) -> None:
         self.member = member
         self.karmada_retains = karmada_retains
         self.result = ApplyResult()
@@ -232,11 +232,11 @@ async def apply_member(
     desired: Desired,
     *,
     now: str,
-    karmada_retains: bool = False,
+    karmada_retains: bool | None = None,
 ) -> ApplyResult:
     """Make `member` hold exactly what `desired` says for it (imports, slices, conditions).
-    `karmada_retains`: Karmada keeps the spec.ips we write into its imports (the retention
-    rule is in its control plane)."""
+    `karmada_retains`: whether Karmada keeps the spec.ips we write into its imports (our
+    retention rule is in its control plane); None: no way to Karmada's control plane."""
     p = _Pass(member, karmada_retains)
     cd = desired.clusters.get(cid)
     if cd is not None:
@@ -280,8 +280,8 @@ async def _one_import(p: _Pass, cd: ClusterDesired, key: ServiceKey) -> None:
         if p.karmada_retains:
             render_obj = functools.partial(render.service_import_ips, imp, p.import_res.version)
             await p.apply(p.import_res, skey, render_obj, have, imp)
-        else:
-            _unfilled(p.member, skey, imp)
+        elif p.karmada_retains is None:
+            _unfilled(p.member, skey, imp)  # (not yet in place: install_retention says why)
     # A foreign import's status goes on Karmada's object only: ours of that name is about
     # to be pruned, and writing it first would be a wasted write.
     if not foreign or (have is not None and not _owned(have)):
