@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from clusterset.kube.cluster import karmada_filled
 from clusterset.kube.karmada import RETENTION_LUA, placed_imports, retention
 from clusterset.model.bag import Objects, add_object
 from clusterset.model.ids import ClusterId, ServiceKey
@@ -249,3 +250,18 @@ def test_retention_rule_targets_serviceimport_and_keeps_ips() -> None:
         }
         assert ric["spec"]["customizations"]["retention"]["luaScript"] == RETENTION_LUA
     assert "function Retain(desiredObj, observedObj)" in RETENTION_LUA
+
+
+def test_member_dns_answers_karmadas_import_with_karmadas_derived_service() -> None:
+    """Karmada's import keeps an empty spec.ips where Karmada would revert ours (member
+    kubeconfigs, no retention rule): the member's DNS view takes derived-svc's ClusterIP,
+    as the hub does; ours, Karmada's with ips, and one without derived-svc stay as they are."""
+    derived = _service("derived-svc", KARMADA_LABELS)
+    karmadas = _import({"labels": KARMADA_LABELS})
+    filled = karmada_filled(_bag(karmadas, derived))
+    assert filled[KEY].ips == ("10.96.0.10",)
+    with_ips = {**karmadas, "spec": {**karmadas["spec"], "ips": ["10.96.9.9"]}}
+    assert karmada_filled(_bag(with_ips, derived))[KEY].ips == ("10.96.9.9",)
+    assert karmada_filled(_bag(karmadas))[KEY].ips == ()
+    ours = _import({"labels": {"clusterset.io/managed": "true"}})
+    assert karmada_filled(_bag(ours, derived))[KEY].ips == ()

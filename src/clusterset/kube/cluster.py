@@ -22,9 +22,10 @@ from clusterset.model.bag import (
     group_slices,
     implied_namespaces,
 )
-from clusterset.model.ids import ClusterId, InvalidName, cluster_id
-from clusterset.model.objects import EndpointSlice
+from clusterset.model.ids import ClusterId, InvalidName, ServiceKey, cluster_id
+from clusterset.model.objects import EndpointSlice, ImportType, ServiceImport
 from clusterset.model.state import ClusterState, ImportedView
+from clusterset.reconcile.desired import clusterset_ips
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -310,12 +311,29 @@ class MemberCluster:
             leases=leases,
             properties=properties,
             cluster=cluster,
-            imports=dict(objs.imports),
+            imports=karmada_filled(objs),
             slices=self._group("mcs_slices", objs.mcs_slices),
             namespaces=frozenset(objs.namespaces) or implied_namespaces(objs),
             local_services=objs.local_services(),
             generation=generation,
         )
+
+
+def karmada_filled(objs: Objects) -> dict[ServiceKey, ServiceImport]:
+    """The cluster's imports, those Karmada manages with an empty spec.ips given the
+    ClusterIPs of Karmada's derived-<svc> (what the hub fills in where Karmada keeps it:
+    without the retention rule, Karmada puts its template back, and DNS answers the same)."""
+    imports = dict(objs.imports)
+    for key, name in objs.karmada_derived().items():
+        imp = imports.get(key)
+        svc = objs.services.get(ServiceKey(key.namespace, name))
+        if imp is None or imp.ips or imp.type is not ImportType.CLUSTER_SET_IP or svc is None:
+            continue
+        families = imp.ip_families or svc.ip_families  # Karmada's v1alpha1 import has none
+        ips = clusterset_ips(svc.cluster_ips, families) if families else svc.cluster_ips
+        if ips:
+            imports[key] = dataclasses.replace(imp, ips=ips)
+    return imports
 
 
 def _with_kind(raw: Obj, res: k.Resource) -> Obj:
