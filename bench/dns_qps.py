@@ -37,6 +37,8 @@ import dns.rrset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _synth
+
+sys.path.insert(0, str(_synth.REPO))  # tests/ helpers
 from tests import zone_records as records
 
 from clusterset.controller.manifest import FolderFeed
