@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,21 @@ def pyyaml(text: str) -> list[Any] | str:
         return f"error: {type(exc).__name__}"
 
 
+def typed(value: Any) -> Any:
+    """`value` with every scalar's type kept: `==` alone takes True for 1 and 1 for 1.0."""
+    if isinstance(value, dict):
+        return {typed(k): typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [typed(v) for v in value]
+    return (type(value).__name__, value)
+
+
 def agrees(text: str) -> bool:
-    """The fast reading declines or equals PyYAML's; True when it was taken."""
+    """The fast reading declines or equals PyYAML's (types too); True when it was taken."""
     fast = fastyaml.documents(text, MAX_DEPTH)
     if fast is not None:
-        assert fast == pyyaml(text), text
+        assert typed(fast) == typed(pyyaml(text)), text
+        assert [d for _i, d, _p in load._documents(text)] == fast
     return fast is not None
 
 
@@ -78,6 +89,16 @@ DIFFERENT = [
     "a: 1\n---\n",
     "a: x\x85y\n",
     "x: " + "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1) + "\n",
+    # a scalar inside MAX_DEPTH sequences: one node deeper than the reader allows
+    "[" * MAX_DEPTH + "1" + "]" * MAX_DEPTH + "\n",
+    # a byte order mark at a line's start: libyaml skips it, so a tag or alias follows it
+    "a: 1\n---\n\ufeff!!binary aGk=\n",
+    "\ufeff!foo bar\n",
+    "a: &x [0, 1]\nb: [\n\ufeff*x,\n\ufeff*x]\n",
+    "\ufeffa: 1\n",
+    # a duplicate anchor: PyYAML refuses it, serde_yaml does not
+    "a: &x 1\nb: &x 2\n",
+    "- &a 1\n- &a 2\n",
     "x: =\n",
     # the same word quoted once and plain once
     'a: "yes"\nb: yes\n',
@@ -102,12 +123,27 @@ def test_a_text_read_otherwise_in_yaml_1_2_goes_to_pyyaml(text: str) -> None:
         "a: |\n  yes\n  no\n",  # block scalars are strings in both
         "a: 0x1F\nb: -0x1F\nc: 0b11\nd: +5\ne: -0\nf: 18446744073709551615\n",
         "a: null\nb: Null\nc: NULL\nd:\ne: True\nf: FALSE\n",
-        "\ufeffa: 1\n",
+        "[" * (MAX_DEPTH - 1) + "1" + "]" * (MAX_DEPTH - 1) + "\n",
         "a: 'it''s'\nb: \"tab\\there\"\n",
     ],
 )
 def test_a_manifest_read_alike_takes_the_fast_path(text: str) -> None:
     assert agrees(text), "declined a text both read alike"
+
+
+def test_many_quoted_suspects_cost_a_bounded_scan() -> None:
+    """Every quoted timestamp of a long `kubectl get -o yaml` list is a suspect, each found
+    by a scan of the text: past SCAN_BUDGET characters the text goes to PyYAML, never to a
+    scan quadratic in its size."""
+    items = "".join(
+        f'- {{name: x{i}, created: "2026-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}Z"}}\n'
+        for i in range(4000)
+    )
+    started = time.process_time()
+    assert fastyaml.documents(items, MAX_DEPTH) is None
+    assert time.process_time() - started < 0.5
+    few = "".join(f'- {{created: "2026-01-01T00:00:{i:02d}Z"}}\n' for i in range(20))
+    assert agrees(few)
 
 
 def test_every_manifest_in_the_repository_agrees() -> None:

@@ -64,6 +64,7 @@ class Observer:
         # after pass, so changed_keys sees nothing to do and nothing is rebuilt.
         self._out: dict[ClusterId, tuple[object, Slices]] = {}
         self.observed = asyncio.Event()  # set by the first observe(): the IDs are known
+        self._unknown_placements: set[str] = set()  # Karmada clusters that are no member
 
     def _member(self, name: str, api: k.KubeApi) -> MemberCluster:
         return MemberCluster(name, api, mode=HUB, on_change=self.changed)
@@ -111,6 +112,13 @@ class Observer:
         loop: it reads and updates the informers' caches."""
         clusters: dict[ClusterId, ClusterState] = {}
         placed = self.karmada.placed_imports() if self.karmada is not None else {}
+        for name in placed.keys() - self.members.keys() - self._unknown_placements:
+            self._unknown_placements.add(name)  # said once
+            log.warning(
+                "karmada: places ServiceImports on cluster %s, which is none of the members "
+                "(with --karmada-control-plane, name each --context as Karmada's cluster)",
+                name,
+            )
         for name, m in self.members.items():
             try:
                 cs = m.cluster_state()

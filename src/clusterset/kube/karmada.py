@@ -181,9 +181,10 @@ class KarmadaControl:
         self.api = api
         self.on_change = on_change
         self.bindings = Informer(api, k.KARMADA_BINDINGS, on_change=on_change, optional=True)
-        # Whether the retention rules are in place: until then, writing spec.ips into an
-        # import Karmada propagates would be fighting it (it puts the template back).
-        self.retaining = False
+        # Whether the retention rules are in place (True), not yet (False), or refused for
+        # good (None: RBAC, a webhook): writing spec.ips into an import Karmada propagates
+        # without them would be fighting it (it puts the template back).
+        self.retaining: bool | None = False
         # Watched only when membership follows Karmada (on_clusters: a Cluster changed).
         self.clusters = (
             Informer(api, k.KARMADA_CLUSTERS, on_change=on_clusters)
@@ -215,6 +216,9 @@ class KarmadaControl:
         if applied and not self.retaining:
             self.retaining = True
             self.on_change()  # the imports whose spec.ips waited for it
+        elif done and not applied:
+            self.retaining = None  # refused, not retried: each import says what it lacks
+            self.on_change()
         return done
 
     async def run(self) -> None:

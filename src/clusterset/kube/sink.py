@@ -211,7 +211,8 @@ def _unfilled(member: MemberCluster, skey: str, imp: ServiceImport) -> None:
         "template back over spec.ips unless clusterset's retention rule is in its control "
         "plane: spec.ips left empty (DNS answers the ClusterSetIP %s all the same). To fill "
         "it, give the controller --karmada-control-plane (the karmada-apiserver's kubeconfig) "
-        "or run it through Karmada's proxy (--karmada-kubeconfig)",
+        "or run it through Karmada's proxy (--karmada-kubeconfig); with either, see why "
+        "its ResourceInterpreterCustomization was refused",
         member.name,
         skey,
         ",".join(imp.ips),
@@ -236,7 +237,8 @@ async def apply_member(
 ) -> ApplyResult:
     """Make `member` hold exactly what `desired` says for it (imports, slices, conditions).
     `karmada_retains`: whether Karmada keeps the spec.ips we write into its imports (our
-    retention rule is in its control plane); None: no way to Karmada's control plane."""
+    retention rule is in its control plane); False: not yet; None: it cannot be (no way to
+    Karmada's control plane, or the rule was refused there)."""
     p = _Pass(member, karmada_retains)
     cd = desired.clusters.get(cid)
     if cd is not None:

@@ -1,22 +1,25 @@
 """The documents PyYAML's SafeLoader would read from a text, ~3x faster, or None.
 
-A cold fleet read spends most of its CPU in PyYAML (bench/README.md "Issue 23 item 2").
-ryaml wraps serde_yaml, whose scanner and parser are libyaml's (unsafe-libyaml), the same
-code as PyYAML's CSafeLoader: a text one rejects the other rejects. What differs is the
-schema. serde_yaml resolves plain scalars by YAML 1.2's core schema, PyYAML by YAML 1.1
-(`yes`, `on`, `010`, `1_000`, `1:20` and dates are not strings there); and serde_yaml has no
-merge keys, tags or shared aliases, an empty stream is one document, and a duplicate key is
-an error. So the fast result is used only when it provably equals PyYAML's:
+A cold fleet read spent most of its CPU in PyYAML (bench/README.md "Issue 23 item 2").
+ryaml wraps serde_yaml, whose scanner and parser are a port of libyaml, the C library under
+PyYAML's CSafeLoader. What differs is the rest: serde_yaml resolves plain scalars by YAML
+1.2's core schema, PyYAML by YAML 1.1 (`yes`, `on`, `010`, `1_000`, `1:20` and dates are not
+strings there); it reads tags its own way, expands aliases (with its own limit, not the
+reader's allowance), has no merge keys and accepts a duplicate anchor; an empty stream is
+one document, and a duplicate key is an error. So the fast result is used only when it
+provably equals PyYAML's:
 
-- the text has no tag (`!`) or alias (`*`) starting a token, no merge key (`<<`), directive
-  (`%` at a line's start), `0o` integer (an int in 1.2, a string in 1.1) or YAML 1.1 line
-  break (NEL, LS, PS);
+- the text has no byte order mark (libyaml skips one at any line's start, where a tag could
+  hide), no tag (`!`), anchor (`&`) or alias (`*`) starting a token, no merge key (`<<`),
+  directive (`%` at a line's start), `0o` integer (an int in 1.2, a string in 1.1) or YAML
+  1.1 line break (NEL, LS, PS);
 - no document is empty and nothing is a float (1.2 reads `1e5` as one, 1.1 does not);
-- nothing is nested deeper than the reader's MAX_DEPTH (serde_yaml allows 128);
+- no node is nested deeper than the reader's MAX_DEPTH (serde_yaml allows 128);
 - no string that PyYAML's own resolver table would read as another type, if written plain,
   while serde_yaml reads it as a string, appears in the text plain (a plain scalar is
   written as is, so an occurrence not right after a quote is one; a string holding
-  whitespace may have been folded: never trusted).
+  whitespace may have been folded: never trusted). Looking for them costs a scan of the
+  text per such string: past SCAN_BUDGET characters in all, the text goes to PyYAML.
 
 Anything else, including any error, returns None and the caller reads the text with PyYAML:
 its results and error lines are unchanged. Without aliases a document has fewer nodes than
@@ -36,10 +39,17 @@ from yaml.resolver import Resolver
 _IMPLICIT: dict[str | None, list[tuple[str, re.Pattern[str]]]] = Resolver.yaml_implicit_resolvers
 _STR = "tag:yaml.org,2002:str"
 _FIRST = frozenset(c for c in _IMPLICIT if c)  # "" (the empty string) is null in both
-# A tag or alias starts a token (after a space, a flow indicator or a line's start); inside
-# a word or right after a quote it is text, as in RBAC's `verbs: ["*"]`.
-_RARE = ("%", "!", "*", "<<", "0o", "\x85", "\u2028", "\u2029")
-_UNSUPPORTED = re.compile(r"^%|(?:^|[\s\[\]{},:?])[!*]|<<|0o|[\x85\u2028\u2029]", re.M)
+# A tag, anchor or alias starts a token (after a space, a flow indicator or a line's start);
+# inside a word or right after a quote it is text, as in RBAC's `verbs: ["*"]`.
+_RARE = ("%", "!", "&", "*", "<<", "0o", "\x85", "\u2028", "\u2029", "\ufeff")
+_UNSUPPORTED = re.compile(r"^%|(?:^|[\s\[\]{},:?])[!&*]|<<|0o|[\x85\u2028\u2029\ufeff]", re.M)
+# Characters scanned in all looking for plain occurrences of suspect strings: a few
+# milliseconds. A text needing more (a long `kubectl get -o yaml` list, every quoted
+# timestamp a suspect) is read by PyYAML rather than in time quadratic in its size.
+SCAN_BUDGET = 4_000_000
+# Suspect strings longer than this are checked without being remembered (no string a
+# resolver reads as a bool, null, date or number of sane size is longer).
+_CACHED_LENGTH = 64
 
 
 def documents(text: str, max_depth: int) -> list[Any] | None:
@@ -55,21 +65,24 @@ def documents(text: str, max_depth: int) -> list[Any] | None:
     strings = _strings(docs, max_depth)
     if strings is None:
         return None
-    for value in strings:
-        if value[:1] in _FIRST and _suspect(value) and _plain(text, value):
-            return None
+    suspects = {v for v in strings if v[:1] in _FIRST and _suspect(v)}
+    if len(suspects) * len(text) > SCAN_BUDGET:
+        return None
+    if any(_plain(text, value) for value in suspects):
+        return None
     return docs
 
 
 def _strings(docs: list[Any], max_depth: int) -> list[str] | None:
-    """Every string key and value; None at a float, a key of another type or a nesting
-    deeper than max_depth. A hot loop (every scalar of a cold read): kept flat."""
+    """Every string key and value; None at a float, a key of another type or a node deeper
+    than max_depth (a document's root is at depth 1, as the reader counts). A hot loop
+    (every scalar of a cold read): kept flat."""
     strings: list[str] = []
     stack: list[tuple[Any, int]] = [(docs, 0)]  # the documents, then what they nest
     while stack:
         cur, depth = stack.pop()
-        if depth > max_depth:
-            return None
+        if cur and depth >= max_depth:
+            return None  # what it holds is deeper than max_depth
         values = cur
         if type(cur) is dict:
             for key in cur:
@@ -89,14 +102,20 @@ def _strings(docs: list[Any], max_depth: int) -> list[str] | None:
     return strings
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _suspect(value: str) -> bool:
     """Does PyYAML read `value`, written plain, as another type while serde_yaml reads it
     as a string? (A string serde_yaml would not read plain, as `port: "80"`, came quoted.)"""
+    return _suspect_cached(value) if len(value) <= _CACHED_LENGTH else _suspect_of(value)
+
+
+def _suspect_of(value: str) -> bool:
     for tag, rule in _IMPLICIT[value[:1]]:
         if rule.match(value):
             return tag != _STR and _plain_is_str(value)
     return False
+
+
+_suspect_cached = functools.lru_cache(maxsize=1 << 14)(_suspect_of)
 
 
 def _plain_is_str(value: str) -> bool:
