@@ -711,12 +711,18 @@ def test_dual_stack_export_imports_one_clustersetip_per_family(hub: ControlPlane
         "PreferDualStack",
         ips,
     )
-    slices = get(
-        cp,
-        "member2",
-        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
-        "?labelSelector=multicluster.kubernetes.io/service-name%3Dds",
-    )["items"]
+
+    # The import is written in final form before its slices (the same pass): wait for them.
+    def both_slices() -> list[Any] | None:
+        items: list[Any] = get(
+            cp,
+            "member2",
+            "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
+            "?labelSelector=multicluster.kubernetes.io/service-name%3Dds",
+        )["items"]
+        return items if len(items) == 2 else None
+
+    slices = eventually("ds's two MCS slices in member2", both_slices)
     assert sorted((s["addressType"], s["endpoints"][0]["addresses"][0]) for s in slices) == [
         ("IPv4", "10.244.1.30"),
         ("IPv6", "fd00:10:244:1::30"),
