@@ -282,8 +282,8 @@ async def _one_import(p: _Pass, cd: ClusterDesired, key: ServiceKey) -> None:
         if p.karmada_retains:
             render_obj = functools.partial(render.service_import_ips, imp, p.import_res.version)
             await p.apply(p.import_res, skey, render_obj, have, imp)
-        elif p.karmada_retains is None:
-            _unfilled(p.member, skey, imp)  # (not yet in place: install_retention says why)
+        elif p.karmada_retains is None:  # it cannot be kept (False: not yet, wait)
+            _unfilled(p.member, skey, imp)
     # A foreign import's status goes on Karmada's object only: ours of that name is about
     # to be pruned, and writing it first would be a wasted write.
     if not foreign or (have is not None and not _owned(have)):
