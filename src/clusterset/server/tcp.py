@@ -150,7 +150,9 @@ class TcpServer:
                 except TimeoutError:
                     return  # a client that does not read its replies
                 conn.answered = True
-        except ConnectionError:
+        except (ConnectionError, asyncio.CancelledError):
+            # A cancel is shutdown: asyncio's start_server callback (3.11) would log it
+            # with a traceback. The connection just ends.
             pass
         finally:
             self._release(conn)
@@ -158,7 +160,7 @@ class TcpServer:
             try:
                 async with asyncio.timeout(self.io_timeout):
                     await writer.wait_closed()
-            except Exception:
+            except (Exception, asyncio.CancelledError):
                 writer.transport.abort()  # unsent replies to a client that does not read
 
     async def stop(self) -> None:
