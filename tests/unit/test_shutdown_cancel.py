@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from clusterset.controller.admission import AdmissionServer
 from clusterset.server.holder import ZoneHolder
+from clusterset.server.http import OpsServer
 from clusterset.server.tcp import TcpServer
 
 
@@ -82,3 +85,19 @@ def test_dns_tcp_connection_cancelled_in_its_close_logs_nothing(
         return server._server
 
     assert asyncio.run(_cancel_during_close(serve)) == []
+
+
+def test_ops_http_connection_open_at_stop_logs_nothing() -> None:
+    """stop() cancels the connections still waiting for their request."""
+    server = OpsServer(("127.0.0.1", 0), CollectorRegistry(), ready=lambda: True)
+    logged: list[dict[str, Any]] = []
+    server._loop.set_exception_handler(lambda _loop, context: logged.append(context))
+    server.start()
+    with socket.create_connection(server.address, timeout=5):
+        for _ in range(100):  # its handler is waiting for the request
+            if server._tasks:
+                break
+            time.sleep(0.01)
+        assert server._tasks, "no handler started"
+        server.stop()
+    assert logged == []

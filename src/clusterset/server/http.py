@@ -261,6 +261,8 @@ class OpsServer:
             writer.close()
         except (TimeoutError, ConnectionError):
             pass  # a client that does not read its reply
+        except asyncio.CancelledError:
+            pass  # stop(): asyncio's start_server callback (3.11) would log it with a traceback
         finally:
             self._conns.pop(writer, None)
             self._tasks.discard(task)
