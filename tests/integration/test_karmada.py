@@ -153,6 +153,9 @@ def _apply_all(cp: ControlPlane, cluster: str, docs: list[dict[str, Any]]) -> No
             "Role": f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
             "RoleBinding": f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
             "ServiceAccount": f"/api/v1/namespaces/{ns}/serviceaccounts",
+            "ValidatingWebhookConfiguration": (
+                "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+            ),
         }[kind]
         if ns:
             _ns(cp, cluster, ns)
@@ -247,7 +250,15 @@ def deployed(
     member_docs = _member_rbac()
     for m in km.members:
         _apply_all(cp, m, member_docs)
-    # Karmada side: what the controller may do in the karmada-apiserver.
+    # The pre-flight webhook, registered in the karmada-apiserver by the chart (its url: where
+    # the karmada-apiserver reaches the hub), with the apiservers' serving certificate.
+    webhook = free_port()
+    certs = tmp / "webhook-certs"
+    certs.mkdir()
+    pki = cp.workdir / "pki"
+    for src, dst in (("serving.crt", "tls.crt"), ("serving.key", "tls.key"), ("ca.crt", "ca.crt")):
+        shutil.copy(pki / src, certs / dst)
+    # Karmada side: what the controller may do in the karmada-apiserver, and the webhook.
     _apply_all(
         cp,
         km.control,
@@ -258,6 +269,8 @@ def deployed(
             "karmadaRBAC.subjects[0].kind=ServiceAccount",
             f"karmadaRBAC.subjects[0].name={SA}",
             f"karmadaRBAC.subjects[0].namespace={SA_NS}",
+            "admission.enabled=true",
+            f"admission.url=https://127.0.0.1:{webhook}",
         ),
     )
     kubeconfig = _controller_kubeconfig(cp, km)
@@ -274,6 +287,12 @@ def deployed(
             "default",
             "--metrics-listen",
             f"127.0.0.1:{metrics}",
+            "--webhook-listen",
+            f"127.0.0.1:{webhook}",
+            "--webhook-cert-dir",
+            str(certs),
+            "--webhook-config",
+            "clusterset-preflight",
         ) as ctl,
         member2_dns(cp) as (port, dns_proc),
     ):
@@ -512,6 +531,118 @@ def test_article_manual_flow_karmadas_import_filled_and_stable(
     print(f"\nmember2 ServiceImport versions in 60 s: {len(seen)} {seen}")
     assert len(seen) <= 3, seen
     assert dig(deployed["dns_port"], "serve.default.svc.clusterset.local") == [ip]
+
+
+def _warned(cp: ControlPlane, method: str, path: str, obj: dict[str, Any]) -> list[str]:
+    """Send `obj` to the karmada-apiserver as kubectl would: the Warning headers it gets."""
+    req = urllib.request.Request(
+        cp.servers["karmada"] + path,
+        data=json.dumps(obj).encode(),
+        method=method,
+        headers={"Authorization": f"Bearer {cp.admin_token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30, context=cp.ssl_context()) as r:
+        assert r.status in (200, 201), r.status
+        # RFC 7234 form, as the apiserver sends them: 299 - "text"
+        return [
+            w.removeprefix('299 - "').removesuffix('"') for w in r.headers.get_all("Warning") or []
+        ]
+
+
+def test_conflicting_export_applied_to_karmada_warns_its_caller(
+    karmada: tuple[ControlPlane, Karmada], deployed: dict[str, Any]
+) -> None:
+    """Issue 21 item 2: the user applies to the karmada-apiserver; the finding of the
+    pre-flight check in the member Karmada places the export in reaches them (kubectl's
+    "Warning:"): for the ServiceExport template once a policy places it, and for the policy
+    that places an export already applied (the guide's order)."""
+    cp, km = karmada
+    ctl: Controller = deployed["ctl"]
+    _export(cp, "member1", "web")  # the older export: web on port 80, in member1 itself
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"ports": [{"port": 8080, "protocol": "TCP"}]},
+    }
+    km.apply("/api/v1/namespaces/default/services/web", svc)
+    km.apply(
+        f"{POLICY}/namespaces/default/propagationpolicies/web-service",
+        propagation_policy("web-service", [("v1", "Service")], ["member2"], resource="web"),
+    )
+    eventually(
+        "Karmada's web (port 8080) in member2",
+        lambda: _get(cp, "member2", "/api/v1/namespaces/default/services/web"),
+        timeout=60,
+    )
+    export = {
+        "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+        "kind": "ServiceExport",
+        "metadata": {"name": "web", "namespace": "default"},
+    }
+    exports = f"{MCS_ALPHA}/namespaces/default/serviceexports"
+    with _diagnosed(ctl):
+        # No policy places it yet: said, not guessed (a dry run until the webhook answers).
+        eventually(
+            "the webhook's answer in the karmada-apiserver",
+            lambda: _warned(cp, "POST", f"{exports}?dryRun=All", export),
+            timeout=30,
+        )
+        warnings = _warned(cp, "POST", exports, export)
+        assert warnings == [
+            "clusterset: no PropagationPolicy or ClusterPropagationPolicy selects ServiceExport "
+            "default/web yet, so Karmada does not propagate it; the pre-flight check runs when a "
+            "policy naming it is applied"
+        ], warnings
+        # Its policy is what exports it: the finding in member2 comes with the policy.
+        policy = propagation_policy(
+            "web-export",
+            [("multicluster.x-k8s.io/v1alpha1", "ServiceExport")],
+            ["member2"],
+            resource="web",
+        )
+        warnings = eventually(
+            "the policy's warning (the webhook sees the policies and member2's Service)",
+            lambda: (
+                _warned(
+                    cp,
+                    "POST",
+                    f"{POLICY}/namespaces/default/propagationpolicies?dryRun=All",
+                    policy,
+                )
+                or None
+            ),
+            timeout=30,
+        )
+        text = " ".join(warnings)
+        assert "default/web in member2 would report Conflict (PortConflict)" in text, warnings
+        assert "the oldest export, in member1, wins" in text, warnings
+        _warned(cp, "POST", f"{POLICY}/namespaces/default/propagationpolicies", policy)
+        # The template again (an UPDATE): placed by its ResourceBinding or the policy now.
+        current = _get(cp, km.control, f"{exports}/web")
+        current["metadata"]["labels"] = {"edited": "yes"}
+        warnings = eventually(
+            "the template's warning",
+            lambda: (
+                [w for w in _warned(cp, "PUT", f"{exports}/web", current) if "PortConflict" in w]
+                or None
+            ),
+            timeout=30,
+        )
+        assert any("default/web in member2 would report Conflict" in w for w in warnings), warnings
+    for path in (
+        f"{exports}/web",
+        f"{POLICY}/namespaces/default/propagationpolicies/web-export",
+        f"{POLICY}/namespaces/default/propagationpolicies/web-service",
+        "/api/v1/namespaces/default/services/web",
+    ):
+        cp.request(km.control, "DELETE", path)
+    for path in (
+        f"{MCS_ALPHA}/namespaces/default/serviceexports/web",
+        "/api/v1/namespaces/default/services/web",
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/web-1",
+    ):
+        cp.request("member1", "DELETE", path)
 
 
 def test_multiclusterservice_dispatch_is_not_member2s_own(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from clusterset.controller.admission import View, review, run
+from clusterset.controller.admission import KarmadaView, View, review, review_karmada, run
 from clusterset.kube import api as k
 from clusterset.model.ids import ClusterId, ServiceKey
 from tests.factories import cluster, clusterset, export, port, service
@@ -146,11 +146,11 @@ def test_a_missing_webhook_configuration_is_logged_once_per_member(
         pass
 
     certs = SimpleNamespace(ca_bundle=lambda: b"CA", reload=lambda: False)
-    server = SimpleNamespace(certs=certs, stop=stop)
+    server = SimpleNamespace(certs=certs, stop=stop, karmada=None)
 
     async def scenario() -> None:
         api = FakeWebhookApi()  # its queue belongs to this loop
-        hub = SimpleNamespace(members={"m1": SimpleNamespace(name="m1", api=api)})
+        hub = SimpleNamespace(members={"m1": SimpleNamespace(name="m1", api=api)}, karmada=None)
 
         async def rounds(n: int) -> None:
             """`n` rounds that saw what is there now (earlier gets are dropped)."""
@@ -177,3 +177,116 @@ def test_a_missing_webhook_configuration_is_logged_once_per_member(
     ] * 2
     updated = [r for r in caplog.records if "caBundle" in r.getMessage()]
     assert len(updated) == 1  # set once; the rounds after found it unchanged
+
+
+# Issue 21 item 2: a ServiceExport applied to the karmada-apiserver is checked in the
+# members Karmada places it in (its Cluster names are the hub's member names here).
+KARMADA_CLUSTERS = {n: {"metadata": {"name": n}, "spec": {}} for n in ("ctx-a", "ctx-b")}
+TEMPLATE = {
+    "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+    "kind": "ServiceExport",
+    "metadata": {"name": "svc", "namespace": "ns"},
+}
+
+
+def karmada_policy(name: str, members: list[str], **placement: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy.karmada.io/v1alpha1",
+        "kind": "PropagationPolicy",
+        "metadata": {"name": name, "namespace": "ns"},
+        "spec": {
+            "resourceSelectors": [
+                {"apiVersion": TEMPLATE["apiVersion"], "kind": "ServiceExport", "name": "svc"}
+            ],
+            "placement": {"clusterAffinity": {"clusterNames": members}, **placement},
+        },
+    }
+
+
+def karmada(*policies: dict[str, Any], bindings: dict[str, Any] | None = None) -> KarmadaView:
+    return KarmadaView(policies, (), KARMADA_CLUSTERS, bindings or {})
+
+
+def karmada_review(kind: str, obj: dict[str, Any], kv: KarmadaView, deny: bool = False) -> Any:
+    b = body(kind, obj)
+    b["request"]["kind"]["group"] = (
+        "policy.karmada.io" if "Policy" in kind else b["request"]["kind"]["group"]
+    )
+    return review_karmada(b, VIEW, kv, deny=deny, now=2e9)["response"]
+
+
+def test_template_is_checked_in_the_member_its_policy_places_it_in() -> None:
+    r = karmada_review("ServiceExport", TEMPLATE, karmada(karmada_policy("p", ["ctx-b"])))
+    assert r["allowed"] is True
+    assert any("PortConflict" in w and "the oldest export, in a, wins" in w for w in r["warnings"])
+    r = karmada_review("ServiceExport", TEMPLATE, karmada(karmada_policy("p", ["ctx-a"])))
+    assert r == {"uid": "u-1", "allowed": True}
+
+
+def test_the_binding_says_where_once_karmada_scheduled_it() -> None:
+    binding = {
+        "ns/svc-serviceexport": {
+            "metadata": {"namespace": "ns", "name": "svc-serviceexport"},
+            "spec": {"clusters": [{"name": "ctx-b"}]},
+        }
+    }
+    kv = karmada(karmada_policy("p", ["ctx-a"]), bindings=binding)
+    r = karmada_review("ServiceExport", TEMPLATE, kv)
+    assert any("PortConflict" in w for w in r["warnings"])
+
+
+def test_deny_refuses_a_template_that_conflicts_in_a_member() -> None:
+    r = karmada_review(
+        "ServiceExport", TEMPLATE, karmada(karmada_policy("p", ["ctx-b"])), deny=True
+    )
+    assert r["allowed"] is False and "PortConflict" in r["status"]["message"]
+
+
+def test_a_policy_naming_an_export_is_checked_where_it_places_it() -> None:
+    """The guide applies the ServiceExport, then its policy: the policy is what exports it."""
+    r = karmada_review("PropagationPolicy", karmada_policy("p", ["ctx-b"]), karmada())
+    assert any("PortConflict" in w for w in r["warnings"])
+    r = karmada_review("PropagationPolicy", karmada_policy("p", ["ctx-a"]), karmada())
+    assert r == {"uid": "u-1", "allowed": True}
+    by_label = karmada_policy("p", ["ctx-b"])
+    del by_label["spec"]["resourceSelectors"][0]["name"]
+    r = karmada_review("PropagationPolicy", by_label, karmada())
+    assert r["warnings"] == [
+        "clusterset: PropagationPolicy p selects ServiceExports by label or namespace: each is "
+        "checked when it is applied, not with the policy"
+    ]
+
+
+def test_what_cannot_be_known_is_said_not_guessed() -> None:
+    r = karmada_review("ServiceExport", TEMPLATE, karmada())
+    assert r["allowed"] is True and r["warnings"] == [
+        "clusterset: no PropagationPolicy or ClusterPropagationPolicy selects ServiceExport "
+        "ns/svc yet, so Karmada does not propagate it; the pre-flight check runs when a policy "
+        "naming it is applied"
+    ]
+    groups = karmada_policy(
+        "p", [], clusterAffinities=[{"affinityName": "x", "clusterNames": ["ctx-b"]}]
+    )
+    r = karmada_review("ServiceExport", TEMPLATE, karmada(groups), deny=True)
+    assert r["allowed"] is True
+    assert r["warnings"] == [
+        "clusterset: where Karmada places ServiceExport ns/svc is not known before it schedules "
+        "(PropagationPolicy p: its clusterAffinities are tried in turn by the scheduler): no "
+        "pre-flight check"
+    ]
+    elsewhere = karmada_policy("p", ["ctx-c"])
+    kv = KarmadaView(
+        (elsewhere,), (), {**KARMADA_CLUSTERS, "ctx-c": {"metadata": {"name": "ctx-c"}}}, {}
+    )
+    r = karmada_review("ServiceExport", TEMPLATE, kv)
+    assert r["warnings"] == [
+        "clusterset: PropagationPolicy p places ServiceExport ns/svc in ctx-c, which the hub "
+        "does not follow: not checked there"
+    ]
+
+
+def test_karmada_review_ignores_what_it_does_not_check() -> None:
+    r = karmada_review("Deployment", {"metadata": {"name": "d", "namespace": "ns"}}, karmada())
+    assert r == {"uid": "u-1", "allowed": True}
+    plain = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x", "namespace": "ns"}}
+    assert karmada_review("Service", plain, karmada()) == {"uid": "u-1", "allowed": True}

@@ -32,11 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from clusterset.controller.observer import Observer
+from clusterset.kube.api import ApiError
+from clusterset.kube.karmada import KarmadaControl
 from clusterset.kube.webhook import CaBundle, ensure_ca_bundle
 from clusterset.model import convert
 from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.state import ClusterSetState, ImportedView
-from clusterset.reconcile import preflight
+from clusterset.reconcile import placement, preflight
 from clusterset.reconcile.aggregate import aggregate
 from clusterset.zone import lookup
 
@@ -46,6 +48,9 @@ MAX_BODY = 3 * 1024 * 1024  # the apiserver's own request size limit
 REVIEW_THREADS = 4  # reviews at once; more wait on the loop (no thread each)
 CERT, KEY, CA = "tls.crt", "tls.key", "ca.crt"
 IPs = Mapping[tuple[ClusterId, ServiceKey], tuple[str, ...]]
+Obj = dict[str, Any]
+POLICY_KINDS = ("PropagationPolicy", "ClusterPropagationPolicy")
+KARMADA_PATH = "/validate-karmada"  # the karmada-apiserver's configuration calls it
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +110,13 @@ def review(
     """AdmissionReview in -> AdmissionReview out. Pure given `view` and `now`; thread-safe
     (the server runs it off the event loop)."""
     request = body.get("request") or {}
-    uid = str(request.get("uid", ""))
-    allowed, warnings, message = decide(request, member, view, deny=deny, now=now)
+    return _reviewed(body, decide(request, member, view, deny=deny, now=now))
+
+
+def _reviewed(body: Mapping[str, Any], decision: tuple[bool, list[str], str]) -> dict[str, Any]:
+    """The AdmissionReview answering `body` with `decision`."""
+    allowed, warnings, message = decision
+    uid = str((body.get("request") or {}).get("uid", ""))
     response: dict[str, Any] = {"uid": uid, "allowed": allowed}
     if warnings:
         response["warnings"] = warnings
@@ -134,11 +144,33 @@ def decide(
             ["clusterset: the hub has not synced every member yet: no pre-flight check"],
             "",
         )
-    kind = (request.get("kind") or {}).get("kind", "")
-    obj = request.get("object") or {}
+    return _check(
+        (request.get("kind") or {}).get("kind", ""),
+        request.get("object") or {},
+        cid,
+        view,
+        deny=deny,
+        now=now,
+    )
+
+
+def _check(
+    kind: str,
+    obj: Mapping[str, Any],
+    cid: ClusterId,
+    view: View,
+    *,
+    deny: bool,
+    now: float,
+    created: float | None = None,
+) -> tuple[bool, list[str], str]:
+    """`obj` (a ServiceExport or Service) checked as if applied in member `cid`; `created`
+    overrides the export's timestamp (a Karmada template's is not the member object's)."""
     try:
         if kind == "ServiceExport":
             export = convert.service_export(obj)
+            if created is not None:
+                export = dataclasses.replace(export, created=created)
             if export.created == 0.0:  # not set yet on CREATE in some paths: the youngest
                 export = dataclasses.replace(export, created=now)
             key, service = export.key, None
@@ -164,6 +196,185 @@ def decide(
     if deny and finding.conflicts:
         return False, warnings, "clusterset: --deny-conflicts: " + "; ".join(warnings)
     return True, warnings, ""
+
+
+@dataclass(frozen=True, slots=True)
+class KarmadaView:
+    """What a review of a template applied to the karmada-apiserver needs: Karmada's
+    policies and clusters (copied on the loop) and its ResourceBindings (the informer's
+    store: the thread only looks one key up)."""
+
+    policies: tuple[Obj, ...]
+    cluster_policies: tuple[Obj, ...]
+    clusters: Mapping[str, Obj]
+    bindings: Mapping[str, Obj]
+
+
+def karmada_view(control: KarmadaControl) -> KarmadaView:
+    """Observe Karmada's policies now. On the event loop (the informers write the stores)."""
+    return KarmadaView(
+        tuple(control.policies.store.values()),
+        tuple(control.cluster_policies.store.values()),
+        dict(control.clusters.store),
+        control.bindings.store,
+    )
+
+
+def review_karmada(
+    body: Mapping[str, Any], view: View, karmada: KarmadaView, *, deny: bool, now: float
+) -> dict[str, Any]:
+    """`review` of a request to the karmada-apiserver: checked in the members Karmada
+    places the object in."""
+    request = body.get("request") or {}
+    return _reviewed(body, decide_karmada(request, view, karmada, deny=deny, now=now))
+
+
+def decide_karmada(
+    request: Mapping[str, Any], view: View, karmada: KarmadaView, *, deny: bool, now: float
+) -> tuple[bool, list[str], str]:
+    """(allowed, warnings, denial message) of a ServiceExport or Service template, or of a
+    policy that places ServiceExports by name."""
+    if request.get("operation") not in ("CREATE", "UPDATE"):
+        return True, [], ""
+    kind = (request.get("kind") or {}).get("kind", "")
+    if kind not in (*POLICY_KINDS, "ServiceExport", "Service"):
+        return True, [], ""
+    if not view.synced:
+        return (
+            True,
+            ["clusterset: the hub has not synced every member yet: no pre-flight check"],
+            "",
+        )
+    obj = request.get("object") or {}
+    meta = obj.get("metadata") or {}
+    ns = str(meta.get("namespace") or request.get("namespace") or "")
+    if kind in POLICY_KINDS:
+        return _policy_review(obj, ns, view, karmada, deny=deny, now=now)
+    name = str(meta.get("name") or request.get("name") or "")
+    template = {**obj, "metadata": {**meta, "namespace": ns, "name": name}}
+    where = placement.placement(
+        template,
+        binding=karmada.bindings.get(f"{ns}/{placement.binding_name(kind, name)}"),
+        policies=karmada.policies,
+        cluster_policies=karmada.cluster_policies,
+        clusters=karmada.clusters,
+    )
+    what = f"{kind} {ns}/{name}"
+    if where.unsure:
+        return True, [_unsure(what, where)], ""
+    if not where.policy:
+        if kind != "ServiceExport":
+            return True, [], ""  # a Service no policy propagates is no export's business
+        return (
+            True,
+            [
+                f"clusterset: no PropagationPolicy or ClusterPropagationPolicy selects {what} "
+                "yet, so Karmada does not propagate it; the pre-flight check runs when a policy "
+                "naming it is applied"
+            ],
+            "",
+        )
+    return _in_members(kind, template, where, view, deny=deny, now=now)
+
+
+def _unsure(what: str, where: placement.Placement) -> str:
+    return (
+        f"clusterset: where Karmada places {what} is not known before it schedules "
+        f"({where.policy}: {where.unsure}): no pre-flight check"
+    )
+
+
+def _policy_review(
+    policy: Mapping[str, Any], ns: str, view: View, karmada: KarmadaView, *, deny: bool, now: float
+) -> tuple[bool, list[str], str]:
+    """A policy checked for the ServiceExports it names: applying it is what exports them
+    (the guide applies the export first, its policy after)."""
+    namespaced = policy.get("kind") == "PropagationPolicy"
+    meta = policy.get("metadata") or {}
+    if namespaced:
+        policy = {**policy, "metadata": {**meta, "namespace": ns}}
+    named: list[dict[str, Any]] = []
+    unnamed = False
+    for sel in (policy.get("spec") or {}).get("resourceSelectors") or []:
+        version = str(sel.get("apiVersion", ""))
+        if sel.get("kind") != "ServiceExport" or not version.startswith(f"{convert.MCS_GROUP}/"):
+            continue
+        where_ns = ns if namespaced else str(sel.get("namespace") or "")
+        if not sel.get("name") or not where_ns:
+            unnamed = True
+            continue
+        named.append(
+            {
+                "apiVersion": version,
+                "kind": "ServiceExport",
+                "metadata": {"namespace": where_ns, "name": str(sel["name"])},
+            }
+        )
+    label = f"{policy.get('kind', '')} {meta.get('name', '')}"
+    warnings = (
+        [
+            f"clusterset: {label} selects ServiceExports by label or namespace: each is "
+            "checked when it is applied, not with the policy"
+        ]
+        if unnamed
+        else []
+    )
+    where = placement.placement_of(policy, karmada.clusters)
+    allowed, message = True, ""
+    for template in named:
+        what = f"ServiceExport {template['metadata']['namespace']}/{template['metadata']['name']}"
+        if where.unsure:
+            warnings.append(_unsure(what, where))
+            continue
+        ok, found, why = _in_members("ServiceExport", template, where, view, deny=deny, now=now)
+        warnings += found
+        allowed, message = allowed and ok, message or why
+    return allowed, warnings, message
+
+
+def _in_members(
+    kind: str,
+    template: Mapping[str, Any],
+    where: placement.Placement,
+    view: View,
+    *,
+    deny: bool,
+    now: float,
+) -> tuple[bool, list[str], str]:
+    """`template` checked in each member Karmada places it in."""
+    meta = template["metadata"]
+    key = ServiceKey(meta["namespace"], meta["name"])
+    allowed, warnings, messages = True, [], []
+    for member in where.members:
+        cid = view.ids.get(member)
+        if cid is None or cid not in view.state.clusters:
+            warnings.append(
+                f"clusterset: {where.policy} places {kind} {key} in {member}, which the hub "
+                "does not follow: not checked there"
+            )
+            continue
+        # The member's export keeps its own age; a new one is created when Karmada places it.
+        existing = view.state.clusters[cid].exports.get(key)
+        ok, found, message = _check(
+            kind,
+            template,
+            cid,
+            view,
+            deny=deny,
+            now=now,
+            created=now if existing is None else existing.created,
+        )
+        allowed = allowed and ok
+        warnings += found
+        if message:
+            messages.append(message)
+    return allowed, warnings, "; ".join(messages)
+
+
+def _review_karmada_bytes(
+    body: bytes, view: View, karmada: KarmadaView, *, deny: bool, now: float
+) -> dict[str, Any]:
+    return review_karmada(json.loads(body), view, karmada, deny=deny, now=now)
 
 
 def _review_bytes(
@@ -213,8 +424,10 @@ class AdmissionServer:
         port: int,
         certs: CertFiles,
         deny: bool = False,
+        karmada: Callable[[], KarmadaView] | None = None,
     ) -> None:
         self.view = view
+        self.karmada = karmada  # with Karmada's control plane: KARMADA_PATH is served
         self.host = host
         self.port = port
         self.certs = certs
@@ -276,12 +489,13 @@ class AdmissionServer:
         body = await reader.readexactly(length) if length else b""
         path = target.split("?", 1)[0]
         keep = headers.get("connection", "").lower() != "close"
-        if method != "POST" or not path.startswith("/validate/"):
+        karmada = path.rstrip("/") == KARMADA_PATH and self.karmada is not None
+        if method != "POST" or not (path.startswith("/validate/") or karmada):
             await self._send(writer, 404, {"error": "POST /validate/<member>"}, close=not keep)
             return keep
-        member = path.removeprefix("/validate/").strip("/")
+        member = "" if karmada else path.removeprefix("/validate/").strip("/")
         try:
-            out = await self.answer(body, member)
+            out = await (self.answer_karmada(body) if karmada else self.answer(body, member))
         except (ValueError, AttributeError) as exc:
             await self._send(writer, 400, {"error": f"not an AdmissionReview: {exc}"}, close=True)
             return False
@@ -289,7 +503,7 @@ class AdmissionServer:
         log.log(
             logging.INFO if resp.get("warnings") or not resp["allowed"] else logging.DEBUG,
             "admission %s %s: allowed=%s warnings=%d",
-            member,
+            member or "karmada",
             resp.get("uid"),
             resp["allowed"],
             len(resp.get("warnings", ())),
@@ -304,6 +518,15 @@ class AdmissionServer:
         async with self._threads:
             return await asyncio.to_thread(
                 _review_bytes, body, member, view, deny=self.deny, now=time.time()
+            )
+
+    async def answer_karmada(self, body: bytes) -> dict[str, Any]:
+        """`answer` for the karmada-apiserver: Karmada's policies observed here too."""
+        assert self.karmada is not None  # routed here only then
+        view, karmada = self.view(), self.karmada()
+        async with self._threads:
+            return await asyncio.to_thread(
+                _review_karmada_bytes, body, view, karmada, deny=self.deny, now=time.time()
             )
 
     async def _send(
@@ -328,27 +551,36 @@ async def run(
 ) -> None:
     """Serve the started webhook until cancelled; keep certificates and members' caBundles
     fresh."""
-    missing: set[str] = set()  # members already told they lack the configuration
+    missing: set[str] = set()  # told they lack the configuration, or our right to it
     try:
         while True:
             if config_name:
                 ca = server.certs.ca_bundle()
-                for m in observer.members.values():
+                apis = [(m.name, m.api) for m in observer.members.values()]
+                if observer.karmada is not None and server.karmada is not None:
+                    # ServiceExports applied to the karmada-apiserver: its own configuration.
+                    apis.append(("karmada-apiserver", observer.karmada.api))
+                for name, api in apis:
                     try:
-                        found = await ensure_ca_bundle(m.api, config_name, ca)
+                        found = await ensure_ca_bundle(api, config_name, ca)
                     except Exception as exc:  # one unreachable member must not stop the others
-                        log.warning("%s: cannot update the webhook caBundle: %s", m.name, exc)
+                        # A refusal is said once (RBAC changes rarely); trouble every time.
+                        refused = isinstance(exc, ApiError) and exc.status == 403
+                        if not refused or name not in missing:
+                            log.warning("%s: cannot update the webhook caBundle: %s", name, exc)
+                        if refused:
+                            missing.add(name)
                         continue
                     if found is not CaBundle.MISSING:
-                        missing.discard(m.name)
-                    elif m.name not in missing:
+                        missing.discard(name)
+                    elif name not in missing:
                         log.warning(
                             "%s: no ValidatingWebhookConfiguration %s: the webhook is not "
                             "registered there",
-                            m.name,
+                            name,
                             config_name,
                         )
-                        missing.add(m.name)
+                        missing.add(name)
             await asyncio.sleep(interval)
             try:
                 if server.certs.reload():

@@ -9,6 +9,7 @@ not import each other), the signals, and the exit codes.
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
@@ -83,6 +84,9 @@ class HubProcess:
         )
         self.registry.register(HubCollector(lambda: hub_stats(self.hub)))
         w = options.webhook
+        control = self.hub.karmada
+        if w is not None and control is not None:
+            control.watch_policies()  # the webhook places templates as Karmada will
         self.webhook = (
             None
             if w is None
@@ -92,6 +96,9 @@ class HubProcess:
                 port=w.port,
                 certs=w.certs,
                 deny=w.deny,
+                karmada=None
+                if control is None
+                else functools.partial(admission.karmada_view, control),
             )
         )
 

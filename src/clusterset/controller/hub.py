@@ -211,7 +211,6 @@ class Hub:
     async def _follow(self) -> None:
         """Karmada's Cluster objects, as they change, into follow()."""
         assert self.karmada is not None
-        assert self.karmada.clusters is not None
         assert self.membership is not None
         clusters, only = self.karmada.clusters, self.membership.only
         while True:

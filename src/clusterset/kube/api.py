@@ -94,6 +94,16 @@ KARMADA_CLUSTERS = Resource(
     "cluster.karmada.io", "v1alpha1", "clusters", "Cluster", namespaced=False
 )
 KARMADA_BINDINGS = Resource("work.karmada.io", "v1alpha2", "resourcebindings", "ResourceBinding")
+KARMADA_POLICIES = Resource(
+    "policy.karmada.io", "v1alpha1", "propagationpolicies", "PropagationPolicy"
+)
+KARMADA_CLUSTER_POLICIES = Resource(
+    "policy.karmada.io",
+    "v1alpha1",
+    "clusterpropagationpolicies",
+    "ClusterPropagationPolicy",
+    namespaced=False,
+)
 KARMADA_CUSTOMIZATIONS = Resource(
     "config.karmada.io",
     "v1alpha1",

@@ -49,6 +49,10 @@ end
 """
 
 
+def _nothing() -> None:
+    pass
+
+
 def proxy_path(cluster: str) -> str:
     return f"/apis/cluster.karmada.io/v1alpha1/clusters/{cluster}/proxy"
 
@@ -185,12 +189,22 @@ class KarmadaControl:
         # good (None: RBAC, a webhook): writing spec.ips into an import Karmada propagates
         # without them would be fighting it (it puts the template back).
         self.retaining: bool | None = False
-        # Watched only when membership follows Karmada (on_clusters: a Cluster changed).
-        self.clusters = (
-            Informer(api, k.KARMADA_CLUSTERS, on_change=on_clusters)
-            if on_clusters is not None
-            else None
+        # Membership follows them (on_clusters: a Cluster changed); the webhook places
+        # templates on them.
+        self.clusters = Informer(
+            api,
+            k.KARMADA_CLUSTERS,
+            on_change=on_clusters or _nothing,
+            optional=on_clusters is None,  # only placed on, then: not allowed, none
         )
+        # Where Karmada places a template, for the webhook (watch_policies): none until then.
+        self.policies = Informer(api, k.KARMADA_POLICIES, optional=True)
+        self.cluster_policies = Informer(api, k.KARMADA_CLUSTER_POLICIES, optional=True)
+        self._placing = False
+
+    def watch_policies(self) -> None:
+        """Also watch Karmada's (Cluster)PropagationPolicies (call before run())."""
+        self._placing = True
 
     def placed_imports(self) -> dict[str, frozenset[ServiceKey]]:
         return placed_imports(self.bindings.store)
@@ -224,8 +238,10 @@ class KarmadaControl:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.bindings.run(), name="informer karmada/resourcebindings")
-            if self.clusters is not None:
-                tg.create_task(self.clusters.run(), name="informer karmada/clusters")
+            tg.create_task(self.clusters.run(), name="informer karmada/clusters")
+            if self._placing:
+                for informer in (self.policies, self.cluster_policies):
+                    tg.create_task(informer.run(), name=f"informer karmada/{informer.path}")
             backoff = 1.0
             while not await self.install_retention():
                 await asyncio.sleep(backoff)
