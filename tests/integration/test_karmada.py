@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from functools import partial
@@ -223,7 +224,7 @@ def karmada() -> Iterator[tuple[ControlPlane, Karmada]]:
         yield cp, km
 
 
-def _member_rbac() -> list[dict[str, Any]]:
+def _member_rbac(*values: str) -> list[dict[str, Any]]:
     """Member side: the chart's member RBAC, naming the caller Karmada's proxy impersonates."""
     return _helm_template(
         "dns.enabled=false",
@@ -234,6 +235,7 @@ def _member_rbac() -> list[dict[str, Any]]:
         "memberRBAC.subjects[0].kind=User",
         f"memberRBAC.subjects[0].name={CALLER}",
         "sourceLeases.namespace=default",
+        *values,
     )
 
 
@@ -247,12 +249,12 @@ def deployed(
     and member2's DNS server with the chart's DNS RBAC."""
     cp, km = karmada
     tmp = tmp_path_factory.mktemp("karmada-clusterset")
-    member_docs = _member_rbac()
-    for m in km.members:
-        _apply_all(cp, m, member_docs)
-    # The pre-flight webhook, registered in the karmada-apiserver by the chart (its url: where
-    # the karmada-apiserver reaches the hub), with the apiservers' serving certificate.
+    # The pre-flight webhook, registered by the chart in the karmada-apiserver and in each
+    # member (its url: where they reach the hub), with the apiservers' serving certificate.
     webhook = free_port()
+    for m in km.members:
+        admission = ("admission.enabled=true", f"admission.url=https://127.0.0.1:{webhook}")
+        _apply_all(cp, m, _member_rbac(*admission, f"admission.clusterName={m}"))
     certs = tmp / "webhook-certs"
     certs.mkdir()
     pki = cp.workdir / "pki"
@@ -296,7 +298,14 @@ def deployed(
         ) as ctl,
         member2_dns(cp) as (port, dns_proc),
     ):
-        yield {"ctl": ctl, "dns_port": port, "dns": dns_proc, "log": log, "metrics": metrics}
+        yield {
+            "ctl": ctl,
+            "dns_port": port,
+            "dns": dns_proc,
+            "log": log,
+            "metrics": metrics,
+            "admission": admission,
+        }
 
 
 @contextlib.contextmanager
@@ -550,7 +559,7 @@ def _warned(cp: ControlPlane, method: str, path: str, obj: dict[str, Any]) -> li
 
 
 def test_conflicting_export_applied_to_karmada_warns_its_caller(
-    karmada: tuple[ControlPlane, Karmada], deployed: dict[str, Any]
+    karmada: tuple[ControlPlane, Karmada], deployed: dict[str, Any], tmp_path: Path
 ) -> None:
     """Issue 21 item 2: the user applies to the karmada-apiserver; the finding of the
     pre-flight check in the member Karmada places the export in reaches them (kubectl's
@@ -617,18 +626,35 @@ def test_conflicting_export_applied_to_karmada_warns_its_caller(
         text = " ".join(warnings)
         assert "default/web in member2 would report Conflict (PortConflict)" in text, warnings
         assert "the oldest export, in member1, wins" in text, warnings
+        # `clusterset check` says the same before anything is applied: the policy in the file.
+        proposal = tmp_path / "web.yaml"
+        proposal.write_text(yaml.safe_dump_all([export, policy]))
+        kubeconfig = cp.context_kubeconfig(km.control)
+        checked = subprocess.run(
+            [sys.executable, "-m", "clusterset", "check", str(proposal),
+             "--karmada-kubeconfig", str(kubeconfig)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert checked.returncode == 1, checked
+        assert checked.stdout.startswith(
+            "Karmada places ServiceExport default/web in member2 (PropagationPolicy web-export)"
+        ), checked.stdout
+        assert "member2: Conflict=True PortConflict" in checked.stdout, checked.stdout
         _warned(cp, "POST", f"{POLICY}/namespaces/default/propagationpolicies", policy)
+
         # The template again (an UPDATE): placed by its ResourceBinding or the policy now.
-        current = _get(cp, km.control, f"{exports}/web")
-        current["metadata"]["labels"] = {"edited": "yes"}
-        warnings = eventually(
-            "the template's warning",
-            lambda: (
-                [w for w in _warned(cp, "PUT", f"{exports}/web", current) if "PortConflict" in w]
-                or None
-            ),
-            timeout=30,
-        )
+        def edited() -> list[str] | None:
+            current = _get(cp, km.control, f"{exports}/web")
+            current["metadata"].setdefault("labels", {})["edited"] = str(time.time())
+            try:
+                warnings = _warned(cp, "PUT", f"{exports}/web", current)
+            except urllib.error.HTTPError as err:
+                if err.code == 409:  # Karmada's detector labelled it meanwhile: again
+                    return None
+                raise
+            return [w for w in warnings if "PortConflict" in w] or None
+
+        warnings = eventually("the template's warning", edited, timeout=30)
         assert any("default/web in member2 would report Conflict" in w for w in warnings), warnings
     for path in (
         f"{exports}/web",
@@ -771,7 +797,7 @@ def test_membership_follows_karmadas_join_and_unjoin(
         name = crd["metadata"]["name"]
         km.apply(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}", crd, "member3")
     eventually("MCS CRDs in member3", lambda: cp.request("member3", "GET", MCS_ALPHA)[0] == 200)
-    _apply_all(cp, "member3", _member_rbac())
+    _apply_all(cp, "member3", _member_rbac(*deployed["admission"], "admission.clusterName=member3"))
     _export(cp, "member1", "hello")
     _export(cp, "member3", "leaver")
     imports = f"{MCS_ALPHA}/namespaces/default/serviceimports"

@@ -6,8 +6,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+
+from clusterset.cli.check import karmada_placement, karmada_proposal
+from clusterset.kube.karmada import PlacementInputs
+from clusterset.model.ids import ServiceKey
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "examples" / "clusters"
@@ -96,3 +102,95 @@ def test_bad_input_is_one_line_and_exit_2(
     assert r.returncode == 2
     assert message in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+# `check --karmada-kubeconfig` without --cluster: the members Karmada would place it in.
+def _inputs(**kw: Any) -> PlacementInputs:
+    clusters = {n: {"metadata": {"name": n}, "spec": {}} for n in ("member1", "member2")}
+    base: dict[str, Any] = {
+        "template": None,
+        "policies": [],
+        "cluster_policies": [],
+        "clusters": clusters,
+        "binding": None,
+    }
+    return PlacementInputs(**{**base, **kw})
+
+
+def _policy(
+    name: str, members: list[str], api: str = "multicluster.x-k8s.io/v1alpha1"
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy.karmada.io/v1alpha1",
+        "kind": "PropagationPolicy",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "resourceSelectors": [{"apiVersion": api, "kind": "ServiceExport", "name": "web"}],
+            "placement": {"clusterAffinity": {"clusterNames": members}},
+        },
+    }
+
+
+WEB = ServiceKey("default", "web")
+BOUND = {
+    "metadata": {"namespace": "default", "name": "web-serviceexport"},
+    "spec": {"clusters": [{"name": "member1"}]},
+}
+
+
+@pytest.mark.parametrize(
+    ("inputs", "export_doc", "file_policies", "expect"),
+    [
+        # Served policy; no template anywhere: Karmada's own CRD version is assumed.
+        (_inputs(policies=[_policy("p", ["member2"])]), None, [], ("member2",)),
+        # The file's policy replaces the served one of its name, and the binding no longer holds.
+        (
+            _inputs(policies=[_policy("p", ["member2"])], binding=BOUND),
+            None,
+            [_policy("p", ["member1", "member2"])],
+            ("member1", "member2"),
+        ),
+        # Scheduled already: the binding.
+        (_inputs(policies=[_policy("p", ["member2"])], binding=BOUND), None, [], ("member1",)),
+        # A v1beta1 template in the file is what the selectors must name.
+        (
+            _inputs(policies=[_policy("p", ["member2"])]),
+            {
+                "apiVersion": "multicluster.x-k8s.io/v1beta1",
+                "kind": "ServiceExport",
+                "metadata": {"name": "web"},
+            },
+            [],
+            (),
+        ),
+    ],
+)
+def test_karmada_placement_of_a_proposal(
+    inputs: PlacementInputs,
+    export_doc: dict[str, Any] | None,
+    file_policies: list[dict[str, Any]],
+    expect: tuple[str, ...],
+) -> None:
+    assert karmada_placement(inputs, WEB, export_doc, file_policies).members == expect
+
+
+def test_karmada_proposal_reads_the_policies_beside_the_export(tmp_path: Path) -> None:
+    f = tmp_path / "p.yaml"
+    policy = _policy("p", ["member2"])
+    del policy["metadata"]["namespace"]  # as often written: the namespace of the apply
+    f.write_text(
+        yaml.safe_dump_all(
+            [
+                {
+                    "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+                    "kind": "ServiceExport",
+                    "metadata": {"name": "web", "namespace": "default"},
+                },
+                policy,
+                {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}},
+            ]
+        )
+    )
+    export, policies = karmada_proposal(f, WEB)
+    assert export is not None and export["kind"] == "ServiceExport"
+    assert [p["metadata"] for p in policies] == [{"name": "p", "namespace": "default"}]

@@ -40,7 +40,8 @@ from clusterset.cli.common import (
 )
 from clusterset.controller.manifest import ClusterSetFeed
 from clusterset.controller.observer import SYNC_WITHIN, observing
-from clusterset.kube.api import KubeApi
+from clusterset.kube.api import API_ERRORS, KubeApi, load_contexts
+from clusterset.kube.karmada import PlacementInputs, control_api, placement_inputs
 from clusterset.manifests.load import SourceError
 from clusterset.model import convert
 from clusterset.model.bag import Objects, add_object
@@ -48,20 +49,26 @@ from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.objects import Service, ServiceExport
 from clusterset.model.state import ClusterSetState
 from clusterset.reconcile import desired as rd
-from clusterset.reconcile import preflight
+from clusterset.reconcile import placement, preflight
 from clusterset.zone import lookup
 
 IPs = Mapping[tuple[ClusterId, ServiceKey], tuple[str, ...]]
+Obj = dict[str, Any]
+POLICY_GROUP = "policy.karmada.io"
 
 
-def read_proposal(path: Path) -> tuple[ServiceExport, Service | None, bool]:
-    """(export, its Service if the file has it, whether the export carries a timestamp)."""
+def _documents(path: Path) -> list[Any]:
     try:
-        docs = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        return list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError) as exc:
         raise SourceError(f"{path}: unreadable: {exc}") from exc
     except yaml.YAMLError as exc:
         raise SourceError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from exc
+
+
+def read_proposal(path: Path) -> tuple[ServiceExport, Service | None, bool]:
+    """(export, its Service if the file has it, whether the export carries a timestamp)."""
+    docs = _documents(path)
     objs = Objects()
     stamped = False
     for i, doc in enumerate(docs):
@@ -110,6 +117,21 @@ def run(
     now: float | None = None,
 ) -> int:
     """Print the finding of one proposal; return the exit code (0 or 1)."""
+    finding = finding_of(state, ips, cluster=cluster, file=file, service=service, now=now)
+    emit(finding, output)
+    return 1 if finding.fails else 0
+
+
+def finding_of(
+    state: ClusterSetState,
+    ips: IPs,
+    *,
+    cluster: ClusterId,
+    file: Path | None,
+    service: str | None,
+    now: float | None = None,
+) -> preflight.Finding:
+    """The finding of one proposal in `cluster`."""
     if cluster not in state.clusters:
         raise SourceError(f"--cluster {cluster}: not one of {', '.join(sorted(state.clusters))}")
     observed = state.clusters[cluster]
@@ -127,7 +149,7 @@ def run(
         export = existing if existing is not None else ServiceExport(key.namespace, key.name, when)
     else:
         raise SourceError("give a ServiceExport FILE or --service NAMESPACE/NAME")
-    finding = preflight.check(
+    return preflight.check(
         state,
         cluster=cluster,
         key=export.key,
@@ -136,8 +158,65 @@ def run(
         ips=ips,
         answer=lookup.service_answer,
     )
-    emit(finding, output)
-    return 1 if finding.fails else 0
+
+
+def karmada_proposal(path: Path | None, key: ServiceKey) -> tuple[Obj | None, list[Obj]]:
+    """From FILE: the ServiceExport document and the Karmada policies beside it (a policy
+    in the file counts as applied: it replaces the one of its name in the karmada-apiserver)."""
+    if path is None:
+        return None, []
+    export: Obj | None = None
+    policies: list[Obj] = []
+    for doc in _documents(path):
+        if not isinstance(doc, dict):
+            continue
+        group, kind = convert.kind_of(doc)
+        if kind == "ServiceExport":
+            export = doc
+        elif kind in ("PropagationPolicy", "ClusterPropagationPolicy") and group == POLICY_GROUP:
+            meta = doc.get("metadata") or {}
+            if kind == "PropagationPolicy" and not meta.get("namespace"):
+                doc = {**doc, "metadata": {**meta, "namespace": key.namespace}}
+            policies.append(doc)
+    return export, policies
+
+
+def karmada_placement(
+    inputs: PlacementInputs, key: ServiceKey, export_doc: Obj | None, file_policies: list[Obj]
+) -> placement.Placement:
+    """Where Karmada would place the export: as the webhook in the karmada-apiserver says."""
+    template = (
+        export_doc
+        or inputs.template
+        or {
+            "apiVersion": f"{convert.MCS_GROUP}/v1alpha1",  # Karmada's own CRD
+            "kind": "ServiceExport",
+        }
+    )
+    meta = template.get("metadata") or {}
+    template = {
+        **template,
+        "metadata": {**meta, "namespace": key.namespace, "name": key.name},
+    }
+
+    def replaced(served: list[Obj], kind: str) -> list[Obj]:
+        mine = [p for p in file_policies if p.get("kind") == kind]
+        names = {(p["metadata"].get("namespace"), p["metadata"].get("name")) for p in mine}
+        kept = [
+            p
+            for p in served
+            if (p["metadata"].get("namespace"), p["metadata"].get("name")) not in names
+        ]
+        return kept + mine
+
+    return placement.placement(
+        template,
+        # A policy in the file is about to be applied: the scheduler decides again.
+        binding=None if file_policies else inputs.binding,
+        policies=replaced(inputs.policies, "PropagationPolicy"),
+        cluster_policies=replaced(inputs.cluster_policies, "ClusterPropagationPolicy"),
+        clusters=inputs.clusters,
+    )
 
 
 def _summary(s: preflight.ImportSummary | None) -> dict[str, Any] | None:
@@ -252,7 +331,13 @@ def check(
     service: Annotated[
         str | None, typer.Option("--service", help="NAMESPACE/NAME to export (instead of FILE).")
     ] = None,
-    cluster: Annotated[str, typer.Option(help="The cluster that would export it.")] = "",
+    cluster: Annotated[
+        str,
+        typer.Option(
+            help="The cluster that would export it (with --karmada-kubeconfig, default: each "
+            "member Karmada places the export in)."
+        ),
+    ] = "",
     manifests: ManifestsOpt = None,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
@@ -271,13 +356,18 @@ def check(
     Examples:
       clusterset check --manifests examples/clusters --cluster member2 --service default/web
       clusterset check export.yaml --kubeconfig K --all-contexts --cluster member2 -o json
+      clusterset check export-and-policy.yaml --karmada-kubeconfig KARMADA
     """
     if output_format not in ("text", "json", "yaml"):
         raise UsageProblem(f"-o {output_format!r}: expected text, json or yaml")
-    if not cluster:
-        raise UsageProblem("--cluster NAME is required")
+    if not cluster and karmada_kubeconfig is None:
+        raise UsageProblem("--cluster NAME is required (without --karmada-kubeconfig)")
     if (file is None) == (service is None):
         raise UsageProblem("give either a ServiceExport FILE or --service NAMESPACE/NAME")
+    if not cluster:
+        assert karmada_kubeconfig is not None
+        code = _placed(file, service, karmada_kubeconfig, context, output_format)
+        raise SystemExit(code)
     kubeconfig = kubeconfig or default_kubeconfig(manifests, karmada_kubeconfig)
     if kubeconfig is not None or karmada_kubeconfig is not None:
         if manifests is not None:
@@ -291,3 +381,69 @@ def check(
         cid = cluster_arg(cluster)
     code = run(state, ips, cluster=cid, file=file, service=service, output=output_format)
     raise SystemExit(code)
+
+
+def _placed(
+    file: Path | None,
+    service: str | None,
+    karmada_kubeconfig: Path,
+    contexts: list[str] | None,
+    output: str,
+) -> int:
+    """`check --karmada-kubeconfig` without --cluster: in each member Karmada places the
+    export in (its ResourceBinding, else its policy; a policy in FILE counts as applied)."""
+    key = (
+        read_proposal(file)[0].key if file is not None else service_arg(service or "", "--service")
+    )
+    export_doc, policies = karmada_proposal(file, key)
+    config = next(
+        iter(load_contexts(karmada_kubeconfig, None, flag="--karmada-kubeconfig").values())
+    )
+
+    async def look() -> PlacementInputs:
+        api = control_api(config)
+        try:
+            return await placement_inputs(api, key.namespace, key.name)
+        except API_ERRORS as exc:
+            raise SourceError(
+                f"--karmada-kubeconfig: cannot read Karmada's policies for {key}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            await api.close()
+
+    where = karmada_placement(asyncio.run(look()), key, export_doc, policies)
+    if where.unsure:
+        raise SourceError(
+            f"ServiceExport {key}: where Karmada places it is not known before it schedules "
+            f"({where.policy}: {where.unsure}); give --cluster NAME to check one member"
+        )
+    if not where.policy:
+        raise SourceError(
+            f"ServiceExport {key}: no PropagationPolicy or ClusterPropagationPolicy selects it, "
+            "so Karmada does not propagate it (put the policy in FILE, or give --cluster NAME)"
+        )
+    if not where.members:
+        raise SourceError(f"ServiceExport {key}: {where.policy} places it in no cluster")
+    apis = member_apis(None, contexts, False, karmada_kubeconfig)
+    state, ips, ids = asyncio.run(observe_clusters(apis))
+    findings = [
+        finding_of(state, ips, cluster=ids.get(m, ClusterId(m)), file=file, service=service)
+        for m in where.members
+    ]
+    if output == "text":
+        print(f"Karmada places ServiceExport {key} in {', '.join(where.members)} ({where.policy})")
+        print()
+        for finding in findings:
+            emit(finding, output)
+            print()
+    else:
+        doc = {
+            "placement": {"clusters": list(where.members), "by": where.policy},
+            "findings": [data(f) for f in findings],
+        }
+        if output == "json":
+            print(json.dumps(doc, indent=2))
+        else:
+            print(yaml.safe_dump(doc, sort_keys=False), end="")
+    return max(1 if f.fails else 0 for f in findings)

@@ -29,6 +29,7 @@ from clusterset.kube import api as k
 from clusterset.kube.informer import Informer
 from clusterset.model.ids import ServiceKey
 from clusterset.model.labels import LABEL_OWNED
+from clusterset.reconcile.placement import binding_name
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -246,3 +247,46 @@ class KarmadaControl:
             while not await self.install_retention():
                 await asyncio.sleep(backoff)
                 backoff = min(60.0, backoff * 2)
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementInputs:
+    """What Karmada's placement of one ServiceExport template depends on, read once."""
+
+    template: Obj | None  # the ServiceExport template in the karmada-apiserver, if there
+    policies: list[Obj]
+    cluster_policies: list[Obj]
+    clusters: dict[str, Obj]
+    binding: Obj | None
+
+
+async def placement_inputs(api: k.KubeApi, namespace: str, name: str) -> PlacementInputs:
+    """For `clusterset check` (one look; the webhook keeps informers instead)."""
+    template = None
+    for version in reversed(k.MCS_VERSIONS):  # Karmada's own CRD (v1alpha1) first
+        resource = k.Resource(k.MCS_GROUP, version, "serviceexports", "ServiceExport")
+        template = await _get_or_none(api, resource.path(namespace, name))
+        if template is not None:
+            break
+    policies, _ = await api.list(k.KARMADA_POLICIES.path(namespace))
+    cluster_policies, _ = await api.list(k.KARMADA_CLUSTER_POLICIES.path())
+    clusters, _ = await api.list(k.KARMADA_CLUSTERS.path())
+    binding = await _get_or_none(
+        api, k.KARMADA_BINDINGS.path(namespace, binding_name("ServiceExport", name))
+    )
+    return PlacementInputs(
+        template,
+        policies,
+        cluster_policies,
+        {str(c["metadata"]["name"]): c for c in clusters},
+        binding,
+    )
+
+
+async def _get_or_none(api: k.KubeApi, path: str) -> Obj | None:
+    try:
+        return await api.get(path)
+    except k.ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
