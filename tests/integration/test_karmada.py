@@ -23,6 +23,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +35,8 @@ from typing import Any
 import pytest
 import yaml
 
+from clusterset.model.ids import ServiceKey
+from clusterset.reconcile.desired import derived_name
 from tests.conftest import ROOT, eventually
 from tests.controlplane import ControlPlane, free_port
 from tests.integration.servers import need, wait_answering
@@ -738,6 +741,157 @@ def test_multiclusterservice_dispatch_is_not_member2s_own(
         )["items"]
         assert from_member2 == [], (m, from_member2)
     assert dig(deployed["dns_port"], "serve.default.svc.clusterset.local")
+
+
+def _watch(cp: ControlPlane, cluster: str, folder: str, seconds: float, out: list[str]) -> None:
+    """Every event of `folder` (a collection) in `seconds`, as 'TYPE name resourceVersion'."""
+    _, listed = cp.request(cluster, "GET", folder)
+    url = (
+        f"{cp.servers[cluster]}{folder}?watch=1&resourceVersion="
+        f"{listed['metadata']['resourceVersion']}&timeoutSeconds={int(seconds)}"
+    )
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {cp.admin_token}"})
+    with urllib.request.urlopen(req, timeout=seconds + 30, context=cp.ssl_context()) as r:
+        for line in r:
+            meta = json.loads(line)["object"]["metadata"]
+            out.append(f"{json.loads(line)['type']} {meta['name']} {meta.get('resourceVersion')}")
+
+
+def test_multiclusterservice_is_answered_under_clusterset_local_without_a_second_path(
+    karmada: tuple[ControlPlane, Karmada], deployed: dict[str, Any]
+) -> None:
+    """Issue 21 item 3: Karmada's recommended path, a MultiClusterService (CrossCluster, echo
+    from member1 to member2) and no ServiceExport at all: member2 answers
+    echo.default.svc.clusterset.local with the ClusterIP of its own echo, into which Karmada
+    dispatches member1's endpoints (the only data path: clusterset makes no derived Service
+    and its MCS slices feed DNS only), and nothing is fought over for 60 s."""
+    cp, km = karmada
+    ctl: Controller = deployed["ctl"]
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "echo", "namespace": "default"},
+        "spec": {"ports": [{"port": 80, "protocol": "TCP"}], "selector": {"app": "echo"}},
+    }
+    km.apply("/api/v1/namespaces/default/services/echo", svc)
+    km.apply(
+        f"{POLICY}/namespaces/default/propagationpolicies/echo",
+        propagation_policy("echo", [("v1", "Service")], ["member1", "member2"], resource="echo"),
+    )
+    slices = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
+    eventually(
+        "echo in member1", lambda: _get(cp, "member1", "/api/v1/namespaces/default/services/echo")
+    )
+    status, body = cp.request(
+        "member1",
+        "PATCH",
+        f"{slices}/echo-4kq2d?fieldManager=endpointslice-controller&force=true",
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "echo-4kq2d",
+                "namespace": "default",
+                "labels": {
+                    "kubernetes.io/service-name": "echo",
+                    "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+                },
+            },
+            "addressType": "IPv4",
+            "ports": [{"name": "", "port": 80, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["10.244.1.77"], "conditions": {"ready": True}}],
+        },
+        content_type="application/apply-patch+yaml",
+    )
+    assert status in (200, 201), body
+    km.apply(
+        "/apis/networking.karmada.io/v1alpha1/namespaces/default/multiclusterservices/echo",
+        {
+            "apiVersion": "networking.karmada.io/v1alpha1",
+            "kind": "MultiClusterService",
+            "metadata": {"name": "echo", "namespace": "default"},
+            "spec": {
+                "types": ["CrossCluster"],
+                "providerClusters": [{"name": "member1"}],
+                "consumerClusters": [{"name": "member2"}],
+            },
+        },
+    )
+    imp_path = f"{MCS_ALPHA}/namespaces/default/serviceimports/echo"
+
+    def answered() -> str | None:
+        ctl.check_alive()
+        km.check_alive()
+        own = _get(cp, "member2", "/api/v1/namespaces/default/services/echo")
+        imp = _get(cp, "member2", imp_path)
+        if not own or not imp:
+            return None
+        ip = str(own["spec"]["clusterIP"])
+        got = dig(deployed["dns_port"], "echo.default.svc.clusterset.local")
+        return ip if (imp.get("spec") or {}).get("ips") == [ip] and got == [ip] else None
+
+    with _diagnosed(ctl):
+        ip = eventually("member2 answers echo's ClusterSetIP: its own echo", answered, 120)
+    labels = _get(cp, "member2", imp_path)["metadata"].get("labels") or {}
+    assert labels.get("clusterset.io/managed") == "true"  # clusterset's import, not Karmada's
+
+    def dispatched() -> list[list[str]]:
+        return [
+            e["addresses"]
+            for s in _get(cp, "member2", slices)["items"]
+            if (s["metadata"].get("labels") or {}).get("kubernetes.io/service-name") == "echo"
+            and "karmada"
+            in s["metadata"]["labels"].get("endpointslice.kubernetes.io/managed-by", "")
+            for e in s["endpoints"]
+        ]
+
+    got = eventually("Karmada dispatches member1's endpoint into member2", dispatched, 90)
+    assert got == [["10.244.1.77"]], got
+    in_member2 = _get(cp, "member2", slices)["items"]
+    ours = [
+        s for s in in_member2
+        if (s["metadata"].get("labels") or {}).get("multicluster.kubernetes.io/service-name") == "echo"
+    ]  # fmt: skip
+    assert ours and all("kubernetes.io/service-name" not in s["metadata"]["labels"] for s in ours)
+    derived = [
+        s["metadata"]["name"]
+        for s in _get(cp, "member2", "/api/v1/namespaces/default/services")["items"]
+        if (s["metadata"].get("annotations") or {}).get("multicluster.kubernetes.io/service-name")
+        == "echo"
+        or s["metadata"]["name"] == derived_name(ServiceKey("default", "echo"))
+    ]
+    assert derived == [], derived  # no second data path
+    # Nobody fights: every write in member2 over 60 s, to the import, the Services and slices.
+    events: dict[str, list[str]] = {"imports": [], "services": [], "slices": []}
+    watches = [
+        threading.Thread(target=_watch, args=(cp, "member2", folder, 60, events[what]))
+        for what, folder in (
+            ("imports", f"{MCS_ALPHA}/namespaces/default/serviceimports"),
+            ("services", "/api/v1/namespaces/default/services"),
+            ("slices", slices),
+        )
+    ]
+    for t in watches:
+        t.start()
+    for t in watches:
+        t.join()
+    echo = {w: [e for e in evs if "echo" in e.split()[1]] for w, evs in events.items()}
+    managers = [
+        (f["manager"], f.get("operation"), f.get("time"))
+        for f in _get(
+            cp, "member2", "/api/v1/namespaces/default/services/echo?showManagedFields=1"
+        )["metadata"].get("managedFields", [])
+    ]
+    print(
+        f"\nmember2 writes in 60 s beside the MultiClusterService: {echo}; echo's managers {managers}"
+    )
+    assert all(len(evs) <= 3 for evs in echo.values()), echo
+    assert dig(deployed["dns_port"], "echo.default.svc.clusterset.local") == [ip]
+    km.request(
+        "DELETE",
+        "/apis/networking.karmada.io/v1alpha1/namespaces/default/multiclusterservices/echo",
+    )
+    eventually("echo's import withdrawn from member2", lambda: _absent(cp, "member2", imp_path), 60)
 
 
 def _export(cp: ControlPlane, cluster: str, name: str) -> None:

@@ -10,10 +10,12 @@ on a real Karmada are in tests/integration/test_karmada.py.
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from clusterset.controller.observer import Observer
 from clusterset.kube.cluster import karmada_filled
 from clusterset.kube.karmada import RETENTION_LUA, placed_imports, retention
 from clusterset.model.bag import Objects, add_object
@@ -265,3 +267,99 @@ def test_member_dns_answers_karmadas_import_with_karmadas_derived_service() -> N
     assert karmada_filled(_bag(karmadas))[KEY].ips == ()
     ours = _import({"labels": {"clusterset.io/managed": "true"}})
     assert karmada_filled(_bag(ours, derived))[KEY].ips == ()
+
+
+# Issue 21 item 3: a MultiClusterService (CrossCluster) is an export of its Service from the
+# providers to the consumers, whose ClusterSetIP is each cluster's own Service (Karmada
+# dispatches the providers' endpoints into it): no second data path.
+def _mcs(
+    name: str,
+    providers: list[str],
+    consumers: list[str],
+    types: tuple[str, ...] = ("CrossCluster",),
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.karmada.io/v1alpha1",
+        "kind": "MultiClusterService",
+        "metadata": {"name": name, "namespace": "ns", "creationTimestamp": "2026-12-01T00:00:00Z"},
+        "spec": {
+            "types": list(types),
+            "providerClusters": [{"name": p} for p in providers],
+            "consumerClusters": [{"name": c} for c in consumers],
+        },
+    }
+
+
+def _observer(*mcs: dict[str, Any]) -> Observer:
+    observer = Observer({}, karmada=object())  # type: ignore[arg-type]  # nothing runs
+    assert observer.karmada is not None
+    observer.karmada.mcs.store.update({f"ns/{m['metadata']['name']}": m for m in mcs})
+    observer.ids.update({"member1": M1, "member2": M2, "member3": ClusterId("member3")})
+    return observer
+
+
+ECHO = ServiceKey("ns", "echo")
+M3 = ClusterId("member3")
+
+
+def _fleet() -> dict[ClusterId, Any]:
+    return {
+        M1: cluster(
+            "member1",
+            services=(service("echo", ips=("10.96.1.1",)),),
+            slices=(eslice("echo", endpoints=(endpoint("10.244.1.9"),)),),
+        ),
+        M2: cluster("member2", services=(service("echo", ips=("10.96.2.2",)),)),
+        M3: cluster("member3"),  # no echo: Karmada dispatches nothing there
+    }
+
+
+def test_multiclusterservice_exports_from_providers_into_consumers_own_service() -> None:
+    observer = _observer(_mcs("echo", ["member1"], ["member2", "member3"]))
+    clusters = observer._with_multicluster_services(_fleet())
+    made = clusters[M1].exports[ECHO]
+    created = datetime(2026, 12, 1, tzinfo=UTC).timestamp()  # the MultiClusterService's
+    assert (made.created, made.export_to) == (created, frozenset({M2, M3}))
+    assert ECHO not in clusters[M2].exports
+    assert clusters[M1].foreign_derived == {ECHO: "echo"}
+    assert clusters[M2].foreign_derived == {ECHO: "echo"}
+    assert clusters[M3].foreign_derived == {}  # no Service there: clusterset's own path
+    state = clusterset(*clusters.values())
+    ips = {(M2, ECHO): ("10.96.2.2",), (M1, ECHO): ("10.96.1.1",)}
+    desired = reconcile(state, ips=ips)
+    m2 = desired.clusters[M2]
+    assert m2.imports[ECHO].ips == ("10.96.2.2",)  # member2's own echo: Karmada's data path
+    assert ECHO in m2.foreign_derived and m2.data_path(ECHO) is None  # no derived Service of ours
+    (sl,) = m2.slices[ECHO]
+    assert [e.addresses for e in sl.endpoints] == [("10.244.1.9",)]
+    assert "kubernetes.io/service-name" not in render.endpoint_slice(sl, None).get(
+        "metadata", {}
+    ).get("labels", {})
+    # Observed again with nothing changed: the same maps (the incremental pass sees no change).
+    again = observer._with_multicluster_services(_fleet())
+    assert again[M1].exports is clusters[M1].exports
+    assert again[M2].foreign_derived is clusters[M2].foreign_derived
+
+
+@pytest.mark.parametrize(
+    ("mcs", "m1_export", "m2_export"),
+    [
+        # Empty providers and consumers: every cluster (with the Service) provides.
+        (_mcs("echo", [], []), True, True),
+        # Not CrossCluster (LoadBalancer only): nothing.
+        (_mcs("echo", ["member1"], ["member2"], types=("LoadBalancer",)), False, False),
+        # A provider Karmada names that is no member: left out.
+        (_mcs("echo", ["elsewhere"], ["member2"]), False, False),
+    ],
+)
+def test_multiclusterservice_rules(mcs: dict[str, Any], m1_export: bool, m2_export: bool) -> None:
+    clusters = _observer(mcs)._with_multicluster_services(_fleet())
+    assert (ECHO in clusters[M1].exports, ECHO in clusters[M2].exports) == (m1_export, m2_export)
+
+
+def test_a_serviceexport_of_the_name_wins_over_the_multiclusterservice() -> None:
+    fleet = _fleet()
+    own = export("echo", created=5.0)
+    fleet[M1] = dataclasses.replace(fleet[M1], exports={ECHO: own})
+    clusters = _observer(_mcs("echo", ["member1"], ["member2"]))._with_multicluster_services(fleet)
+    assert clusters[M1].exports[ECHO] is own

@@ -16,18 +16,20 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 from clusterset.kube import api as k
 from clusterset.kube.cluster import HUB, MemberCluster
-from clusterset.kube.karmada import KarmadaControl
+from clusterset.kube.karmada import KarmadaControl, multicluster_services
 from clusterset.kube.sink import derived_ips
 from clusterset.manifests.load import SourceError
 from clusterset.model import liveness
 from clusterset.model.ids import ClusterId, InvalidName, ServiceKey
-from clusterset.model.objects import EndpointSlice, ImportType
+from clusterset.model.objects import EndpointSlice, ImportType, ServiceExport
 from clusterset.model.state import ClusterSetState, ClusterState
 from clusterset.reconcile import desired as rd
 from clusterset.reconcile.aggregate import Aggregate
 
 log = logging.getLogger(__name__)
 Slices = Mapping[ServiceKey, tuple[EndpointSlice, ...]]
+Exports = Mapping[ServiceKey, ServiceExport]
+Owned = Mapping[ServiceKey, str]
 
 # How long a one-look command waits for every member's first list.
 SYNC_WITHIN = 30.0
@@ -65,6 +67,8 @@ class Observer:
         self._out: dict[ClusterId, tuple[object, Slices]] = {}
         self.observed = asyncio.Event()  # set by the first observe(): the IDs are known
         self._unknown_placements: set[str] = set()  # Karmada clusters that are no member
+        # Per cluster: the inputs and result of the last _with_multicluster_services.
+        self._mcs: dict[ClusterId, tuple[tuple[object, ...], tuple[Exports, Owned]]] = {}
 
     def _member(self, name: str, api: k.KubeApi) -> MemberCluster:
         return MemberCluster(name, api, mode=HUB, on_change=self.changed)
@@ -136,8 +140,50 @@ class Observer:
             self.ids[name] = cs.cluster
             clusters[cs.cluster] = self._out_of_service(cs) if cs.cluster in expired else cs
         self._out = {c: v for c, v in self._out.items() if c in expired}
+        if self.karmada is not None:
+            clusters = self._with_multicluster_services(clusters)
         self.observed.set()
         return ClusterSetState(clusters)
+
+    def _with_multicluster_services(
+        self, clusters: dict[ClusterId, ClusterState]
+    ) -> dict[ClusterId, ClusterState]:
+        """Karmada's MultiClusterServices as exports of the providers (where the Service is
+        and no ServiceExport of the name), whose ClusterSetIP is each cluster's own Service
+        (Karmada dispatches the endpoints into it: no second data path)."""
+        assert self.karmada is not None
+        plan = multicluster_services(self.karmada.mcs.store, self.ids)
+        cache: dict[ClusterId, tuple[tuple[object, ...], tuple[Exports, Owned]]] = {}
+        for name, cid in self.ids.items():
+            cs = clusters.get(cid)
+            if cs is None:
+                continue
+            exports = {
+                key: e
+                for key, e in plan.exports.get(name, {}).items()
+                if key in cs.services and key not in cs.exports
+            }
+            own = {
+                key: key.name
+                for key in plan.own_service.get(name, ())
+                if key in cs.services and key not in cs.foreign_derived
+            }
+            if not exports and not own:
+                continue
+            # The same inputs give the same maps: changed_keys then sees nothing to do.
+            inputs = (cs.exports, cs.foreign_derived, exports, own)
+            made = self._mcs.get(cid)
+            if made is None or any(
+                a is not b and a != b for a, b in zip(made[0], inputs, strict=True)
+            ):
+                made = (inputs, ({**cs.exports, **exports}, {**cs.foreign_derived, **own}))
+            cache[cid] = made
+            merged_exports, merged_own = made[1]
+            clusters[cid] = dataclasses.replace(
+                cs, exports=merged_exports, foreign_derived=merged_own
+            )
+        self._mcs = cache
+        return clusters
 
     def _out_of_service(self, cs: ClusterState) -> ClusterState:
         made = self._out.get(cs.cluster)

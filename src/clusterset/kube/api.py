@@ -94,6 +94,9 @@ KARMADA_CLUSTERS = Resource(
     "cluster.karmada.io", "v1alpha1", "clusters", "Cluster", namespaced=False
 )
 KARMADA_BINDINGS = Resource("work.karmada.io", "v1alpha2", "resourcebindings", "ResourceBinding")
+KARMADA_MCS = Resource(
+    "networking.karmada.io", "v1alpha1", "multiclusterservices", "MultiClusterService"
+)
 KARMADA_POLICIES = Resource(
     "policy.karmada.io", "v1alpha1", "propagationpolicies", "PropagationPolicy"
 )

@@ -27,8 +27,10 @@ from lightkube.config.kubeconfig import SingleConfig
 
 from clusterset.kube import api as k
 from clusterset.kube.informer import Informer
-from clusterset.model.ids import ServiceKey
+from clusterset.model import convert
+from clusterset.model.ids import ClusterId, ServiceKey
 from clusterset.model.labels import LABEL_OWNED
+from clusterset.model.objects import ServiceExport
 from clusterset.reconcile.placement import binding_name
 
 log = logging.getLogger(__name__)
@@ -186,6 +188,8 @@ class KarmadaControl:
         self.api = api
         self.on_change = on_change
         self.bindings = Informer(api, k.KARMADA_BINDINGS, on_change=on_change, optional=True)
+        # MultiClusterServices (CrossCluster): exports of their own (multicluster_services).
+        self.mcs = Informer(api, k.KARMADA_MCS, on_change=on_change, optional=True)
         # Whether the retention rules are in place (True), not yet (False), or refused for
         # good (None: RBAC, a webhook): writing spec.ips into an import Karmada propagates
         # without them would be fighting it (it puts the template back).
@@ -240,6 +244,7 @@ class KarmadaControl:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.bindings.run(), name="informer karmada/resourcebindings")
             tg.create_task(self.clusters.run(), name="informer karmada/clusters")
+            tg.create_task(self.mcs.run(), name="informer karmada/multiclusterservices")
             if self._placing:
                 for informer in (self.policies, self.cluster_policies):
                     tg.create_task(informer.run(), name=f"informer karmada/{informer.path}")
@@ -290,3 +295,48 @@ async def _get_or_none(api: k.KubeApi, path: str) -> Obj | None:
         if exc.status == 404:
             return None
         raise
+
+
+@dataclass(frozen=True, slots=True)
+class MultiClusterServices:
+    """Karmada's MultiClusterServices (type CrossCluster) as clusterset sees them: each is
+    an export of its Service from the providers to the consumers (exports that exist in no
+    member: nothing is written to them), whose data path in every one of those clusters is
+    that cluster's own Service, into which Karmada dispatches the providers' endpoints."""
+
+    # Member name -> the exports its MultiClusterServices make there (it provides them).
+    exports: Mapping[str, Mapping[ServiceKey, ServiceExport]]
+    # Member name -> the keys whose ClusterSetIP is that member's own Service of the name.
+    own_service: Mapping[str, frozenset[ServiceKey]]
+
+
+def multicluster_services(
+    store: Mapping[str, Obj], ids: Mapping[str, ClusterId]
+) -> MultiClusterServices:
+    """`store`: the MultiClusterService informer's; `ids`: member name -> cluster ID (a
+    cluster Karmada names that is no member is left out)."""
+    exports: dict[str, dict[ServiceKey, ServiceExport]] = {}
+    own: dict[str, set[ServiceKey]] = {}
+    for obj in store.values():
+        spec = obj.get("spec") or {}
+        if "CrossCluster" not in (spec.get("types") or []):
+            continue
+        meta = obj.get("metadata") or {}
+        key = ServiceKey(str(meta.get("namespace", "")), str(meta.get("name", "")))
+
+        # Empty: every cluster (Karmada: "collect ... from all clusters", "exposed to all").
+        providers = [m for m in _names(spec, "providerClusters") or ids if m in ids]
+        consumers = [m for m in _names(spec, "consumerClusters") or ids if m in ids]
+        to = frozenset(ids[m] for m in consumers) if spec.get("consumerClusters") else None
+        export = ServiceExport(
+            key.namespace, key.name, created=convert.creation_time(obj), export_to=to
+        )
+        for m in providers:
+            exports.setdefault(m, {})[key] = export
+        for m in {*providers, *consumers}:
+            own.setdefault(m, set()).add(key)
+    return MultiClusterServices(exports, {m: frozenset(keys) for m, keys in own.items()})
+
+
+def _names(spec: Obj, field: str) -> list[str]:
+    return [str(c.get("name", "")) for c in spec.get(field) or [] if c.get("name")]

@@ -166,7 +166,7 @@ def labels(obj: Raw, path: str = "metadata.labels") -> dict[str, str]:
     return _string_map(obj, path, labels=True)
 
 
-def _timestamp(obj: Raw) -> float:
+def creation_time(obj: Raw) -> float:
     ts = _get(obj, "metadata.creationTimestamp", str, default=None)
     if ts is None:
         return 0.0
@@ -437,7 +437,7 @@ def service_export(obj: Raw) -> ServiceExport:
     return ServiceExport(
         namespace=ns,
         name=name,
-        created=_timestamp(obj),
+        created=creation_time(obj),
         exported_labels=_pairs(obj, "spec.exportedLabels", labels=True),
         exported_annotations=_pairs(obj, "spec.exportedAnnotations"),
         annotations=annotations,
