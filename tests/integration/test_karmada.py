@@ -894,6 +894,97 @@ def test_multiclusterservice_is_answered_under_clusterset_local_without_a_second
     eventually("echo's import withdrawn from member2", lambda: _absent(cp, "member2", imp_path), 60)
 
 
+def _own_slice(cp: ControlPlane, cluster: str, service: str, address: str, ready: bool) -> None:
+    """What the cluster's endpointslice controller would write for one pod of `service`."""
+    name = f"{service}-{cluster}"
+    status, body = cp.request(
+        cluster,
+        "PATCH",
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/"
+        f"{name}?fieldManager=endpointslice-controller&force=true",
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": name,
+                "namespace": "default",
+                "labels": {
+                    "kubernetes.io/service-name": service,
+                    "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+                },
+            },
+            "addressType": "IPv4",
+            "ports": [{"name": "", "port": 80, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [address], "conditions": {"ready": ready}}],
+        },
+        content_type="application/apply-patch+yaml",
+    )
+    assert status in (200, 201), body
+
+
+def test_multiclusterservice_headless_answers_local_first_then_fails_over(
+    karmada: tuple[ControlPlane, Karmada], deployed: dict[str, Any]
+) -> None:
+    """The answer policies work on the MultiClusterService path: a headless `hl` provided by
+    member1 and member2 and consumed in member2, annotated clusterset.io/dns-policy:
+    local-first, is answered in member2 with member2's own pod while it is ready, and with
+    member1's (which Karmada also dispatches into member2) when it is not."""
+    cp, km = karmada
+    ctl: Controller = deployed["ctl"]
+    km.apply(
+        "/api/v1/namespaces/default/services/hl",
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "hl", "namespace": "default"},
+            "spec": {"clusterIP": "None", "ports": [{"port": 80, "protocol": "TCP"}]},
+        },
+    )
+    km.apply(
+        f"{POLICY}/namespaces/default/propagationpolicies/hl",
+        propagation_policy("hl", [("v1", "Service")], ["member1", "member2"], resource="hl"),
+    )
+    for m, address in (("member1", "10.244.1.88"), ("member2", "10.244.2.88")):
+        eventually(f"hl in {m}", partial(_get, cp, m, "/api/v1/namespaces/default/services/hl"))
+        _own_slice(cp, m, "hl", address, ready=True)
+    km.apply(
+        "/apis/networking.karmada.io/v1alpha1/namespaces/default/multiclusterservices/hl",
+        {
+            "apiVersion": "networking.karmada.io/v1alpha1",
+            "kind": "MultiClusterService",
+            "metadata": {
+                "name": "hl",
+                "namespace": "default",
+                "annotations": {"clusterset.io/dns-policy": "local-first"},
+            },
+            "spec": {
+                "types": ["CrossCluster"],
+                "providerClusters": [{"name": "member1"}, {"name": "member2"}],
+                "consumerClusters": [{"name": "member2"}],
+            },
+        },
+    )
+    port = deployed["dns_port"]
+    name = "hl.default.svc.clusterset.local"
+    with _diagnosed(ctl):
+        eventually(
+            "member2's own pod, local-first", lambda: dig(port, name) == ["10.244.2.88"], 120
+        )
+        _own_slice(cp, "member2", "hl", "10.244.2.88", ready=False)
+        started = time.monotonic()
+        eventually(
+            "member1's pod once member2's is not ready",
+            lambda: dig(port, name) == ["10.244.1.88"],
+            60,
+        )
+        print(f"\nlocal pod not ready -> answer is member1's: {time.monotonic() - started:.1f} s")
+        _own_slice(cp, "member2", "hl", "10.244.2.88", ready=True)
+        eventually("back to member2's own pod", lambda: dig(port, name) == ["10.244.2.88"], 60)
+    km.request(
+        "DELETE", "/apis/networking.karmada.io/v1alpha1/namespaces/default/multiclusterservices/hl"
+    )
+
+
 def _export(cp: ControlPlane, cluster: str, name: str) -> None:
     """A Service with one ready endpoint, exported (written in the member itself)."""
     base = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"

@@ -363,3 +363,24 @@ def test_a_serviceexport_of_the_name_wins_over_the_multiclusterservice() -> None
     fleet[M1] = dataclasses.replace(fleet[M1], exports={ECHO: own})
     clusters = _observer(_mcs("echo", ["member1"], ["member2"]))._with_multicluster_services(fleet)
     assert clusters[M1].exports[ECHO] is own
+
+
+def test_multiclusterservice_annotations_are_the_answer_policies() -> None:
+    mcs = _mcs("echo", ["member1", "member2"], ["member2"])
+    mcs["metadata"]["annotations"] = {"clusterset.io/dns-policy": "local-first", "other": "x"}
+    fleet = _fleet()
+    fleet[M2] = cluster(
+        "member2",
+        services=(service("echo", headless=True),),
+        slices=(eslice("echo", endpoints=(endpoint("10.244.2.9"),)),),
+    )
+    fleet[M1] = cluster(
+        "member1",
+        services=(service("echo", headless=True),),
+        slices=(eslice("echo", endpoints=(endpoint("10.244.1.9"),)),),
+    )
+    clusters = _observer(mcs)._with_multicluster_services(fleet)
+    desired = reconcile(clusterset(*clusters.values()), ips={})
+    imp = desired.clusters[M2].imports[ECHO]
+    assert ("clusterset.io/dns-policy", "local-first") in imp.annotations
+    assert ("other", "x") not in imp.annotations  # only clusterset.io/* reach the import

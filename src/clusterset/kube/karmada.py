@@ -328,8 +328,15 @@ def multicluster_services(
         providers = [m for m in _names(spec, "providerClusters") or ids if m in ids]
         consumers = [m for m in _names(spec, "consumerClusters") or ids if m in ids]
         to = frozenset(ids[m] for m in consumers) if spec.get("consumerClusters") else None
+        # Its clusterset.io/* annotations are the export's: the answer policies, as on a
+        # ServiceExport (clusterset.io/dns-policy: local-first ...).
+        annotations = meta.get("annotations") or {}
         export = ServiceExport(
-            key.namespace, key.name, created=convert.creation_time(obj), export_to=to
+            key.namespace,
+            key.name,
+            created=convert.creation_time(obj),
+            annotations=tuple(sorted((str(k), str(v)) for k, v in annotations.items())),
+            export_to=to,
         )
         for m in providers:
             exports.setdefault(m, {})[key] = export
