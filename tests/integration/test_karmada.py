@@ -1075,6 +1075,62 @@ def test_membership_follows_karmadas_join_and_unjoin(
     assert _get(cp, "member3", "/api/v1/namespaces/default/services/leaver"), "theirs stays"
 
 
+def test_a_rotated_cluster_secret_reconnects_without_a_restart(
+    karmada: tuple[ControlPlane, Karmada], deployed: dict[str, Any]
+) -> None:
+    """member2's Cluster moved to new Secrets (as a credential rotation does): the hub
+    reconnects to it through Karmada's proxy, and the next export reaches member2."""
+    cp, km = karmada
+    ctl: Controller = deployed["ctl"]
+    secrets = "/api/v1/namespaces/karmada-cluster/secrets"
+    for name in ("member2", "member2-impersonator"):
+        old = km.request("GET", f"{secrets}/{name}")[1]
+        km.apply(
+            f"{secrets}/{name}-rotated",
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": f"{name}-rotated", "namespace": "karmada-cluster"},
+                "data": old["data"],
+            },
+        )
+    started = time.monotonic()
+    status, body = km.request(
+        "PATCH",
+        f"{CLUSTER_API}/member2",
+        {
+            "spec": {
+                "secretRef": {"namespace": "karmada-cluster", "name": "member2-rotated"},
+                "impersonatorSecretRef": {
+                    "namespace": "karmada-cluster",
+                    "name": "member2-impersonator-rotated",
+                },
+            }
+        },
+        content_type="application/merge-patch+json",
+    )
+    assert status == 200, body
+    with _diagnosed(ctl):
+        eventually(
+            "the hub reconnected to member2",
+            lambda: (
+                "karmada: cluster member2: its apiEndpoint or secrets changed; reconnected"
+                in ctl.output()
+            ),
+            timeout=30,
+        )
+        reconnected = time.monotonic() - started
+        _export(cp, "member1", "after-rotation")
+        eventually(
+            "after-rotation imported into member2",
+            partial(
+                _get, cp, "member2", f"{MCS_ALPHA}/namespaces/default/serviceimports/after-rotation"
+            ),
+            timeout=10,
+        )
+    print(f"\nmember2's Secrets rotated -> reconnected: {reconnected:.1f} s")
+
+
 def test_member_kubeconfig_mode_on_karmadas_v1alpha1_crds(tmp_path: Path) -> None:
     """Without Karmada's proxy, on members holding only Karmada's v1alpha1 MCS CRDs (where
     every v1beta1 watch used to get 404 and nothing was created): imports with spec.ips."""
