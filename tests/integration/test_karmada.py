@@ -1131,6 +1131,81 @@ def test_a_rotated_cluster_secret_reconnects_without_a_restart(
     print(f"\nmember2's Secrets rotated -> reconnected: {reconnected:.1f} s")
 
 
+def test_a_dead_member_leaves_clustersets_data_path_and_karmadas_is_measured(
+    karmada: tuple[ControlPlane, Karmada], deployed: dict[str, Any]
+) -> None:
+    """Issue 21 item 4 on the real Karmada: member1 (serve's only source) stops. Within the
+    source Lease (40 s) its endpoint in member2's MCS slices is neither ready nor serving (the
+    ClusterSetIP's data path where clusterset's derived Service is it), never deleted. What
+    Karmada does to its own imported-* slices of derived-serve (the data path of its
+    ServiceImport flow) is recorded over the same time: clusterset does not rewrite them."""
+    cp, km = karmada
+    ctl: Controller = deployed["ctl"]
+    mcs_slices = (
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
+        "?labelSelector=multicluster.kubernetes.io/source-cluster%3Dmember1,"
+        "multicluster.kubernetes.io/service-name%3Dserve"
+    )
+    karmadas = (
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
+        "?labelSelector=kubernetes.io%2Fservice-name%3Dderived-serve"
+    )
+
+    def ours() -> list[tuple[Any, Any]]:
+        return [
+            ((e.get("conditions") or {}).get("ready"), (e.get("conditions") or {}).get("serving"))
+            for s in _get(cp, "member2", mcs_slices)["items"]
+            for e in s.get("endpoints") or []
+        ]
+
+    def theirs() -> list[tuple[str, Any]]:
+        return [
+            (a, (e.get("conditions") or {}).get("ready"))
+            for s in _get(cp, "member2", karmadas)["items"]
+            for e in s.get("endpoints") or []
+            for a in e["addresses"]
+        ]
+
+    with _diagnosed(ctl):
+        eventually(
+            "member1's serve endpoint in service in member2", lambda: ours() == [(True, None)], 60
+        )
+    before = theirs()
+    cp.stop_cluster("member1")
+    killed = time.monotonic()
+    seen: list[tuple[float, list[tuple[str, Any]]]] = [(0.0, before)]
+    left = not_ready = None
+
+    def karmada_ready() -> bool:
+        conds = (km.request("GET", f"{CLUSTER_API}/member1")[1].get("status") or {}).get(
+            "conditions"
+        ) or []
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+    try:
+        while time.monotonic() - killed < 100:
+            now = time.monotonic() - killed
+            if left is None and ours() == [(False, False)]:
+                left = now
+            if not_ready is None and not karmada_ready():
+                not_ready = now
+            got = theirs()
+            if got != seen[-1][1]:
+                seen.append((round(now, 1), got))
+            time.sleep(1)
+    finally:
+        cp.start_cluster("member1")
+    print(
+        f"\nmember1 stopped -> its endpoint out of clusterset's data path in member2: "
+        f"{left} s (source Lease 40 s); Karmada's Cluster member1 not Ready: {not_ready} s; "
+        f"Karmada's imported-* slices of derived-serve in member2 "
+        f"over 100 s (s, [(address, ready)]): {seen}"
+    )
+    assert left is not None and left < 60, left
+    with _diagnosed(ctl):
+        eventually("member1's endpoint back in service", lambda: ours() == [(True, None)], 120)
+
+
 def test_member_kubeconfig_mode_on_karmadas_v1alpha1_crds(tmp_path: Path) -> None:
     """Without Karmada's proxy, on members holding only Karmada's v1alpha1 MCS CRDs (where
     every v1beta1 watch used to get 404 and nothing was created): imports with spec.ips."""
