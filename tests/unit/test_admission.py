@@ -290,3 +290,43 @@ def test_karmada_review_ignores_what_it_does_not_check() -> None:
     assert r == {"uid": "u-1", "allowed": True}
     plain = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x", "namespace": "ns"}}
     assert karmada_review("Service", plain, karmada()) == {"uid": "u-1", "allowed": True}
+
+
+def test_a_policy_that_does_not_decide_is_not_checked() -> None:
+    """Karmada binds the export to the higher-priority policy: the reviewed one places
+    nothing, so it gets no finding (nor, with deny, a refusal)."""
+    winner = karmada_policy("winner", ["ctx-a"])
+    winner["spec"]["priority"] = 5
+    r = karmada_review(
+        "PropagationPolicy", karmada_policy("p", ["ctx-b"]), karmada(winner), deny=True
+    )
+    assert r == {"uid": "u-1", "allowed": True}
+    # Already scheduled by Karmada (its binding): a new policy does not move it.
+    binding = {"ns/svc-serviceexport": {"spec": {"clusters": [{"name": "ctx-a"}]}}}
+    r = karmada_review(
+        "PropagationPolicy", karmada_policy("p", ["ctx-b"]), karmada(bindings=binding)
+    )
+    assert r == {"uid": "u-1", "allowed": True}
+    # The policy being changed is the one that decides: checked where it now places it.
+    r = karmada_review(
+        "PropagationPolicy", karmada_policy("p", ["ctx-b"]), karmada(karmada_policy("p", ["ctx-a"]))
+    )
+    assert any("PortConflict" in w for w in r["warnings"])
+
+
+def test_unsynced_karmada_nowhere_and_odd_shapes_are_said() -> None:
+    unsynced = KarmadaView(
+        (karmada_policy("p", ["ctx-b"]),), (), KARMADA_CLUSTERS, {}, synced=False
+    )
+    r = karmada_review("ServiceExport", TEMPLATE, unsynced)
+    assert r["warnings"] == [
+        "clusterset: the hub has not synced Karmada's policies and clusters yet: no pre-flight check"
+    ]
+    r = karmada_review("ServiceExport", TEMPLATE, karmada(karmada_policy("p", ["elsewhere"])))
+    assert r["warnings"] == [
+        "clusterset: PropagationPolicy p places ServiceExport ns/svc in no cluster"
+    ]
+    odd = body("ServiceExport", TEMPLATE)
+    odd["request"]["object"] = ["not", "an", "object"]
+    r = review_karmada(odd, VIEW, karmada(), deny=True, now=2e9)["response"]
+    assert r["allowed"] is True and r["warnings"][0].startswith("clusterset: no pre-flight check: ")

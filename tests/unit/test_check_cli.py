@@ -152,6 +152,33 @@ BOUND = {
         ),
         # Scheduled already: the binding.
         (_inputs(policies=[_policy("p", ["member2"])], binding=BOUND), None, [], ("member1",)),
+        # A policy in the file that does not decide (p names it, q only by label) leaves it.
+        (
+            _inputs(policies=[_policy("p", ["member2"])], binding=BOUND),
+            None,
+            [
+                {
+                    **_policy("q", ["member2"]),
+                    "spec": {
+                        "resourceSelectors": [
+                            {
+                                "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+                                "kind": "ServiceExport",
+                            }
+                        ],
+                        "placement": {},
+                    },
+                }
+            ],
+            ("member1",),
+        ),
+        # A ClusterPropagationPolicy without metadata in the file: no traceback.
+        (
+            _inputs(policies=[_policy("p", ["member2"])]),
+            None,
+            [{"kind": "ClusterPropagationPolicy", "spec": {}}],
+            ("member2",),
+        ),
         # A v1beta1 template in the file is what the selectors must name.
         (
             _inputs(policies=[_policy("p", ["member2"])]),

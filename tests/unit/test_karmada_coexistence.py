@@ -321,7 +321,8 @@ def test_multiclusterservice_exports_from_providers_into_consumers_own_service()
     created = datetime(2026, 12, 1, tzinfo=UTC).timestamp()  # the MultiClusterService's
     assert (made.created, made.export_to) == (created, frozenset({M2, M3}))
     assert ECHO not in clusters[M2].exports
-    assert clusters[M1].foreign_derived == {ECHO: "echo"}
+    # A provider only: Karmada dispatches nothing there; clusterset's own path, as for exports.
+    assert clusters[M1].foreign_derived == {}
     assert clusters[M2].foreign_derived == {ECHO: "echo"}
     assert clusters[M3].foreign_derived == {}  # no Service there: clusterset's own path
     state = clusterset(*clusters.values())
@@ -363,6 +364,23 @@ def test_a_serviceexport_of_the_name_wins_over_the_multiclusterservice() -> None
     fleet[M1] = dataclasses.replace(fleet[M1], exports={ECHO: own})
     clusters = _observer(_mcs("echo", ["member1"], ["member2"]))._with_multicluster_services(fleet)
     assert clusters[M1].exports[ECHO] is own
+
+
+def test_with_a_serviceexport_elsewhere_clustersets_own_path_carries_every_endpoint() -> None:
+    """member3 exports echo with a ServiceExport: Karmada's dispatch into member2 lacks
+    member3's endpoints, so member2's ClusterSetIP is not its own echo but clusterset's."""
+    fleet = _fleet()
+    fleet[M3] = cluster(
+        "member3",
+        services=(service("echo"),),
+        exports=(export("echo", created=5.0),),
+        slices=(eslice("echo", endpoints=(endpoint("10.244.3.9"),)),),
+    )
+    clusters = _observer(_mcs("echo", ["member1"], ["member2"]))._with_multicluster_services(fleet)
+    assert ECHO in clusters[M1].exports  # member1 still exports through its MultiClusterService
+    assert clusters[M2].foreign_derived == {}
+    desired = reconcile(clusterset(*clusters.values()), ips={})
+    assert desired.clusters[M2].data_path(ECHO) == derived_name(ECHO)
 
 
 def test_multiclusterservice_annotations_are_the_answer_policies() -> None:

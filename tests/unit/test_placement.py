@@ -243,3 +243,69 @@ def test_a_binding_with_clusters_is_the_placement() -> None:
 def test_binding_name_is_karmadas() -> None:
     assert binding_name("ServiceExport", "serve") == "serve-serviceexport"
     assert binding_name("ClusterRole", "system:Foo") == "system.foo-clusterrole"
+
+
+def test_a_claimed_template_keeps_its_policy() -> None:
+    """Karmada applies the policy named in the template's claim annotations first."""
+    claimed = {
+        **EXPORT,
+        "metadata": {
+            **EXPORT["metadata"],
+            "annotations": {
+                "propagationpolicy.karmada.io/name": "old",
+                "propagationpolicy.karmada.io/namespace": "default",
+            },
+        },
+    }
+    pols = [policy("old", [sel()]), policy("named", [sel(name="serve")], priority=9)]
+    found = policy_for(claimed, pols, [])
+    assert found is not None and found["metadata"]["name"] == "old"
+    cpp = {
+        **EXPORT,
+        "metadata": {
+            **EXPORT["metadata"],
+            "annotations": {"clusterpropagationpolicy.karmada.io/name": "c"},
+        },
+    }
+    found = policy_for(cpp, pols, [policy("c", [sel()], namespace=None)])
+    assert found is not None and found["metadata"]["name"] == "c"
+
+
+def test_what_karmada_skips() -> None:
+    deleting = policy("named", [sel(name="serve")])
+    deleting["metadata"]["deletionTimestamp"] = "2026-12-08T00:00:00Z"
+    assert policy_for(EXPORT, [deleting], []) is None
+    leaving = {
+        **CLUSTERS,
+        "member2": {
+            **CLUSTERS["member2"],
+            "metadata": {**CLUSTERS["member2"]["metadata"], "deletionTimestamp": "x"},
+        },
+    }
+    assert placement_of(policy("p", [sel()]), leaving).members == ("member1",)
+    for ns in ("kube-system", "karmada-system", "karmada-es-member1"):
+        template = {**EXPORT, "metadata": {**EXPORT["metadata"], "namespace": ns}}
+        pols = [policy("p", [sel()], namespace=ns)]
+        assert placement(
+            template, binding=None, policies=pols, cluster_policies=[], clusters=CLUSTERS
+        ) == Placement(())
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        {"key": "team", "operator": "NotIn", "values": []},  # rejected by Kubernetes
+        {"key": "team", "operator": "In"},
+        {"key": "team", "operator": "Gt", "values": ["1"]},  # a NodeSelector operator only
+    ],
+)
+def test_a_selector_kubernetes_rejects_matches_nothing(expr: dict[str, Any]) -> None:
+    assert selector_priority(sel(labelSelector={"matchExpressions": [expr]}), EXPORT) == MISMATCH
+
+
+def test_malformed_policies_are_no_traceback() -> None:
+    bad = policy("p", [sel()], {"clusterAffinity": {"exclude": 5, "clusterNames": "member1"}})
+    assert placement_of(bad, CLUSTERS).members == ("member1", "member2")
+    assert placement_of(policy("p", [sel()], {"clusterAffinity": "x"}), CLUSTERS).unsure
+    weird = policy("p", ["not-a-selector", sel(labelSelector="x")])  # type: ignore[list-item]
+    assert policy_for(EXPORT, [weird], []) is None

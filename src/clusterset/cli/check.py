@@ -199,22 +199,36 @@ def karmada_placement(
         "metadata": {**meta, "namespace": key.namespace, "name": key.name},
     }
 
+    def ident(policy: Obj) -> tuple[object, object]:
+        meta = policy.get("metadata") or {}
+        return meta.get("namespace"), meta.get("name")
+
     def replaced(served: list[Obj], kind: str) -> list[Obj]:
         mine = [p for p in file_policies if p.get("kind") == kind]
-        names = {(p["metadata"].get("namespace"), p["metadata"].get("name")) for p in mine}
-        kept = [
-            p
-            for p in served
-            if (p["metadata"].get("namespace"), p["metadata"].get("name")) not in names
-        ]
-        return kept + mine
+        names = {ident(p) for p in mine}
+        return [p for p in served if ident(p) not in names] + mine
 
+    policies = replaced(inputs.policies, "PropagationPolicy")
+    cluster_policies = replaced(inputs.cluster_policies, "ClusterPropagationPolicy")
+    unscheduled = placement.placement(
+        template,
+        binding=None,
+        policies=policies,
+        cluster_policies=cluster_policies,
+        clusters=inputs.clusters,
+    )
+    # Karmada's binding stands unless the policy that decides is one in the file (a changed
+    # placement of the bound policy is scheduled again; another policy does not move it).
+    decided_by_file = any(
+        unscheduled.policy == f"{p.get('kind', '')} {ident(p)[1]}" for p in file_policies
+    )
+    if decided_by_file or inputs.binding is None:
+        return unscheduled
     return placement.placement(
         template,
-        # A policy in the file is about to be applied: the scheduler decides again.
-        binding=None if file_policies else inputs.binding,
-        policies=replaced(inputs.policies, "PropagationPolicy"),
-        cluster_policies=replaced(inputs.cluster_policies, "ClusterPropagationPolicy"),
+        binding=inputs.binding,
+        policies=policies,
+        cluster_policies=cluster_policies,
         clusters=inputs.clusters,
     )
 
@@ -366,6 +380,8 @@ def check(
         raise UsageProblem("give either a ServiceExport FILE or --service NAMESPACE/NAME")
     if not cluster:
         assert karmada_kubeconfig is not None
+        if manifests is not None or kubeconfig is not None:
+            raise UsageProblem("--karmada-kubeconfig and --manifests/--kubeconfig are exclusive")
         code = _placed(file, service, karmada_kubeconfig, context, output_format)
         raise SystemExit(code)
     kubeconfig = kubeconfig or default_kubeconfig(manifests, karmada_kubeconfig)
@@ -427,9 +443,14 @@ def _placed(
         raise SourceError(f"ServiceExport {key}: {where.policy} places it in no cluster")
     apis = member_apis(None, contexts, False, karmada_kubeconfig)
     state, ips, ids = asyncio.run(observe_clusters(apis))
+    unknown = [m for m in where.members if ids.get(m) not in state.clusters]
+    if unknown:
+        raise SourceError(
+            f"ServiceExport {key}: {where.policy} places it in {', '.join(unknown)}, which "
+            "Karmada's cluster proxy did not let this command read (or --context left out)"
+        )
     findings = [
-        finding_of(state, ips, cluster=ids.get(m, ClusterId(m)), file=file, service=service)
-        for m in where.members
+        finding_of(state, ips, cluster=ids[m], file=file, service=service) for m in where.members
     ]
     if output == "text":
         print(f"Karmada places ServiceExport {key} in {', '.join(where.members)} ({where.policy})")

@@ -1,11 +1,13 @@
 """Validating admission webhook served by the hub: the pre-flight check at `kubectl apply`.
 
 Each member's ValidatingWebhookConfiguration calls `POST /validate/<member>` for
-ServiceExports and Services (CREATE, UPDATE). The answer is `reconcile.preflight`'s
-finding against the hub's current view of the whole clusterset, as admission
-*warnings*; with `deny` (--deny-conflicts) a conflicting request is refused. Anything
-unexpected (unknown member, unsynced caches, a bad object) is allowed with a warning:
-the configuration's failurePolicy is Ignore, and so is this server's.
+ServiceExports and Services (CREATE, UPDATE); the karmada-apiserver's calls
+`POST /validate-karmada` for their templates and the policies that place ServiceExports,
+checked in the members Karmada places them in (`reconcile.placement`). The answer is
+`reconcile.preflight`'s finding against the hub's current view of the whole clusterset, as
+admission *warnings*; with `deny` (--deny-conflicts) a conflicting request is refused.
+Anything unexpected (unknown member, unsynced caches, a bad object) is allowed with a
+warning: the configuration's failurePolicy is Ignore, and so is this server's.
 
 HTTP/1.1 over TLS on asyncio streams (the apiserver keeps connections alive). The
 certificate files are re-read when they change (cert-manager or a Secret rotates them).
@@ -208,15 +210,18 @@ class KarmadaView:
     cluster_policies: tuple[Obj, ...]
     clusters: Mapping[str, Obj]
     bindings: Mapping[str, Obj]
+    synced: bool = True  # every one of them listed once
 
 
 def karmada_view(control: KarmadaControl) -> KarmadaView:
     """Observe Karmada's policies now. On the event loop (the informers write the stores)."""
+    informers = (control.policies, control.cluster_policies, control.clusters, control.bindings)
     return KarmadaView(
         tuple(control.policies.store.values()),
         tuple(control.cluster_policies.store.values()),
         dict(control.clusters.store),
         control.bindings.store,
+        synced=all(i.synced.is_set() for i in informers),
     )
 
 
@@ -226,7 +231,12 @@ def review_karmada(
     """`review` of a request to the karmada-apiserver: checked in the members Karmada
     places the object in."""
     request = body.get("request") or {}
-    return _reviewed(body, decide_karmada(request, view, karmada, deny=deny, now=now))
+    try:
+        decision = decide_karmada(request, view, karmada, deny=deny, now=now)
+    except Exception as exc:  # a shape the API's schemas should have refused: say, admit
+        log.error("admission karmada %s: %s: %s", request.get("uid"), type(exc).__name__, exc)
+        decision = (True, [f"clusterset: no pre-flight check: {type(exc).__name__}: {exc}"], "")
+    return _reviewed(body, decision)
 
 
 def decide_karmada(
@@ -239,12 +249,9 @@ def decide_karmada(
     kind = (request.get("kind") or {}).get("kind", "")
     if kind not in (*POLICY_KINDS, "ServiceExport", "Service"):
         return True, [], ""
-    if not view.synced:
-        return (
-            True,
-            ["clusterset: the hub has not synced every member yet: no pre-flight check"],
-            "",
-        )
+    if not view.synced or not karmada.synced:
+        what = "every member" if not view.synced else "Karmada's policies and clusters"
+        return True, [f"clusterset: the hub has not synced {what} yet: no pre-flight check"], ""
     obj = request.get("object") or {}
     meta = obj.get("metadata") or {}
     ns = str(meta.get("namespace") or request.get("namespace") or "")
@@ -274,6 +281,8 @@ def decide_karmada(
             ],
             "",
         )
+    if not where.members:
+        return True, [f"clusterset: {where.policy} places {what} in no cluster"], ""
     return _in_members(kind, template, where, view, deny=deny, now=now)
 
 
@@ -319,10 +328,30 @@ def _policy_review(
         if unnamed
         else []
     )
-    where = placement.placement_of(policy, karmada.clusters)
+    # The policy as it will be, among the others: it decides only where it wins (priority,
+    # claims) and where Karmada has not scheduled the export already.
+    others = karmada.policies if namespaced else karmada.cluster_policies
+    ranked = [
+        p
+        for p in others
+        if (p.get("metadata") or {}).get("name") != meta.get("name")
+        or (p.get("metadata") or {}).get("namespace") != (ns if namespaced else None)
+    ] + [policy]
     allowed, message = True, ""
     for template in named:
-        what = f"ServiceExport {template['metadata']['namespace']}/{template['metadata']['name']}"
+        tmeta = template["metadata"]
+        what = f"ServiceExport {tmeta['namespace']}/{tmeta['name']}"
+        where = placement.placement(
+            template,
+            binding=karmada.bindings.get(
+                f"{tmeta['namespace']}/{placement.binding_name('ServiceExport', tmeta['name'])}"
+            ),
+            policies=ranked if namespaced else karmada.policies,
+            cluster_policies=karmada.cluster_policies if namespaced else ranked,
+            clusters=karmada.clusters,
+        )
+        if where.policy != label:
+            continue  # another policy, or Karmada's scheduling so far, decides: not this one
         if where.unsure:
             warnings.append(_unsure(what, where))
             continue
@@ -441,7 +470,12 @@ class AdmissionServer:
             self._serve, self.host, self.port, ssl=self.certs.context
         )
         self.port = self.server.sockets[0].getsockname()[1]
-        log.info("admission webhook on https://%s:%d/validate/<member>", self.host, self.port)
+        log.info(
+            "admission webhook on https://%s:%d/validate/<member>%s",
+            self.host,
+            self.port,
+            f" and {KARMADA_PATH}" if self.karmada is not None else "",
+        )
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -551,7 +585,8 @@ async def run(
 ) -> None:
     """Serve the started webhook until cancelled; keep certificates and members' caBundles
     fresh."""
-    missing: set[str] = set()  # told they lack the configuration, or our right to it
+    missing: set[str] = set()  # clusters told they lack the configuration
+    forbidden: set[str] = set()  # clusters told we may not read it
     try:
         while True:
             if config_name:
@@ -566,11 +601,12 @@ async def run(
                     except Exception as exc:  # one unreachable member must not stop the others
                         # A refusal is said once (RBAC changes rarely); trouble every time.
                         refused = isinstance(exc, ApiError) and exc.status == 403
-                        if not refused or name not in missing:
+                        if not refused or name not in forbidden:
                             log.warning("%s: cannot update the webhook caBundle: %s", name, exc)
                         if refused:
-                            missing.add(name)
+                            forbidden.add(name)
                         continue
+                    forbidden.discard(name)
                     if found is not CaBundle.MISSING:
                         missing.discard(name)
                     elif name not in missing:

@@ -311,8 +311,12 @@ class Hub:
             self._wake.clear()
             if not any(m.synced for m in self.members.values()):
                 continue
-            if self.karmada is not None and not self.karmada.bindings.synced.is_set():
-                continue  # Karmada's placements decide which imports are its own
+            if self.karmada is not None and not (
+                self.karmada.bindings.synced.is_set() and self.karmada.mcs.synced.is_set()
+            ):
+                # Karmada's placements decide which imports are its own; its
+                # MultiClusterServices are exports (not listed yet: they would be withdrawn).
+                continue
             try:
                 ok = await self.reconcile_once(full=full)
             except Exception:

@@ -149,10 +149,18 @@ class Observer:
         self, clusters: dict[ClusterId, ClusterState]
     ) -> dict[ClusterId, ClusterState]:
         """Karmada's MultiClusterServices as exports of the providers (where the Service is
-        and no ServiceExport of the name), whose ClusterSetIP is each cluster's own Service
-        (Karmada dispatches the endpoints into it: no second data path)."""
+        and no ServiceExport of the name), whose ClusterSetIP in a consumer is its own Service
+        (Karmada dispatches the endpoints into it: no second data path). Not where a
+        ServiceExport of the name exists anywhere: Karmada's path would lack its endpoints,
+        so clusterset's own derived Service carries them all."""
         assert self.karmada is not None
         plan = multicluster_services(self.karmada.mcs.store, self.ids)
+        exported = {
+            key
+            for keys in plan.consumed.values()
+            for key in keys
+            if any(key in cs.exports for cs in clusters.values())
+        }
         cache: dict[ClusterId, tuple[tuple[object, ...], tuple[Exports, Owned]]] = {}
         for name, cid in self.ids.items():
             cs = clusters.get(cid)
@@ -165,8 +173,8 @@ class Observer:
             }
             own = {
                 key: key.name
-                for key in plan.own_service.get(name, ())
-                if key in cs.services and key not in cs.foreign_derived
+                for key in plan.consumed.get(name, ())
+                if key in cs.services and key not in cs.foreign_derived and key not in exported
             }
             if not exports and not own:
                 continue

@@ -17,6 +17,7 @@ reconnects one whose apiEndpoint or secret references change.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -301,13 +302,13 @@ async def _get_or_none(api: k.KubeApi, path: str) -> Obj | None:
 class MultiClusterServices:
     """Karmada's MultiClusterServices (type CrossCluster) as clusterset sees them: each is
     an export of its Service from the providers to the consumers (exports that exist in no
-    member: nothing is written to them), whose data path in every one of those clusters is
-    that cluster's own Service, into which Karmada dispatches the providers' endpoints."""
+    member: nothing is written to them). In a consumer Karmada dispatches the providers'
+    endpoints into the consumer's own Service of the name: that is the data path there."""
 
     # Member name -> the exports its MultiClusterServices make there (it provides them).
     exports: Mapping[str, Mapping[ServiceKey, ServiceExport]]
-    # Member name -> the keys whose ClusterSetIP is that member's own Service of the name.
-    own_service: Mapping[str, frozenset[ServiceKey]]
+    # Member name -> the keys it consumes: its own Service is the data path Karmada feeds.
+    consumed: Mapping[str, frozenset[ServiceKey]]
 
 
 def multicluster_services(
@@ -316,34 +317,43 @@ def multicluster_services(
     """`store`: the MultiClusterService informer's; `ids`: member name -> cluster ID (a
     cluster Karmada names that is no member is left out)."""
     exports: dict[str, dict[ServiceKey, ServiceExport]] = {}
-    own: dict[str, set[ServiceKey]] = {}
+    consumed: dict[str, set[ServiceKey]] = {}
     for obj in store.values():
         spec = obj.get("spec") or {}
-        if "CrossCluster" not in (spec.get("types") or []):
+        if not isinstance(spec, Mapping) or "CrossCluster" not in (spec.get("types") or []):
             continue
         meta = obj.get("metadata") or {}
-        key = ServiceKey(str(meta.get("namespace", "")), str(meta.get("name", "")))
-
+        # As a ServiceExport of that name, created with it: its clusterset.io/* annotations
+        # are read as a ServiceExport's are (answer policies, cluster selectors).
+        try:
+            export = convert.service_export(
+                {
+                    "metadata": {
+                        k: meta[k]
+                        for k in ("namespace", "name", "annotations", "creationTimestamp")
+                        if k in meta
+                    }
+                }
+            )
+        except convert.ObjectError:
+            continue  # a name the apiserver accepted for it but no Service can have
+        key = export.key
         # Empty: every cluster (Karmada: "collect ... from all clusters", "exposed to all").
         providers = [m for m in _names(spec, "providerClusters") or ids if m in ids]
         consumers = [m for m in _names(spec, "consumerClusters") or ids if m in ids]
-        to = frozenset(ids[m] for m in consumers) if spec.get("consumerClusters") else None
-        # Its clusterset.io/* annotations are the export's: the answer policies, as on a
-        # ServiceExport (clusterset.io/dns-policy: local-first ...).
-        annotations = meta.get("annotations") or {}
-        export = ServiceExport(
-            key.namespace,
-            key.name,
-            created=convert.creation_time(obj),
-            annotations=tuple(sorted((str(k), str(v)) for k, v in annotations.items())),
-            export_to=to,
-        )
+        if spec.get("consumerClusters"):
+            export = dataclasses.replace(
+                export, export_to=frozenset(ids[m] for m in consumers), export_to_problem=""
+            )
         for m in providers:
             exports.setdefault(m, {})[key] = export
-        for m in {*providers, *consumers}:
-            own.setdefault(m, set()).add(key)
-    return MultiClusterServices(exports, {m: frozenset(keys) for m, keys in own.items()})
+        for m in consumers:
+            consumed.setdefault(m, set()).add(key)
+    return MultiClusterServices(exports, {m: frozenset(keys) for m, keys in consumed.items()})
 
 
-def _names(spec: Obj, field: str) -> list[str]:
-    return [str(c.get("name", "")) for c in spec.get(field) or [] if c.get("name")]
+def _names(spec: Mapping[str, Any], field: str) -> list[str]:
+    items = spec.get(field)
+    if not isinstance(items, list):
+        return []
+    return [str(c["name"]) for c in items if isinstance(c, Mapping) and c.get("name")]

@@ -21,6 +21,10 @@ Obj = Mapping[str, Any]
 
 # ImplicitPriority of Karmada's ResourceSelectorPriority.
 MISMATCH, MATCH_ALL, MATCH_LABELS, MATCH_NAME = 0, 1, 2, 3
+# The annotations with which a policy claims a template (Karmada's well_known_constants.go).
+CLAIMED_BY = "propagationpolicy.karmada.io/name"
+CLAIMED_BY_NAMESPACE = "propagationpolicy.karmada.io/namespace"
+CLAIMED_BY_CLUSTER_POLICY = "clusterpropagationpolicy.karmada.io/name"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,32 +46,48 @@ def labels_match(selector: Obj | None, labels: Mapping[str, str]) -> bool:
     """metav1.LabelSelector semantics (nil selector: handled by callers; {}: everything)."""
     if selector is None:
         return True
-    for key, value in (selector.get("matchLabels") or {}).items():
+    if not isinstance(selector, Mapping):
+        return False
+    for key, value in dict(selector.get("matchLabels") or {}).items():
         if labels.get(key) != value:
             return False
     return all(
         _requirement(str(e.get("operator", "")), labels.get(str(e.get("key", ""))), e)
-        for e in selector.get("matchExpressions") or []
+        for e in _dicts(selector.get("matchExpressions"))
     )
 
 
-def _requirement(op: str, value: str | None, expr: Obj) -> bool:
-    values = [str(v) for v in expr.get("values") or []]
-    if op == "In":
-        return value is not None and value in values
-    if op == "NotIn":
+def _dicts(value: object) -> list[Obj]:
+    """The mappings of a list field (anything else: none; the CRD schemas make it a list)."""
+    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+
+
+def _strings(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _requirement(op: str, value: str | None, expr: Obj, *, numeric: bool = False) -> bool:
+    """One requirement; Gt/Lt only where `numeric` (a NodeSelectorRequirement: Karmada's
+    fieldSelector). One Kubernetes rejects (In/NotIn without values...) matches nothing, as
+    Karmada's failed parse does."""
+    values = _strings(expr.get("values"))
+    if op in ("In", "NotIn"):
+        if not values:
+            return False
+        if op == "In":
+            return value is not None and value in values
         return value is None or value not in values
     if op == "Exists":
         return value is not None
     if op == "DoesNotExist":
         return value is None
-    if op in ("Gt", "Lt") and value is not None and len(values) == 1:
+    if numeric and op in ("Gt", "Lt") and value is not None and len(values) == 1:
         try:
             a, b = int(value), int(values[0])
         except ValueError:
             return False
         return a > b if op == "Gt" else a < b
-    return False  # an operator Kubernetes rejects: no match, as Karmada's parse error does
+    return False
 
 
 def selector_priority(selector: Obj, template: Obj) -> int:
@@ -96,14 +116,17 @@ def _highest(policies: Iterable[Obj], template: Obj) -> Obj | None:
     chosen: Obj | None = None
     for policy in policies:
         spec = policy.get("spec") or {}
+        if (policy.get("metadata") or {}).get("deletionTimestamp"):
+            continue  # being deleted: Karmada's detector skips it
         implicit = max(
-            (selector_priority(s, template) for s in spec.get("resourceSelectors") or []),
+            (selector_priority(s, template) for s in _dicts(spec.get("resourceSelectors"))),
             default=MISMATCH,
         )
         if implicit == MISMATCH:
             continue
         name = str((policy.get("metadata") or {}).get("name", ""))
-        rank = (int(spec.get("priority") or 0), implicit)
+        priority = spec.get("priority")
+        rank = (priority if isinstance(priority, int) else 0, implicit)
         if best is None or rank > best[:2] or (rank == best[:2] and name < best[2]):
             best, chosen = (*rank, name), policy
     return chosen
@@ -112,17 +135,38 @@ def _highest(policies: Iterable[Obj], template: Obj) -> Obj | None:
 def policy_for(
     template: Obj, policies: Iterable[Obj], cluster_policies: Iterable[Obj]
 ) -> Obj | None:
-    """The policy Karmada binds `template` to: a PropagationPolicy of its namespace first."""
-    ns = (template.get("metadata") or {}).get("namespace")
+    """The policy Karmada binds `template` to (detector/policy.go propagateResource): the
+    one that claimed it already (its annotations), else a PropagationPolicy of its
+    namespace, else a ClusterPropagationPolicy."""
+    meta = template.get("metadata") or {}
+    ns = meta.get("namespace")
+    annotations = meta.get("annotations") or {}
     own = [p for p in policies if (p.get("metadata") or {}).get("namespace") == ns]
+    claimed = annotations.get(CLAIMED_BY)
+    if claimed and annotations.get(CLAIMED_BY_NAMESPACE):
+        return next((p for p in own if p["metadata"].get("name") == claimed), None)
+    claimed = annotations.get(CLAIMED_BY_CLUSTER_POLICY)
+    if claimed:
+        return next(
+            (p for p in cluster_policies if (p.get("metadata") or {}).get("name") == claimed),
+            None,
+        )
     return _highest(own, template) or _highest(cluster_policies, template)
+
+
+def skipped_namespace(namespace: str) -> bool:
+    """Karmada propagates nothing from its own namespaces, nor (by default,
+    --skipped-propagating-namespaces) from kube-*."""
+    return namespace in ("karmada-system", "karmada-cluster") or namespace.startswith(
+        ("karmada-es-", "kube-")
+    )
 
 
 def cluster_matches(affinity: Obj, cluster: Obj) -> bool:
     """Karmada's ClusterMatches of one clusterAffinity."""
     meta = cluster.get("metadata") or {}
     name = str(meta.get("name", ""))
-    if name in (affinity.get("exclude") or []):
+    if name in _strings(affinity.get("exclude")):
         return False
     if affinity.get("labelSelector") is not None and not labels_match(
         affinity["labelSelector"], meta.get("labels") or {}
@@ -130,19 +174,19 @@ def cluster_matches(affinity: Obj, cluster: Obj) -> bool:
         return False
     spec = cluster.get("spec") or {}
     fields = {f: str(spec[f]) for f in ("provider", "region") if spec.get(f)}
-    for expr in (affinity.get("fieldSelector") or {}).get("matchExpressions") or []:
+    for expr in _dicts((affinity.get("fieldSelector") or {}).get("matchExpressions")):
         op, key = str(expr.get("operator", "")), str(expr.get("key", ""))
         if key == "zone":
-            if not _zones_match(op, expr, [str(z) for z in spec.get("zones") or []]):
+            if not _zones_match(op, expr, _strings(spec.get("zones"))):
                 return False
-        elif not _requirement(op, fields.get(key), expr):
+        elif not _requirement(op, fields.get(key), expr, numeric=True):
             return False
-    names = affinity.get("clusterNames") or []
+    names = _strings(affinity.get("clusterNames"))
     return not names or name in names
 
 
 def _zones_match(op: str, expr: Obj, zones: Sequence[str]) -> bool:
-    values = [str(v) for v in expr.get("values") or []]
+    values = _strings(expr.get("values"))
     if op == "In":
         return any(z in values for z in zones)
     if op == "NotIn":
@@ -171,10 +215,10 @@ def _tolerated(taint: Obj, tolerations: Sequence[Obj]) -> bool:
 
 def schedulable(cluster: Obj, placement: Obj) -> bool:
     """The TaintToleration filter: no NoSchedule/NoExecute taint left untolerated."""
-    tolerations = placement.get("clusterTolerations") or []
+    tolerations = _dicts(placement.get("clusterTolerations"))
     return all(
         _tolerated(t, tolerations)
-        for t in (cluster.get("spec") or {}).get("taints") or []
+        for t in _dicts((cluster.get("spec") or {}).get("taints"))
         if t.get("effect") in ("NoSchedule", "NoExecute")
     )
 
@@ -185,16 +229,22 @@ def placement_of(policy: Obj, clusters: Mapping[str, Obj]) -> Placement:
     kind = "PropagationPolicy" if meta.get("namespace") else "ClusterPropagationPolicy"
     label = f"{kind} {meta.get('name', '')}"
     placement = (policy.get("spec") or {}).get("placement") or {}
+    if not isinstance(placement, Mapping):
+        return Placement((), label, "its placement is not an object")
     if placement.get("clusterAffinities"):
         return Placement((), label, "its clusterAffinities are tried in turn by the scheduler")
     if placement.get("spreadConstraints"):
         return Placement((), label, "its spreadConstraints pick among clusters by their resources")
     affinity = placement.get("clusterAffinity") or {}
+    if not isinstance(affinity, Mapping):
+        return Placement((), label, "its clusterAffinity is not an object")
     members = tuple(
         sorted(
             name
             for name, cluster in clusters.items()
-            if cluster_matches(affinity, cluster) and schedulable(cluster, placement)
+            if not (cluster.get("metadata") or {}).get("deletionTimestamp")  # being unjoined
+            and cluster_matches(affinity, cluster)
+            and schedulable(cluster, placement)
         )
     )
     return Placement(members, label)
@@ -209,10 +259,12 @@ def placement(
     clusters: Mapping[str, Obj],
 ) -> Placement:
     """Where `template` goes: the binding's clusters once scheduled, else its policy's."""
+    if skipped_namespace(str((template.get("metadata") or {}).get("namespace", ""))):
+        return Placement(())
     if binding is not None:
         targets = (binding.get("spec") or {}).get("clusters")
         if targets:
-            members = tuple(sorted(str(t.get("name", "")) for t in targets))
+            members = tuple(sorted(str(t.get("name", "")) for t in _dicts(targets)))
             return Placement(members, f"ResourceBinding {binding_label(binding)}")
     policy = policy_for(template, policies, cluster_policies)
     if policy is None:
