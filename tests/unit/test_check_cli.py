@@ -14,6 +14,7 @@ import yaml
 from clusterset.cli.check import karmada_placement, karmada_proposal
 from clusterset.kube.karmada import PlacementInputs
 from clusterset.model.ids import ServiceKey
+from tests.karmada import propagation_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "examples" / "clusters"
@@ -117,18 +118,10 @@ def _inputs(**kw: Any) -> PlacementInputs:
     return PlacementInputs(**{**base, **kw})
 
 
-def _policy(
-    name: str, members: list[str], api: str = "multicluster.x-k8s.io/v1alpha1"
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "policy.karmada.io/v1alpha1",
-        "kind": "PropagationPolicy",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "resourceSelectors": [{"apiVersion": api, "kind": "ServiceExport", "name": "web"}],
-            "placement": {"clusterAffinity": {"clusterNames": members}},
-        },
-    }
+def _policy(name: str, members: list[str]) -> dict[str, Any]:
+    return propagation_policy(
+        name, [("multicluster.x-k8s.io/v1alpha1", "ServiceExport")], members, resource="web"
+    )
 
 
 WEB = ServiceKey("default", "web")
