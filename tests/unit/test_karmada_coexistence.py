@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from clusterset.cli.output import _karmada_keeps
 from clusterset.controller.observer import Observer
 from clusterset.kube.cluster import karmada_filled
 from clusterset.kube.karmada import RETENTION_LUA, placed_imports, retention
@@ -402,3 +403,23 @@ def test_multiclusterservice_annotations_are_the_answer_policies() -> None:
     imp = desired.clusters[M2].imports[ECHO]
     assert ("clusterset.io/dns-policy", "local-first") in imp.annotations
     assert ("other", "x") not in imp.annotations  # only clusterset.io/* reach the import
+
+
+def test_status_says_where_karmadas_data_path_keeps_an_expired_source() -> None:
+    """Issue 21 item 4: Karmada keeps a lost member's endpoints in its slices, and clusterset
+    does not fight it: `status` says so where a source's Lease expired."""
+    imports: list[dict[str, Any]] = [
+        {"cluster": "member2", "namespace": "default", "name": "serve", "clusters": ["member1"],
+         "dataPath": {"service": "derived-serve", "owner": "karmada"}},
+        {"cluster": "member2", "namespace": "default", "name": "web", "clusters": ["member1"],
+         "dataPath": {"service": "derived-abc", "owner": "clusterset"}},
+        {"cluster": "member2", "namespace": "default", "name": "hl", "clusters": ["member1"],
+         "dataPath": None},
+    ]  # fmt: skip
+    leases = [{"consumer": "member2", "source": "member1", "state": "expired"}]
+    assert _karmada_keeps(imports, leases) == [
+        "note: member2's default/serve: member1's Lease expired, so its endpoints left DNS "
+        "answers; the ClusterSetIP goes through Karmada's derived-serve, whose slices Karmada "
+        "keeps (clusterset does not rewrite them)"
+    ]
+    assert _karmada_keeps(imports, [{**leases[0], "state": "fresh"}]) == []

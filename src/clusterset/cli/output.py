@@ -88,6 +88,15 @@ def status_data(
                     ],
                     "clusters": list(imp.clusters),
                     "endpointSlices": len(cd.slices.get(key, ())),
+                    # The Service kube-proxy routes the ClusterSetIP by, and whose slices feed
+                    # it: Karmada's (its derived-<svc>, or the Service it dispatches a
+                    # MultiClusterService's endpoints into) keep a lost source's endpoints.
+                    "dataPath": None
+                    if key not in cd.derived
+                    else {
+                        "service": cd.derived[key],
+                        "owner": "karmada" if key in cd.foreign_derived else "clusterset",
+                    },
                 }
             )
     return {"exports": exports, "imports": imports, "errors": observed.errors}
@@ -243,17 +252,39 @@ def _status_tables(
         row = [i["cluster"], i["namespace"], i["name"], i["type"], ",".join(i["ips"]) or "-",
                ",".join(i["ports"]) or "-", ",".join(i["clusters"]) or "-"]  # fmt: skip
         if wide:
-            row.append(str(i["endpointSlices"]))
+            path = i["dataPath"]
+            row += [
+                str(i["endpointSlices"]),
+                f"{path['service']} ({path['owner']})" if path else "-",
+            ]
         rows.append(row)
     header = ["CLUSTER", "NAMESPACE", "SERVICEIMPORT", "TYPE", "IP", "PORTS", "CLUSTERS"]
     print()
-    print(table(header + (["SLICES"] if wide else []), rows), end="")
+    print(table(header + (["SLICES", "DATA-PATH"] if wide else []), rows), end="")
     if leases is not None:
         rows = [[lease["consumer"], lease["source"], lease["state"],
                  "-" if lease["age"] is None else f"{lease['age']}s", lease["renewed"] or "-"]
                 for lease in leases]  # fmt: skip
         print()
         print(table(["CONSUMER", "SOURCE-LEASE", "STATE", "AGE", "RENEWED"], rows), end="")
+        for note in _karmada_keeps(data["imports"], leases):
+            print(note)
+
+
+def _karmada_keeps(imports: list[dict[str, Any]], leases: list[dict[str, Any]]) -> list[str]:
+    """What the Leases cannot do on Karmada's data path, said where it matters now."""
+    expired = {
+        (lease["consumer"], lease["source"]) for lease in leases if lease["state"] == "expired"
+    }
+    return [
+        f"note: {i['cluster']}'s {i['namespace']}/{i['name']}: {source}'s Lease expired, so its "
+        f"endpoints left DNS answers; the ClusterSetIP goes through Karmada's "
+        f"{i['dataPath']['service']}, whose slices Karmada keeps (clusterset does not rewrite them)"
+        for i in imports
+        if i["dataPath"] and i["dataPath"]["owner"] == "karmada"
+        for source in i["clusters"]
+        if (i["cluster"], source) in expired
+    ]
 
 
 def render(observed: Observed, cluster: ClusterId, fmt: str = "yaml") -> None:
