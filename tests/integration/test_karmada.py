@@ -1131,14 +1131,15 @@ def test_a_rotated_cluster_secret_reconnects_without_a_restart(
     print(f"\nmember2's Secrets rotated -> reconnected: {reconnected:.1f} s")
 
 
-def test_a_dead_member_leaves_clustersets_data_path_and_karmadas_is_measured(
+def test_a_dead_members_endpoint_leaves_clustersets_slices_karmada_keeps_its_own(
     karmada: tuple[ControlPlane, Karmada], deployed: dict[str, Any]
 ) -> None:
     """Issue 21 item 4 on the real Karmada: member1 (serve's only source) stops. Within the
-    source Lease (40 s) its endpoint in member2's MCS slices is neither ready nor serving (the
-    ClusterSetIP's data path where clusterset's derived Service is it), never deleted. What
-    Karmada does to its own imported-* slices of derived-serve (the data path of its
-    ServiceImport flow) is recorded over the same time: clusterset does not rewrite them."""
+    source Lease (40 s) its endpoint in member2's MCS slices is neither ready nor serving,
+    never deleted (those slices are the ClusterSetIP's data path where clusterset's own
+    derived Service is it: test_kube_leases.py; here serve's is Karmada's derived-serve, so
+    they feed DNS). What Karmada does to its own imported-* slices of derived-serve is
+    recorded over the same time: clusterset does not rewrite them."""
     cp, km = karmada
     ctl: Controller = deployed["ctl"]
     mcs_slices = (
