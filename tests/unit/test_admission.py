@@ -307,6 +307,23 @@ def test_a_policy_that_does_not_decide_is_not_checked() -> None:
         "PropagationPolicy", karmada_policy("p", ["ctx-b"]), karmada(bindings=binding)
     )
     assert r == {"uid": "u-1", "allowed": True}
+    # Bound to the policy being changed: Karmada schedules it again by the new placement.
+    claimed = {
+        "ns/svc-serviceexport": {
+            "metadata": {
+                "annotations": {
+                    "propagationpolicy.karmada.io/name": "p",
+                    "propagationpolicy.karmada.io/namespace": "ns",
+                },
+                "labels": {"propagationpolicy.karmada.io/permanent-id": "uid-1"},
+            },
+            "spec": {"clusters": [{"name": "ctx-a"}]},
+        }
+    }
+    r = karmada_review(
+        "PropagationPolicy", karmada_policy("p", ["ctx-b"]), karmada(bindings=claimed)
+    )
+    assert any("PortConflict" in w for w in r["warnings"])
     # The policy being changed is the one that decides: checked where it now places it.
     r = karmada_review(
         "PropagationPolicy", karmada_policy("p", ["ctx-b"]), karmada(karmada_policy("p", ["ctx-a"]))

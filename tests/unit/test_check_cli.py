@@ -214,3 +214,26 @@ def test_karmada_proposal_reads_the_policies_beside_the_export(tmp_path: Path) -
     export, policies = karmada_proposal(f, WEB)
     assert export is not None and export["kind"] == "ServiceExport"
     assert [p["metadata"] for p in policies] == [{"name": "p", "namespace": "default"}]
+
+
+def test_the_live_templates_claim_holds_for_the_files_export() -> None:
+    """The export in FILE carries no claim; the live template's does: a higher-priority
+    policy in the file does not take the export from the policy Karmada bound it to."""
+    live = {
+        "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+        "kind": "ServiceExport",
+        "metadata": {
+            "name": "web",
+            "namespace": "default",
+            "annotations": {
+                "propagationpolicy.karmada.io/name": "p",
+                "propagationpolicy.karmada.io/namespace": "default",
+            },
+            "labels": {"propagationpolicy.karmada.io/permanent-id": "uid-1"},
+        },
+    }
+    q = _policy("q", ["member2"])
+    q["spec"]["priority"] = 9
+    inputs = _inputs(template=live, policies=[_policy("p", ["member1"])], binding=BOUND)
+    doc = {k: v for k, v in live.items() if k != "metadata"} | {"metadata": {"name": "web"}}
+    assert karmada_placement(inputs, WEB, doc, [q]).members == ("member1",)

@@ -247,24 +247,34 @@ def test_binding_name_is_karmadas() -> None:
 
 def test_a_claimed_template_keeps_its_policy() -> None:
     """Karmada applies the policy named in the template's claim annotations first."""
+    claim_ = {
+        "propagationpolicy.karmada.io/name": "old",
+        "propagationpolicy.karmada.io/namespace": "default",
+    }
     claimed = {
         **EXPORT,
         "metadata": {
             **EXPORT["metadata"],
-            "annotations": {
-                "propagationpolicy.karmada.io/name": "old",
-                "propagationpolicy.karmada.io/namespace": "default",
-            },
+            "annotations": claim_,
+            "labels": {"propagationpolicy.karmada.io/permanent-id": "uid-1"},
         },
     }
     pols = [policy("old", [sel()]), policy("named", [sel(name="serve")], priority=9)]
     found = policy_for(claimed, pols, [])
     assert found is not None and found["metadata"]["name"] == "old"
+    # Without its permanent-id label it is no claim (Karmada needs both).
+    unlabelled = {**EXPORT, "metadata": {**EXPORT["metadata"], "annotations": claim_}}
+    found = policy_for(unlabelled, pols, [])
+    assert found is not None and found["metadata"]["name"] == "named"
+    # The claimed policy gone: matched again.
+    found = policy_for(claimed, pols[1:], [])
+    assert found is not None and found["metadata"]["name"] == "named"
     cpp = {
         **EXPORT,
         "metadata": {
             **EXPORT["metadata"],
             "annotations": {"clusterpropagationpolicy.karmada.io/name": "c"},
+            "labels": {"clusterpropagationpolicy.karmada.io/permanent-id": "uid-2"},
         },
     }
     found = policy_for(cpp, pols, [policy("c", [sel()], namespace=None)])

@@ -193,7 +193,14 @@ def karmada_placement(
             "kind": "ServiceExport",
         }
     )
-    meta = template.get("metadata") or {}
+    meta = dict(template.get("metadata") or {})
+    if export_doc is not None and inputs.template is not None:
+        # The live template's claim (which policy Karmada bound it to) holds for the file's.
+        live = inputs.template.get("metadata") or {}
+        for field, keys in (("annotations", placement.CLAIMS), ("labels", placement.CLAIM_LABELS)):
+            kept = {k: v for k, v in (live.get(field) or {}).items() if k in keys}
+            if kept:
+                meta[field] = {**(meta.get(field) or {}), **kept}
     template = {
         **template,
         "metadata": {**meta, "namespace": key.namespace, "name": key.name},
@@ -220,7 +227,9 @@ def karmada_placement(
     # Karmada's binding stands unless the policy that decides is one in the file (a changed
     # placement of the bound policy is scheduled again; another policy does not move it).
     decided_by_file = any(
-        unscheduled.policy == f"{p.get('kind', '')} {ident(p)[1]}" for p in file_policies
+        unscheduled.policy == f"{p.get('kind', '')} {ident(p)[1]}"
+        and ident(p)[0] in (None, key.namespace)
+        for p in file_policies
     )
     if decided_by_file or inputs.binding is None:
         return unscheduled

@@ -88,9 +88,8 @@ def status_data(
                     ],
                     "clusters": list(imp.clusters),
                     "endpointSlices": len(cd.slices.get(key, ())),
-                    # The Service kube-proxy routes the ClusterSetIP by, and whose slices feed
-                    # it: Karmada's (its derived-<svc>, or the Service it dispatches a
-                    # MultiClusterService's endpoints into) keep a lost source's endpoints.
+                    # The Service kube-proxy routes the ClusterSetIP by: Karmada's derived-<svc>
+                    # keeps a lost source's endpoints in its slices.
                     "dataPath": None
                     if key not in cd.derived
                     else {
@@ -274,7 +273,9 @@ def _status_tables(
 def _karmada_keeps(imports: list[dict[str, Any]], leases: list[dict[str, Any]]) -> list[str]:
     """What the Leases cannot do on Karmada's data path, said where it matters now."""
     expired = {
-        (lease["consumer"], lease["source"]) for lease in leases if lease["state"] == "expired"
+        (lease.get("consumerCluster", lease["consumer"]), lease["source"])
+        for lease in leases
+        if lease["state"] == "expired"
     }
     return [
         f"note: {i['cluster']}'s {i['namespace']}/{i['name']}: {source}'s Lease expired, so its "

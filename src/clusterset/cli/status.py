@@ -200,7 +200,8 @@ async def _snapshot(
             log.warning("cluster %s: cannot list the liveness Leases: %s", name, exc)
             continue
         leases.extend(
-            {"consumer": name, "source": lease.source or "?",
+            {"consumer": name, "consumerCluster": observer.ids.get(name, name),
+             "source": lease.source or "?",
              "renewed": lease.renew_time if ages else None,
              "age": round(lease.age(now), 1) if ages else None, "state": lease.state(now)}
             for lease in found

@@ -267,6 +267,8 @@ def decide_karmada(
         clusters=karmada.clusters,
     )
     what = f"{kind} {ns}/{name}"
+    if placement.skipped_namespace(ns):
+        return True, [], ""  # Karmada propagates nothing from here: no member gets it
     if where.unsure:
         return True, [_unsure(what, where)], ""
     if not where.policy:
@@ -328,8 +330,8 @@ def _policy_review(
         if unnamed
         else []
     )
-    # The policy as it will be, among the others: it decides only where it wins (priority,
-    # claims) and where Karmada has not scheduled the export already.
+    # The policy as it will be, among the others: it decides only where it wins (priority),
+    # or where Karmada bound the export to it already (claimed exports stay with their policy).
     others = karmada.policies if namespaced else karmada.cluster_policies
     ranked = [
         p
@@ -341,17 +343,24 @@ def _policy_review(
     for template in named:
         tmeta = template["metadata"]
         what = f"ServiceExport {tmeta['namespace']}/{tmeta['name']}"
-        where = placement.placement(
-            template,
-            binding=karmada.bindings.get(
-                f"{tmeta['namespace']}/{placement.binding_name('ServiceExport', tmeta['name'])}"
-            ),
-            policies=ranked if namespaced else karmada.policies,
-            cluster_policies=karmada.cluster_policies if namespaced else ranked,
-            clusters=karmada.clusters,
+        binding = karmada.bindings.get(
+            f"{tmeta['namespace']}/{placement.binding_name('ServiceExport', tmeta['name'])}"
         )
+        if binding is not None and placement.claim(binding) == label:
+            # Bound to this very policy: Karmada schedules it again by the new placement.
+            where = placement.placement_of(policy, karmada.clusters)
+        elif binding is not None:
+            continue  # bound to another policy: this one does not move it
+        else:
+            where = placement.placement(
+                template,
+                binding=None,
+                policies=ranked if namespaced else karmada.policies,
+                cluster_policies=karmada.cluster_policies if namespaced else ranked,
+                clusters=karmada.clusters,
+            )
         if where.policy != label:
-            continue  # another policy, or Karmada's scheduling so far, decides: not this one
+            continue  # another policy decides: not this one
         if where.unsure:
             warnings.append(_unsure(what, where))
             continue

@@ -25,6 +25,10 @@ MISMATCH, MATCH_ALL, MATCH_LABELS, MATCH_NAME = 0, 1, 2, 3
 CLAIMED_BY = "propagationpolicy.karmada.io/name"
 CLAIMED_BY_NAMESPACE = "propagationpolicy.karmada.io/namespace"
 CLAIMED_BY_CLUSTER_POLICY = "clusterpropagationpolicy.karmada.io/name"
+CLAIMED_BY_ID = "propagationpolicy.karmada.io/permanent-id"
+CLAIMED_BY_CLUSTER_POLICY_ID = "clusterpropagationpolicy.karmada.io/permanent-id"
+CLAIMS = (CLAIMED_BY, CLAIMED_BY_NAMESPACE, CLAIMED_BY_CLUSTER_POLICY)
+CLAIM_LABELS = (CLAIMED_BY_ID, CLAIMED_BY_CLUSTER_POLICY_ID)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,20 +142,35 @@ def policy_for(
     """The policy Karmada binds `template` to (detector/policy.go propagateResource): the
     one that claimed it already (its annotations), else a PropagationPolicy of its
     namespace, else a ClusterPropagationPolicy."""
-    meta = template.get("metadata") or {}
-    ns = meta.get("namespace")
-    annotations = meta.get("annotations") or {}
+    ns = (template.get("metadata") or {}).get("namespace")
     own = [p for p in policies if (p.get("metadata") or {}).get("namespace") == ns]
-    claimed = annotations.get(CLAIMED_BY)
-    if claimed and annotations.get(CLAIMED_BY_NAMESPACE):
-        return next((p for p in own if p["metadata"].get("name") == claimed), None)
-    claimed = annotations.get(CLAIMED_BY_CLUSTER_POLICY)
-    if claimed:
-        return next(
-            (p for p in cluster_policies if (p.get("metadata") or {}).get("name") == claimed),
+    claimed = claim(template)
+    if claimed is not None:
+        kind, name = claimed.split(" ", 1)
+        found = next(
+            (
+                p
+                for p in (own if kind == "PropagationPolicy" else cluster_policies)
+                if (p.get("metadata") or {}).get("name") == name
+            ),
             None,
         )
+        if found is not None:
+            return found
+        # Gone: Karmada cleans the claim up and matches again.
     return _highest(own, template) or _highest(cluster_policies, template)
+
+
+def claim(obj: Obj) -> str | None:
+    """The policy (as `Placement.policy` names it) that claimed a template or whose
+    ResourceBinding this is: Karmada's claim annotations with their permanent-id label."""
+    meta = obj.get("metadata") or {}
+    annotations, labels = meta.get("annotations") or {}, meta.get("labels") or {}
+    if annotations.get(CLAIMED_BY) and labels.get(CLAIMED_BY_ID):
+        return f"PropagationPolicy {annotations[CLAIMED_BY]}"
+    if annotations.get(CLAIMED_BY_CLUSTER_POLICY) and labels.get(CLAIMED_BY_CLUSTER_POLICY_ID):
+        return f"ClusterPropagationPolicy {annotations[CLAIMED_BY_CLUSTER_POLICY]}"
+    return None
 
 
 def skipped_namespace(namespace: str) -> bool:
