@@ -1197,7 +1197,7 @@ def test_a_dead_members_endpoint_leaves_clustersets_slices_karmada_keeps_its_own
     finally:
         cp.start_cluster("member1")
     print(
-        f"\nmember1 stopped -> its endpoint out of clusterset's data path in member2: "
+        f"\nmember1 stopped -> its endpoint out of service in clusterset's slices in member2: "
         f"{left} s (source Lease 40 s); Karmada's Cluster member1 not Ready: {not_ready} s; "
         f"Karmada's imported-* slices of derived-serve in member2 "
         f"over 100 s (s, [(address, ready)]): {seen}"
