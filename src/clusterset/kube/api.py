@@ -345,3 +345,13 @@ def _error(r: httpx.Response, path: str) -> ApiError:
         message = r.text[:200]
     cls = Gone if r.status_code == 410 else ApiError
     return cls(r.status_code, message, path=path)
+
+
+async def get_or_none(api: KubeApi, path: str) -> Obj | None:
+    """The object at `path`, or None where there is none (404)."""
+    try:
+        return await api.get(path)
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clusterset.kube.api import ApiError, KubeApi, Obj
+from clusterset.kube.api import KubeApi, Obj, get_or_none
 
 NAMESPACE = "kube-system"
 COREDNS = "coredns"
@@ -35,20 +35,11 @@ class Target:
         return f"{CONFIGMAPS}/{self.name}"
 
 
-async def _get(api: KubeApi, path: str) -> Obj | None:
-    try:
-        return await api.get(path)
-    except ApiError as exc:
-        if exc.status == 404:
-            return None
-        raise
-
-
 async def coredns_target(api: KubeApi) -> Target:
     """CoreDNS's ConfigMap; WireError when the cluster runs kube-dns, or neither."""
-    core = await _get(api, f"{CONFIGMAPS}/{COREDNS}")
+    core = await get_or_none(api, f"{CONFIGMAPS}/{COREDNS}")
     if core is None:
-        if await _get(api, f"{CONFIGMAPS}/{KUBE_DNS}") is not None or await _get(
+        if await get_or_none(api, f"{CONFIGMAPS}/{KUBE_DNS}") is not None or await get_or_none(
             api, f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{KUBE_DNS}"
         ):
             raise WireError(
@@ -65,7 +56,7 @@ async def coredns_target(api: KubeApi) -> Target:
 
 async def nodelocal_target(api: KubeApi) -> Target | None:
     """NodeLocal DNSCache's ConfigMap, when the cluster runs it."""
-    node = await _get(api, f"{CONFIGMAPS}/{NODELOCAL}")
+    node = await get_or_none(api, f"{CONFIGMAPS}/{NODELOCAL}")
     return None if node is None else _target(api, node, nodelocal=True)
 
 
@@ -92,7 +83,7 @@ async def apply(api: KubeApi, target: Target, text: str, *, keep_previous: bool)
 
 async def probe_address(api: KubeApi) -> tuple[str, int]:
     """The kube-dns Service's ClusterIP (CoreDNS keeps that Service name)."""
-    svc = await _get(api, f"/api/v1/namespaces/{NAMESPACE}/services/{KUBE_DNS}")
+    svc = await get_or_none(api, f"/api/v1/namespaces/{NAMESPACE}/services/{KUBE_DNS}")
     ip = ((svc or {}).get("spec") or {}).get("clusterIP")
     if not ip or ip == "None":
         raise WireError(

@@ -271,13 +271,13 @@ async def placement_inputs(api: k.KubeApi, namespace: str, name: str) -> Placeme
     template = None
     for version in reversed(k.MCS_VERSIONS):  # Karmada's own CRD (v1alpha1) first
         resource = k.Resource(k.MCS_GROUP, version, "serviceexports", "ServiceExport")
-        template = await _get_or_none(api, resource.path(namespace, name))
+        template = await k.get_or_none(api, resource.path(namespace, name))
         if template is not None:
             break
     policies, _ = await api.list(k.KARMADA_POLICIES.path(namespace))
     cluster_policies, _ = await api.list(k.KARMADA_CLUSTER_POLICIES.path())
     clusters, _ = await api.list(k.KARMADA_CLUSTERS.path())
-    binding = await _get_or_none(
+    binding = await k.get_or_none(
         api, k.KARMADA_BINDINGS.path(namespace, binding_name("ServiceExport", name))
     )
     return PlacementInputs(
@@ -287,15 +287,6 @@ async def placement_inputs(api: k.KubeApi, namespace: str, name: str) -> Placeme
         {str(c["metadata"]["name"]): c for c in clusters},
         binding,
     )
-
-
-async def _get_or_none(api: k.KubeApi, path: str) -> Obj | None:
-    try:
-        return await api.get(path)
-    except k.ApiError as exc:
-        if exc.status == 404:
-            return None
-        raise
 
 
 @dataclass(frozen=True, slots=True)
